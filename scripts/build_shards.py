@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Build MNIST (or any IDX dataset) into verified HDF5 or .npy shards; ``--verify DIR`` checks one.
+
+Examples:
+    python scripts/build_shards.py --format npy --out data/mnist
+    python scripts/build_shards.py --format hdf5 --out data/mnist8m --augment-to 8100000
+    python scripts/build_shards.py --verify data/mnist
+"""
+
+import sys
+
+from streamload.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Baselines and measurement helpers for the benchmarks; not imported by `import streamload`."""

@@ -1,0 +1,167 @@
+"""Building a dataset: write every split into a temporary folder, then swap it in atomically.
+
+A build killed at any point leaves the previous dataset complete at the target path, and a
+half-built one only under a hidden temporary name that the next build cleans up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from . import __version__
+from .errors import DatasetExistsError, InvalidOptionError
+from .manifest import MANIFEST_NAME, Manifest, SplitInfo, check_format
+from .sources import DEFAULT_CHUNK_ROWS, SplitSource
+from .writers import COMPRESSIONS, make_writer
+
+_RENAME_EXCHANGE = 2  # from <linux/fs.h>
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to write shards; validated on construction so bad options fail before any work."""
+
+    format: str = "npy"
+    shard_size: int | None = None  # samples per shard; None means about 64 MB
+    compression: str | None = None  # HDF5 only: "gzip" or "lzf", stored chunked
+    overwrite: bool = False
+    chunk_rows: int = DEFAULT_CHUNK_ROWS  # rows read from the source at a time
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_format(self.format)
+        if self.shard_size is not None and self.shard_size <= 0:
+            raise InvalidOptionError(f"shard size must be a positive number of samples, got {self.shard_size}")
+        if self.chunk_rows <= 0:
+            raise InvalidOptionError(f"chunk rows must be positive, got {self.chunk_rows}")
+        if self.compression is not None and (self.format != "hdf5" or self.compression not in COMPRESSIONS):
+            raise InvalidOptionError(
+                f"compression {self.compression!r} is not available for format {self.format!r}; "
+                f"HDF5 shards take one of {', '.join(COMPRESSIONS)}"
+            )
+
+
+def build_dataset(sources: Mapping[str, SplitSource], out: str | os.PathLike,
+                  options: BuildOptions = BuildOptions()) -> Manifest:
+    """Write ``sources`` (split name -> source) as a sharded dataset at ``out``."""
+    out = Path(out).absolute()
+    check_target(out, options.overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(out)
+    staging = out.parent / f".{out.name}.building-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        splits = {name: _write_split(name, source, staging, options) for name, source in sources.items()}
+        manifest = Manifest(format=options.format, splits=splits, created_by=f"streamload {__version__}")
+        _write_durably(staging / MANIFEST_NAME, manifest.to_json())
+        _fsync_path(staging)
+        check_target(out, options.overwrite)  # the target may have appeared while we were writing
+        _swap_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def check_target(out: Path, overwrite: bool) -> None:
+    """Refuse to replace anything but a streamload dataset, and that only with ``overwrite``."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DatasetExistsError(f"{out}: exists and is not a folder; choose another --out")
+    if not any(out.iterdir()):
+        return
+    if not (out / MANIFEST_NAME).is_file():
+        raise DatasetExistsError(f"{out}: folder is not empty and holds no {MANIFEST_NAME}; refusing to replace it")
+    if not overwrite:
+        raise DatasetExistsError(f"{out}: a dataset is already there; pass --overwrite to replace it")
+
+
+def _write_split(name: str, source: SplitSource, staging: Path, options: BuildOptions) -> SplitInfo:
+    action = getattr(source, "action", "reading")
+    with tqdm(total=source.num_samples, desc=f"{name}: {action} + writing {options.format}", unit="sample",
+              unit_scale=True, disable=not options.progress, leave=True) as bar:
+        writer = make_writer(options.format, staging, name, source.specs, source.num_samples,
+                             options.shard_size, options.compression, on_rows=bar.update)
+        for chunk in source.iter_chunks(options.chunk_rows):
+            writer.write(chunk)
+        return SplitInfo(arrays=dict(source.specs), shards=writer.close())
+
+
+def _write_durably(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where the OS lacks it."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this filesystem cannot exchange
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Put ``staging`` at ``out``; an old dataset there is replaced in one atomic step where possible."""
+    if not out.exists():
+        os.rename(staging, out)
+    elif _exchange(staging, out):
+        pass  # ``staging`` now holds the old dataset, removed by the caller
+    else:
+        retired = out.parent / f".{out.name}.retired-{os.getpid()}"
+        os.rename(out, retired)
+        os.rename(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    _fsync_path(out.parent)
+
+
+def _remove_abandoned_builds(out: Path) -> None:
+    """Clean up after builds of ``out`` whose process is gone (killed builds).
+
+    Their staging folders are deleted. A dataset retired by the non-atomic fallback swap, killed
+    between its two renames, is put back at ``out`` if nothing took its place.
+    """
+    for marker in ("retired", "building"):
+        for folder in out.parent.glob(f".{out.name}.{marker}-*"):
+            pid = folder.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or _process_alive(int(pid)):
+                continue
+            if marker == "retired" and not out.exists():
+                os.rename(folder, out)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

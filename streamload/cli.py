@@ -1,0 +1,83 @@
+"""Command line of ``scripts/build_shards.py``: build MNIST (or any IDX dataset) into shards, or verify.
+
+Exit status: 0 success, 1 a verified dataset has bad shards, 2 bad input or options (the message
+names the file and what is wrong; nothing already on disk is touched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .build import BuildOptions, build_dataset
+from .errors import StreamloadError
+from .manifest import FORMATS
+from .mnist import MNIST_DIR_ENV, mnist_sources
+from .sources import AugmentedSource
+from .verify import verify_dataset
+from .writers import COMPRESSIONS
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="build_shards.py",
+        description="Write MNIST (or any dataset in the IDX layout) to verified HDF5 or .npy shards.",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="npy", help="shard format (default: npy)")
+    parser.add_argument("--out", type=Path, help="dataset folder to create; its manifest is OUT/manifest.json")
+    parser.add_argument("--source", type=Path,
+                        help=f"folder of IDX files or an mnist.npz (default: ${MNIST_DIR_ENV}, else the Keras download)")
+    parser.add_argument("--shard-size", type=int, help="samples per shard (default: about 64 MB per shard)")
+    parser.add_argument("--augment-to", type=int, metavar="N",
+                        help="make the train split N randomly deformed copies of the training digits")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --augment-to (default: 0)")
+    parser.add_argument("--compression", choices=COMPRESSIONS, help="HDF5 only: compress, stored in chunks")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    parser.add_argument("--no-download", action="store_true", help="never download; fail unless MNIST is local")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    parser.add_argument("--verify", type=Path, metavar="DIR", help="check every shard of DIR instead of building")
+    args = parser.parse_args(argv)
+    if args.verify is None and args.out is None:
+        parser.error("--out DIR is required (or --verify DIR)")
+    return args
+
+
+def run_verify(directory: Path, quiet: bool) -> int:
+    problems = verify_dataset(directory, progress=not quiet)
+    for problem in problems:
+        print(f"BAD {problem}", file=sys.stderr)
+    if not problems and not quiet:
+        print(f"{directory}: every shard matches its size and SHA-256")
+    return 1 if problems else 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    options = BuildOptions(format=args.format, shard_size=args.shard_size, compression=args.compression,
+                           overwrite=args.overwrite, progress=not args.quiet)
+    sources = mnist_sources(args.source, download=not args.no_download)
+    if args.augment_to is not None:
+        sources["train"] = AugmentedSource(sources["train"], args.augment_to, seed=args.seed)
+    started = time.perf_counter()
+    manifest = build_dataset(sources, args.out, options)
+    if not args.quiet:
+        seconds = time.perf_counter() - started
+        for name, split in manifest.splits.items():
+            print(f"{name}: {split.num_samples} samples in {len(split.shards)} {manifest.format} shard(s)")
+        print(f"wrote {args.out / 'manifest.json'} in {seconds:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run_verify(args.verify, args.quiet) if args.verify else run_build(args)
+    except StreamloadError as exc:
+        print(f"build_shards.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

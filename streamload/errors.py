@@ -1,0 +1,44 @@
+"""Exceptions raised by streamload.
+
+Each subclasses the built-in a caller would already catch for that kind of problem (a bad file is a
+``ValueError``, a missing one a ``FileNotFoundError``), so generic handlers keep working, while
+``except StreamloadError`` catches everything this package raises on purpose.
+"""
+
+from __future__ import annotations
+
+
+class StreamloadError(Exception):
+    """Base class of every error streamload raises on purpose."""
+
+
+class IdxFormatError(StreamloadError, ValueError):
+    """An IDX file has a wrong magic number, a bad header or a truncated payload."""
+
+
+class SourceMismatchError(StreamloadError, ValueError):
+    """Arrays that must pair up (images and labels) disagree, for instance in sample count."""
+
+
+class SourceNotFoundError(StreamloadError, FileNotFoundError):
+    """No dataset could be found locally and none could be downloaded."""
+
+
+class ShardFormatError(StreamloadError, ValueError):
+    """A shard file is not what the manifest says it is."""
+
+
+class ManifestError(StreamloadError, ValueError):
+    """A manifest is missing, unreadable or inconsistent."""
+
+
+class ManifestVersionError(ManifestError):
+    """A manifest was written by a newer streamload than this one."""
+
+
+class InvalidOptionError(StreamloadError, ValueError):
+    """An option has a value outside its domain (a non-positive shard size, an unknown format...)."""
+
+
+class DatasetExistsError(StreamloadError, FileExistsError):
+    """The output folder already holds data and overwriting was not asked for (or is not safe)."""

@@ -1,0 +1,126 @@
+"""Reading and writing the IDX format of MNIST (LeCun et al.), gzip-compressed or raw.
+
+The header is two zero bytes, a dtype code, the number of dimensions, then one big-endian uint32 per
+dimension, so any dataset in this layout (Fashion-MNIST, KMNIST, EMNIST...) is readable, not just
+MNIST. Rows are streamed in chunks so a file larger than RAM never needs to be loaded whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from .errors import IdxFormatError
+
+# Dtype codes from the IDX specification; multi-byte types are stored big-endian.
+IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_CODES_BY_KIND = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class IdxHeader:
+    """What the header of an IDX file says: element dtype and full shape."""
+
+    path: Path
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    header_bytes: int
+
+    @property
+    def num_rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return self.shape[1:]
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.row_shape) * self.dtype.itemsize
+
+
+def open_idx(path: str | os.PathLike) -> IO[bytes]:
+    """Open an IDX file for reading, transparently un-gzipping by magic bytes, not by name."""
+    path = Path(path)
+    with open(path, "rb") as probe:
+        is_gzip = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if is_gzip else open(path, "rb")
+
+
+def _read_exact(stream: IO[bytes], size: int, path: Path, what: str) -> bytes:
+    try:
+        data = stream.read(size)
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:  # a truncated or corrupt gzip stream
+        raise IdxFormatError(f"{path}: cannot read {what}: {exc}") from exc
+    if len(data) != size:
+        raise IdxFormatError(f"{path}: truncated {what}: expected {size} bytes, found {len(data)}")
+    return data
+
+
+def read_header(stream: IO[bytes], path: str | os.PathLike) -> IdxHeader:
+    """Parse and validate the header at the current position of ``stream``."""
+    path = Path(path)
+    magic = _read_exact(stream, 4, path, "IDX magic number")
+    zero, code, ndim = struct.unpack(">HBB", magic)
+    if zero != 0 or code not in IDX_DTYPES or ndim == 0:
+        raise IdxFormatError(
+            f"{path}: wrong IDX magic number 0x{magic.hex()} (expected 0x0000TTNN with a known "
+            f"dtype code TT in {sorted(hex(c) for c in IDX_DTYPES)} and NN >= 1 dimensions)"
+        )
+    dims = struct.unpack(f">{ndim}I", _read_exact(stream, 4 * ndim, path, "IDX dimensions"))
+    return IdxHeader(path=path, dtype=IDX_DTYPES[code], shape=tuple(dims), header_bytes=4 + 4 * ndim)
+
+
+def read_idx_header(path: str | os.PathLike) -> IdxHeader:
+    with open_idx(path) as stream:
+        return read_header(stream, path)
+
+
+def iter_idx_rows(path: str | os.PathLike, chunk_rows: int) -> Iterator[np.ndarray]:
+    """Yield consecutive native-endian chunks of at most ``chunk_rows`` rows; memory stays O(chunk)."""
+    with open_idx(path) as stream:
+        header = read_header(stream, path)
+        native = header.dtype.newbyteorder("=")
+        for start in range(0, header.num_rows, chunk_rows):
+            count = min(chunk_rows, header.num_rows - start)
+            what = f"IDX payload (rows {start}..{start + count - 1} of {header.num_rows})"
+            raw = _read_exact(stream, count * header.row_bytes, header.path, what)
+            chunk = np.frombuffer(raw, dtype=header.dtype).reshape((count, *header.row_shape))
+            yield chunk.astype(native, copy=False)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read a whole IDX file; for files that fit in memory (tests, the augmentation source)."""
+    header = read_idx_header(path)
+    chunks = list(iter_idx_rows(path, max(1, header.num_rows)))
+    return np.concatenate(chunks) if chunks else np.empty(header.shape, header.dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | None = None) -> Path:
+    """Write ``array`` as an IDX file (gzip when the name ends in .gz, unless ``compress`` says)."""
+    path = Path(path)
+    native = array.dtype.newbyteorder("=")
+    if native not in _CODES_BY_KIND or array.ndim == 0:
+        raise IdxFormatError(f"{path}: IDX cannot store an array of dtype {array.dtype} and rank {array.ndim}")
+    code = _CODES_BY_KIND[native]
+    header = struct.pack(f">HBB{array.ndim}I", 0, code, array.ndim, *array.shape)
+    payload = np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
+    use_gzip = path.suffix == ".gz" if compress is None else compress
+    with (gzip.open(path, "wb") if use_gzip else open(path, "wb")) as out:
+        out.write(header + payload)
+    return path

@@ -1,0 +1,90 @@
+"""Finding MNIST: a folder named by option or environment variable, else the usual Keras download.
+
+Offline machines (CI, clusters without internet) name a local folder of IDX files; when nothing is
+found and the download fails, the error says exactly what to pass instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import SourceNotFoundError
+from .sources import IdxPairSource, NpzArraySource, SplitSource
+
+MNIST_DIR_ENV = "STREAMLOAD_MNIST_DIR"
+IDX_STEMS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+NPZ_MEMBERS = {"train": {"x": "x_train", "y": "y_train"}, "test": {"x": "x_test", "y": "y_test"}}
+KERAS_NPZ_NAME = "mnist.npz"
+_HELP = (
+    "pass --source DIR (or set {env}=DIR) naming a folder with the four MNIST IDX files "
+    "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+    "t10k-labels-idx1-ubyte[.gz]) or Keras' mnist.npz, or run once with internet access so Keras can "
+    "download it"
+).format(env=MNIST_DIR_ENV)
+
+
+def _find_idx_file(folder: Path, stem: str) -> Path | None:
+    """Accept the standard names, gzipped or not, and the common ``train-images.idx3-ubyte`` spelling."""
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, f"{stem}.gz", dotted, f"{dotted}.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def sources_from_path(path: str | os.PathLike) -> dict[str, SplitSource]:
+    """Train and test sources from an IDX folder, a folder holding mnist.npz, or an .npz file."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.suffix == ".npz":
+        return {split: NpzArraySource(path, members) for split, members in NPZ_MEMBERS.items()}
+    if not path.is_dir():
+        raise SourceNotFoundError(f"{path}: no such folder or .npz file; {_HELP}")
+    found = {split: [_find_idx_file(path, stem) for stem in stems] for split, stems in IDX_STEMS.items()}
+    if all(None not in files for files in found.values()):
+        return {split: IdxPairSource(*files) for split, files in found.items()}  # type: ignore[arg-type]
+    if (path / KERAS_NPZ_NAME).is_file():
+        return sources_from_path(path / KERAS_NPZ_NAME)
+    missing = [stem for split, stems in IDX_STEMS.items() for stem, file in zip(stems, found[split]) if file is None]
+    raise SourceNotFoundError(f"{path}: MNIST IDX files missing: {', '.join(missing)}; {_HELP}")
+
+
+def keras_mnist_npz() -> Path:
+    """The Keras download of mnist.npz (cached under ~/.keras/datasets), the usual way online."""
+    try:
+        from keras.utils import get_file
+    except ImportError as exc:
+        raise SourceNotFoundError(f"no local MNIST and Keras is not installed to download it; {_HELP}") from exc
+    try:
+        return Path(get_file(
+            KERAS_NPZ_NAME,
+            origin="https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+            file_hash="731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+        ))
+    except Exception as exc:  # Keras wraps network errors in several exception types
+        raise SourceNotFoundError(f"no local MNIST found and the Keras download failed ({exc}); {_HELP}") from exc
+
+
+def _cached_keras_npz() -> Path | None:
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / KERAS_NPZ_NAME
+    return cache if cache.is_file() else None
+
+
+def mnist_sources(source: str | os.PathLike | None = None, *, download: bool = True,
+                  environ: Mapping[str, str] | None = None) -> dict[str, SplitSource]:
+    """Resolve MNIST in order: ``source``, ``$STREAMLOAD_MNIST_DIR``, Keras' cache, Keras' download."""
+    environ = os.environ if environ is None else environ
+    if source is not None:
+        return sources_from_path(source)
+    if environ.get(MNIST_DIR_ENV):
+        return sources_from_path(environ[MNIST_DIR_ENV])
+    cached = _cached_keras_npz()
+    if cached is not None:
+        return sources_from_path(cached)
+    if not download:
+        raise SourceNotFoundError(f"no local MNIST found and downloading is off; {_HELP}")
+    return sources_from_path(keras_mnist_npz())

@@ -1,0 +1,195 @@
+"""Which samples make up batch ``i`` of epoch ``e``: a pure function of (seed, epoch, position).
+
+The exact shuffle is a keyed bijection on ``[0, n)``: a Feistel network on the smallest power of
+two that holds ``n``, with cycle walking back into range (as in format-preserving encryption and
+Grain's index shuffle). It costs O(batch) time and O(1) memory per batch whatever ``n`` is, so no
+permutation array of the dataset's size is ever built, and any batch can be computed out of order:
+Keras' own shuffling of batch order, worker processes and resuming mid-epoch all see the same data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidOptionError
+
+FEISTEL_ROUNDS = 8  # fewer rounds measurably bias small domains (chi-squared over seeds, n = 10)
+SHUFFLE_MODES = ("none", "exact", "block")
+INDEX_BLOCK_POSITIONS = 4096  # batches' indices are computed this many at a time: numpy's per-call cost dominates
+_CACHED_INDEX_BLOCKS = 4
+_STREAM_EXACT, _STREAM_BLOCKS, _STREAM_WINDOW = 0, 1, 2
+_M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser: every input bit affects every output bit."""
+    values = values ^ (values >> np.uint64(33))
+    values = values * _M1
+    values = values ^ (values >> np.uint64(33))
+    values = values * _M2
+    return values ^ (values >> np.uint64(33))
+
+
+def round_keys(seed: int, *stream: int) -> np.ndarray:
+    """Independent 64-bit round keys for one (seed, epoch, purpose...) stream."""
+    return np.random.SeedSequence([seed, *stream]).generate_state(FEISTEL_ROUNDS, dtype=np.uint64)
+
+
+def feistel_permute(positions: np.ndarray, n: int, keys: np.ndarray) -> np.ndarray:
+    """Apply the keyed permutation of ``[0, n)`` to ``positions`` (vectorised).
+
+    Each round maps ``x = (hi, lo)`` to ``(lo, hi ^ F(lo))``, a bijection on ``[0, 2**bits)`` for
+    any split of the bits, so the domain is the next power of two (< 2n) and cycle walking needs
+    fewer than two passes on average.
+    """
+    positions = np.asarray(positions, dtype=np.uint64)
+    if n <= 1:
+        return positions.astype(np.int64)
+    bits = max(2, (n - 1).bit_length())
+    lo_bits = bits // 2
+    hi_bits = bits - lo_bits
+    lo_mask, hi_mask = np.uint64((1 << lo_bits) - 1), np.uint64((1 << hi_bits) - 1)
+    lo_shift, hi_shift = np.uint64(lo_bits), np.uint64(hi_bits)
+
+    def encrypt(values: np.ndarray) -> np.ndarray:
+        for key in keys:
+            lo = values & lo_mask
+            values = (lo << hi_shift) | ((values >> lo_shift) ^ (_mix64(lo ^ key) & hi_mask))
+        return values
+
+    limit = np.uint64(n)
+    out = encrypt(positions)
+    outside = np.flatnonzero(out >= limit)
+    while outside.size:  # cycle walking back into [0, n)
+        out[outside] = encrypt(out[outside])
+        outside = outside[out[outside] >= limit]
+    return out.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How an epoch is ordered and cut into batches; validated so bad options fail at construction."""
+
+    batch_size: int = 64
+    shuffle: str = "exact"  # "none", "exact" (uniform random order) or "block" (for cold storage)
+    seed: int = 0
+    drop_remainder: bool = False
+    block_size: int = 4096  # block mode: samples per contiguous block
+    window_blocks: int = 8  # block mode: samples are shuffled inside windows of this many blocks
+    num_pipelines: int = 1  # input pipelines (e.g. workers) that split each epoch between them
+    pipeline_index: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "block_size", "window_blocks", "num_pipelines"):
+            if getattr(self, name) <= 0:
+                raise InvalidOptionError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.shuffle not in SHUFFLE_MODES:
+            raise InvalidOptionError(f"shuffle must be one of {SHUFFLE_MODES} (or True/False), got {self.shuffle!r}")
+        if not 0 <= self.pipeline_index < self.num_pipelines:
+            raise InvalidOptionError(f"pipeline_index must be in [0, {self.num_pipelines}), got {self.pipeline_index}")
+
+
+def shuffle_mode(shuffle: bool | str) -> str:
+    """Accept the Keras-style boolean as well as a mode name."""
+    if shuffle is True:
+        return "exact"
+    if shuffle is False:
+        return "none"
+    return shuffle
+
+
+class IndexSampler:
+    """Maps (epoch, batch) to global sample indices for one input pipeline.
+
+    Pipeline ``k`` of ``K`` takes epoch positions ``k, k + K, k + 2K, ...``: pipelines are disjoint
+    and each gets exactly ``n // K`` samples per epoch, so synchronous workers step together. The
+    ``n % K`` positions left over at the end of the epoch's order are skipped; the order changes
+    every epoch, so a different few samples are skipped each time, and none is ever duplicated.
+    """
+
+    def __init__(self, num_samples: int, options: SamplerOptions) -> None:
+        self.num_samples, self.options = num_samples, options
+        self.samples_per_pipeline = num_samples // options.num_pipelines
+        rounding = math.floor if options.drop_remainder else math.ceil
+        self.num_batches = rounding(self.samples_per_pipeline / options.batch_size)
+        self._block_batches = max(1, INDEX_BLOCK_POSITIONS // options.batch_size)
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    def batch_positions(self, batch: int) -> np.ndarray:
+        """Positions inside this pipeline's share of the epoch that batch ``batch`` covers."""
+        if not 0 <= batch < self.num_batches:
+            raise IndexError(f"batch {batch} out of range [0, {self.num_batches})")
+        start = batch * self.options.batch_size
+        return np.arange(start, min(start + self.options.batch_size, self.samples_per_pipeline), dtype=np.int64)
+
+    def indices(self, epoch: int, positions: np.ndarray) -> np.ndarray:
+        """Global sample indices at pipeline-local ``positions`` of ``epoch``."""
+        opts = self.options
+        global_positions = np.asarray(positions, dtype=np.int64) * opts.num_pipelines + opts.pipeline_index
+        if opts.shuffle == "exact":
+            return feistel_permute(global_positions, self.num_samples, round_keys(opts.seed, epoch, _STREAM_EXACT))
+        if opts.shuffle == "block":
+            return block_order(global_positions, self.num_samples, opts, epoch)
+        return global_positions
+
+    def batch_indices(self, epoch: int, batch: int) -> np.ndarray:
+        """Indices of one batch, computed with its neighbours and cached (a few blocks, O(1) memory)."""
+        if not 0 <= batch < self.num_batches:
+            raise IndexError(f"batch {batch} out of range [0, {self.num_batches})")
+        block, row = divmod(batch, self._block_batches)
+        key = (epoch, block)
+        indices = self._cache.get(key)
+        if indices is None:
+            first, last = block * self._block_batches, min((block + 1) * self._block_batches, self.num_batches)
+            size = self.options.batch_size
+            positions = np.arange(first * size, min(last * size, self.samples_per_pipeline), dtype=np.int64)
+            indices = self._cache[key] = self.indices(epoch, positions)
+            while len(self._cache) > _CACHED_INDEX_BLOCKS:
+                self._cache.popitem(last=False)
+        start = row * self.options.batch_size
+        return indices[start:start + self.options.batch_size].copy()
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_cache": OrderedDict()}
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """Every index of one epoch for this pipeline, in order (O(n) memory: for tests and tools)."""
+        return self.indices(epoch, np.arange(self.samples_per_epoch, dtype=np.int64))
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Samples this pipeline delivers per epoch (fewer than its share with drop_remainder)."""
+        if self.options.drop_remainder:
+            return self.num_batches * self.options.batch_size
+        return self.samples_per_pipeline
+
+
+def block_order(positions: np.ndarray, n: int, opts: SamplerOptions, epoch: int) -> np.ndarray:
+    """Block shuffle: contiguous blocks in a random order, samples random inside windows of blocks.
+
+    A window of ``window_blocks`` blocks is read as a few long sequential runs, so a cold disk
+    streams at full bandwidth; the price is that samples more than a window apart in the order
+    come from different windows, so neighbouring batches are drawn from the same few blocks.
+    """
+    num_blocks = -(-n // opts.block_size)
+    block_perm = feistel_permute(np.arange(num_blocks), num_blocks, round_keys(opts.seed, epoch, _STREAM_BLOCKS))
+    block_sizes = np.minimum(opts.block_size, n - block_perm * opts.block_size)
+    window_of_slot = np.arange(num_blocks) // opts.window_blocks
+    window_starts = np.concatenate(([0], np.cumsum(np.bincount(window_of_slot, weights=block_sizes).astype(np.int64))))
+    windows = np.searchsorted(window_starts, positions, side="right") - 1
+    out = np.empty(len(positions), dtype=np.int64)
+    for window in np.unique(windows):
+        selected = windows == window
+        slots = slice(window * opts.window_blocks, (window + 1) * opts.window_blocks)
+        blocks = np.sort(block_perm[slots])
+        sizes = np.minimum(opts.block_size, n - blocks * opts.block_size)
+        local = positions[selected] - window_starts[window]
+        shuffled = feistel_permute(local, int(sizes.sum()), round_keys(opts.seed, epoch, _STREAM_WINDOW, int(window)))
+        block_starts = np.concatenate(([0], np.cumsum(sizes)))
+        which = np.searchsorted(block_starts, shuffled, side="right") - 1
+        out[selected] = blocks[which] * opts.block_size + (shuffled - block_starts[which])
+    return out

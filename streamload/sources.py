@@ -1,0 +1,155 @@
+"""Where samples come from before they are sharded: IDX file pairs, Keras' ``mnist.npz``, arrays.
+
+Every source knows its sample count and array specs up front (from headers, not from the data) and
+yields chunks of a bounded number of rows, so building never needs a whole split in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import InvalidOptionError, ShardFormatError, SourceMismatchError
+from .idx import IdxHeader, iter_idx_rows, read_idx_header
+from .manifest import ArraySpec
+
+Chunk = dict[str, np.ndarray]
+DEFAULT_CHUNK_ROWS = 8192
+
+
+@runtime_checkable
+class SplitSource(Protocol):
+    """A finite, ordered stream of samples with known count and per-sample specs."""
+
+    description: str
+    num_samples: int
+    specs: dict[str, ArraySpec]
+
+    def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]: ...
+
+
+class IdxPairSource:
+    """Images and labels in two IDX files, checked against each other before anything is read."""
+
+    def __init__(self, images: str | os.PathLike, labels: str | os.PathLike) -> None:
+        self.images, self.labels = read_idx_header(images), read_idx_header(labels)
+        if self.images.num_rows != self.labels.num_rows:
+            raise SourceMismatchError(
+                f"{self.images.path} has {self.images.num_rows} images but {self.labels.path} has "
+                f"{self.labels.num_rows} labels; they must pair up one to one"
+            )
+        self.description = f"{self.images.path} + {self.labels.path.name}"
+        self.num_samples = self.images.num_rows
+        self.specs = {"x": _spec_of(self.images), "y": _spec_of(self.labels)}
+
+    def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
+        pairs = zip(iter_idx_rows(self.images.path, chunk_rows), iter_idx_rows(self.labels.path, chunk_rows))
+        for x, y in pairs:
+            yield {"x": x, "y": y}
+
+
+def _spec_of(header: IdxHeader) -> ArraySpec:
+    return ArraySpec(dtype=header.dtype.newbyteorder("=").str, shape=header.row_shape)
+
+
+class ArraySource:
+    """In-memory or memory-mapped arrays, e.g. ``ArraySource(x=images, y=labels)``."""
+
+    def __init__(self, description: str = "arrays", **arrays: np.ndarray) -> None:
+        lengths = {key: len(array) for key, array in arrays.items()}
+        if not arrays or len(set(lengths.values())) != 1:
+            raise SourceMismatchError(f"{description}: arrays must be given and have equal lengths, got {lengths}")
+        self.arrays = arrays
+        self.description = description
+        self.num_samples = next(iter(lengths.values()))
+        self.specs = {key: ArraySpec.of(array) for key, array in arrays.items()}
+
+    def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
+        for start in range(0, self.num_samples, chunk_rows):
+            yield {key: np.asarray(array[start:start + chunk_rows]) for key, array in self.arrays.items()}
+
+
+class NpzArraySource:
+    """Arrays inside an ``.npz`` archive (Keras' ``mnist.npz``), streamed from the zip member."""
+
+    def __init__(self, path: str | os.PathLike, members: Mapping[str, str]) -> None:
+        self.path, self.members = Path(path), dict(members)
+        self._headers = {key: self._read_header(member) for key, member in self.members.items()}
+        lengths = {self.members[key]: shape[0] for key, (shape, _) in self._headers.items()}
+        if len(set(lengths.values())) != 1:
+            raise SourceMismatchError(f"{self.path}: arrays {lengths} must have equal lengths")
+        self.description = f"{self.path} [{', '.join(self.members.values())}]"
+        self.num_samples = next(iter(lengths.values()))
+        self.specs = {key: ArraySpec(dtype.newbyteorder("=").str, shape[1:])
+                      for key, (shape, dtype) in self._headers.items()}
+
+    def _open_member(self, archive: zipfile.ZipFile, member: str):  # noqa: ANN202 - a zip file stream
+        try:
+            return archive.open(f"{member}.npy")
+        except KeyError as exc:
+            raise ShardFormatError(f"{self.path}: no array {member!r}; it has {archive.namelist()}") from exc
+
+    def _read_header(self, member: str) -> tuple[tuple[int, ...], np.dtype]:
+        with zipfile.ZipFile(self.path) as archive, self._open_member(archive, member) as stream:
+            shape, fortran, dtype = self._read_npy_header(stream, member)
+        if fortran or dtype.hasobject or not shape:
+            raise ShardFormatError(f"{self.path}: array {member!r} must be a C-ordered array of numbers")
+        return tuple(shape), dtype
+
+    def _read_npy_header(self, stream, member: str) -> tuple[tuple[int, ...], bool, np.dtype]:  # noqa: ANN001
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        version = np.lib.format.read_magic(stream)
+        if version not in readers:
+            raise ShardFormatError(f"{self.path}: array {member!r} uses unsupported .npy version {version}")
+        return readers[version](stream)
+
+    def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
+        with zipfile.ZipFile(self.path) as archive:
+            streams = {key: self._open_member(archive, member) for key, member in self.members.items()}
+            for key, stream in streams.items():
+                self._read_npy_header(stream, self.members[key])
+            for start in range(0, self.num_samples, chunk_rows):
+                count = min(chunk_rows, self.num_samples - start)
+                yield {key: self._read_rows(stream, key, count) for key, stream in streams.items()}
+
+    def _read_rows(self, stream, key: str, count: int) -> np.ndarray:  # noqa: ANN001
+        shape, dtype = self._headers[key]
+        size = count * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        data = stream.read(size)
+        if len(data) != size:
+            raise ShardFormatError(f"{self.path}: array {self.members[key]!r} is truncated")
+        return np.frombuffer(data, dtype=dtype).reshape((count, *shape[1:])).astype(dtype.newbyteorder("="), copy=False)
+
+
+class AugmentedSource:
+    """``total`` randomly deformed copies of a base source's images, labels kept (MNIST-8M style).
+
+    The base split (60k MNIST digits, 47 MB) is held in memory; the output is generated chunk by
+    chunk, so any ``total`` builds in bounded memory.
+    """
+
+    action = "augmenting"
+
+    def __init__(self, base: SplitSource, total: int, *, seed: int = 0) -> None:
+        if total <= 0:
+            raise InvalidOptionError(f"--augment-to must be a positive number of samples, got {total}")
+        if set(base.specs) != {"x", "y"}:
+            raise SourceMismatchError(f"{base.description}: augmentation needs arrays 'x' and 'y', has {sorted(base.specs)}")
+        self.base, self.seed = base, seed
+        self.description = f"{total} deformed copies of {base.description}"
+        self.num_samples = total
+        self.specs = dict(base.specs)
+
+    def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
+        from .augment import augmented_chunks
+
+        chunks = list(self.base.iter_chunks(DEFAULT_CHUNK_ROWS))
+        images = np.concatenate([chunk["x"] for chunk in chunks])
+        labels = np.concatenate([chunk["y"] for chunk in chunks])
+        del chunks
+        yield from augmented_chunks(images, labels, self.num_samples, seed=self.seed, chunk_size=chunk_rows)

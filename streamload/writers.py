@@ -1,0 +1,185 @@
+"""Shard writers: one base class that cuts a stream of chunks into shards, one subclass per format.
+
+A writer holds at most the chunk it is given plus the open shard (whose pages live in the page cache
+of a memory map or in HDF5's chunk cache, not in anonymous memory), so a dataset larger than RAM
+writes in bounded memory. Every finished shard is fsynced and hashed before the next one opens.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import InvalidOptionError, SourceMismatchError
+from .manifest import HDF5_FILE_ROLE, ArraySpec, FileInfo, ShardInfo, check_format, sha256_file
+
+TARGET_SHARD_BYTES = 64 * 2**20
+HDF5_CHUNK_BYTES = 64 * 2**10  # compressed HDF5 reads whole chunks: small ones keep random reads cheap
+COMPRESSIONS = ("gzip", "lzf")
+
+
+def default_shard_size(specs: Mapping[str, ArraySpec]) -> int:
+    """Samples per shard so that a shard is about 64 MB, whatever the sample size."""
+    sample_bytes = sum(spec.sample_bytes for spec in specs.values())
+    return max(1, TARGET_SHARD_BYTES // max(1, sample_bytes))
+
+
+def file_info(path: Path) -> FileInfo:
+    """Fsync a finished file and describe it by size and SHA-256."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return FileInfo(name=path.name, bytes=path.stat().st_size, sha256=sha256_file(path))
+
+
+class ShardWriter(ABC):
+    """Writes one split as consecutive shards of ``shard_size`` samples (the last may be shorter)."""
+
+    def __init__(self, directory: Path, split: str, specs: Mapping[str, ArraySpec], num_samples: int,
+                 shard_size: int, on_rows: Callable[[int], object] | None = None) -> None:
+        if shard_size <= 0:
+            raise InvalidOptionError(f"shard size must be a positive number of samples, got {shard_size}")
+        self.directory, self.split, self.specs = Path(directory), split, dict(specs)
+        self.num_samples, self.shard_size = num_samples, shard_size
+        self._on_rows = on_rows
+        self._shards: list[ShardInfo] = []
+        self._written = 0  # samples written to the whole split
+        self._filled = 0  # samples written to the open shard
+        self._shard_rows = 0  # capacity of the open shard; 0 when none is open
+
+    def write(self, chunk: Mapping[str, np.ndarray]) -> None:
+        rows = self._check_chunk(chunk)
+        position = 0
+        while position < rows:
+            if not self._shard_rows:
+                self._shard_rows = min(self.shard_size, self.num_samples - self._written)
+                self._begin_shard(len(self._shards), self._shard_rows)
+            take = min(rows - position, self._shard_rows - self._filled)
+            self._write_rows(self._filled, {k: chunk[k][position:position + take] for k in self.specs})
+            position, self._filled, self._written = position + take, self._filled + take, self._written + take
+            if self._filled == self._shard_rows:
+                self._finish_shard()
+        if self._on_rows:
+            self._on_rows(rows)
+
+    def close(self) -> tuple[ShardInfo, ...]:
+        """Finish the split; the source must have delivered exactly the samples it announced."""
+        if self._written != self.num_samples:
+            raise SourceMismatchError(
+                f"split {self.split!r}: the source announced {self.num_samples} samples but delivered {self._written}"
+            )
+        return tuple(self._shards)
+
+    def _check_chunk(self, chunk: Mapping[str, np.ndarray]) -> int:
+        if set(chunk) != set(self.specs):
+            raise SourceMismatchError(f"split {self.split!r}: chunk has arrays {sorted(chunk)}, expected {sorted(self.specs)}")
+        rows = {len(array) for array in chunk.values()}
+        if len(rows) != 1:
+            raise SourceMismatchError(f"split {self.split!r}: arrays of one chunk differ in length: {rows}")
+        for key, spec in self.specs.items():
+            array = chunk[key]
+            if tuple(array.shape[1:]) != spec.shape or array.dtype.newbyteorder("=") != np.dtype(spec.dtype):
+                raise SourceMismatchError(
+                    f"split {self.split!r}: array {key!r} has samples of {array.dtype} {array.shape[1:]}, "
+                    f"expected {spec.dtype} {spec.shape}"
+                )
+        (count,) = rows
+        if self._written + count > self.num_samples:
+            raise SourceMismatchError(f"split {self.split!r}: source delivered more than {self.num_samples} samples")
+        return count
+
+    def _finish_shard(self) -> None:
+        paths = self._end_shard()
+        files = {role: file_info(path) for role, path in paths.items()}
+        self._shards.append(ShardInfo(num_samples=self._shard_rows, files=files))
+        self._filled = self._shard_rows = 0
+
+    def _shard_stem(self, index: int) -> str:
+        return f"{self.split}-{index:05d}"
+
+    @abstractmethod
+    def _begin_shard(self, index: int, num_samples: int) -> None: ...
+
+    @abstractmethod
+    def _write_rows(self, offset: int, arrays: Mapping[str, np.ndarray]) -> None: ...
+
+    @abstractmethod
+    def _end_shard(self) -> dict[str, Path]:
+        """Close the open shard's files and return them by role."""
+
+
+class NpyShardWriter(ShardWriter):
+    """One ``.npy`` file per array per shard, written through a memory map, readable with mmap_mode="r"."""
+
+    _maps: dict[str, np.memmap]
+
+    def _begin_shard(self, index: int, num_samples: int) -> None:
+        self._maps = {
+            key: np.lib.format.open_memmap(self.directory / f"{self._shard_stem(index)}.{key}.npy", mode="w+",
+                                           dtype=np.dtype(spec.dtype), shape=(num_samples, *spec.shape))
+            for key, spec in self.specs.items()
+        }
+
+    def _write_rows(self, offset: int, arrays: Mapping[str, np.ndarray]) -> None:
+        for key, rows in arrays.items():
+            self._maps[key][offset:offset + len(rows)] = rows
+
+    def _end_shard(self) -> dict[str, Path]:
+        paths = {}
+        for key, array in self._maps.items():
+            array.flush()
+            paths[key] = Path(array.filename)
+        self._maps = {}  # dropping the last reference unmaps the file
+        return paths
+
+
+class Hdf5ShardWriter(ShardWriter):
+    """One HDF5 file per shard with a dataset per array; contiguous and uncompressed unless asked."""
+
+    def __init__(self, *args: object, compression: str | None = None, **kwargs: object) -> None:
+        if compression is not None and compression not in COMPRESSIONS:
+            raise InvalidOptionError(f"unknown HDF5 compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.compression = compression
+        self._file = None
+
+    def _begin_shard(self, index: int, num_samples: int) -> None:
+        import h5py
+
+        self._path = self.directory / f"{self._shard_stem(index)}.h5"
+        self._file = h5py.File(self._path, "w", libver="latest")
+        for key, spec in self.specs.items():
+            options = {}
+            if self.compression:
+                chunk_rows = max(1, min(num_samples, HDF5_CHUNK_BYTES // max(1, spec.sample_bytes)))
+                options = {"chunks": (chunk_rows, *spec.shape), "compression": self.compression}
+            self._file.create_dataset(key, shape=(num_samples, *spec.shape), dtype=np.dtype(spec.dtype), **options)
+
+    def _write_rows(self, offset: int, arrays: Mapping[str, np.ndarray]) -> None:
+        for key, rows in arrays.items():
+            self._file[key][offset:offset + len(rows)] = rows
+
+    def _end_shard(self) -> dict[str, Path]:
+        self._file.close()
+        self._file = None
+        return {HDF5_FILE_ROLE: self._path}
+
+
+def make_writer(fmt: str, directory: Path, split: str, specs: Mapping[str, ArraySpec], num_samples: int,
+                shard_size: int | None = None, compression: str | None = None,
+                on_rows: Callable[[int], object] | None = None) -> ShardWriter:
+    """The writer for ``fmt``; ``shard_size=None`` picks about 64 MB per shard."""
+    check_format(fmt)
+    size = default_shard_size(specs) if shard_size is None else shard_size
+    if fmt == "npy":
+        if compression is not None:
+            raise InvalidOptionError("compression applies to --format hdf5 only; .npy shards are stored raw")
+        return NpyShardWriter(directory, split, specs, num_samples, size, on_rows=on_rows)
+    return Hdf5ShardWriter(directory, split, specs, num_samples, size, on_rows=on_rows, compression=compression)
