@@ -38,7 +38,7 @@ class BatchOptions:
 def scale_to_unit(x: np.ndarray) -> np.ndarray:
     """float32 in [0, 1] for integer data (divided by the dtype's maximum), float32 otherwise."""
     if np.issubdtype(x.dtype, np.integer):
-        return np.multiply(x, np.float32(1.0 / np.iinfo(x.dtype).max), dtype=np.float32)
+        return np.divide(x, np.float32(np.iinfo(x.dtype).max), dtype=np.float32)  # exactly x / 255, as references do
     return x.astype(np.float32, copy=False)
 
 

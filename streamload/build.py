@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import glob
 import os
 import shutil
 from collections.abc import Mapping
@@ -53,9 +54,9 @@ def build_dataset(sources: Mapping[str, SplitSource], out: str | os.PathLike,
                   options: BuildOptions = BuildOptions()) -> Manifest:
     """Write ``sources`` (split name -> source) as a sharded dataset at ``out``."""
     out = Path(out).absolute()
+    _remove_abandoned_builds(out)  # first: it may put a dataset retired by a killed swap back at ``out``
     check_target(out, options.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_builds(out)
     staging = out.parent / f".{out.name}.building-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -147,7 +148,7 @@ def _remove_abandoned_builds(out: Path) -> None:
     between its two renames, is put back at ``out`` if nothing took its place.
     """
     for marker in ("retired", "building"):
-        for folder in out.parent.glob(f".{out.name}.{marker}-*"):
+        for folder in out.parent.glob(f"{glob.escape(f'.{out.name}.{marker}-')}*"):
             pid = folder.name.rsplit("-", 1)[-1]
             if not pid.isdigit() or _process_alive(int(pid)):
                 continue

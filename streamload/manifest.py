@@ -147,11 +147,31 @@ def _split_from_dict(data: dict[str, Any]) -> SplitInfo:
     arrays = {name: ArraySpec(dtype=str(spec["dtype"]), shape=tuple(int(d) for d in spec["shape"]))
               for name, spec in data["arrays"].items()}
     shards = tuple(
-        ShardInfo(num_samples=int(shard["num_samples"]),
-                  files={role: FileInfo(**info) for role, info in shard["files"].items()})
+        ShardInfo(num_samples=_count(shard["num_samples"]),
+                  files={role: _file_info(info) for role, info in shard["files"].items()})
         for shard in data["shards"]
     )
-    return SplitInfo(arrays=arrays, shards=shards)
+    split = SplitInfo(arrays=arrays, shards=shards)
+    if data.get("num_samples", split.num_samples) != split.num_samples:
+        raise ValueError(f"split says {data['num_samples']} samples but its shards hold {split.num_samples}")
+    return split
+
+
+def _count(value: Any) -> int:
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"a sample count must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _file_info(info: dict[str, Any]) -> FileInfo:
+    """A file entry, checked so that verify and the readers never meet a wrong type or a path."""
+    file = FileInfo(**info)
+    if not isinstance(file.name, str) or file.name in ("", ".", "..") or Path(file.name).name != file.name:
+        raise ValueError(f"shard file name must be a plain file name inside the dataset folder, got {file.name!r}")
+    if not isinstance(file.sha256, str):
+        raise ValueError(f"{file.name}: sha256 must be a hex string, got {file.sha256!r}")
+    _count(file.bytes)
+    return file
 
 
 def read_manifest(directory: str | os.PathLike) -> Manifest:

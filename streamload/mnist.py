@@ -6,7 +6,9 @@ found and the download fails, the error says exactly what to pass instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -60,11 +62,12 @@ def keras_mnist_npz() -> Path:
     except ImportError as exc:
         raise SourceNotFoundError(f"no local MNIST and Keras is not installed to download it; {_HELP}") from exc
     try:
-        return Path(get_file(
-            KERAS_NPZ_NAME,
-            origin="https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
-            file_hash="731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
-        ))
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress; stdout is for results
+            return Path(get_file(
+                KERAS_NPZ_NAME,
+                origin="https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+                file_hash="731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+            ))
     except Exception as exc:  # Keras wraps network errors in several exception types
         raise SourceNotFoundError(f"no local MNIST found and the Keras download failed ({exc}); {_HELP}") from exc
 

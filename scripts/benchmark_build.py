@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""Issue 2's build benchmark: shard-writing MB/s next to np.save, and peak memory of an 8.1M build.
+
+Examples:
+    python scripts/benchmark_build.py --json data/bench-build.json
+    python scripts/benchmark_build.py --mb 64 --skip-augment
+"""
+
+import sys
+
+from streamload.bench.build_bench import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Shared fixtures: small synthetic MNIST-like IDX folders with known arrays, the real MNIST copy,
+and helpers that read shards back with plain numpy/h5py (independently of streamload's readers)."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamload.idx import write_idx
+from streamload.manifest import HDF5_FILE_ROLE, read_manifest
+from streamload.mnist import IDX_STEMS, MNIST_DIR_ENV
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_MNIST = Path("/work/shared/datasets/mnist")
+
+
+@dataclass(frozen=True)
+class SyntheticMnist:
+    """An IDX folder on disk and the arrays it was written from (the reference for every check)."""
+
+    folder: Path
+    arrays: dict[str, dict[str, np.ndarray]]  # split -> {"x": images, "y": labels}
+
+
+def synthetic_arrays(n_train: int, n_test: int, *, seed: int = 0, image_dtype: str = "u1",
+                     image_shape: tuple[int, ...] = (28, 28)) -> dict[str, dict[str, np.ndarray]]:
+    """Random images of ``image_dtype`` (full value range for integers) and labels 0-9."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in (("train", n_train), ("test", n_test)):
+        dtype = np.dtype(image_dtype)
+        shape = (count, *image_shape)
+        if dtype.kind == "f":
+            images = rng.standard_normal(shape).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            images = rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype.newbyteorder("="))
+            images = images.astype(dtype)
+        arrays[split] = {"x": images, "y": rng.integers(0, 10, size=count, dtype=np.uint8)}
+    return arrays
+
+
+def write_idx_folder(folder: Path, arrays: dict[str, dict[str, np.ndarray]], *, gz: bool = True) -> Path:
+    """The four files under their standard names, gzip-compressed or raw."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, (images_stem, labels_stem) in IDX_STEMS.items():
+        suffix = ".gz" if gz else ""
+        write_idx(folder / f"{images_stem}{suffix}", arrays[split]["x"])
+        write_idx(folder / f"{labels_stem}{suffix}", arrays[split]["y"])
+    return folder
+
+
+MakeMnist = Callable[..., SyntheticMnist]
+
+
+@pytest.fixture()
+def make_mnist(tmp_path: Path) -> MakeMnist:
+    """Factory: ``make_mnist(name, n_train=..., n_test=..., gz=..., seed=..., image_dtype=...)``."""
+
+    def make(name: str = "src", *, n_train: int = 203, n_test: int = 37, gz: bool = True, seed: int = 0,
+             image_dtype: str = "u1") -> SyntheticMnist:
+        arrays = synthetic_arrays(n_train, n_test, seed=seed, image_dtype=image_dtype)
+        return SyntheticMnist(write_idx_folder(tmp_path / name, arrays, gz=gz), arrays)
+
+    return make
+
+
+@pytest.fixture(params=["gz", "raw"])
+def synthetic_mnist(request: pytest.FixtureRequest, make_mnist: MakeMnist) -> SyntheticMnist:
+    """A small MNIST-like IDX folder (203 train, 37 test samples), once gzipped and once raw."""
+    return make_mnist(gz=request.param == "gz")
+
+
+@pytest.fixture()
+def mnist_dir() -> Path:
+    """The real MNIST IDX folder: $STREAMLOAD_MNIST_DIR, else the shared copy; skipped when absent."""
+    folder = Path(os.environ.get(MNIST_DIR_ENV) or SHARED_MNIST)
+    if not (folder / "train-images-idx3-ubyte.gz").is_file() and not (folder / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"real MNIST not found at {folder}; set {MNIST_DIR_ENV} to a folder of the four IDX files")
+    return folder
+
+
+def read_split(directory: Path, split: str) -> dict[str, np.ndarray]:
+    """Every array of ``split`` concatenated from its shards, read with np.load(mmap) or h5py."""
+    manifest = read_manifest(directory)
+    info = manifest.split(split)
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in info.arrays}
+    for shard in info.shards:
+        if manifest.format == "npy":
+            for key in info.arrays:
+                mapped = np.load(directory / shard.files[key].name, mmap_mode="r")
+                assert isinstance(mapped, np.memmap)
+                parts[key].append(np.array(mapped))
+        else:
+            import h5py
+
+            with h5py.File(directory / shard.files[HDF5_FILE_ROLE].name, "r") as handle:
+                for key in info.arrays:
+                    parts[key].append(handle[key][()])
+    return {key: np.concatenate(chunks) if chunks else np.empty((0, *info.arrays[key].shape), info.arrays[key].dtype)
+            for key, chunks in parts.items()}
+
+
+def tree_snapshot(path: Path) -> dict[str, str] | None:
+    """Relative path -> SHA-256 of every file under ``path`` (None when it does not exist)."""
+    if not path.exists():
+        return None
+    if path.is_file():
+        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {str(file.relative_to(path)): hashlib.sha256(file.read_bytes()).hexdigest()
+            for file in sorted(path.rglob("*")) if file.is_file()}
+
+
+def leftovers(out: Path) -> list[str]:
+    """Staging or retired folders of builds of ``out`` that are still lying next to it."""
+    return sorted(p.name for p in out.parent.glob(f"{glob.escape(f'.{out.name}.')}*"))
+
+
+def subprocess_env(**overrides: str | None) -> dict[str, str]:
+    """This environment plus ``overrides`` (None removes a variable), with the repo importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+BUILD_SCRIPT = [sys.executable, str(REPO_ROOT / "scripts" / "build_shards.py")]

@@ -1,0 +1,32 @@
+"""Small real datasets on disk for the reading-side tests (imported by test modules, not a fixture file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from streamload import ArraySource, BuildOptions, build_dataset
+
+
+def make_arrays(n: int, seed: int = 0, shape: tuple[int, ...] = (28, 28)) -> dict[str, np.ndarray]:
+    """Distinct random images (row i starts with i's bytes, so every sample is unique) and labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    flat = x.reshape(n, -1)
+    flat[:, :4] = np.arange(n, dtype="<u4").view(np.uint8).reshape(n, 4)
+    y = rng.integers(0, 10, size=n, dtype=np.uint8)
+    return {"x": x, "y": y}
+
+
+def build(tmp_path: Path, n: int, fmt: str = "npy", shard_size: int | None = None, *, name: str | None = None,
+          compression: str | None = None, seed: int = 0, test_n: int = 0) -> tuple[Path, dict[str, np.ndarray]]:
+    """Write ``n`` train samples (and ``test_n`` test samples) as a dataset; return it and the arrays."""
+    arrays = make_arrays(n, seed)
+    sources = {"train": ArraySource(**arrays)}
+    if test_n:
+        sources["test"] = ArraySource(**make_arrays(test_n, seed + 1))
+    out = tmp_path / (name or f"{fmt}-{n}-{shard_size}-{compression}")
+    build_dataset(sources, out, BuildOptions(format=fmt, shard_size=shard_size, compression=compression,
+                                             progress=False))
+    return out, arrays

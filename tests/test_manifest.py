@@ -1,0 +1,242 @@
+"""Tests for streamload.manifest: what a build records, every way a manifest file can be wrong, and
+the index -> (shard, offset) map."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SyntheticMnist
+
+from streamload import __version__
+from streamload.build import BuildOptions, build_dataset
+from streamload.errors import InvalidOptionError, ManifestError, ManifestVersionError
+from streamload.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    ArraySpec,
+    FileInfo,
+    Manifest,
+    ShardInfo,
+    SplitInfo,
+    check_format,
+    read_manifest,
+    sha256_file,
+)
+from streamload.mnist import sources_from_path
+
+
+@pytest.fixture(params=["npy", "hdf5"])
+def built(request: pytest.FixtureRequest, synthetic_mnist: SyntheticMnist, tmp_path: Path) -> tuple[Path, Manifest]:
+    out = tmp_path / "ds"
+    options = BuildOptions(format=request.param, shard_size=50, progress=False)
+    return out, build_dataset(sources_from_path(synthetic_mnist.folder), out, options)
+
+
+def test_manifest_records_counts_sizes_and_hashes(built: tuple[Path, Manifest]) -> None:
+    out, returned = built
+    manifest = read_manifest(out)
+    assert manifest == returned
+    assert manifest.format_version == FORMAT_VERSION
+    assert manifest.created_by == f"streamload {__version__}"
+    expected_counts = {"train": [50, 50, 50, 50, 3], "test": [37]}
+    files_seen = set()
+    for name, split in manifest.splits.items():
+        assert [shard.num_samples for shard in split.shards] == expected_counts[name]
+        assert split.num_samples == sum(expected_counts[name])
+        assert split.arrays == {"x": ArraySpec("|u1", (28, 28)), "y": ArraySpec("|u1", ())}
+        for shard in split.shards:
+            expected_roles = {"x", "y"} if manifest.format == "npy" else {"hdf5"}
+            assert set(shard.files) == expected_roles
+            for info in shard.files.values():
+                data = (out / info.name).read_bytes()
+                assert info.bytes == len(data)
+                assert info.sha256 == hashlib.sha256(data).hexdigest()
+                files_seen.add(info.name)
+    assert files_seen | {MANIFEST_NAME} == {path.name for path in out.iterdir()}
+
+
+def test_manifest_json_layout(built: tuple[Path, Manifest]) -> None:
+    out, manifest = built
+    data = json.loads((out / MANIFEST_NAME).read_text())
+    assert data["format_version"] == FORMAT_VERSION and data["format"] == manifest.format
+    assert data["splits"]["train"]["num_samples"] == 203
+    assert data["splits"]["test"]["arrays"]["x"] == {"dtype": "|u1", "shape": [28, 28]}
+    first = data["splits"]["train"]["shards"][0]
+    assert first["num_samples"] == 50
+    assert all(set(info) == {"name", "bytes", "sha256"} for info in first["files"].values())
+
+
+# --- read_manifest errors ----------------------------------------------------------------------
+
+
+def _valid_dict() -> dict:
+    split = SplitInfo(arrays={"x": ArraySpec("|u1", (2,))},
+                      shards=(ShardInfo(3, {"x": FileInfo("train-00000.x.npy", 134, "ab" * 32)}),))
+    return json.loads(Manifest(format="npy", splits={"train": split}).to_json())
+
+
+def _write(directory: Path, text: str) -> Path:
+    (directory / MANIFEST_NAME).write_text(text)
+    return directory / MANIFEST_NAME
+
+
+def test_valid_dict_reads_back(tmp_path: Path) -> None:
+    _write(tmp_path, json.dumps(_valid_dict()))
+    manifest = read_manifest(tmp_path)
+    assert manifest.split("train").num_samples == 3
+    with pytest.raises(KeyError, match="'valid'.*train"):
+        manifest.split("valid")
+
+
+def test_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match=f"{tmp_path / MANIFEST_NAME}: no manifest"):
+        read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{not json", "not valid JSON"),
+    ("", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object, found list"),
+    ('"manifest"', "must be a JSON object, found str"),
+    ("{}", "no integer 'format_version'"),
+    ('{"format_version": "1"}', "no integer 'format_version'"),
+])
+def test_unparsable_manifest_names_the_file(tmp_path: Path, text: str, match: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ManifestError, match=match) as caught:
+        read_manifest(tmp_path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_binary_garbage_is_a_manifest_error(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_NAME).write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ManifestError, match=str(tmp_path / MANIFEST_NAME)):
+        read_manifest(tmp_path)
+
+
+def _drop_splits(data: dict) -> None:
+    del data["splits"]
+
+
+def _drop_sha(data: dict) -> None:
+    del data["splits"]["train"]["shards"][0]["files"]["x"]["sha256"]
+
+
+def _extra_file_key(data: dict) -> None:
+    data["splits"]["train"]["shards"][0]["files"]["x"]["md5"] = "0"
+
+
+def _bad_format(data: dict) -> None:
+    data["format"] = "parquet"
+
+
+def _splits_list(data: dict) -> None:
+    data["splits"] = ["train"]
+
+
+def _shape_not_numbers(data: dict) -> None:
+    data["splits"]["train"]["arrays"]["x"]["shape"] = ["a"]
+
+
+def _count_not_number(data: dict) -> None:
+    data["splits"]["train"]["shards"][0]["num_samples"] = None
+
+
+def _bytes_as_text(data: dict) -> None:
+    data["splits"]["train"]["shards"][0]["files"]["x"]["bytes"] = "134"
+
+
+def _negative_count(data: dict) -> None:
+    data["splits"]["train"]["shards"][0]["num_samples"] = -3
+
+
+def _total_disagrees_with_shards(data: dict) -> None:
+    data["splits"]["train"]["num_samples"] = 4
+
+
+def _file_outside_the_folder(data: dict) -> None:
+    data["splits"]["train"]["shards"][0]["files"]["x"]["name"] = "../elsewhere.npy"
+
+
+@pytest.mark.parametrize("damage", [_drop_splits, _drop_sha, _extra_file_key, _bad_format, _splits_list,
+                                    _shape_not_numbers, _count_not_number, _bytes_as_text, _negative_count,
+                                    _total_disagrees_with_shards, _file_outside_the_folder])
+def test_malformed_manifest_names_the_file(tmp_path: Path, damage: object) -> None:
+    data = _valid_dict()
+    damage(data)  # type: ignore[operator]
+    path = _write(tmp_path, json.dumps(data))
+    with pytest.raises(ManifestError, match="malformed manifest") as caught:
+        read_manifest(tmp_path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_newer_version_is_a_version_error(tmp_path: Path) -> None:
+    data = _valid_dict()
+    data["format_version"] = FORMAT_VERSION + 1
+    data["future_field"] = {"anything": True}
+    path = _write(tmp_path, json.dumps(data))
+    with pytest.raises(ManifestVersionError, match=f"{path}: .*version {FORMAT_VERSION + 1}.*upgrade") as caught:
+        read_manifest(tmp_path)
+    assert isinstance(caught.value, ManifestError)
+
+
+def test_check_format() -> None:
+    assert check_format("npy") == "npy" and check_format("hdf5") == "hdf5"
+    with pytest.raises(InvalidOptionError, match="'csv'"):
+        check_format("csv")
+
+
+# --- locate --------------------------------------------------------------------------------------
+
+
+def _split(counts: list[int]) -> SplitInfo:
+    shards = tuple(ShardInfo(count, {}) for count in counts)
+    return SplitInfo(arrays={"x": ArraySpec("|u1", ())}, shards=shards)
+
+
+@pytest.mark.parametrize("counts", [[3, 5, 1, 4], [7], [1, 1, 1], [10, 10, 2]])
+def test_locate_matches_a_brute_force_table(counts: list[int]) -> None:
+    split = _split(counts)
+    table = [(shard, offset) for shard, count in enumerate(counts) for offset in range(count)]
+    assert split.num_samples == len(table)
+    indices = np.random.default_rng(0).permutation(len(table))
+    shard, offset = split.locate(indices)
+    assert shard.dtype == np.int64 and offset.dtype == np.int64
+    assert list(zip(shard.tolist(), offset.tolist())) == [table[i] for i in indices]
+    assert split.shard_starts.tolist() == [0, *np.cumsum(counts).tolist()]
+
+
+def test_locate_rejects_out_of_range_and_accepts_empty() -> None:
+    split = _split([3, 5, 1, 4])
+    for bad in ([13], [-1], [0, 12, 13], [-13]):
+        with pytest.raises(IndexError, match=r"\[0, 13\)"):
+            split.locate(np.array(bad))
+    shard, offset = split.locate(np.array([], dtype=np.int64))
+    assert shard.size == 0 and offset.size == 0
+    shard, offset = split.locate(np.array([12, 0, 12]))
+    assert shard.tolist() == [3, 0, 3] and offset.tolist() == [3, 0, 3]
+
+
+def test_shard_starts_is_read_only() -> None:
+    starts = _split([2, 2]).shard_starts
+    with pytest.raises(ValueError):
+        starts[0] = 5
+
+
+def test_array_spec_of_and_sample_bytes() -> None:
+    spec = ArraySpec.of(np.zeros((5, 3, 4), dtype=">f4"))
+    assert spec == ArraySpec("<f4", (3, 4)) and spec.sample_bytes == 48
+    assert ArraySpec.of(np.zeros(5, np.uint8)).sample_bytes == 1
+
+
+def test_sha256_file_matches_hashlib_across_blocks(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).bytes(9 * 2**20 + 17)  # more than two hashing blocks
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    seen: list[int] = []
+    assert sha256_file(path, seen.append) == hashlib.sha256(data).hexdigest()
+    assert sum(seen) == len(data) and len(seen) == 3
