@@ -72,25 +72,28 @@ def _round(rates: dict[str, float]) -> dict[str, object]:
 
 def test_summary_reports_medians_spreads_and_ratios_of_medians() -> None:
     rounds = [_round({"np.save": 1000, "np.save+fsync": 400, "streamload npy": 300}),
-              _round({"np.save": 3000, "np.save+fsync": 200, "streamload npy": 100}),
+              _round({"np.save": 3000, "np.save+fsync": 100, "streamload npy": 100}),
               _round({"np.save": 2000, "np.save+fsync": 300, "streamload npy": 200})]
     summary = summarize_rounds(rounds)
     assert summary["median_mb_per_s"] == {"np.save": 2000, "np.save+fsync": 300, "streamload npy": 200}
     assert summary["min_max_mb_per_s"]["np.save"] == [1000, 3000]
     assert summary["ratios"] == {"streamload npy": {"np.save": 0.1, "np.save+fsync": pytest.approx(2 / 3)}}
+    # per-round ratios to np.save+fsync are 0.75, 1.0 and 0.67: their median is not the ratio of medians
+    assert summary["paired_ratio_median"]["streamload npy"] == {"np.save": 0.1, "np.save+fsync": 0.75}
     assert summary["goal_met"] == {"streamload npy": {"np.save": False, "np.save+fsync": True}}
 
 
 def test_main_writes_every_figure_and_cleans_up(tmp_path: Path, mnist_dir: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     workdir, report = tmp_path / "work", tmp_path / "out" / "bench.json"
-    argv = ["--source", str(mnist_dir), "--workdir", str(workdir), "--mb", "2", "--rounds", "2",
+    argv = ["--source", str(mnist_dir), "--workdir", str(workdir), "--mb", "2", "--rounds", "2", "--warmup", "1",
             "--augment-to", "2000", "--json", str(report)]
     assert main(argv) == 0
     results = json.loads(report.read_text())
     assert {"nproc", "total_ram_bytes", "python", "numpy", "h5py"} <= set(results["machine"])
     throughput = results["throughput"]
-    assert len(throughput["rounds"]) == 2 and throughput["samples"] == 2 * MB // 785
+    assert len(throughput["rounds"]) == 2 and len(throughput["warmup_rounds"]) == 1
+    assert throughput["samples"] == 2 * MB // 785
     names = {"np.save", "np.save+fsync", "streamload npy", "streamload hdf5"}
     assert set(throughput["median_mb_per_s"]) == names
     assert all(rate > 0 for rate in throughput["median_mb_per_s"].values())
@@ -112,7 +115,7 @@ def test_a_failing_build_is_reported_with_its_message(tmp_path: Path) -> None:
         augmented_build_benchmark(tmp_path, 100, "npy", tmp_path / "missing")
 
 
-@pytest.mark.parametrize("option", [["--mb", "0"], ["--rounds", "0"], ["--augment-to", "-1"]])
+@pytest.mark.parametrize("option", [["--mb", "0"], ["--rounds", "0"], ["--augment-to", "-1"], ["--warmup", "-1"]])
 def test_rejects_non_positive_sizes(option: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(option)
