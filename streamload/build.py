@@ -21,7 +21,7 @@ from . import __version__
 from .errors import DatasetExistsError, InvalidOptionError
 from .manifest import MANIFEST_NAME, Manifest, SplitInfo, check_format
 from .sources import DEFAULT_CHUNK_ROWS, SplitSource
-from .writers import COMPRESSIONS, make_writer
+from .writers import COMPRESSIONS, fsync_path, make_writer
 
 _RENAME_EXCHANGE = 2  # from <linux/fs.h>
 
@@ -64,7 +64,7 @@ def build_dataset(sources: Mapping[str, SplitSource], out: str | os.PathLike,
         splits = {name: _write_split(name, source, staging, options) for name, source in sources.items()}
         manifest = Manifest(format=options.format, splits=splits, created_by=f"streamload {__version__}")
         _write_durably(staging / MANIFEST_NAME, manifest.to_json())
-        _fsync_path(staging)
+        fsync_path(staging)
         check_target(out, options.overwrite)  # the target may have appeared while we were writing
         _swap_into_place(staging, out)
     finally:
@@ -104,14 +104,6 @@ def _write_durably(path: Path, text: str) -> None:
         os.fsync(stream.fileno())
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where the OS lacks it."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -138,7 +130,7 @@ def _swap_into_place(staging: Path, out: Path) -> None:
         os.rename(out, retired)
         os.rename(staging, out)
         shutil.rmtree(retired, ignore_errors=True)
-    _fsync_path(out.parent)
+    fsync_path(out.parent)
 
 
 def _remove_abandoned_builds(out: Path) -> None:

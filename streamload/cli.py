@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run_verify(args.verify, args.quiet) if args.verify else run_build(args)
-    except StreamloadError as exc:
+    except (StreamloadError, OSError) as exc:  # OSError: e.g. no permission or no space at --out
         print(f"build_shards.py: error: {exc}", file=sys.stderr)
         return 2
 

@@ -72,8 +72,8 @@ def keras_mnist_npz() -> Path:
         raise SourceNotFoundError(f"no local MNIST found and the Keras download failed ({exc}); {_HELP}") from exc
 
 
-def _cached_keras_npz() -> Path | None:
-    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / KERAS_NPZ_NAME
+def _cached_keras_npz(environ: Mapping[str, str]) -> Path | None:
+    cache = Path(environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / KERAS_NPZ_NAME
     return cache if cache.is_file() else None
 
 
@@ -85,7 +85,7 @@ def mnist_sources(source: str | os.PathLike | None = None, *, download: bool = T
         return sources_from_path(source)
     if environ.get(MNIST_DIR_ENV):
         return sources_from_path(environ[MNIST_DIR_ENV])
-    cached = _cached_keras_npz()
+    cached = _cached_keras_npz(environ)
     if cached is not None:
         return sources_from_path(cached)
     if not download:

@@ -29,13 +29,18 @@ def default_shard_size(specs: Mapping[str, ArraySpec]) -> int:
     return max(1, TARGET_SHARD_BYTES // max(1, sample_bytes))
 
 
-def file_info(path: Path) -> FileInfo:
-    """Fsync a finished file and describe it by size and SHA-256."""
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to storage, so a crash cannot lose it."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_info(path: Path) -> FileInfo:
+    """Fsync a finished file and describe it by size and SHA-256."""
+    fsync_path(path)
     return FileInfo(name=path.name, bytes=path.stat().st_size, sha256=sha256_file(path))
 
 
