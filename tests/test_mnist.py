@@ -90,18 +90,16 @@ def test_resolution_order_source_then_env_then_keras_cache(make_mnist: MakeMnist
     keras_home = tmp_path / "keras_home"
     (keras_home / "datasets").mkdir(parents=True)
     _write_npz(keras_home / "datasets" / "mnist.npz", cached)
-    monkeypatch.setenv("KERAS_HOME", str(keras_home))
-    environ = {MNIST_DIR_ENV: str(env.folder)}
+    environ = {MNIST_DIR_ENV: str(env.folder), "KERAS_HOME": str(keras_home)}
     _assert_same(mnist_sources(explicit.folder, environ=environ, download=False), explicit)
     _assert_same(mnist_sources(environ=environ, download=False), env)
-    _assert_same(mnist_sources(environ={MNIST_DIR_ENV: ""}, download=False), cached)
+    _assert_same(mnist_sources(environ={MNIST_DIR_ENV: "", "KERAS_HOME": str(keras_home)}, download=False), cached)
 
 
 def test_nothing_local_and_no_download_names_the_ways_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(SourceNotFoundError) as caught:
-        mnist_sources(environ={}, download=False)
+        mnist_sources(environ={"KERAS_HOME": str(tmp_path)}, download=False)
     assert "--source" in str(caught.value) and MNIST_DIR_ENV in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 
