@@ -92,9 +92,10 @@ def _write_split(name: str, source: SplitSource, staging: Path, options: BuildOp
               unit_scale=True, disable=not options.progress, leave=True) as bar:
         writer = make_writer(options.format, staging, name, source.specs, source.num_samples,
                              options.shard_size, options.compression, on_rows=bar.update)
-        for chunk in source.iter_chunks(options.chunk_rows):
-            writer.write(chunk)
-        return SplitInfo(arrays=dict(source.specs), shards=writer.close())
+        with writer:
+            for chunk in source.iter_chunks(options.chunk_rows):
+                writer.write(chunk)
+            return SplitInfo(arrays=dict(source.specs), shards=writer.close())
 
 
 def _write_durably(path: Path, text: str) -> None:

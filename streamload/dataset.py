@@ -3,6 +3,7 @@
 Only the manifest is read on construction; each shard's reader opens its files the first time a
 sample from it is needed. A gather sorts the wanted indices so every shard is touched once, reads
 in ascending file order, and writes the rows straight to their places in the output.
+``prefetch``/``prefetch_span`` ask the kernel to start reading what a later gather will touch.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ from pathlib import Path
 import numpy as np
 
 from .manifest import Manifest, SplitInfo, read_manifest
-from .readers import ShardReader, make_reader
+from .readers import MappedArray, ShardReader, make_reader, prefetch_mapped_rows
 
 
 class ShardedDataset:
-    """One split of a dataset on disk; pickles as its path and split name, never as data."""
+    """One split of a dataset on disk; pickles as its path, split name and access hint, never as data."""
 
     def __init__(self, directory: str | os.PathLike, split: str = "train", manifest: Manifest | None = None) -> None:
         self.directory = Path(directory)
         self.split_name = split
         self.manifest = manifest if manifest is not None else read_manifest(self.directory)
         self.info: SplitInfo = self.manifest.split(split)
+        self.advice: int | None = None
         self._readers: list[ShardReader | None] = [None] * len(self.info.shards)
 
     def __len__(self) -> int:
@@ -37,30 +39,66 @@ class ShardedDataset:
         reader = self._readers[shard]
         if reader is None:
             reader = make_reader(self.manifest.format, self.directory, self.info.shards[shard], self.info.arrays)
+            if self.advice is not None:
+                reader.advise(self.advice)
             self._readers[shard] = reader
         return reader
+
+    def _shard_runs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
+        """Sort ``indices`` into file order: (order, offsets in shard, [(shard, first, last)] runs)."""
+        order = np.argsort(indices, kind="stable")
+        shards, offsets = self.info.locate(indices[order])
+        edges = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), len(indices)]
+        runs = list(zip(shards[edges[:-1]].tolist(), edges[:-1], edges[1:])) if len(indices) else []
+        return order, offsets, runs
 
     def gather(self, indices: np.ndarray, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """Samples ``indices`` (any order, repeats allowed) as fresh C-contiguous arrays in that order."""
         indices = np.asarray(indices, dtype=np.int64)
         keys = self.keys if keys is None else keys
-        order = np.argsort(indices, kind="stable")
-        shards, offsets = self.info.locate(indices[order])
-        out = {key: np.empty((len(indices), *self.info.arrays[key].shape), dtype=self.info.arrays[key].dtype)
-               for key in keys}
-        bounds = np.flatnonzero(np.diff(shards)) + 1
-        for first, last in zip(np.r_[0, bounds], np.r_[bounds, len(indices)]):
-            if first == last:
-                continue
-            reader = self.reader(int(shards[first]))
-            for key in keys:
-                out[key][order[first:last]] = reader.read(key, offsets[first:last])
+        order, offsets, runs = self._shard_runs(indices)
+        out = {}
+        for key in keys:
+            spec = self.info.arrays[key]
+            in_file_order = np.empty((len(indices), *spec.shape), dtype=spec.dtype)
+            for shard, first, last in runs:
+                in_file_order[first:last] = (self._readers[shard] or self.reader(shard)).read(key, offsets[first:last])
+            out[key] = np.empty_like(in_file_order)
+            out[key][order] = in_file_order
         return out
 
+    def prefetch(self, indices: np.ndarray, keys: tuple[str, ...] | None = None) -> None:
+        """Queue reads of the pages a ``gather(indices, keys)`` will touch; returns without waiting."""
+        _order, offsets, runs = self._shard_runs(np.asarray(indices, dtype=np.int64))
+        readers = [self._readers[shard] or self.reader(shard) for shard, _first, _last in runs]
+        for key in self.keys if keys is None else keys:
+            arrays = [reader.array(key) for reader in readers]
+            if all(isinstance(array, MappedArray) for array in arrays):
+                prefetch_mapped_rows(arrays, [last - first for _shard, first, last in runs], offsets)
+            else:
+                for array, (_shard, first, last) in zip(arrays, runs):
+                    array.prefetch(offsets[first:last])
+
+    def prefetch_span(self, first: int, last: int, keys: tuple[str, ...] | None = None) -> None:
+        """Queue long sequential reads of samples ``[first, last)`` (a block), shard by shard."""
+        starts = self.info.shard_starts
+        first, last = max(0, first), min(last, len(self))
+        shard = int(np.searchsorted(starts, first, side="right")) - 1
+        while first < last:
+            end = min(last, int(starts[shard + 1]))
+            for key in self.keys if keys is None else keys:
+                self.reader(shard).array(key).prefetch_span(first - int(starts[shard]), end - int(starts[shard]))
+            first, shard = end, shard + 1
+
     def advise(self, advice: int) -> None:
-        """Pass a madvise hint to every shard, opened or not (e.g. MADV_RANDOM for exact shuffling)."""
-        for shard in range(len(self._readers)):
-            self.reader(shard).advise(advice)
+        """A madvise hint (e.g. MADV_RANDOM) for every shard: now for open ones, on opening for the rest.
+
+        Kept through pickling, so worker processes started with ``spawn`` read with the same hint.
+        """
+        self.advice = advice
+        for reader in self._readers:
+            if reader is not None:
+                reader.advise(advice)
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()

@@ -21,6 +21,7 @@ Without ``steps_per_epoch`` Keras re-iterates the dataset every epoch and would 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ from .dataset import ShardedDataset
 from .errors import InvalidOptionError
 from .loader import BatchLoader
 from .sampler import IndexSampler, SamplerOptions, shuffle_mode
+
+OnRead = Callable[[int, int, np.ndarray], None]
 
 
 def pipeline_options(batch_size: int, num_pipelines: int, pipeline_index: int,
@@ -64,7 +67,7 @@ def as_tf_dataset(directory: str | os.PathLike, split: str = "train", batch_size
                   num_classes: int = 10, normalize: bool = True, channel_axis: bool = True,
                   drop_remainder: bool = False, block_size: int = 4096, window_blocks: int = 8,
                   num_pipelines: int = 1, pipeline_index: int = 0, input_context: Any = None,
-                  epochs: int | None = 1, first_epoch: int = 0) -> tf.data.Dataset:
+                  epochs: int | None = 1, first_epoch: int = 0, on_read: OnRead | None = None) -> tf.data.Dataset:
     """Batches of one split of a sharded dataset as a ``tf.data.Dataset``, read from disk batch by batch.
 
     Takes the generator's arguments (see :class:`~streamload.StreamingGenerator`; a per-batch
@@ -79,6 +82,9 @@ def as_tf_dataset(directory: str | os.PathLike, split: str = "train", batch_size
         epochs: how many epochs the dataset holds, back to back; ``None`` for every epoch from
             ``first_epoch`` on (infinite cardinality). See the module docstring for why.
         first_epoch: the first epoch's number (to resume, or to continue after another dataset).
+        on_read: called as ``on_read(epoch, batch, indices)`` with the global sample indices of
+            every batch read (e.g. to audit which samples a worker reads); runs in tf.data's
+            reader threads, so it must be thread-safe.
 
     Elements are ``(x, y)`` (``x`` alone if not ``to_fit``); the batch dimension is static only
     with ``drop_remainder``, every other dimension always is.
@@ -89,10 +95,12 @@ def as_tf_dataset(directory: str | os.PathLike, split: str = "train", batch_size
                               num_pipelines=pipelines, pipeline_index=index)
     batching = BatchOptions(to_fit=to_fit, one_hot=one_hot, num_classes=num_classes, normalize=normalize,
                             channel_axis=channel_axis)
-    return loader_dataset(BatchLoader(directory, split, sampling, batching), epochs=epochs, first_epoch=first_epoch)
+    return loader_dataset(BatchLoader(directory, split, sampling, batching), epochs=epochs, first_epoch=first_epoch,
+                          on_read=on_read)
 
 
-def loader_dataset(loader: BatchLoader, *, epochs: int | None = 1, first_epoch: int = 0) -> tf.data.Dataset:
+def loader_dataset(loader: BatchLoader, *, epochs: int | None = 1, first_epoch: int = 0,
+                   on_read: OnRead | None = None) -> tf.data.Dataset:
     """The pipeline over any loader (``as_tf_dataset`` builds one; tools may pass a subclass)."""
     if loader.transform is not None:
         raise InvalidOptionError("a transform cannot run inside the tf.data pipeline; use dataset.map instead")
@@ -111,6 +119,8 @@ def loader_dataset(loader: BatchLoader, *, epochs: int | None = 1, first_epoch: 
     def read(step: np.ndarray) -> list[np.ndarray]:
         epoch, batch = divmod(int(step), num_batches)
         out = loader.load(epoch, batch)
+        if on_read is not None:
+            on_read(epoch, batch, loader.sampler.batch_indices(epoch, batch))
         return list(out) if isinstance(out, tuple) else [out]
 
     def read_batch(step: tf.Tensor) -> tuple[tf.Tensor, ...] | tf.Tensor:

@@ -2,7 +2,8 @@
 
 A writer holds at most the chunk it is given plus the open shard (whose pages live in the page cache
 of a memory map or in HDF5's chunk cache, not in anonymous memory), so a dataset larger than RAM
-writes in bounded memory. Every finished shard is fsynced and hashed before the next one opens.
+writes in bounded memory. Every finished shard is fsynced and hashed on a background thread
+(hashlib and fsync release the GIL) while the next shard is written, at most a few shards behind.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +23,7 @@ from .manifest import HDF5_FILE_ROLE, ArraySpec, FileInfo, ShardInfo, check_form
 TARGET_SHARD_BYTES = 64 * 2**20
 HDF5_CHUNK_BYTES = 64 * 2**10  # compressed HDF5 reads whole chunks: small ones keep random reads cheap
 COMPRESSIONS = ("gzip", "lzf")
+_SHARDS_HASHING_AHEAD = 2  # finished shards whose pages wait in the page cache to be hashed
 
 
 def default_shard_size(specs: Mapping[str, ArraySpec]) -> int:
@@ -54,7 +57,8 @@ class ShardWriter(ABC):
         self.directory, self.split, self.specs = Path(directory), split, dict(specs)
         self.num_samples, self.shard_size = num_samples, shard_size
         self._on_rows = on_rows
-        self._shards: list[ShardInfo] = []
+        self._hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamload-hash")
+        self._finished: list[tuple[int, dict[str, Future[FileInfo]]]] = []  # (samples, role -> file info)
         self._written = 0  # samples written to the whole split
         self._filled = 0  # samples written to the open shard
         self._shard_rows = 0  # capacity of the open shard; 0 when none is open
@@ -65,7 +69,7 @@ class ShardWriter(ABC):
         while position < rows:
             if not self._shard_rows:
                 self._shard_rows = min(self.shard_size, self.num_samples - self._written)
-                self._begin_shard(len(self._shards), self._shard_rows)
+                self._begin_shard(len(self._finished), self._shard_rows)
             take = min(rows - position, self._shard_rows - self._filled)
             self._write_rows(self._filled, {k: chunk[k][position:position + take] for k in self.specs})
             position, self._filled, self._written = position + take, self._filled + take, self._written + take
@@ -80,7 +84,16 @@ class ShardWriter(ABC):
             raise SourceMismatchError(
                 f"split {self.split!r}: the source announced {self.num_samples} samples but delivered {self._written}"
             )
-        return tuple(self._shards)
+        shards = tuple(ShardInfo(num_samples=count, files={role: future.result() for role, future in files.items()})
+                       for count, files in self._finished)
+        self._hashing.shutdown()
+        return shards
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._hashing.shutdown(wait=True, cancel_futures=True)
 
     def _check_chunk(self, chunk: Mapping[str, np.ndarray]) -> int:
         if set(chunk) != set(self.specs):
@@ -102,8 +115,11 @@ class ShardWriter(ABC):
 
     def _finish_shard(self) -> None:
         paths = self._end_shard()
-        files = {role: file_info(path) for role, path in paths.items()}
-        self._shards.append(ShardInfo(num_samples=self._shard_rows, files=files))
+        self._finished.append((self._shard_rows, {role: self._hashing.submit(file_info, path)
+                                                  for role, path in paths.items()}))
+        if len(self._finished) > _SHARDS_HASHING_AHEAD:  # bound the backlog, and surface hashing errors early
+            for future in self._finished[-_SHARDS_HASHING_AHEAD - 1][1].values():
+                future.result()
         self._filled = self._shard_rows = 0
 
     def _shard_stem(self, index: int) -> str:
@@ -121,27 +137,39 @@ class ShardWriter(ABC):
 
 
 class NpyShardWriter(ShardWriter):
-    """One ``.npy`` file per array per shard, written through a memory map, readable with mmap_mode="r"."""
+    """One ``.npy`` file per array per shard, readable with ``np.load(mmap_mode="r")``.
 
-    _maps: dict[str, np.memmap]
+    ``np.lib.format.open_memmap`` creates each file (header and full size); rows then go in with
+    positioned writes at their offsets, which measured 5x faster than assigning through the mapping
+    (2.3 vs 0.4 GB/s: every page of a shared file mapping costs a fault and a zero-fill first).
+    """
+
+    _files: dict[str, tuple[Path, int, int]]  # key -> (path, descriptor, byte offset of row 0)
 
     def _begin_shard(self, index: int, num_samples: int) -> None:
-        self._maps = {
-            key: np.lib.format.open_memmap(self.directory / f"{self._shard_stem(index)}.{key}.npy", mode="w+",
-                                           dtype=np.dtype(spec.dtype), shape=(num_samples, *spec.shape))
-            for key, spec in self.specs.items()
-        }
+        self._files = {}
+        for key, spec in self.specs.items():
+            path = self.directory / f"{self._shard_stem(index)}.{key}.npy"
+            created = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(spec.dtype),
+                                                shape=(num_samples, *spec.shape))
+            data_offset = created.offset
+            del created  # unmaps: the header and the file's size are set
+            self._files[key] = (path, os.open(path, os.O_WRONLY), data_offset)
 
     def _write_rows(self, offset: int, arrays: Mapping[str, np.ndarray]) -> None:
         for key, rows in arrays.items():
-            self._maps[key][offset:offset + len(rows)] = rows
+            _, fd, data_offset = self._files[key]
+            data = memoryview(np.ascontiguousarray(rows, dtype=np.dtype(self.specs[key].dtype))).cast("B")
+            position = data_offset + offset * self.specs[key].sample_bytes
+            while data:
+                written = os.pwrite(fd, data, position)
+                data, position = data[written:], position + written
 
     def _end_shard(self) -> dict[str, Path]:
-        paths = {}
-        for key, array in self._maps.items():
-            array.flush()
-            paths[key] = Path(array.filename)
-        self._maps = {}  # dropping the last reference unmaps the file
+        for _, fd, _ in self._files.values():
+            os.close(fd)
+        paths = {key: path for key, (path, _, _) in self._files.items()}
+        self._files = {}
         return paths
 
 

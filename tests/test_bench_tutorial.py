@@ -24,10 +24,15 @@ def split() -> tuple[np.ndarray, np.ndarray]:
     return images, rng.integers(0, 10, size=N).astype(np.uint8)
 
 
-def test_batches_are_float64_in_unit_range_with_documented_shapes(split: tuple[np.ndarray, np.ndarray]) -> None:
+def _normalised(image: np.ndarray) -> np.ndarray:
+    """What the tutorial's last sample of a batch holds: divided by 255 once, in float32."""
+    return image.astype(np.float32) / np.float32(255)
+
+
+def test_batches_have_the_documented_dtypes_range_and_shapes(split: tuple[np.ndarray, np.ndarray]) -> None:
     gen = TutorialGenerator(*split, batch_size=BATCH)
     x, y = gen[1]
-    assert x.dtype == np.float64 and x.shape == (BATCH, 28, 28, 1)
+    assert x.dtype == np.float32 and x.shape == (BATCH, 28, 28, 1)  # float64 until astype in the loop
     assert y.dtype == np.float64 and y.shape == (BATCH, 10)
     assert x.min() >= 0.0 and x.max() <= 1.0
     np.testing.assert_array_equal(y.sum(axis=1), 1.0)
@@ -41,16 +46,29 @@ def test_last_partial_batch_is_dropped(split: tuple[np.ndarray, np.ndarray]) -> 
     assert len(seen) == 96  # the last N % BATCH = 4 samples are never served
 
 
+def test_whole_batch_is_renormalised_after_every_sample(split: tuple[np.ndarray, np.ndarray]) -> None:
+    """FLAW 2: sample i of a batch of B is divided by 255 B - i times, so early samples vanish."""
+    images, labels = split
+    x, _ = TutorialGenerator(images, labels, batch_size=BATCH, shuffle=False)[0]
+    np.testing.assert_array_equal(x[-1, ..., 0], _normalised(images[BATCH - 1]))
+    twice = images[BATCH - 2].astype(np.float64) / 255**2
+    np.testing.assert_allclose(x[-2, ..., 0], twice, rtol=1e-6)
+    assert not x[: BATCH - 19].any(), "samples divided 20+ times must underflow to zero in float32"
+    assert all(x[i].max() > 0 for i in range(BATCH - 16, BATCH))
+
+
 def test_first_epoch_is_unshuffled_later_epochs_are(split: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = split
     gen = TutorialGenerator(images, labels, batch_size=BATCH, shuffle=True)
     x, y = gen[0]
-    np.testing.assert_array_equal(x[..., 0], images[:BATCH] / 255)
+    np.testing.assert_array_equal(x[-1, ..., 0], _normalised(images[BATCH - 1]))
     np.testing.assert_array_equal(y.argmax(axis=1), labels[:BATCH])
     np.random.seed(1)
     gen.on_epoch_end()
     assert not np.array_equal(gen.indexes, np.arange(N))
-    np.testing.assert_array_equal(gen[0][0][..., 0], images[gen.indexes[:BATCH]] / 255)
+    x, y = gen[0]
+    np.testing.assert_array_equal(x[-1, ..., 0], _normalised(images[gen.indexes[BATCH - 1]]))
+    np.testing.assert_array_equal(y.argmax(axis=1), labels[gen.indexes[:BATCH]])
 
 
 def test_load_whole_split_costs_float32_per_pixel(tmp_path: Path, split: tuple[np.ndarray, np.ndarray]) -> None:
@@ -59,8 +77,9 @@ def test_load_whole_split_costs_float32_per_pixel(tmp_path: Path, split: tuple[n
     assert whole.dtype == np.float32 and whole.shape == (N, 28, 28, 1)
     assert whole.nbytes == N * 3136
     np.testing.assert_array_equal(whole, load_whole_split(images))
-    x, _ = TutorialGenerator(whole, labels, batch_size=BATCH)[0]  # normalised once, per sample
-    np.testing.assert_allclose(x[..., 0], images[:BATCH] / 255)
+    x, _ = TutorialGenerator(whole, labels, batch_size=BATCH)[0]
+    np.testing.assert_array_equal(x, TutorialGenerator(images, labels, batch_size=BATCH)[0][0])
+    np.testing.assert_array_equal(x[-1, ..., 0], _normalised(images[BATCH - 1]))
 
 
 def test_rejects_mismatched_inputs(split: tuple[np.ndarray, np.ndarray]) -> None:

@@ -6,11 +6,15 @@ benchmarks measure them. Each flaw is marked ``FLAW n`` in the code:
 1. The whole split lives in RAM before training starts. ``load_whole_split`` is that cost, as the
    tutorial's users pay it: every pixel as float32, ``n * 28 * 28 * 4`` = 3136 bytes per image
    (188 MB for MNIST's 60k training images, and it scales with the dataset, not the batch).
-2. Batches are assembled by a per-sample Python loop (``X[i,] = self._load_image(ID)``) that also
-   normalises (``/ 255``) one sample at a time, instead of one vectorised gather per batch.
+2. Batches are assembled by a per-sample Python loop (``X[i,] = self.X_data[ID]``), and the loop
+   body also normalises the *whole batch* (``X = (X/255).astype('float32')``) after storing each
+   sample: O(batch_size**2) work per batch instead of one vectorised gather. It is wrong as well as
+   slow: sample ``i`` of a batch of ``B`` is divided by 255 ``B - i`` times, so only the last sample
+   comes out as ``x / 255``; in float32 the first ``B - 19`` or so underflow to all-zero images.
 3. Each batch is allocated with ``np.empty((batch_size, *dim, n_channels))``, whose default dtype is
-   float64: twice the memory and bandwidth of the float32 Keras converts it to anyway. Labels are
-   one-hot encoded per batch with ``keras.utils.to_categorical``, also float64.
+   float64, and the first normalisation runs in float64 before ``astype`` makes it float32: a
+   needless float64 pass. Labels are one-hot encoded per batch with ``keras.utils.to_categorical``
+   (float64).
 4. ``__len__`` is ``int(np.floor(len(list_IDs) / batch_size))``: the last partial batch is dropped,
    so ``n % batch_size`` samples are never seen in an epoch (the same ones, while unshuffled).
 5. This variant defines ``on_epoch_end`` but its ``__init__`` forgets to call it (the canonical
@@ -39,7 +43,7 @@ def load_whole_split(
 ) -> np.ndarray:
     """Load every image of a split as float32 ``(n, *dim, n_channels)``: the tutorial's RAM cost.
 
-    Pixels keep their 0..255 range because the generator normalises per sample (FLAW 2); the result
+    Pixels keep their 0..255 range because the generator normalises in its loop (FLAW 2); the result
     can be passed straight to ``TutorialGenerator``. ``source`` is an IDX file (raw or gzip) or an
     array of images already in memory.
     """
@@ -61,7 +65,7 @@ class TutorialGenerator(keras.utils.PyDataset):
     """The tutorial's ``DataGenerator``, ported to Keras 3's ``PyDataset`` with its flaws intact.
 
     ``images`` are the whole split in memory (uint8 as decoded, or float32 from ``load_whole_split``);
-    they are kept as given, not copied, and normalised per sample like in the tutorial.
+    they are kept as given, not copied, and normalised inside the per-sample loop like in the tutorial.
     """
 
     def __init__(
@@ -115,8 +119,10 @@ class TutorialGenerator(keras.utils.PyDataset):
     def _generate_X(self, list_IDs_temp: list[int]) -> np.ndarray:  # noqa: N802 - the tutorial's name
         """Generates data containing batch_size images."""
         X = np.empty((self.batch_size, *self.dim, self.n_channels))  # FLAW 3: float64
-        for i, ID in enumerate(list_IDs_temp):  # FLAW 2: one Python iteration per sample
-            X[i,] = self._load_image(ID)
+        with np.errstate(all="ignore"):  # not in the tutorial: unfilled np.empty rows may overflow float32
+            for i, ID in enumerate(list_IDs_temp):  # FLAW 2: one Python iteration per sample
+                X[i,] = self.images[ID]
+                X = (X / 255).astype("float32")  # FLAW 2: the whole batch, again after every sample
         return X
 
     def _generate_y(self, list_IDs_temp: list[int]) -> np.ndarray:
@@ -125,9 +131,3 @@ class TutorialGenerator(keras.utils.PyDataset):
         for i, ID in enumerate(list_IDs_temp):
             y[i] = self.labels[ID]
         return keras.utils.to_categorical(y, num_classes=self.n_classes)
-
-    def _load_image(self, ID: int) -> np.ndarray:  # noqa: N803 - the tutorial's name
-        """Load one image and normalise it on its own (the tutorial's ``img = img / 255``)."""
-        img = self.images[ID]
-        img = img / 255
-        return img

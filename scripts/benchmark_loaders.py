@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Issues 3, 5 and 6: samples/s of streamload's loaders next to the in-RAM bound, the tutorial's
+generator and a tuned tf.data TFRecord pipeline; model.fit epoch time; cold-cache reads (--cold).
+
+Examples:
+    python scripts/benchmark_loaders.py --json data/bench-loaders.json
+    python scripts/benchmark_loaders.py --cold --skip-warm --skip-fit --cold-batches 2000
+"""
+
+import sys
+
+from streamload.bench.loaders_bench import main
+
+if __name__ == "__main__":
+    sys.exit(main())

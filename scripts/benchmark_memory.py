@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""Issue 4's memory benchmark: peak RssAnon/RssFile of one pass per loader and dataset size, each in a
+fresh process; ``--cap-proof`` trains one epoch under a hard RLIMIT_DATA.
+
+Examples:
+    python scripts/benchmark_memory.py --json data/bench-memory.json
+    python scripts/benchmark_memory.py --sizes 60000 1000000 8100000 --loaders tutorial ram npy hdf5
+    python scripts/benchmark_memory.py --cap-proof --cap-gb 2 --json data/bench-memory-cap.json
+"""
+
+import sys
+
+from streamload.bench.memory_bench import main
+
+if __name__ == "__main__":
+    sys.exit(main())

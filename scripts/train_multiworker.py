@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Train with MultiWorkerMirroredStrategy on shards: N local workers on loopback, or one worker of a cluster.
+
+Examples:
+    # two local worker processes on 127.0.0.1 (CPU only), global batch 128:
+    python scripts/train_multiworker.py --data data/mnist --workers 2 --epochs 1 --batch-size 128
+    # on each of several machines, with TF_CONFIG set for that machine and the shards on shared storage:
+    python scripts/train_multiworker.py --data /mnt/shared/mnist --worker --epochs 1 --batch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from streamload.distributed import MODELS, WorkerConfig, launch_local_workers
+from streamload.sampler import SHUFFLE_MODES
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder built by build_shards.py")
+    parser.add_argument("--workers", type=int, default=2, help="local worker processes to start (launcher mode)")
+    parser.add_argument("--worker", action="store_true",
+                        help="run as one worker of the cluster in $TF_CONFIG instead of launching local workers")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64, help="global batch, split between all replicas")
+    parser.add_argument("--steps-per-epoch", type=int, help="default: one epoch of each worker's share")
+    parser.add_argument("--model", default="cnn", choices=MODELS, help="the tutorial's CNN, or one dense layer")
+    parser.add_argument("--shuffle", default="exact", choices=SHUFFLE_MODES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-dir", type=Path, help="each worker writes worker-K.json (its metrics) here")
+    parser.add_argument("--record-indices", action="store_true",
+                        help="each worker also writes worker-K-indices.npy: (epoch, sample index) of every read")
+    parser.add_argument("--timeout", type=float, help="launcher: stop every worker after this many seconds")
+    args = parser.parse_args(argv)
+    if args.record_indices and args.out_dir is None:
+        parser.error("--record-indices needs --out-dir")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.worker:
+        command = [sys.executable, str(Path(__file__).resolve()), *(sys.argv[1:] if argv is None else argv), "--worker"]
+        codes = launch_local_workers(command, args.workers, timeout=args.timeout)
+        print(f"workers exited with {codes}", file=sys.stderr if any(codes) else sys.stdout)
+        return 0 if all(code == 0 for code in codes) else 1
+    from streamload.distributed import run_worker  # imports TensorFlow: only in the worker processes
+
+    result = run_worker(WorkerConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                                     steps_per_epoch=args.steps_per_epoch, model=args.model, shuffle=args.shuffle,
+                                     seed=args.seed, out_dir=args.out_dir, record_indices=args.record_indices))
+    if result["worker"] == 0:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,571 @@
+"""Issues 3, 5 and 6: how fast streamload delivers batches, next to what else could deliver them.
+
+Warm part: one full epoch of the train split per loader and round, page cache warm (every loader
+runs one untimed epoch first), in interleaved rounds whose order rotates so that the drift of a
+shared machine hits every loader alike; medians are reported, and every ratio divides two medians
+of the same run. The in-RAM bound serves the *same* batches as the generator (same sampler indices,
+normalisation and one-hot, ``BatchLoader.reference_batch``) gathered from numpy arrays in RAM, so
+npy / in-RAM is exactly the cost of reading from the shards. Adding a loader is one entry in
+``LOADERS``: a name and a function that sets it up and returns ``epoch -> iterable of batches``.
+
+Fit part: ``model.fit`` epoch time of the tutorial CNN on the generator against in-RAM arrays, over
+the first ``fit_samples`` samples, one untimed warm-up epoch per model (tracing), interleaved.
+
+Cold part (``--cold``): every contender's files are evicted from the page cache before its pass,
+which reads a fixed number of batches; ``read_bytes`` of ``/proc/self/io`` says what came from
+storage. "Delivered" bytes are the samples' stored bytes (uint8 image + label), not float32 output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..batching import BatchOptions, finish_batch
+from ..build import BuildOptions, build_dataset
+from ..dataset import ShardedDataset
+from ..errors import StreamloadError
+from ..loader import BatchLoader
+from ..manifest import read_manifest
+from ..mnist import mnist_sources
+from ..procstats import drop_page_cache, read_io
+from ..sampler import IndexSampler, SamplerOptions
+from ..sources import ArraySource, SplitSource
+from .build_bench import BUILD_SCRIPT, machine_info
+
+MB = 2**20
+Result = dict[str, Any]
+EpochBatches = Callable[[int], Iterable[Any]]  # epoch number -> the batches of one epoch
+SourcesFn = Callable[[], Mapping[str, SplitSource]]
+IN_RAM, NPY, HDF5 = "in-RAM bound", "streamload npy", "streamload hdf5"
+TUTORIAL, TFRECORD, TFDATA = "tutorial generator", "tf.data TFRecord", "streamload tf.data"
+FIT_GENERATOR, FIT_ARRAYS = "generator", "in-RAM arrays"
+SHUFFLE_BUFFER = 10_000
+TFRECORD_SAMPLES_PER_FILE = 10_000
+# (numerator, denominator, goal, "min" if the ratio must reach the goal, "max" if it must stay under it)
+WARM_GOALS = [(NPY, IN_RAM, 0.9, "min"), (HDF5, NPY, 0.5, "min"), (NPY, TUTORIAL, 30.0, "min"),
+              (HDF5, TUTORIAL, 30.0, "min"), (NPY, TFRECORD, 30.0, "min"), (HDF5, TFRECORD, 30.0, "min"),
+              (TFDATA, NPY, 0.8, "min"), (TFDATA, IN_RAM, None, "min")]
+FIT_GOAL = 1.03
+
+
+class NullProgress:
+    """Stands in for a tqdm bar when none is wanted (tests, --no-progress)."""
+
+    def update(self, count: int = 1) -> None: ...
+
+    def set_postfix_str(self, text: str) -> None: ...
+
+
+@dataclass
+class BenchData:
+    """The datasets every loader reads (same samples, in the same order) and the in-RAM copy."""
+
+    npy: Path
+    hdf5: Path
+    tfrecords: list[Path]
+    arrays: dict[str, np.ndarray]  # the train split as stored: x uint8 images, y labels
+    batch_size: int = 64
+    seed: int = 0
+
+    def sampling(self, shuffle: str = "exact") -> SamplerOptions:
+        return SamplerOptions(batch_size=self.batch_size, shuffle=shuffle, seed=self.seed)
+
+
+# ---------------------------------------------------------------- loaders (the registry)
+
+def _in_ram(data: BenchData) -> EpochBatches:
+    loader = BatchLoader(data.npy, "train", data.sampling())  # only its sampler and options are used
+    return lambda epoch: (loader.reference_batch(data.arrays, epoch, b) for b in range(loader.num_batches))
+
+
+def _generator(fmt: str) -> Callable[[BenchData], EpochBatches]:
+    def setup(data: BenchData) -> EpochBatches:
+        from ..generator import StreamingGenerator
+
+        generator = StreamingGenerator(getattr(data, fmt), "train", data.batch_size, shuffle="exact", seed=data.seed)
+
+        def epoch_batches(epoch: int) -> Iterator[Any]:
+            generator.set_epoch(epoch)
+            return (generator[i] for i in range(len(generator)))
+
+        return epoch_batches
+
+    return setup
+
+
+def _tutorial(data: BenchData) -> EpochBatches:
+    from .tutorial import TutorialGenerator
+
+    generator = TutorialGenerator(data.arrays["x"], data.arrays["y"], batch_size=data.batch_size)
+
+    def epoch_batches(epoch: int) -> Iterator[Any]:
+        np.random.seed(data.seed + epoch)  # the tutorial shuffles with the global RNG
+        generator.on_epoch_end()  # what Keras calls between epochs
+        return (generator[i] for i in range(len(generator)))
+
+    return epoch_batches
+
+
+def _tfrecord(data: BenchData) -> EpochBatches:
+    from .tfrecord import tfrecord_dataset
+
+    dataset = tfrecord_dataset(data.tfrecords, batch_size=data.batch_size, shuffle_buffer=SHUFFLE_BUFFER,
+                               seed=data.seed)
+    return lambda epoch: iter(dataset)
+
+
+def _streamload_tfdata(data: BenchData) -> EpochBatches:
+    """``as_tf_dataset``'s pipeline over one loader made once, as ``fit(epochs=E)`` would use it."""
+    from ..tfdata import loader_dataset
+
+    loader = BatchLoader(data.npy, "train", data.sampling())
+    return lambda epoch: loader_dataset(loader, epochs=1, first_epoch=epoch)
+
+
+LOADERS: dict[str, Callable[[BenchData], EpochBatches]] = {
+    IN_RAM: _in_ram, NPY: _generator("npy"), HDF5: _generator("hdf5"), TUTORIAL: _tutorial, TFRECORD: _tfrecord,
+}
+if importlib.util.find_spec("streamload.tfdata") is not None:
+    LOADERS[TFDATA] = _streamload_tfdata
+
+
+def batch_size_of(batch: Any) -> int:
+    """Samples in a batch: ``x`` or ``(x, y)``, numpy arrays or tensors."""
+    x = batch[0] if isinstance(batch, tuple) else batch
+    return int(x.shape[0])
+
+
+def time_pass(batches: Iterable[Any]) -> Result:
+    """Consume one pass of batches; samples/s counts what was delivered, setup excluded by the caller."""
+    samples, started = 0, time.perf_counter()
+    for batch in batches:
+        samples += batch_size_of(batch)
+    seconds = time.perf_counter() - started
+    return {"samples": samples, "seconds": seconds, "samples_per_s": samples / seconds}
+
+
+# ---------------------------------------------------------------- data
+
+def ensure_dataset(directory: Path, fmt: str, sources: SourcesFn) -> Path:
+    """Build ``directory`` in ``fmt`` from ``sources()`` unless a dataset is already there."""
+    if not (directory / "manifest.json").is_file():
+        build_dataset(sources(), directory, BuildOptions(format=fmt, progress=False))
+    return directory
+
+
+def ensure_tfrecords(folder: Path, arrays: Mapping[str, np.ndarray]) -> list[Path]:
+    """TFRecord copies of ``arrays``, rewritten unless a marker says they hold exactly these samples."""
+    marker = folder / "complete.json"
+    expected = {"samples": int(len(arrays["y"])), "samples_per_file": TFRECORD_SAMPLES_PER_FILE}
+    if marker.is_file() and json.loads(marker.read_text()) == expected:
+        return sorted(folder.glob("part-*.tfrecord"))
+    from .tfrecord import write_tfrecords
+
+    chunks = ({"x": arrays["x"][i:i + 8192], "y": arrays["y"][i:i + 8192]} for i in range(0, len(arrays["y"]), 8192))
+    files = write_tfrecords(chunks, folder, samples_per_file=TFRECORD_SAMPLES_PER_FILE, overwrite=True)
+    marker.write_text(json.dumps(expected))
+    return files
+
+
+def prepare_data(root: Path, sources: SourcesFn, batch_size: int = 64, seed: int = 0) -> BenchData:
+    """npy, HDF5 and TFRecord copies of the same train split under ``root`` (built once), and it in RAM."""
+    npy = ensure_dataset(root / "npy", "npy", sources)
+    hdf5 = ensure_dataset(root / "hdf5", "hdf5", sources)
+    dataset = ShardedDataset(npy, "train")
+    arrays = dataset.gather(np.arange(len(dataset)))
+    hdf5_dataset = ShardedDataset(hdf5, "train")
+    if len(hdf5_dataset) != len(dataset):
+        raise StreamloadError(f"{hdf5} holds {len(hdf5_dataset)} train samples, {npy} holds {len(dataset)}")
+    return BenchData(npy, hdf5, ensure_tfrecords(root / "tfrecord", arrays), arrays, batch_size, seed)
+
+
+def check_identical_batches(data: BenchData, batches: int = 3, epoch: int = 0) -> int:
+    """Refuse to time loaders that disagree: npy, HDF5 and in-RAM batches must be equal."""
+    npy, hdf5 = (BatchLoader(path, "train", data.sampling()) for path in (data.npy, data.hdf5))
+    count = min(batches, npy.num_batches)
+    for number in range(count):
+        reference = npy.reference_batch(data.arrays, epoch, number)
+        for loader in (npy, hdf5):
+            for got, want in zip(loader.load(epoch, number), reference):
+                if not np.array_equal(got, want):
+                    raise StreamloadError(f"{loader.dataset!r}: batch {number} differs from the in-RAM batch")
+    return count
+
+
+# ---------------------------------------------------------------- summaries
+
+def ratio_entries(medians: Mapping[str, float], goals: Iterable[tuple[str, str, float | None, str]]) -> list[Result]:
+    """Each goal's ratio of two medians of this run; goals whose loaders did not run are left out."""
+    entries = []
+    for numerator, denominator, goal, kind in goals:
+        if numerator in medians and denominator in medians:
+            value = medians[numerator] / medians[denominator]
+            met = None if goal is None else (value >= goal if kind == "min" else value <= goal)
+            entries.append({"numerator": numerator, "denominator": denominator, "value": value,
+                            "goal": goal, "goal_kind": kind, "met": met})
+    return entries
+
+
+def summarize(rounds: list[Result], key: str) -> Result:
+    """Median and min-max of ``key`` per contender over rounds of ``{"results": {name: figures}}``."""
+    names = list(rounds[0]["results"])
+    values = {name: [one["results"][name][key] for one in rounds] for name in names}
+    return {"median": {name: statistics.median(v) for name, v in values.items()},
+            "min_max": {name: [min(v), max(v)] for name, v in values.items()}}
+
+
+def run_rounds(contenders: Mapping[str, Callable[[int], Result]], rounds: int, progress: Any) -> list[Result]:
+    """Every contender once per round, the order rotating so that none always runs first."""
+    names, results = list(contenders), []
+    for number in range(rounds):
+        shift = number % len(names)
+        order = names[shift:] + names[:shift]
+        result: Result = {"order": order, "results": {}}
+        for name in order:
+            progress.set_postfix_str(name)
+            result["results"][name] = contenders[name](number)
+            progress.update()
+        results.append(result)
+    return results
+
+
+# ---------------------------------------------------------------- warm loaders (issues 3, 5)
+
+def warm_benchmark(data: BenchData, rounds: int, loaders: Iterable[str] | None = None,
+                   progress: Any = NullProgress()) -> Result:
+    """Samples/s of every loader over whole epochs, warm cache, after one untimed epoch each."""
+    names = list(LOADERS) if loaders is None else list(loaders)
+    checked = check_identical_batches(data)
+    epochs: dict[str, EpochBatches] = {}
+    for name in names:
+        progress.set_postfix_str(f"{name} (warm-up)")
+        epochs[name] = LOADERS[name](data)
+        time_pass(epochs[name](rounds))  # epoch number outside the timed ones: warms cache, traces, maps
+        progress.update()
+    contenders = {name: (lambda number, name=name: time_pass(epochs[name](number))) for name in names}
+    results = run_rounds(contenders, rounds, progress)
+    summary = summarize(results, "samples_per_s")
+    return {"samples": len(data.arrays["y"]), "batch_size": data.batch_size, "identical_batches_checked": checked,
+            "rounds": results, "median_samples_per_s": summary["median"], "min_max_samples_per_s": summary["min_max"],
+            "ratios": ratio_entries(summary["median"], WARM_GOALS)}
+
+
+# ---------------------------------------------------------------- model.fit (issue 3)
+
+def ensure_subset(folder: Path, arrays: Mapping[str, np.ndarray], samples: int) -> Path:
+    """A npy dataset of the first ``samples`` samples of ``arrays`` (built once)."""
+    subset = {key: np.asarray(value[:samples]) for key, value in arrays.items()}
+    return ensure_dataset(folder, "npy", lambda: {"train": ArraySource(f"first {samples} samples", **subset)})
+
+
+def fit_benchmark(data: BenchData, root: Path, samples: int, rounds: int, progress: Any = NullProgress()) -> Result:
+    """Epoch seconds of ``model.fit`` on the generator vs on in-RAM arrays of the same samples."""
+    import keras
+
+    from ..generator import StreamingGenerator
+    from ..training import compile_tutorial_cnn
+
+    samples = min(samples, len(data.arrays["y"]))
+    subset = ensure_subset(root / f"fit-npy-{samples}", data.arrays, samples)
+    generator = StreamingGenerator(subset, "train", data.batch_size, shuffle="exact", seed=data.seed)
+    x, y = finish_batch({key: value[:samples] for key, value in data.arrays.items()}, BatchOptions())
+    epoch_seconds: list[float] = []
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: epoch_seconds.append(-time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: epoch_seconds.__setitem__(-1, epoch_seconds[-1] + time.perf_counter()))
+    fits = {FIT_GENERATOR: lambda model: model.fit(generator, epochs=1, shuffle=False, verbose=0, callbacks=[timer]),
+            FIT_ARRAYS: lambda model: model.fit(x, y, batch_size=data.batch_size, epochs=1, shuffle=True, verbose=0,
+                                                callbacks=[timer])}
+    keras.utils.set_random_seed(data.seed)
+    models = {name: compile_tutorial_cnn() for name in fits}
+
+    def timed_fit(name: str) -> Result:
+        started = time.perf_counter()
+        history = fits[name](models[name])
+        return {"epoch_seconds": epoch_seconds[-1], "fit_call_seconds": time.perf_counter() - started,
+                "loss": float(history.history["loss"][-1])}
+
+    warmup = {}
+    for name in fits:
+        progress.set_postfix_str(f"fit {name} (warm-up)")
+        warmup[name] = timed_fit(name)
+        progress.update()
+    results = run_rounds({name: (lambda number, name=name: timed_fit(name)) for name in fits}, rounds, progress)
+    summary = summarize(results, "epoch_seconds")
+    calls = summarize(results, "fit_call_seconds")
+    return {"samples": samples, "batch_size": data.batch_size, "steps_per_epoch": len(generator), "warmup": warmup,
+            "rounds": results, "median_epoch_seconds": summary["median"], "min_max_epoch_seconds": summary["min_max"],
+            "median_fit_call_seconds": calls["median"],
+            "ratios": ratio_entries(summary["median"], [(FIT_GENERATOR, FIT_ARRAYS, FIT_GOAL, "max")])}
+
+
+# ---------------------------------------------------------------- cold cache (issue 6)
+
+def stored_sample_bytes(directory: Path) -> int:
+    """Bytes one sample takes on disk, all arrays together (785 for MNIST: 784 pixels + 1 label)."""
+    return sum(spec.sample_bytes for spec in read_manifest(directory).split("train").arrays.values())
+
+
+def _loader_pass(directory: Path, shuffle: str, batches: int, batch_size: int, seed: int, epoch: int) -> int:
+    loader = BatchLoader(directory, "train", SamplerOptions(batch_size=batch_size, shuffle=shuffle, seed=seed))
+    return sum(batch_size_of(loader.load(epoch, number)) for number in range(min(batches, loader.num_batches)))
+
+
+def _np_load_pass(directory: Path, batches: int, batch_size: int, seed: int, epoch: int) -> int:
+    """The plain way: ``np.load(mmap_mode="r")`` per shard, fancy-index each batch's rows (no hints)."""
+    info = read_manifest(directory).split("train")
+    maps = [{key: np.load(directory / shard.files[key].name, mmap_mode="r") for key in info.arrays}
+            for shard in info.shards]
+    sampler = IndexSampler(info.num_samples, SamplerOptions(batch_size=batch_size, shuffle="exact", seed=seed))
+    delivered = 0
+    for number in range(min(batches, sampler.num_batches)):
+        shards, offsets = info.locate(sampler.batch_indices(epoch, number))
+        arrays = {key: np.empty((len(shards), *spec.shape), spec.dtype) for key, spec in info.arrays.items()}
+        for shard in np.unique(shards):
+            chosen = shards == shard
+            for key in arrays:
+                arrays[key][chosen] = maps[shard][key][offsets[chosen]]
+        delivered += batch_size_of(finish_batch(arrays, BatchOptions()))
+    return delivered
+
+
+def _sequential_pass(directory: Path, block_bytes: int = 8 * MB) -> float:
+    """Read every train shard file front to back: the storage bandwidth ceiling, in samples."""
+    info = read_manifest(directory).split("train")
+    buffer, total = bytearray(block_bytes), 0
+    for shard in info.shards:
+        for file in shard.files.values():
+            with open(directory / file.name, "rb", buffering=0) as stream:
+                while count := stream.readinto(buffer):
+                    total += count
+    return total / stored_sample_bytes(directory)
+
+
+def cold_pass(directory: Path, run: Callable[[], float]) -> Result:
+    """Evict ``directory`` from the page cache, then time ``run`` (it returns samples delivered)."""
+    gc.collect()  # mappings of an earlier pass must be gone, or the kernel keeps their pages
+    drop_page_cache(directory)
+    before, started = read_io(), time.perf_counter()
+    samples = run()
+    seconds, after = time.perf_counter() - started, read_io()
+    delivered = samples * stored_sample_bytes(directory)
+    read_bytes = after.read_bytes - before.read_bytes
+    return {"samples": samples, "seconds": seconds, "samples_per_s": samples / seconds,
+            "delivered_bytes": delivered, "read_bytes": read_bytes, "read_per_delivered": read_bytes / delivered,
+            "delivered_mb_per_s": delivered / MB / seconds, "read_mb_per_s": read_bytes / MB / seconds}
+
+
+SEQUENTIAL = "sequential read / -"
+
+
+def cold_contenders(npy: Path, hdf5: Path, batches: int, batch_size: int, seed: int) -> dict[str, Callable[[int], Result]]:
+    """Name (``reader / shuffle``) -> one cold pass of round ``number`` (which picks the epoch read)."""
+    contenders: dict[str, Callable[[int], Result]] = {}
+    for fmt, directory in (("npy", npy), ("hdf5", hdf5)):
+        for shuffle in ("exact", "block"):
+            contenders[f"streamload {fmt} / {shuffle}"] = (
+                lambda number, d=directory, s=shuffle: cold_pass(
+                    d, lambda: _loader_pass(d, s, batches, batch_size, seed, number)))
+    contenders["np.load mmap gather / exact"] = lambda number: cold_pass(
+        npy, lambda: _np_load_pass(npy, batches, batch_size, seed, number))
+    contenders[SEQUENTIAL] = lambda number: cold_pass(npy, lambda: _sequential_pass(npy))
+    return contenders
+
+
+COLD_FIGURES = ("samples_per_s", "read_per_delivered", "delivered_mb_per_s", "read_mb_per_s", "read_bytes", "seconds")
+
+
+def cold_benchmark(npy: Path, hdf5: Path, batches: int, batch_size: int = 64, seed: int = 0, rounds: int = 1,
+                   progress: Any = NullProgress()) -> Result:
+    """Samples/s and storage bytes read per delivered byte of each reader, cold, in one run."""
+    results = run_rounds(cold_contenders(npy, hdf5, batches, batch_size, seed), rounds, progress)
+    medians = {figure: summarize(results, figure)["median"] for figure in COLD_FIGURES}
+    ceiling = medians["samples_per_s"][SEQUENTIAL]
+    train = read_manifest(npy).split("train")
+    return {"npy": str(npy), "hdf5": str(hdf5), "samples": train.num_samples, "batches": batches,
+            "batch_size": batch_size, "sample_bytes": stored_sample_bytes(npy),
+            "dataset_bytes": sum(file.bytes for shard in train.shards for file in shard.files.values()),
+            "rounds": results, "median": medians,
+            "vs_sequential": {name: value / ceiling for name, value in medians["samples_per_s"].items()}}
+
+
+def cold_pass_count(rounds: int) -> int:
+    return rounds * len(cold_contenders(Path(), Path(), 0, 1, 0))
+
+
+def ensure_cold_dataset(directory: Path, fmt: str, samples: int, source: Path | None) -> Path:
+    """The augmented cold dataset, built by the real CLI unless it is already there."""
+    if not (directory / "manifest.json").is_file():
+        command = [sys.executable, str(BUILD_SCRIPT), "--format", fmt, "--out", str(directory),
+                   "--augment-to", str(samples), "--quiet", "--no-download"]
+        if source is not None:
+            command += ["--source", str(source)]
+        log(f"building {directory}: {' '.join(command)}")
+        subprocess.run(command, check=True)
+    return directory
+
+
+# ---------------------------------------------------------------- report
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _ratio_cell(medians: Mapping[str, float], name: str, baseline: str) -> str:
+    return f"{medians[name] / medians[baseline]:.2f}x" if baseline in medians else ""
+
+
+def goals_table(ratios: list[Result]) -> list[str]:
+    lines = ["| ratio | value | goal | met |", "|---|---:|---:|---|"]
+    for entry in ratios:
+        goal = "" if entry["goal"] is None else f"{'>=' if entry['goal_kind'] == 'min' else '<='} {entry['goal']:g}x"
+        met = "" if entry["met"] is None else ("yes" if entry["met"] else "**no**")
+        lines.append(f"| {entry['numerator']} / {entry['denominator']} | {entry['value']:.2f}x | {goal} | {met} |")
+    return lines
+
+
+def warm_table(part: Result) -> list[str]:
+    medians, spread = part["median_samples_per_s"], part["min_max_samples_per_s"]
+    lines = [f"### Loaders, warm page cache: {part['samples']:,} train samples, batch {part['batch_size']}, one "
+             f"epoch per loader and round, median of {len(part['rounds'])} interleaved rounds", "",
+             "| loader | samples/s | min-max | vs in-RAM bound | vs streamload npy |", "|---|---:|---:|---:|---:|"]
+    for name, median in medians.items():
+        low, high = spread[name]
+        lines.append(f"| {name} | {_rate(median)} | {_rate(low)}-{_rate(high)} | {_ratio_cell(medians, name, IN_RAM)} "
+                     f"| {_ratio_cell(medians, name, NPY)} |")
+    return lines + [""] + goals_table(part["ratios"])
+
+
+def fit_table(part: Result) -> list[str]:
+    medians, spread, calls = part["median_epoch_seconds"], part["min_max_epoch_seconds"], part["median_fit_call_seconds"]
+    lines = [f"### `model.fit`, tutorial CNN: first {part['samples']:,} samples, batch {part['batch_size']} "
+             f"({part['steps_per_epoch']} steps), median of {len(part['rounds'])} interleaved epochs after one "
+             "warm-up epoch each", "",
+             "| data | epoch s | min-max | whole fit() call s | vs in-RAM arrays |", "|---|---:|---:|---:|---:|"]
+    for name, median in medians.items():
+        low, high = spread[name]
+        lines.append(f"| {name} | {median:.2f} | {low:.2f}-{high:.2f} | {calls[name]:.2f} "
+                     f"| {_ratio_cell(medians, name, FIT_ARRAYS)} |")
+    return lines + [""] + goals_table(part["ratios"])
+
+
+def cold_table(part: Result) -> list[str]:
+    median = part["median"]
+    lines = [f"### Cold page cache: {part['batches']:,} batches of {part['batch_size']} per pass from "
+             f"{part['samples']:,} samples ({part['dataset_bytes'] / MB:,.0f} MB), evicted before each pass, "
+             f"median of {len(part['rounds'])} round(s)", "",
+             "| reader / shuffle | samples/s | delivered MB/s | storage MB read | read bytes per delivered byte "
+             "| vs sequential |", "|---|---:|---:|---:|---:|---:|"]
+    for name, rate in median["samples_per_s"].items():
+        lines.append(f"| {name} | {_rate(rate)} | {median['delivered_mb_per_s'][name]:,.1f} "
+                     f"| {median['read_bytes'][name] / MB:,.0f} | {median['read_per_delivered'][name]:.2f} "
+                     f"| {part['vs_sequential'][name]:.3f}x |")
+    return lines
+
+
+def markdown(results: Result) -> str:
+    machine = results["machine"]
+    lines = [f"{machine['usable_cpus']} CPUs ({machine['cpu_model']}), {machine['total_ram_bytes'] / 2**30:.0f} GiB "
+             f"RAM, {machine['workdir_mount']['fstype']} on {machine['workdir_mount']['device']}; load average "
+             f"{machine['loadavg_start'][0]:.1f} at start, {machine['loadavg_end'][0]:.1f} at end (a shared machine: "
+             "compare ratios within this run); MB = 2^20 bytes", ""]
+    for key, table in (("warm", warm_table), ("fit", fit_table), ("cold", cold_table)):
+        if key in results:
+            lines += table(results[key]) + [""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command line
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmark_loaders.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("data/bench-loaders"),
+                        help="folder of the npy/, hdf5/ and tfrecord/ copies of MNIST, built if missing "
+                             "(default: data/bench-loaders)")
+    parser.add_argument("--source", type=Path, help="MNIST folder or mnist.npz (default: $STREAMLOAD_MNIST_DIR)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the warm part (default: 5)")
+    parser.add_argument("--batch-size", type=int, default=64, help="samples per batch (default: 64)")
+    parser.add_argument("--seed", type=int, default=0, help="shuffling seed (default: 0)")
+    parser.add_argument("--skip-warm", action="store_true", help="skip the warm samples/s part")
+    parser.add_argument("--skip-fit", action="store_true", help="skip the model.fit part")
+    parser.add_argument("--fit-samples", type=int, default=12_800, help="samples per fit epoch (default: 12800)")
+    parser.add_argument("--fit-rounds", type=int, default=3, help="timed fit epochs per data source (default: 3)")
+    parser.add_argument("--cold", action="store_true", help="add the cold page cache part (issue 6)")
+    parser.add_argument("--cold-npy", type=Path, default=Path("data/cold-npy"),
+                        help="npy dataset of the cold part, built with --cold-samples if missing")
+    parser.add_argument("--cold-hdf5", type=Path, default=Path("data/cold-hdf5"), help="its HDF5 twin")
+    parser.add_argument("--cold-samples", type=int, default=2_000_000,
+                        help="--augment-to of a cold dataset that has to be built (default: 2000000)")
+    parser.add_argument("--cold-batches", type=int, default=2000, help="batches per cold pass (default: 2000)")
+    parser.add_argument("--cold-rounds", type=int, default=1, help="cold passes per reader (default: 1)")
+    parser.add_argument("--json", type=Path, help="also write every figure and the machine to this JSON file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    counts = ("rounds", "batch_size", "fit_samples", "fit_rounds", "cold_samples", "cold_batches", "cold_rounds")
+    if any(getattr(args, name) < 1 for name in counts):
+        parser.error("--rounds, --batch-size, --fit-*, --cold-samples, --cold-batches and --cold-rounds must be positive")
+    return args
+
+
+def machine(root: Path) -> Result:
+    import keras
+    import tensorflow as tf
+
+    return {**machine_info(root), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "loadavg_start": list(os.getloadavg())}
+
+
+def run(args: argparse.Namespace) -> Result:
+    root = args.data.absolute()
+    results: Result = {"machine": machine(root), "options": {
+        key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}}
+    if not (args.skip_warm and args.skip_fit):
+        log(f"preparing {root} (built once)")
+        data = prepare_data(root, lambda: mnist_sources(args.source, download=False), args.batch_size, args.seed)
+    total = ((0 if args.skip_warm else len(LOADERS) * (args.rounds + 1))
+             + (0 if args.skip_fit else 2 * (args.fit_rounds + 1)) + (cold_pass_count(args.cold_rounds) if args.cold else 0))
+    with tqdm(total=total, unit="pass", file=sys.stderr, disable=args.no_progress) as progress:
+        if not args.skip_warm:
+            results["warm"] = warm_benchmark(data, args.rounds, progress=progress)
+        if not args.skip_fit:
+            results["fit"] = fit_benchmark(data, root, args.fit_samples, args.fit_rounds, progress)
+        if args.cold:
+            npy = ensure_cold_dataset(args.cold_npy.absolute(), "npy", args.cold_samples, args.source)
+            hdf5 = ensure_cold_dataset(args.cold_hdf5.absolute(), "hdf5", args.cold_samples, args.source)
+            results["cold"] = cold_benchmark(npy, hdf5, args.cold_batches, args.batch_size, args.seed,
+                                             args.cold_rounds, progress)
+    results["machine"]["loadavg_end"] = list(os.getloadavg())
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        results = run(args)
+    except (StreamloadError, subprocess.CalledProcessError) as exc:
+        print(f"benchmark_loaders.py: error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(results))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0

@@ -1,0 +1,293 @@
+"""Issue 4: peak memory of one pass over the training split, per loader and dataset size.
+
+Each configuration runs in a fresh child (``memory_child``) whose RssAnon (heap: what the process
+owns), RssFile (mapped file pages: page cache the kernel can take back) and VmHWM this process
+polls from ``/proc/<pid>/status``. The child reports its RssAnon right after its imports, so the
+table can show what a loader adds on top of numpy, or of Keras/TensorFlow. In-RAM loaders whose
+data cannot fit are skipped with an estimate ("needs N GB, have M GB") instead of being run into
+the OOM killer. ``--cap-proof`` trains one epoch under a hard RLIMIT_DATA instead: streamload
+finishes, the in-RAM loaders fail with MemoryError while loading.
+
+Units: MB = 2**20 and GB = 2**30 bytes in tables and messages; the goals ("grows by less than
+100 MB", "under 1 GB") are read strictly, as 10**8 and 10**9 bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..errors import StreamloadError
+from ..manifest import read_manifest
+from ..procstats import PeakMemorySampler, drop_page_cache
+from .build_bench import check_free_space, machine_info
+from .memory_child import LOADERS, MEMORY_ERROR_STATUS
+from .memory_report import evaluate_goals, markdown, write_plot
+
+GB = 2**30
+REAL_MNIST_SIZE = 60_000
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = PACKAGE_ROOT / "scripts" / "build_shards.py"
+IN_RAM = ("tutorial", "ram")
+IMPORT_ALLOWANCE = {"keras": GB // 2, "plain": GB // 8}  # heap of the imports, on top of the data
+WARM_BLOCK = 16 * 2**20
+FLOAT32_BYTES = 4
+Result = dict[str, Any]
+
+
+def variants(loader: str, apis: Sequence[str]) -> list[str]:
+    """The APIs a loader runs through: the tutorial is Keras-only, the in-RAM uint8 loader Keras-free."""
+    if loader == "tutorial":
+        return ["keras"]
+    if loader == "ram":
+        return ["plain"]
+    return [api for api in ("plain", "keras") if api in apis]
+
+
+def mem_available() -> int:
+    """MemAvailable: what can be allocated without pushing anything out to make room."""
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/meminfo has no MemAvailable line")
+
+
+def in_ram_bytes(directory: Path, loader: str) -> int:
+    """Bytes an in-RAM loader holds for the whole train split: float32 pixels (tutorial) or as stored."""
+    info = read_manifest(directory).split("train")
+    x, y = info.arrays["x"], info.arrays["y"]
+    x_bytes = math.prod(x.shape) * FLOAT32_BYTES if loader == "tutorial" else x.sample_bytes
+    return info.num_samples * (x_bytes + y.sample_bytes)
+
+
+def memory_estimate(directory: Path, loader: str, api: str, headroom: int) -> Result | None:
+    """None when the configuration fits (or streams); else why it is skipped, in figures."""
+    if loader not in IN_RAM:
+        return None
+    need = in_ram_bytes(directory, loader) + IMPORT_ALLOWANCE[api]
+    have = mem_available()
+    if need <= have - headroom:
+        return None
+    return {"need_bytes": need, "available_bytes": have, "headroom_bytes": headroom,
+            "reason": f"needs {need / GB:.1f} GB, have {have / GB:.1f} GB (MemAvailable, "
+                      f"{headroom / GB:.1f} GB kept free)"}
+
+
+def _matches(directory: Path, size: int, fmt: str) -> bool:
+    if not (directory / "manifest.json").is_file():
+        return False
+    manifest = read_manifest(directory)
+    return manifest.format == fmt and manifest.split("train").num_samples == size
+
+
+def dataset_dir(size: int, fmt: str, workdir: Path, reuse: Sequence[Path], source: Path | None) -> Path:
+    """A complete dataset of ``size`` training samples in ``fmt``: reused when one exists, else built."""
+    own = workdir / f"mnist-{size}-{fmt}"
+    for candidate in [*reuse, own]:
+        if _matches(candidate, size, fmt):
+            return candidate
+    check_free_space(workdir, size * 785 + 10_000 * 785, "free some disk or pass another --out")
+    command = [sys.executable, str(BUILD_SCRIPT), "--format", fmt, "--out", str(own), "--quiet", "--overwrite"]
+    if size != REAL_MNIST_SIZE:
+        command += ["--augment-to", str(size)]
+    if source is not None:
+        command += ["--source", str(source)]
+    tqdm.write(f"building {own} ({size:,} samples, {fmt})", file=sys.stderr)
+    subprocess.run(command, check=True, env=child_env())
+    return own
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def prepare_cache(directory: Path, cache: str) -> None:
+    """Warm: every file read once so no run pays for the one before it; cold: evicted."""
+    if cache == "cold":
+        drop_page_cache(directory)
+        return
+    buffer = bytearray(WARM_BLOCK)
+    for path in sorted(directory.iterdir()):
+        with open(path, "rb", buffering=0) as stream:
+            while stream.readinto(buffer):
+                pass
+
+
+def run_child(options: list[str], interval: float) -> Result:
+    """Run one configuration in a fresh process, polling its memory; the child's JSON plus the peaks."""
+    with tempfile.TemporaryDirectory() as scratch:
+        result_path = Path(scratch, "result.json")
+        command = [sys.executable, "-m", "streamload.bench.memory_child", *options, "--result", str(result_path)]
+        with open(Path(scratch, "log"), "w+b") as log:
+            started = time.perf_counter()
+            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+            try:
+                sampler = PeakMemorySampler(child.pid, interval).start()
+                returncode = child.wait()
+            except BaseException:
+                child.kill()
+                child.wait()
+                raise
+            wall = time.perf_counter() - started
+            peak = sampler.stop()
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+        report = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    return {"returncode": returncode, "wall_seconds": wall, "child": report,
+            "output_tail": output[-3000:] if returncode not in (0, MEMORY_ERROR_STATUS) else "",
+            "peak": _peaks(peak, sampler.samples, interval, report)}
+
+
+def _peaks(peak: Any, polls: int, interval: float, report: Result) -> Result:
+    """Sampled peaks, raised to any snapshot the child took itself (a spike between two polls)."""
+    snapshots = list(report.get("memory", {}).values())
+    return {"rss_anon": max([peak.rss_anon] + [snap["rss_anon"] for snap in snapshots]),
+            "rss_file": max([peak.rss_file] + [snap["rss_file"] for snap in snapshots]),
+            "vm_hwm": max([peak.vm_hwm] + [snap["vm_hwm"] for snap in snapshots]),
+            "polls": polls, "poll_interval_s": interval}
+
+
+def outcome(run: Result) -> tuple[str, str]:
+    """ok / memory_error / failed, and a short reason."""
+    error = run["child"].get("error")
+    if run["returncode"] == 0 and run["child"].get("phase") == "done":
+        return "ok", ""
+    if run["returncode"] == MEMORY_ERROR_STATUS and error:
+        return "memory_error", f"{error['type']} while {error['phase']}: {error['message']}"
+    return "failed", f"exit status {run['returncode']}: {run['output_tail'][-300:]}"
+
+
+def measure_config(size: int, loader: str, api: str, directory: Path, args: argparse.Namespace) -> Result:
+    """One row of the table: skipped with its estimate, or run and measured."""
+    row: Result = {"size": size, "loader": loader, "api": api, "dataset": str(directory)}
+    skip = memory_estimate(directory, loader, api, int(args.headroom_gb * GB))
+    if skip is not None:
+        return {**row, "status": "skipped", "reason": skip["reason"], "estimate": skip}
+    prepare_cache(directory, args.cache)
+    options = ["--loader", loader, "--api", api, "--data", str(directory), "--batch-size", str(args.batch_size)]
+    if args.max_batches is not None:
+        options += ["--max-batches", str(args.max_batches)]
+    run = run_child(options, args.interval)
+    status, reason = outcome(run)
+    row.update(status=status, reason=reason, **run)
+    baseline = run["child"].get("memory", {}).get("baseline")
+    if baseline is not None:
+        row["baseline_rss_anon"] = baseline["rss_anon"]
+        row["increment_rss_anon"] = run["peak"]["rss_anon"] - baseline["rss_anon"]
+    return row
+
+
+def datasets_for(size: int, loaders: Sequence[str], args: argparse.Namespace) -> dict[str, Path]:
+    """Format -> folder for one size; in-RAM loaders read the npy shards, so every loader sees the same data."""
+    formats = sorted({"npy" if loader in IN_RAM else loader for loader in loaders})
+    return {fmt: dataset_dir(size, fmt, args.out, args.reuse, args.source) for fmt in formats}
+
+
+def run_matrix(args: argparse.Namespace) -> list[Result]:
+    configs = [(size, loader, api) for size in args.sizes for loader in args.loaders
+               for api in variants(loader, args.apis)]
+    rows = []
+    with tqdm(total=len(configs), desc="memory runs", unit="run", disable=args.quiet) as bar:
+        for size in args.sizes:
+            folders = datasets_for(size, args.loaders, args)
+            for loader in args.loaders:
+                for api in variants(loader, args.apis):
+                    bar.set_postfix_str(f"{size:,} {loader}/{api}")
+                    folder = folders["npy" if loader in IN_RAM else loader]
+                    rows.append(measure_config(size, loader, api, folder, args))
+                    bar.update()
+    return rows
+
+
+def cap_proof(args: argparse.Namespace) -> Result:
+    """One epoch of ``model.fit`` per loader under RLIMIT_DATA = ``--cap-gb``."""
+    cap = int(args.cap_gb * GB)
+    folders = datasets_for(args.cap_size, args.cap_loaders, args)
+    runs = []
+    for loader in tqdm(args.cap_loaders, desc="cap proof", unit="run", disable=args.quiet):
+        folder = folders["npy" if loader in IN_RAM else loader]
+        options = ["--loader", loader, "--api", "plain" if loader == "ram" else "keras", "--data", str(folder),
+                   "--batch-size", str(args.cap_batch_size), "--mode", "fit", "--cap-bytes", str(cap)]
+        if args.max_batches is not None:
+            options += ["--max-batches", str(args.max_batches)]
+        prepare_cache(folder, args.cache)
+        run = run_child(options, args.interval)
+        status, reason = outcome(run)
+        runs.append({"loader": loader, "dataset": str(folder), "status": status, "reason": reason, **run})
+    npy = folders.get("npy") or next(iter(folders.values()))
+    sizes = {"float32_bytes": in_ram_bytes(npy, "tutorial"), "uint8_bytes": in_ram_bytes(npy, "ram")}
+    proved = all((run["status"] == "memory_error" and run["child"]["error"]["phase"] == "load")
+                 if run["loader"] in IN_RAM else run["status"] == "ok" for run in runs)
+    return {"cap_bytes": cap, "size": args.cap_size, "batch_size": args.cap_batch_size, **sizes,
+            "runs": runs, "proved": proved}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmark_memory.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[60_000, 1_000_000, 8_100_000],
+                        help="training samples; 60000 is real MNIST, others --augment-to (default: 60000 1000000 8100000)")
+    parser.add_argument("--loaders", nargs="+", choices=LOADERS, default=list(LOADERS))
+    parser.add_argument("--apis", nargs="+", choices=("plain", "keras"), default=["plain", "keras"],
+                        help="npy/hdf5 through BatchLoader (plain, Keras-free) and/or StreamingGenerator (keras)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-batches", type=int, help="cut every pass (and fit) short: for quick checks only")
+    parser.add_argument("--out", type=Path, default=Path("data/bench-memory"), help="datasets and plot go here")
+    parser.add_argument("--reuse", type=Path, nargs="*", default=[Path("data/bench-build/mnist8m")],
+                        help="dataset folders to use when their format and size match (default: data/bench-build/mnist8m)")
+    parser.add_argument("--source", type=Path, help="MNIST folder for builds (default: $STREAMLOAD_MNIST_DIR)")
+    parser.add_argument("--headroom-gb", type=float, default=2.0, help="RAM left free when deciding to skip (default: 2)")
+    parser.add_argument("--cache", choices=("warm", "cold"), default="warm", help="page cache state before each run")
+    parser.add_argument("--interval", type=float, default=0.02, help="seconds between memory polls")
+    parser.add_argument("--cap-proof", action="store_true", help="run the RLIMIT_DATA proof instead of the table")
+    parser.add_argument("--cap-gb", type=float, default=2.0, help="RLIMIT_DATA of the proof, GB (default: 2)")
+    parser.add_argument("--cap-size", type=int, default=8_100_000, help="training samples of the proof")
+    parser.add_argument("--cap-batch-size", type=int, default=1024, help="batch size of the proof's fit")
+    parser.add_argument("--cap-loaders", nargs="+", choices=LOADERS, default=["npy", "hdf5", "tutorial", "ram"])
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--plot", type=Path, help="PNG of peak memory per size (default: OUT/memory-footprint.png)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if min(args.sizes + [args.batch_size, args.cap_size, args.cap_batch_size]) < 1 or not args.cap_gb > 0:
+        parser.error("sizes, batch sizes and --cap-gb must be positive")
+    args.sizes = sorted(set(args.sizes))
+    args.out = args.out.absolute()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    options = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    options["reuse"] = [str(path) for path in args.reuse]
+    results: Result = {"machine": machine_info(args.out), "options": options}
+    try:
+        if args.cap_proof:
+            results["cap_proof"] = cap_proof(args)
+        else:
+            results["runs"] = run_matrix(args)
+            results["goals"] = evaluate_goals(results["runs"])
+            plot = args.plot or args.out / "memory-footprint.png"
+            results["plot"] = str(write_plot(results["runs"], plot, results["machine"]["total_ram_bytes"]))
+    except (StreamloadError, subprocess.CalledProcessError) as exc:
+        print(f"benchmark_memory.py: error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(results))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0

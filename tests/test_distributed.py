@@ -1,0 +1,141 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, subprocess_env
+from shards import build
+
+from streamload.distributed import ReadLog, free_ports, launch_local_workers, tf_config
+from streamload.sampler import IndexSampler, SamplerOptions
+
+TRAIN_SCRIPT = [sys.executable, str(REPO_ROOT / "scripts" / "train_multiworker.py")]
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_free_ports_are_distinct_and_tf_config_names_the_task() -> None:
+    ports = free_ports(3)
+    assert len(set(ports)) == 3 and all(0 < port < 65536 for port in ports)
+    config = json.loads(tf_config([f"127.0.0.1:{port}" for port in ports], 2))
+    assert config == {"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+                      "task": {"type": "worker", "index": 2}}
+
+
+REPORT_ENV = textwrap.dedent("""
+    import json, os, sys
+    config = json.loads(os.environ["TF_CONFIG"])
+    path = os.path.join(sys.argv[1], f"env-{config['task']['index']}.json")
+    with open(path, "w") as out:
+        json.dump({"tf_config": config, "cuda": os.environ["CUDA_VISIBLE_DEVICES"]}, out)
+""")
+
+
+def test_launcher_gives_each_worker_its_task_and_no_gpu(tmp_path) -> None:
+    codes = launch_local_workers([sys.executable, "-c", REPORT_ENV, str(tmp_path)], 3, timeout=60,
+                                 env=subprocess_env())
+    assert codes == [0, 0, 0]
+    reports = [json.loads((tmp_path / f"env-{index}.json").read_text()) for index in range(3)]
+    assert [report["tf_config"]["task"] for report in reports] == [{"type": "worker", "index": i} for i in range(3)]
+    clusters = {tuple(report["tf_config"]["cluster"]["worker"]) for report in reports}
+    assert len(clusters) == 1 and len(set(next(iter(clusters)))) == 3  # one cluster, three distinct addresses
+    assert all(address.startswith("127.0.0.1:") for address in next(iter(clusters)))
+    assert {report["cuda"] for report in reports} == {""}
+
+
+FAIL_ONE = textwrap.dedent("""
+    import json, os, sys, time
+    if json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 1:
+        sys.exit(3)
+    time.sleep(120)  # a worker that would wait for its failed peer forever
+""")
+
+
+def test_launcher_stops_the_others_when_one_worker_fails() -> None:
+    codes = launch_local_workers([sys.executable, "-c", FAIL_ONE], 2, timeout=100, env=subprocess_env())
+    assert codes[1] == 3 and codes[0] not in (0, None)  # the waiting worker was terminated, not left behind
+
+
+def test_read_log_sorts_rows_by_epoch_then_index() -> None:
+    log = ReadLog()
+    log(1, 0, np.array([5, 2]))
+    log(0, 3, np.array([9, 1]))
+    assert log.rows().tolist() == [[0, 1], [0, 9], [1, 2], [1, 5]]
+    assert ReadLog().rows().shape == (0, 2)
+
+
+def test_record_indices_needs_an_output_folder(tmp_path) -> None:
+    result = subprocess.run([*TRAIN_SCRIPT, "--data", str(tmp_path), "--record-indices"], capture_output=True,
+                            text=True, env=subprocess_env())
+    assert result.returncode == 2 and "--out-dir" in result.stderr
+
+
+MIRRORED = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from streamload.distributed import ReadLog, build_model
+    from streamload.tfdata import as_tf_dataset, batches_per_epoch
+
+    directory, out = sys.argv[1], sys.argv[2]
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = build_model("tiny")
+    log, contexts = ReadLog(), []
+
+    def dataset_fn(context):
+        contexts.append(context)
+        return as_tf_dataset(directory, batch_size=64, seed=1, input_context=context, epochs=2, on_read=log)
+
+    dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    batches = batches_per_epoch(directory, batch_size=64, input_context=contexts[0])
+    history = model.fit(dataset, epochs=2, steps_per_epoch=batches // 2, shuffle=False, verbose=0)
+    np.save(out, log.rows())
+    print(json.dumps({"loss": history.history["loss"], "replicas": strategy.num_replicas_in_sync,
+                      "context_batch": contexts[0].get_per_replica_batch_size(64), "batches": batches}))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_fit_on_two_replicas_reads_each_epoch_once(tmp_path) -> None:
+    directory, _ = build(tmp_path, 1003, "npy", 300)
+    rows = tmp_path / "rows.npy"
+    result = subprocess.run([sys.executable, "-c", MIRRORED, str(directory), str(rows)], capture_output=True,
+                            text=True, timeout=240, env=subprocess_env(**CPU_ONLY))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and report["context_batch"] == 32 and report["batches"] == 32  # 31 x 32 + 11
+    assert len(report["loss"]) == 2 and np.isfinite(report["loss"]).all()
+    read = np.load(rows)
+    for epoch in range(2):
+        assert set(read[read[:, 0] == epoch, 1].tolist()) == set(range(1003))  # one pipeline: every sample
+    assert set(read[:, 0].tolist()) == {0, 1}
+
+
+@pytest.mark.slow
+def test_two_workers_train_together_and_each_reads_only_its_share(tmp_path) -> None:
+    n, global_batch, epochs = 1003, 64, 2
+    directory, _ = build(tmp_path, n, "npy", 300)
+    out = tmp_path / "out"
+    result = subprocess.run([*TRAIN_SCRIPT, "--data", str(directory), "--workers", "2", "--epochs", str(epochs),
+                             "--batch-size", str(global_batch), "--model", "tiny", "--seed", "11",
+                             "--out-dir", str(out), "--record-indices", "--timeout", "200"],
+                            capture_output=True, text=True, timeout=240, env=subprocess_env(**CPU_ONLY))
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads((out / f"worker-{k}.json").read_text()) for k in range(2)]
+    assert [(r["worker"], r["workers"], r["replicas_in_sync"]) for r in reports] == [(0, 2, 2), (1, 2, 2)]
+    assert reports[0]["steps_per_epoch"] == 16  # 501 samples per worker in batches of 32
+    assert reports[0]["loss"] == reports[1]["loss"] and np.isfinite(reports[0]["loss"]).all()  # synchronous
+    for epoch in range(epochs):
+        shares = []
+        for k in range(2):
+            read = np.load(out / f"worker-{k}-indices.npy")
+            share = set(read[read[:, 0] == epoch, 1].tolist())
+            expected = IndexSampler(n, SamplerOptions(batch_size=32, seed=11, num_pipelines=2, pipeline_index=k))
+            assert share == set(expected.epoch_indices(epoch).tolist())  # exactly its own share, nothing else
+            shares.append(share)
+        assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == n - 1  # disjoint; 1 left over

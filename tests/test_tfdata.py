@@ -1,0 +1,185 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from shards import build
+
+import streamload
+from streamload import InvalidOptionError, StreamingGenerator, as_tf_dataset
+from streamload.sampler import IndexSampler, SamplerOptions
+from streamload.tfdata import batches_per_epoch
+
+
+def sample_ids(x: np.ndarray) -> np.ndarray:
+    """The test arrays carry each sample's index in their first four pixels (raw uint8 batches)."""
+    return np.ascontiguousarray(x.reshape(len(x), -1)[:, :4]).view("<u4").ravel()
+
+
+def generator_epochs(gen: StreamingGenerator, epochs: range) -> list:
+    batches = []
+    for epoch in epochs:
+        gen.set_epoch(epoch)
+        batches += [gen[i] for i in range(len(gen))]
+    return batches
+
+
+def assert_same_batches(got: list, expected: list) -> None:
+    assert len(got) == len(expected)
+    for i, (ours, theirs) in enumerate(zip(got, expected)):
+        ours, theirs = (ours, theirs) if isinstance(ours, tuple) else ((ours,), (theirs,))
+        for a, b in zip(ours, theirs):
+            assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), f"batch {i} differs"
+
+
+RAW = {"normalize": False, "channel_axis": False, "one_hot": False}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("tfdata"), 1003, "npy", 300, test_n=50)
+
+
+@pytest.mark.parametrize("fmt,compression", [("npy", None), ("hdf5", None), ("hdf5", "gzip")])
+def test_epochs_equal_the_generators_epochs(tmp_path, fmt, compression) -> None:
+    directory, _ = build(tmp_path, 1003, fmt, 300, compression=compression)  # 1003 = 15 x 64 + 43
+    dataset = as_tf_dataset(directory, batch_size=64, seed=7, epochs=3)
+    expected = generator_epochs(StreamingGenerator(directory, batch_size=64, seed=7), range(3))
+    assert_same_batches(list(dataset.as_numpy_iterator()), expected)
+    assert len(expected[15][0]) == 43 and not np.array_equal(expected[0][0], expected[16][0])  # epochs differ
+
+
+@pytest.mark.parametrize("shuffle", [True, False, "exact", "block", "none"])
+def test_shuffle_modes_and_first_epoch_match_the_generator(data, shuffle) -> None:
+    directory, _ = data
+    options = dict(batch_size=50, shuffle=shuffle, seed=3, block_size=100, window_blocks=2, **RAW)
+    dataset = as_tf_dataset(directory, epochs=2, first_epoch=4, **options)
+    assert_same_batches(list(dataset.as_numpy_iterator()),
+                        generator_epochs(StreamingGenerator(directory, **options), range(4, 6)))
+
+
+@pytest.mark.parametrize("options", [
+    {"to_fit": False}, {"one_hot": False}, {"normalize": False}, {"channel_axis": False},
+    {"drop_remainder": True}, {"one_hot": True, "num_classes": 12}, {**RAW, "drop_remainder": True},
+])
+def test_batch_options_match_the_generator(data, options) -> None:
+    directory, _ = data
+    dataset = as_tf_dataset(directory, batch_size=64, seed=1, **options)
+    expected = generator_epochs(StreamingGenerator(directory, batch_size=64, seed=1, **options), range(1))
+    assert_same_batches(list(dataset.as_numpy_iterator()), expected)
+
+
+def test_in_ram_reference_and_sparse_labels(data) -> None:
+    directory, arrays = data
+    dataset = as_tf_dataset(directory, batch_size=64, seed=2, **RAW)
+    sampler = IndexSampler(1003, SamplerOptions(batch_size=64, seed=2))
+    for batch, (x, y) in enumerate(dataset.as_numpy_iterator()):
+        indices = sampler.batch_indices(0, batch)
+        assert np.array_equal(x, arrays["x"][indices]) and np.array_equal(y, arrays["y"][indices].astype(np.int32))
+        assert np.array_equal(sample_ids(x), indices)
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_static_shapes_and_known_cardinality(data, drop) -> None:
+    directory, _ = data
+    dataset = as_tf_dataset(directory, batch_size=64, drop_remainder=drop, epochs=3)
+    x_spec, y_spec = dataset.element_spec
+    assert x_spec.shape.as_list() == [64 if drop else None, 28, 28, 1] and x_spec.dtype == tf.float32
+    assert y_spec.shape.as_list() == [64 if drop else None, 10] and y_spec.dtype == tf.float32
+    per_epoch = 15 if drop else 16
+    assert int(dataset.cardinality()) == 3 * per_epoch == 3 * batches_per_epoch(directory, batch_size=64,
+                                                                                 drop_remainder=drop)
+    raw = as_tf_dataset(directory, batch_size=64, drop_remainder=drop, to_fit=False, **RAW)
+    assert raw.element_spec.shape.as_list() == [64 if drop else None, 28, 28] and raw.element_spec.dtype == tf.uint8
+    endless = as_tf_dataset(directory, batch_size=64, epochs=None)
+    assert int(endless.cardinality()) == tf.data.INFINITE_CARDINALITY
+
+
+def test_endless_dataset_runs_epoch_after_epoch(data) -> None:
+    directory, _ = data
+    endless = as_tf_dataset(directory, batch_size=100, seed=4, epochs=None, first_epoch=1, **RAW)
+    got = [batch for batch, _ in zip(endless.as_numpy_iterator(), range(3 * 11))]
+    assert_same_batches(got, generator_epochs(StreamingGenerator(directory, batch_size=100, seed=4, **RAW), range(1, 4)))
+
+
+def test_each_iteration_starts_at_first_epoch(data) -> None:
+    """Re-iterating gives the same epochs again: the contents depend only on the arguments."""
+    directory, _ = data
+    dataset = as_tf_dataset(directory, batch_size=200, seed=5, epochs=2, first_epoch=3, to_fit=False, **RAW)
+    first, second = list(dataset.as_numpy_iterator()), list(dataset.as_numpy_iterator())
+    assert_same_batches(first, second)
+
+
+@pytest.mark.parametrize("n,pipelines,batch", [(1003, 2, 64), (1003, 3, 50), (101, 4, 7), (1003, 7, 1000)])
+def test_pipelines_read_disjoint_equal_shares_through_both_paths(tmp_path, n, pipelines, batch) -> None:
+    directory, _ = build(tmp_path, n, "npy", 300)
+    for epoch in (0, 2):
+        shares = []
+        for index in range(pipelines):
+            options = dict(batch_size=batch, seed=8, num_pipelines=pipelines, pipeline_index=index, **RAW)
+            dataset = list(as_tf_dataset(directory, first_epoch=epoch, **options).as_numpy_iterator())
+            gen = StreamingGenerator(directory, **options)
+            assert_same_batches(dataset, generator_epochs(gen, range(epoch, epoch + 1)))
+            shares.append(np.concatenate([sample_ids(x) for x, _ in dataset]))
+        joined = np.concatenate(shares)
+        assert {len(share) for share in shares} == {n // pipelines}  # equal shares: workers step together
+        assert len(np.unique(joined)) == len(joined) == n - n % pipelines  # disjoint; only the remainder skipped
+        assert set(joined.tolist()) <= set(range(n))
+
+
+def test_input_context_sets_the_share_and_the_per_replica_batch(data) -> None:
+    directory, _ = data
+    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4)
+    dataset = as_tf_dataset(directory, batch_size=128, seed=6, input_context=context, drop_remainder=True, **RAW)
+    assert dataset.element_spec[0].shape[0] == context.get_per_replica_batch_size(128) == 32
+    explicit = StreamingGenerator(directory, batch_size=32, seed=6, num_pipelines=2, pipeline_index=1,
+                                  drop_remainder=True, **RAW)
+    assert_same_batches(list(dataset.as_numpy_iterator()), generator_epochs(explicit, range(1)))
+    assert batches_per_epoch(directory, batch_size=128, drop_remainder=True, input_context=context) == len(explicit)
+
+
+@pytest.mark.parametrize("bad", [
+    {"batch_size": 102, "input_context": "4 replicas"},  # 102 is not a multiple of 4 replicas
+    {"input_context": "4 replicas", "num_pipelines": 2},
+    {"epochs": -1}, {"first_epoch": -2},
+    {"batch_size": 2000, "drop_remainder": True},  # no batch at all
+    {"shuffle": "sorted"},
+])
+def test_bad_options_fail_when_building(data, bad) -> None:
+    directory, _ = data
+    if "input_context" in bad:
+        bad = {**bad, "input_context": tf.distribute.InputContext(2, 0, 4)}
+    with pytest.raises(InvalidOptionError):
+        as_tf_dataset(directory, **bad)
+
+
+def test_on_read_sees_every_batch_read(data) -> None:
+    directory, _ = data
+    reads: list[tuple[int, int, np.ndarray]] = []
+    dataset = as_tf_dataset(directory, batch_size=64, seed=9, epochs=2, on_read=lambda *read: reads.append(read), **RAW)
+    batches = list(dataset.as_numpy_iterator())
+    assert sorted((epoch, batch) for epoch, batch, _ in reads) == [(e, b) for e in range(2) for b in range(16)]
+    by_batch = {(epoch, batch): indices for epoch, batch, indices in reads}
+    for step, (x, _) in enumerate(batches):
+        assert np.array_equal(sample_ids(x), by_batch[divmod(step, 16)])
+
+
+def test_keras_fit_with_steps_per_epoch_trains_epoch_after_epoch(data) -> None:
+    import keras
+
+    directory, _ = data
+    reads: list[tuple[int, int]] = []
+    dataset = as_tf_dataset(directory, batch_size=128, epochs=3, on_read=lambda e, b, _: reads.append((e, b)))
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    model.compile("adam", "categorical_crossentropy")
+    steps = batches_per_epoch(directory, batch_size=128)
+    history = model.fit(dataset, epochs=3, steps_per_epoch=steps, shuffle=False, verbose=0)
+    assert len(history.history["loss"]) == 3 and np.isfinite(history.history["loss"]).all()
+    assert set(reads) == {(e, b) for e in range(3) for b in range(steps)}  # every batch of 3 epochs, none else
+
+
+def test_exported_lazily() -> None:
+    assert streamload.as_tf_dataset is as_tf_dataset
+    probe = "import sys, streamload; print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
