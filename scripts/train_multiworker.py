@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from streamload.distributed import MODELS, WorkerConfig, launch_local_workers
+from streamload.distributed import MODELS, WorkerConfig, launch_local_workers, run_worker
 from streamload.sampler import SHUFFLE_MODES
 
 
@@ -48,8 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         codes = launch_local_workers(command, args.workers, timeout=args.timeout)
         print(f"workers exited with {codes}", file=sys.stderr if any(codes) else sys.stdout)
         return 0 if all(code == 0 for code in codes) else 1
-    from streamload.distributed import run_worker  # imports TensorFlow: only in the worker processes
-
     result = run_worker(WorkerConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                                      steps_per_epoch=args.steps_per_epoch, model=args.model, shuffle=args.shuffle,
                                      seed=args.seed, out_dir=args.out_dir, record_indices=args.record_indices))

@@ -78,9 +78,11 @@ def launch_local_workers(worker_command: list[str], num_workers: int, timeout: f
                  for index in range(num_workers)]
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        while any(process.poll() is None for process in processes):
-            failed = any(process.returncode not in (None, 0) for process in processes)
-            if failed or (deadline is not None and time.monotonic() > deadline):
+        while True:
+            codes = [process.poll() for process in processes]  # every one: any() would stop at the first
+            if None not in codes or any(code not in (None, 0) for code in codes):
+                break
+            if deadline is not None and time.monotonic() > deadline:
                 break
             time.sleep(0.2)
     finally:
@@ -101,7 +103,11 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 
 class ReadLog:
-    """The (epoch, sample index) of every sample a worker read; filled from tf.data's threads."""
+    """The (epoch, sample index) of every sample a worker read; filled from tf.data's threads.
+
+    Reads, not training steps: batches prefetched and never trained on are in it too (under a
+    strategy, Keras reads a batch to build the model from an iterator it then discards).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -165,7 +171,10 @@ def run_worker(config: WorkerConfig) -> dict[str, Any]:
     """Train as one worker of the cluster that ``TF_CONFIG`` describes; return this worker's results.
 
     Must run before anything else in the process touches TensorFlow: the strategy starts the
-    worker's server. Every worker must run it, with the same options.
+    worker's server. Every worker must run it, with the same options. Keras epoch ``e`` is data
+    epoch ``e`` when ``steps_per_epoch`` is left to its default; with several replicas per worker
+    (GPUs) and a batch count per epoch that is not a multiple of them, one step at each epoch
+    boundary takes batches from both epochs, since the dataset holds its epochs back to back.
     """
     from .tfdata import as_tf_dataset, batches_per_epoch
 
@@ -191,7 +200,9 @@ def run_worker(config: WorkerConfig) -> dict[str, Any]:
     context = contexts[0]
     steps, data_epochs = plan(context)
     chief = context.input_pipeline_id == 0
-    history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, verbose=config.verbose if chief else 0)
+    # shuffle=False: the order is the dataset's exact per-epoch shuffle; Keras cannot shuffle a tf.data dataset anyway
+    history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
+                        verbose=config.verbose if chief else 0)
     result = {"worker": context.input_pipeline_id, "workers": context.num_input_pipelines,
               "replicas_in_sync": strategy.num_replicas_in_sync, "global_batch": config.batch_size,
               "steps_per_epoch": steps, "data_epochs": data_epochs,

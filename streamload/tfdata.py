@@ -1,27 +1,31 @@
 """``as_tf_dataset``: the same batches as :class:`StreamingGenerator`, as a ``tf.data`` pipeline.
 
-The pipeline is a stream of step numbers (the index pipeline, already at batch granularity), then
-one vectorised read per batch through ``tf.numpy_function`` run in parallel (AUTOTUNE), static
-shapes restored with ``ensure_shape``, and ``prefetch``. Step ``s`` is batch ``s % B`` of epoch
-``s // B`` (``B`` batches per epoch), read by the same :class:`~streamload.loader.BatchLoader` as the
-generator, so batch ``i`` of epoch ``e`` is bit-identical to ``StreamingGenerator(...)[i]`` in epoch ``e``.
+The index pipeline comes first and is already cut into batches: a stream of read numbers, each
+naming a run of whole batches of one epoch (:class:`ReadPlan`). Each read is one vectorised
+gather through ``tf.numpy_function``, run in parallel (AUTOTUNE); ``unbatch`` splits it back into
+batches, ``ensure_shape`` restores static shapes, ``assert_cardinality`` keeps the count known, and
+``prefetch`` overlaps reading with training. Batch ``i`` of epoch ``e`` holds the samples
+``IndexSampler.batch_indices(e, i)``, finished by the same ``finish_batch``, so it is bit-identical
+to ``StreamingGenerator(...)[i]`` in epoch ``e``.
 
 Why epochs are an argument, not a counter of passes: a ``tf.data`` pipeline cannot know which pass
-over it is the "real" one. Keras' ``fit`` opens and discards an iterator to build the model
-(``_symbolic_build``), ``prefetch`` reads ahead as soon as an iterator exists, and distributed
-iterators are created outside Python's ``__iter__``; a counter advanced per iteration would skip or
-repeat epochs depending on those internals. Instead the dataset holds epochs
-``[first_epoch, first_epoch + epochs)`` back to back (or every epoch from ``first_epoch`` on with
-``epochs=None``), so its contents depend only on its arguments and ``cardinality()`` is known.
-Train with ``fit(ds, epochs=E, steps_per_epoch=batches_per_epoch(...))``: with ``steps_per_epoch``
-Keras keeps one iterator across its epochs, so its epoch ``e`` is data epoch ``first_epoch + e``.
-Without ``steps_per_epoch`` Keras re-iterates the dataset every epoch and would see the same order again.
+over it is the "real" one. Under a ``tf.distribute`` strategy Keras' ``fit`` opens an iterator,
+takes one batch to build the model and discards it (``_maybe_symbolic_build``); ``prefetch``
+reads ahead as soon as an iterator exists; distributed iterators are not made by Python's
+``__iter__``. A counter advanced per iteration would skip or repeat epochs with those internals.
+Instead the dataset holds epochs ``[first_epoch, first_epoch + epochs)`` back to back (every
+epoch from ``first_epoch`` on with ``epochs=None``), so its contents depend only on its arguments
+and ``cardinality()`` is known. Train with ``fit(ds, epochs=E, steps_per_epoch=batches_per_epoch(...))``:
+with ``steps_per_epoch`` Keras keeps one iterator across its epochs, so its epoch ``e`` is data
+epoch ``first_epoch + e``. Without it Keras re-iterates the dataset every epoch: the same order again.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,9 +35,12 @@ from .batching import BatchOptions, finish_batch
 from .dataset import ShardedDataset
 from .errors import InvalidOptionError
 from .loader import BatchLoader
+from .prefetch import DEFAULT_PREFETCH_BATCHES
 from .sampler import IndexSampler, SamplerOptions, shuffle_mode
 
 OnRead = Callable[[int, int, np.ndarray], None]
+READ_SAMPLES = 1024  # samples per numpy_function call (see ReadPlan)
+READ_BYTES = 4 * 2**20  # finished bytes per call at most: large samples are read one batch at a time
 
 
 def pipeline_options(batch_size: int, num_pipelines: int, pipeline_index: int,
@@ -66,9 +73,10 @@ def as_tf_dataset(directory: str | os.PathLike, split: str = "train", batch_size
                   shuffle: bool | str = True, seed: int = 0, to_fit: bool = True, one_hot: bool = True,
                   num_classes: int = 10, normalize: bool = True, channel_axis: bool = True,
                   drop_remainder: bool = False, block_size: int = 4096, window_blocks: int = 8,
-                  num_pipelines: int = 1, pipeline_index: int = 0, input_context: Any = None,
-                  epochs: int | None = 1, first_epoch: int = 0, on_read: OnRead | None = None) -> tf.data.Dataset:
-    """Batches of one split of a sharded dataset as a ``tf.data.Dataset``, read from disk batch by batch.
+                  prefetch_batches: int = DEFAULT_PREFETCH_BATCHES, num_pipelines: int = 1, pipeline_index: int = 0,
+                  input_context: Any = None, epochs: int | None = 1, first_epoch: int = 0,
+                  on_read: OnRead | None = None) -> tf.data.Dataset:
+    """Batches of one split of a sharded dataset as a ``tf.data.Dataset``: only their samples are read from disk.
 
     Takes the generator's arguments (see :class:`~streamload.StreamingGenerator`; a per-batch
     ``transform`` is left to ``dataset.map``), and:
@@ -95,41 +103,86 @@ def as_tf_dataset(directory: str | os.PathLike, split: str = "train", batch_size
                               num_pipelines=pipelines, pipeline_index=index)
     batching = BatchOptions(to_fit=to_fit, one_hot=one_hot, num_classes=num_classes, normalize=normalize,
                             channel_axis=channel_axis)
-    return loader_dataset(BatchLoader(directory, split, sampling, batching), epochs=epochs, first_epoch=first_epoch,
-                          on_read=on_read)
+    loader = BatchLoader(directory, split, sampling, batching, prefetch_batches=prefetch_batches)
+    return loader_dataset(loader, epochs=epochs, first_epoch=first_epoch, on_read=on_read)
 
 
 def loader_dataset(loader: BatchLoader, *, epochs: int | None = 1, first_epoch: int = 0,
-                   on_read: OnRead | None = None) -> tf.data.Dataset:
-    """The pipeline over any loader (``as_tf_dataset`` builds one; tools may pass a subclass)."""
+                   on_read: OnRead | None = None, read_samples: int = READ_SAMPLES) -> tf.data.Dataset:
+    """The pipeline over a loader built with the options wanted (what ``as_tf_dataset`` does)."""
     if loader.transform is not None:
         raise InvalidOptionError("a transform cannot run inside the tf.data pipeline; use dataset.map instead")
-    num_batches = loader.num_batches
-    if num_batches == 0:
+    if loader.num_batches == 0:
         raise InvalidOptionError(f"{loader.dataset!r} gives no batch of {loader.sampling.batch_size} samples "
                                  f"to pipeline {loader.sampling.pipeline_index} of {loader.sampling.num_pipelines}")
     if (epochs is not None and epochs < 0) or first_epoch < 0:
         raise InvalidOptionError(f"epochs and first_epoch must not be negative, got {epochs}, {first_epoch}")
-    start = first_epoch * num_batches
-    steps = (tf.data.Dataset.counter(start) if epochs is None
-             else tf.data.Dataset.range(start, start + epochs * num_batches))
     specs = output_specs(loader)
-    dtypes = [spec.dtype for spec in specs]
+    plan = ReadPlan.of(loader, specs, read_samples)
+    start = first_epoch * plan.reads_per_epoch
+    reads = (tf.data.Dataset.counter(start) if epochs is None
+             else tf.data.Dataset.range(start, start + epochs * plan.reads_per_epoch))
 
-    def read(step: np.ndarray) -> list[np.ndarray]:
-        epoch, batch = divmod(int(step), num_batches)
-        out = loader.load(epoch, batch)
+    def read(number: np.ndarray) -> list[np.ndarray]:
+        epoch, batches = plan.batches(int(number))
+        indices = [loader.sampler.batch_indices(epoch, batch) for batch in batches]
+        if loader.prefetcher is not None:  # as BatchLoader.load does: hints change timing, never data
+            for batch, batch_indices in zip(batches, indices):
+                loader.prefetcher.before_load(epoch, batch, batch_indices)
+        # finish_batch works sample by sample, so finishing the reads' samples together gives each
+        # batch exactly what BatchLoader.load (the generator) gives it
+        finished = finish_batch(loader.dataset.gather(np.concatenate(indices), loader.batching.keys), loader.batching)
         if on_read is not None:
-            on_read(epoch, batch, loader.sampler.batch_indices(epoch, batch))
-        return list(out) if isinstance(out, tuple) else [out]
+            for batch, batch_indices in zip(batches, indices):
+                on_read(epoch, batch, batch_indices)
+        parts = finished if isinstance(finished, tuple) else (finished,)
+        return [part.reshape(len(batches), -1, *part.shape[1:]) for part in parts]
 
-    def read_batch(step: tf.Tensor) -> tuple[tf.Tensor, ...] | tf.Tensor:
-        tensors = tf.numpy_function(read, [step], dtypes, stateful=False, name="streamload_read_batch")
-        shaped = tuple(tf.ensure_shape(tensor, spec.shape) for tensor, spec in zip(tensors, specs))
+    def read_batches(number: tf.Tensor) -> tuple[tf.Tensor, ...] | tf.Tensor:
+        tensors = tf.numpy_function(read, [number], [spec.dtype for spec in specs], stateful=False,
+                                    name="streamload_read")
+        shaped = tuple(tf.ensure_shape(tensor, (None, *spec.shape)) for tensor, spec in zip(tensors, specs))
         return shaped if loader.batching.to_fit else shaped[0]
 
-    batches = steps.map(read_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return batches.prefetch(tf.data.AUTOTUNE)
+    batches = reads.map(read_batches, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    total = tf.data.INFINITE_CARDINALITY if epochs is None else epochs * loader.num_batches
+    return batches.apply(tf.data.experimental.assert_cardinality(total)).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """How each epoch is cut into reads: runs of whole batches, then the short last batch on its own.
+
+    A ``numpy_function`` call with its parallel-map element costs a few hundred microseconds of
+    overhead, several times the work of gathering and finishing a 64-sample MNIST batch (one read
+    per batch ran at a third of the generator's speed), so a read covers several batches (about
+    ``READ_SAMPLES`` samples, at most ``READ_BYTES``) and ``unbatch`` splits them again. Every
+    batch of a read is full, so the reads stack into one array; large samples get one batch per read.
+    """
+
+    full_batches: int  # batches of exactly batch_size in one epoch of this pipeline
+    short_batches: int  # 1 when the epoch ends with a shorter batch, else 0
+    batches_per_read: int
+
+    @classmethod
+    def of(cls, loader: BatchLoader, specs: list[tf.TensorSpec], read_samples: int = READ_SAMPLES) -> ReadPlan:
+        size = loader.sampling.batch_size
+        full = min(loader.num_batches, loader.sampler.samples_per_pipeline // size)
+        sample_bytes = sum(math.prod(spec.shape[1:]) * spec.dtype.size for spec in specs)
+        per_read = min(math.ceil(read_samples / size), READ_BYTES // max(1, size * sample_bytes))
+        return cls(full, loader.num_batches - full, max(1, per_read))
+
+    @property
+    def reads_per_epoch(self) -> int:
+        return math.ceil(self.full_batches / self.batches_per_read) + self.short_batches
+
+    def batches(self, read: int) -> tuple[int, range]:
+        """(epoch, batch numbers) of read number ``read``, counted from epoch 0."""
+        epoch, slot = divmod(read, self.reads_per_epoch)
+        first = slot * self.batches_per_read
+        if first >= self.full_batches:
+            return epoch, range(self.full_batches, self.full_batches + 1)
+        return epoch, range(first, min(first + self.batches_per_read, self.full_batches))
 
 
 def output_specs(loader: BatchLoader) -> list[tf.TensorSpec]:

@@ -48,13 +48,13 @@ FAIL_ONE = textwrap.dedent("""
     import json, os, sys, time
     if json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 1:
         sys.exit(3)
-    time.sleep(120)  # a worker that would wait for its failed peer forever
+    time.sleep(30)  # stands for a worker waiting for its failed peer (forever, in a real collective)
 """)
 
 
 def test_launcher_stops_the_others_when_one_worker_fails() -> None:
-    codes = launch_local_workers([sys.executable, "-c", FAIL_ONE], 2, timeout=100, env=subprocess_env())
-    assert codes[1] == 3 and codes[0] not in (0, None)  # the waiting worker was terminated, not left behind
+    codes = launch_local_workers([sys.executable, "-c", FAIL_ONE], 2, env=subprocess_env())
+    assert codes[1] == 3 and codes[0] < 0  # the waiting worker was terminated by a signal, not waited for
 
 
 def test_read_log_sorts_rows_by_epoch_then_index() -> None:

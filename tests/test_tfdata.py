@@ -9,7 +9,9 @@ from shards import build
 import streamload
 from streamload import InvalidOptionError, StreamingGenerator, as_tf_dataset
 from streamload.sampler import IndexSampler, SamplerOptions
-from streamload.tfdata import batches_per_epoch
+from streamload.batching import BatchOptions
+from streamload.loader import BatchLoader
+from streamload.tfdata import ReadPlan, batches_per_epoch, loader_dataset, output_specs
 
 
 def sample_ids(x: np.ndarray) -> np.ndarray:
@@ -62,12 +64,49 @@ def test_shuffle_modes_and_first_epoch_match_the_generator(data, shuffle) -> Non
 @pytest.mark.parametrize("options", [
     {"to_fit": False}, {"one_hot": False}, {"normalize": False}, {"channel_axis": False},
     {"drop_remainder": True}, {"one_hot": True, "num_classes": 12}, {**RAW, "drop_remainder": True},
+    {"prefetch_batches": 0}, {"prefetch_batches": 3, "shuffle": "block", "block_size": 64},
 ])
 def test_batch_options_match_the_generator(data, options) -> None:
     directory, _ = data
     dataset = as_tf_dataset(directory, batch_size=64, seed=1, **options)
     expected = generator_epochs(StreamingGenerator(directory, batch_size=64, seed=1, **options), range(1))
     assert_same_batches(list(dataset.as_numpy_iterator()), expected)
+
+
+@pytest.mark.parametrize("read_samples", [1, 64, 150, 100_000])
+@pytest.mark.parametrize("drop", [False, True])
+def test_reads_of_several_batches_split_into_the_generators_batches(data, read_samples, drop) -> None:
+    directory, _ = data
+    loader = BatchLoader(directory, "train", SamplerOptions(batch_size=50, seed=2, drop_remainder=drop),
+                         BatchOptions(one_hot=False))
+    dataset = loader_dataset(loader, epochs=3, first_epoch=1, read_samples=read_samples)
+    gen = StreamingGenerator(directory, batch_size=50, seed=2, drop_remainder=drop, one_hot=False)
+    assert_same_batches(list(dataset.as_numpy_iterator()), generator_epochs(gen, range(1, 4)))
+
+
+@pytest.mark.parametrize("n,batch,read_samples,drop", [(1003, 50, 150, False), (1003, 50, 150, True),
+                                                       (1000, 50, 150, False), (30, 50, 150, False),
+                                                       (1003, 64, 100_000, False), (1003, 1, 7, False)])
+def test_read_plan_covers_every_batch_once_in_order(tmp_path, n, batch, read_samples, drop) -> None:
+    directory, _ = build(tmp_path, n, "npy", None)
+    loader = BatchLoader(directory, "train", SamplerOptions(batch_size=batch, drop_remainder=drop))
+    plan = ReadPlan.of(loader, output_specs(loader), read_samples)
+    for epoch in (0, 3):
+        reads = [plan.batches(epoch * plan.reads_per_epoch + slot) for slot in range(plan.reads_per_epoch)]
+        assert {read_epoch for read_epoch, _ in reads} == {epoch}
+        assert [b for _, batches in reads for b in batches] == list(range(loader.num_batches))
+        assert all(len(batches) <= plan.batches_per_read for _, batches in reads)
+    assert plan.short_batches == (0 if drop or n % batch == 0 else 1)
+
+
+def test_large_samples_are_read_one_batch_at_a_time(tmp_path) -> None:
+    from streamload import ArraySource, BuildOptions, build_dataset
+
+    x = np.zeros((40, 512, 512), dtype=np.uint8)  # 1 MiB per finished sample: one batch of 8 is over READ_BYTES
+    build_dataset({"train": ArraySource(x=x, y=np.zeros(40, np.uint8))}, tmp_path / "big",
+                  BuildOptions(progress=False))
+    loader = BatchLoader(tmp_path / "big", "train", SamplerOptions(batch_size=8))
+    assert ReadPlan.of(loader, output_specs(loader)).batches_per_read == 1
 
 
 def test_in_ram_reference_and_sparse_labels(data) -> None:
@@ -100,7 +139,8 @@ def test_endless_dataset_runs_epoch_after_epoch(data) -> None:
     directory, _ = data
     endless = as_tf_dataset(directory, batch_size=100, seed=4, epochs=None, first_epoch=1, **RAW)
     got = [batch for batch, _ in zip(endless.as_numpy_iterator(), range(3 * 11))]
-    assert_same_batches(got, generator_epochs(StreamingGenerator(directory, batch_size=100, seed=4, **RAW), range(1, 4)))
+    gen = StreamingGenerator(directory, batch_size=100, seed=4, **RAW)
+    assert_same_batches(got, generator_epochs(gen, range(1, 4)))
 
 
 def test_each_iteration_starts_at_first_epoch(data) -> None:
