@@ -17,11 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,15 +27,14 @@ from tqdm.auto import tqdm
 
 from ..errors import StreamloadError
 from ..manifest import read_manifest
-from ..procstats import PeakMemorySampler, drop_page_cache
+from ..procstats import drop_page_cache
 from .build_bench import check_free_space, machine_info
-from .memory_child import LOADERS, MEMORY_ERROR_STATUS
-from .memory_report import evaluate_goals, markdown, write_plot
+from .memory_child import LOADERS, MEMORY_ERROR_STATUS, child_env, run_child
+from .memory_report import evaluate_goals, markdown, rerender, write_plot
 
 GB = 2**30
 REAL_MNIST_SIZE = 60_000
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = PACKAGE_ROOT / "scripts" / "build_shards.py"
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_shards.py"
 IN_RAM = ("tutorial", "ram")
 IMPORT_ALLOWANCE = {"keras": GB // 2, "plain": GB // 8}  # heap of the imports, on top of the data
 WARM_BLOCK = 16 * 2**20
@@ -86,10 +82,12 @@ def memory_estimate(directory: Path, loader: str, api: str, headroom: int) -> Re
 
 
 def _matches(directory: Path, size: int, fmt: str) -> bool:
-    if not (directory / "manifest.json").is_file():
+    """Whether ``directory`` holds a complete dataset (its manifest is written last) of that size and format."""
+    try:
+        manifest = read_manifest(directory)
+        return manifest.format == fmt and manifest.split("train").num_samples == size
+    except (StreamloadError, OSError):
         return False
-    manifest = read_manifest(directory)
-    return manifest.format == fmt and manifest.split("train").num_samples == size
 
 
 def dataset_dir(size: int, fmt: str, workdir: Path, reuse: Sequence[Path], source: Path | None) -> Path:
@@ -109,13 +107,6 @@ def dataset_dir(size: int, fmt: str, workdir: Path, reuse: Sequence[Path], sourc
     return own
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
-
-
 def prepare_cache(directory: Path, cache: str) -> None:
     """Warm: every file read once so no run pays for the one before it; cold: evicted."""
     if cache == "cold":
@@ -126,40 +117,6 @@ def prepare_cache(directory: Path, cache: str) -> None:
         with open(path, "rb", buffering=0) as stream:
             while stream.readinto(buffer):
                 pass
-
-
-def run_child(options: list[str], interval: float) -> Result:
-    """Run one configuration in a fresh process, polling its memory; the child's JSON plus the peaks."""
-    with tempfile.TemporaryDirectory() as scratch:
-        result_path = Path(scratch, "result.json")
-        command = [sys.executable, "-m", "streamload.bench.memory_child", *options, "--result", str(result_path)]
-        with open(Path(scratch, "log"), "w+b") as log:
-            started = time.perf_counter()
-            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env())
-            try:
-                sampler = PeakMemorySampler(child.pid, interval).start()
-                returncode = child.wait()
-            except BaseException:
-                child.kill()
-                child.wait()
-                raise
-            wall = time.perf_counter() - started
-            peak = sampler.stop()
-            log.seek(0)
-            output = log.read().decode(errors="replace")
-        report = json.loads(result_path.read_text()) if result_path.is_file() else {}
-    return {"returncode": returncode, "wall_seconds": wall, "child": report,
-            "output_tail": output[-3000:] if returncode not in (0, MEMORY_ERROR_STATUS) else "",
-            "peak": _peaks(peak, sampler.samples, interval, report)}
-
-
-def _peaks(peak: Any, polls: int, interval: float, report: Result) -> Result:
-    """Sampled peaks, raised to any snapshot the child took itself (a spike between two polls)."""
-    snapshots = list(report.get("memory", {}).values())
-    return {"rss_anon": max([peak.rss_anon] + [snap["rss_anon"] for snap in snapshots]),
-            "rss_file": max([peak.rss_file] + [snap["rss_file"] for snap in snapshots]),
-            "vm_hwm": max([peak.vm_hwm] + [snap["vm_hwm"] for snap in snapshots]),
-            "polls": polls, "poll_interval_s": interval}
 
 
 def outcome(run: Result) -> tuple[str, str]:
@@ -240,7 +197,7 @@ def cap_proof(args: argparse.Namespace) -> Result:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="benchmark_memory.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[60_000, 1_000_000, 8_100_000],
-                        help="training samples; 60000 is real MNIST, others --augment-to (default: 60000 1000000 8100000)")
+                        help="training samples; 60000 is real MNIST, others are built with --augment-to")
     parser.add_argument("--loaders", nargs="+", choices=LOADERS, default=list(LOADERS))
     parser.add_argument("--apis", nargs="+", choices=("plain", "keras"), default=["plain", "keras"],
                         help="npy/hdf5 through BatchLoader (plain, Keras-free) and/or StreamingGenerator (keras)")
@@ -248,9 +205,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-batches", type=int, help="cut every pass (and fit) short: for quick checks only")
     parser.add_argument("--out", type=Path, default=Path("data/bench-memory"), help="datasets and plot go here")
     parser.add_argument("--reuse", type=Path, nargs="*", default=[Path("data/bench-build/mnist8m")],
-                        help="dataset folders to use when their format and size match (default: data/bench-build/mnist8m)")
+                        help="datasets to use where format and size match (default: data/bench-build/mnist8m)")
     parser.add_argument("--source", type=Path, help="MNIST folder for builds (default: $STREAMLOAD_MNIST_DIR)")
-    parser.add_argument("--headroom-gb", type=float, default=2.0, help="RAM left free when deciding to skip (default: 2)")
+    parser.add_argument("--headroom-gb", type=float, default=2.0, help="RAM kept free when deciding to skip")
     parser.add_argument("--cache", choices=("warm", "cold"), default="warm", help="page cache state before each run")
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between memory polls")
     parser.add_argument("--cap-proof", action="store_true", help="run the RLIMIT_DATA proof instead of the table")
@@ -260,6 +217,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cap-loaders", nargs="+", choices=LOADERS, default=["npy", "hdf5", "tutorial", "ram"])
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--plot", type=Path, help="PNG of peak memory per size (default: OUT/memory-footprint.png)")
+    parser.add_argument("--from-json", type=Path, help="re-render the table and plot of an earlier --json; run nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if min(args.sizes + [args.batch_size, args.cap_size, args.cap_batch_size]) < 1 or not args.cap_gb > 0:
@@ -271,6 +229,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json is not None:
+        return rerender(args.from_json, args.plot)
     args.out.mkdir(parents=True, exist_ok=True)
     options = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     options["reuse"] = [str(path) for path in args.reuse]

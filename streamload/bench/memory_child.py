@@ -8,25 +8,34 @@ loading (the in-RAM loaders' data) and at the end; the parent samples the peaks 
 Loaders: ``tutorial`` (the whole split as float32, ``TutorialGenerator``), ``ram`` (the whole split
 as uint8 arrays, batched by streamload's own sampler), ``npy``/``hdf5`` (streamload reading from
 disk) through ``StreamingGenerator`` (api ``keras``) or the Keras-free ``BatchLoader`` (api ``plain``).
-``--cap-bytes`` sets RLIMIT_DATA before anything is imported; ``--mode fit`` trains a tiny model for
-one epoch instead of iterating. A MemoryError is reported in the result, with exit status 3.
+``--cap-bytes`` sets RLIMIT_DATA first thing (only numpy and streamload's core are loaded by then);
+``--mode fit`` trains a tiny model for one epoch instead of iterating. A MemoryError is reported in
+the result, with exit status 3.
+
+``run_child`` is the parent's side: it starts this module and polls the peaks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..procstats import PeakMemorySampler
+
 LOADERS = ("tutorial", "ram", "npy", "hdf5")
 APIS = ("keras", "plain")
 MEMORY_ERROR_STATUS = 3
 LOAD_CHUNK = 8192  # samples copied at a time when an in-RAM loader fills its arrays (25 MB as float32)
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 Result = dict[str, Any]
 Feed = tuple[int, Callable[[int], Any]]  # number of batches, batch number -> (x, y)
 
@@ -194,6 +203,65 @@ def measure(args: argparse.Namespace, result: Result) -> None:
         result.update(run_pass(feed, args.max_batches))
     result["memory"]["end"] = _snapshot()
     result["phase"] = "done"
+
+
+def child_env() -> dict[str, str]:
+    """This environment, with this checkout importable and TensorFlow's start-up chatter muted."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def _start_sampler(pid: int, interval: float) -> PeakMemorySampler | None:
+    """Poll ``pid``; None when it is already gone (a child that failed at once, reported by its status)."""
+    try:
+        return PeakMemorySampler(pid, interval).start()
+    except ProcessLookupError:
+        return None
+
+
+def _spawn_sampled(command: list[str], interval: float, log: Any) -> tuple[int, float, PeakMemorySampler | None]:
+    """Run ``command`` to its end with its output in ``log``; exit status, seconds and the sampler."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+    try:
+        sampler = _start_sampler(child.pid, interval)
+        returncode = child.wait()
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    seconds = time.perf_counter() - started
+    if sampler is not None:
+        sampler.stop()
+    return returncode, seconds, sampler
+
+
+def run_child(options: list[str], interval: float) -> Result:
+    """Run one configuration in a fresh process, polling its memory; the child's JSON plus the peaks."""
+    with tempfile.TemporaryDirectory() as scratch:
+        result_path = Path(scratch, "result.json")
+        command = [sys.executable, "-m", "streamload.bench.memory_child", *options, "--result", str(result_path)]
+        with open(Path(scratch, "log"), "w+b") as log:
+            returncode, wall, sampler = _spawn_sampled(command, interval, log)
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+        report = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    return {"returncode": returncode, "wall_seconds": wall, "child": report,
+            "output_tail": output[-3000:] if returncode not in (0, MEMORY_ERROR_STATUS) else "",
+            "peak": _peaks(sampler, interval, report)}
+
+
+def _peaks(sampler: PeakMemorySampler | None, interval: float, report: Result) -> Result:
+    """Sampled peaks, raised to any snapshot the child took itself (a spike between two polls)."""
+    readings = list(report.get("memory", {}).values())
+    if sampler is not None:
+        peak = sampler.peak
+        readings.append({"rss_anon": peak.rss_anon, "rss_file": peak.rss_file, "vm_hwm": peak.vm_hwm})
+    peaks: Result = {key: max((reading[key] for reading in readings), default=0)
+                     for key in ("rss_anon", "rss_file", "vm_hwm")}
+    return {**peaks, "polls": 0 if sampler is None else sampler.samples, "poll_interval_s": interval}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

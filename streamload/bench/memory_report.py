@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,11 +88,13 @@ def goals_lines(goals: Result) -> list[str]:
         slope = entry["bytes_per_sample"]
         text = f"- {name}: peak RssAnon up to {_mb(entry['peak_rss_anon_max'])}"
         if "growth_bytes" in entry:
-            text += f", {entry['growth_bytes'] / MB:+,.1f} MB from {entry['sizes'][0]:,} to {entry['sizes'][-1]:,} samples"
+            first, last = entry["sizes"][0], entry["sizes"][-1]
+            text += f", {entry['growth_bytes'] / MB:+,.1f} MB from {first:,} to {last:,} samples"
         if slope is not None:
             text += f", {slope:,.0f} bytes per sample"
         if "growth_goal_met" in entry:
-            text += f"; growth < 100 MB: {_verdict(entry['growth_goal_met'])}, under 1 GB: {_verdict(entry['total_goal_met'])}"
+            text += (f"; growth < 100 MB: {_verdict(entry['growth_goal_met'])}, "
+                     f"under 1 GB: {_verdict(entry['total_goal_met'])}")
         lines.append(text)
     return lines
 
@@ -130,35 +133,51 @@ def markdown(results: Result) -> str:
     return "\n".join(lines)
 
 
+def _series(runs: Sequence[Result], variant: tuple[str, str], status: str) -> list[Result]:
+    return sorted((run for run in runs if (run["loader"], run["api"]) == variant and run["status"] == status),
+                  key=lambda run: run["size"])
+
+
 def write_plot(runs: Sequence[Result], path: str | os.PathLike, ram_bytes: int | None = None) -> Path:
-    """Peak RssAnon and RssFile against dataset size (log-log); skipped runs at their estimated need."""
+    """Peak RssAnon and RssFile against dataset size (log-log); skipped runs at their estimated need.
+
+    Solid lines go through Keras (TensorFlow's own ~240 MB of heap included), dashed ones do not.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (anon_axes, file_axes) = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
-    for index, (loader, api) in enumerate(dict.fromkeys((run["loader"], run["api"]) for run in runs)):
-        color, label = f"C{index}", f"{loader}: {THROUGH.get((loader, api), api)}"
-        done = sorted((run["size"], run["peak"]) for run in runs
-                      if (run["loader"], run["api"]) == (loader, api) and run["status"] == "ok")
-        skipped = [(run["size"], run["estimate"]["need_bytes"]) for run in runs
-                   if (run["loader"], run["api"]) == (loader, api) and run["status"] == "skipped"]
+    figure, (anon_axes, file_axes) = plt.subplots(1, 2, figsize=(11, 5.2), sharex=True)
+    for index, variant in enumerate(dict.fromkeys((run["loader"], run["api"]) for run in runs)):
+        color, style = f"C{index}", "o-" if variant[1] == "keras" else "s--"
+        label = f"{variant[0]}: {THROUGH.get(variant, variant[1])}"
+        done, skipped = _series(runs, variant, "ok"), _series(runs, variant, "skipped")
         for axes, key in ((anon_axes, "rss_anon"), (file_axes, "rss_file")):
-            axes.plot([size for size, _ in done], [peak[key] / MB for size, peak in done], "o-", color=color, label=label)
+            axes.plot([run["size"] for run in done], [run["peak"][key] / MB for run in done], style, color=color,
+                      label=label if axes is anon_axes else None)
         if skipped:
-            anon_axes.plot(*zip(*[(size, need / MB) for size, need in skipped]), "o", mfc="none", color=color,
-                           label=f"{loader}: skipped, estimated need")
+            anon_axes.plot([run["size"] for run in skipped], [run["estimate"]["need_bytes"] / MB for run in skipped],
+                           "o", mfc="none", markersize=9, color=color, label=f"{variant[0]}: skipped, estimated need")
     if ram_bytes:
-        anon_axes.axhline(ram_bytes / MB, color="grey", linestyle="--", label="machine RAM")
+        anon_axes.axhline(ram_bytes / MB, color="grey", linestyle=":", label="machine RAM")
     for axes, title in ((anon_axes, "peak RssAnon (heap: owned by the process)"),
                         (file_axes, "peak RssFile (mapped pages: reclaimable page cache)")):
         axes.set(xscale="log", yscale="log", xlabel="training samples", ylabel="MB (2^20 bytes)", title=title)
         axes.grid(True, which="both", alpha=0.3)
-    anon_axes.legend(fontsize=7, loc="upper left")
-    figure.tight_layout()
+    figure.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.13, 1, 1))
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(target, dpi=90)
     plt.close(figure)
     return target
+
+
+def rerender(path: Path, plot: Path | None) -> int:
+    """Table (and plot, when it has runs) of a results file, so docs can be redone without rerunning."""
+    results = json.loads(path.read_text())
+    if "runs" in results:
+        write_plot(results["runs"], plot or path.with_suffix(".png"), results["machine"]["total_ram_bytes"])
+    print(markdown(results))
+    return 0
