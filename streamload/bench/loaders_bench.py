@@ -11,15 +11,15 @@ npy / in-RAM is exactly the cost of reading from the shards. Adding a loader is 
 Fit part: ``model.fit`` epoch time of the tutorial CNN on the generator against in-RAM arrays, over
 the first ``fit_samples`` samples, one untimed warm-up epoch per model (tracing), interleaved.
 
-Cold part (``--cold``): every contender's files are evicted from the page cache before its pass,
-which reads a fixed number of batches; ``read_bytes`` of ``/proc/self/io`` says what came from
-storage. "Delivered" bytes are the samples' stored bytes (uint8 image + label), not float32 output.
+Cold part (``--cold``): measured by :mod:`streamload.bench.cold` (shared with issue 6): each
+contender's files are evicted from the page cache before its pass, which reads a fixed number of
+batches; ``read_bytes`` of ``/proc/self/io`` says what came from storage, per byte delivered (the
+samples' stored bytes, uint8 image + label, not the float32 output).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import json
 import os
@@ -42,10 +42,10 @@ from ..errors import StreamloadError
 from ..loader import BatchLoader
 from ..manifest import read_manifest
 from ..mnist import mnist_sources
-from ..procstats import drop_page_cache, read_io
-from ..sampler import IndexSampler, SamplerOptions
+from ..sampler import SamplerOptions
 from ..sources import ArraySource, SplitSource
 from .build_bench import BUILD_SCRIPT, machine_info
+from .cold import ColdResult, PlainGatherLoader, cold_pass, sequential_pass
 
 MB = 2**20
 Result = dict[str, Any]
@@ -89,7 +89,7 @@ class BenchData:
 # ---------------------------------------------------------------- loaders (the registry)
 
 def _in_ram(data: BenchData) -> EpochBatches:
-    loader = BatchLoader(data.npy, "train", data.sampling())  # only its sampler and options are used
+    loader = BatchLoader(data.npy, "train", data.sampling(), prefetch_batches=0)  # only its sampler is used
     return lambda epoch: (loader.reference_batch(data.arrays, epoch, b) for b in range(loader.num_batches))
 
 
@@ -111,6 +111,7 @@ def _generator(fmt: str) -> Callable[[BenchData], EpochBatches]:
 def _tutorial(data: BenchData) -> EpochBatches:
     from .tutorial import TutorialGenerator
 
+    # fed the uint8 split, as the tutorial feeds ``mnist.load_data()``'s arrays
     generator = TutorialGenerator(data.arrays["x"], data.arrays["y"], batch_size=data.batch_size)
 
     def epoch_batches(epoch: int) -> Iterator[Any]:
@@ -126,7 +127,7 @@ def _tfrecord(data: BenchData) -> EpochBatches:
 
     dataset = tfrecord_dataset(data.tfrecords, batch_size=data.batch_size, shuffle_buffer=SHUFFLE_BUFFER,
                                seed=data.seed)
-    return lambda epoch: iter(dataset)
+    return lambda epoch: dataset
 
 
 def _streamload_tfdata(data: BenchData) -> EpochBatches:
@@ -150,13 +151,39 @@ def batch_size_of(batch: Any) -> int:
     return int(x.shape[0])
 
 
+def _count_in_graph(dataset: Any) -> int:
+    """Samples of a tf.data pipeline, consumed inside TensorFlow as ``fit`` consumes it.
+
+    Iterating in eager Python adds about 100 us per batch that ``fit`` never pays, which would make
+    a tf.data pipeline look several times slower than it is.
+    """
+    import tensorflow as tf
+
+    @tf.autograph.experimental.do_not_convert
+    def add(count: Any, batch: Any) -> Any:
+        x = batch[0] if isinstance(batch, tuple) else batch
+        return count + tf.cast(tf.shape(x)[0], tf.int64)
+
+    return int(dataset.reduce(np.int64(0), add))
+
+
 def time_pass(batches: Iterable[Any]) -> Result:
-    """Consume one pass of batches; samples/s counts what was delivered, setup excluded by the caller."""
-    samples, started = 0, time.perf_counter()
-    for batch in batches:
-        samples += batch_size_of(batch)
-    seconds = time.perf_counter() - started
-    return {"samples": samples, "seconds": seconds, "samples_per_s": samples / seconds}
+    """Consume one pass of batches; samples/s counts what was delivered, setup excluded by the caller.
+
+    Python iterables are consumed by a Python loop (as Keras consumes a PyDataset), tf.data datasets
+    inside TensorFlow (as ``fit`` consumes them). CPU seconds (all threads of this process) do not
+    grow when other processes compete for the cores, so samples per CPU second stays comparable on
+    a busy machine; it measures efficiency, not the parallel throughput of tf.data's threads.
+    """
+    in_graph = hasattr(batches, "reduce") and hasattr(batches, "element_spec")
+    started, started_cpu = time.perf_counter(), time.process_time()
+    if in_graph:
+        samples = _count_in_graph(batches)
+    else:
+        samples = sum(batch_size_of(batch) for batch in batches)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
+    return {"samples": samples, "seconds": seconds, "samples_per_s": samples / seconds, "cpu_seconds": cpu_seconds,
+            "samples_per_cpu_s": samples / cpu_seconds, "consumer": "tf.data reduce" if in_graph else "python loop"}
 
 
 # ---------------------------------------------------------------- data
@@ -259,10 +286,11 @@ def warm_benchmark(data: BenchData, rounds: int, loaders: Iterable[str] | None =
         progress.update()
     contenders = {name: (lambda number, name=name: time_pass(epochs[name](number))) for name in names}
     results = run_rounds(contenders, rounds, progress)
-    summary = summarize(results, "samples_per_s")
+    summary, cpu = summarize(results, "samples_per_s"), summarize(results, "samples_per_cpu_s")
     return {"samples": len(data.arrays["y"]), "batch_size": data.batch_size, "identical_batches_checked": checked,
             "rounds": results, "median_samples_per_s": summary["median"], "min_max_samples_per_s": summary["min_max"],
-            "ratios": ratio_entries(summary["median"], WARM_GOALS)}
+            "median_samples_per_cpu_s": cpu["median"], "ratios": ratio_entries(summary["median"], WARM_GOALS),
+            "cpu_ratios": ratio_entries(cpu["median"], WARM_GOALS)}
 
 
 # ---------------------------------------------------------------- model.fit (issue 3)
@@ -284,10 +312,11 @@ def fit_benchmark(data: BenchData, root: Path, samples: int, rounds: int, progre
     subset = ensure_subset(root / f"fit-npy-{samples}", data.arrays, samples)
     generator = StreamingGenerator(subset, "train", data.batch_size, shuffle="exact", seed=data.seed)
     x, y = finish_batch({key: value[:samples] for key, value in data.arrays.items()}, BatchOptions())
-    epoch_seconds: list[float] = []
+    clock: dict[str, float] = {}  # wall and CPU seconds at the last epoch's start, then its duration
     timer = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: epoch_seconds.append(-time.perf_counter()),
-        on_epoch_end=lambda epoch, logs: epoch_seconds.__setitem__(-1, epoch_seconds[-1] + time.perf_counter()))
+        on_epoch_begin=lambda epoch, logs: clock.update(wall=time.perf_counter(), cpu=time.process_time()),
+        on_epoch_end=lambda epoch, logs: clock.update(wall=time.perf_counter() - clock["wall"],
+                                                      cpu=time.process_time() - clock["cpu"]))
     fits = {FIT_GENERATOR: lambda model: model.fit(generator, epochs=1, shuffle=False, verbose=0, callbacks=[timer]),
             FIT_ARRAYS: lambda model: model.fit(x, y, batch_size=data.batch_size, epochs=1, shuffle=True, verbose=0,
                                                 callbacks=[timer])}
@@ -297,8 +326,8 @@ def fit_benchmark(data: BenchData, root: Path, samples: int, rounds: int, progre
     def timed_fit(name: str) -> Result:
         started = time.perf_counter()
         history = fits[name](models[name])
-        return {"epoch_seconds": epoch_seconds[-1], "fit_call_seconds": time.perf_counter() - started,
-                "loss": float(history.history["loss"][-1])}
+        return {"epoch_seconds": clock["wall"], "epoch_cpu_seconds": clock["cpu"],
+                "fit_call_seconds": time.perf_counter() - started, "loss": float(history.history["loss"][-1])}
 
     warmup = {}
     for name in fits:
@@ -306,84 +335,54 @@ def fit_benchmark(data: BenchData, root: Path, samples: int, rounds: int, progre
         warmup[name] = timed_fit(name)
         progress.update()
     results = run_rounds({name: (lambda number, name=name: timed_fit(name)) for name in fits}, rounds, progress)
-    summary = summarize(results, "epoch_seconds")
-    calls = summarize(results, "fit_call_seconds")
+    summary, cpu = summarize(results, "epoch_seconds"), summarize(results, "epoch_cpu_seconds")
+    goals = [(FIT_GENERATOR, FIT_ARRAYS, FIT_GOAL, "max")]
     return {"samples": samples, "batch_size": data.batch_size, "steps_per_epoch": len(generator), "warmup": warmup,
             "rounds": results, "median_epoch_seconds": summary["median"], "min_max_epoch_seconds": summary["min_max"],
-            "median_fit_call_seconds": calls["median"],
-            "ratios": ratio_entries(summary["median"], [(FIT_GENERATOR, FIT_ARRAYS, FIT_GOAL, "max")])}
+            "median_epoch_cpu_seconds": cpu["median"],
+            "median_fit_call_seconds": summarize(results, "fit_call_seconds")["median"],
+            "ratios": ratio_entries(summary["median"], goals), "cpu_ratios": ratio_entries(cpu["median"], goals)}
 
 
 # ---------------------------------------------------------------- cold cache (issue 6)
 
-def stored_sample_bytes(directory: Path) -> int:
-    """Bytes one sample takes on disk, all arrays together (785 for MNIST: 784 pixels + 1 label)."""
-    return sum(spec.sample_bytes for spec in read_manifest(directory).split("train").arrays.values())
+def _cold_figures(result: ColdResult) -> Result:
+    return {"samples": result.samples, "seconds": result.seconds, "samples_per_s": result.samples_per_s,
+            "delivered_bytes": result.delivered_bytes, "read_bytes": result.read_bytes,
+            "read_per_delivered": result.amplification,
+            "delivered_mb_per_s": result.delivered_bytes / MB / result.seconds,
+            "read_mb_per_s": result.read_bytes / MB / result.seconds}
 
 
-def _loader_pass(directory: Path, shuffle: str, batches: int, batch_size: int, seed: int, epoch: int) -> int:
-    loader = BatchLoader(directory, "train", SamplerOptions(batch_size=batch_size, shuffle=shuffle, seed=seed))
-    return sum(batch_size_of(loader.load(epoch, number)) for number in range(min(batches, loader.num_batches)))
-
-
-def _np_load_pass(directory: Path, batches: int, batch_size: int, seed: int, epoch: int) -> int:
-    """The plain way: ``np.load(mmap_mode="r")`` per shard, fancy-index each batch's rows (no hints)."""
-    info = read_manifest(directory).split("train")
-    maps = [{key: np.load(directory / shard.files[key].name, mmap_mode="r") for key in info.arrays}
-            for shard in info.shards]
-    sampler = IndexSampler(info.num_samples, SamplerOptions(batch_size=batch_size, shuffle="exact", seed=seed))
-    delivered = 0
-    for number in range(min(batches, sampler.num_batches)):
-        shards, offsets = info.locate(sampler.batch_indices(epoch, number))
-        arrays = {key: np.empty((len(shards), *spec.shape), spec.dtype) for key, spec in info.arrays.items()}
-        for shard in np.unique(shards):
-            chosen = shards == shard
-            for key in arrays:
-                arrays[key][chosen] = maps[shard][key][offsets[chosen]]
-        delivered += batch_size_of(finish_batch(arrays, BatchOptions()))
-    return delivered
-
-
-def _sequential_pass(directory: Path, block_bytes: int = 8 * MB) -> float:
-    """Read every train shard file front to back: the storage bandwidth ceiling, in samples."""
-    info = read_manifest(directory).split("train")
-    buffer, total = bytearray(block_bytes), 0
-    for shard in info.shards:
-        for file in shard.files.values():
-            with open(directory / file.name, "rb", buffering=0) as stream:
-                while count := stream.readinto(buffer):
-                    total += count
-    return total / stored_sample_bytes(directory)
-
-
-def cold_pass(directory: Path, run: Callable[[], float]) -> Result:
-    """Evict ``directory`` from the page cache, then time ``run`` (it returns samples delivered)."""
-    gc.collect()  # mappings of an earlier pass must be gone, or the kernel keeps their pages
-    drop_page_cache(directory)
-    before, started = read_io(), time.perf_counter()
-    samples = run()
-    seconds, after = time.perf_counter() - started, read_io()
-    delivered = samples * stored_sample_bytes(directory)
-    read_bytes = after.read_bytes - before.read_bytes
-    return {"samples": samples, "seconds": seconds, "samples_per_s": samples / seconds,
-            "delivered_bytes": delivered, "read_bytes": read_bytes, "read_per_delivered": read_bytes / delivered,
-            "delivered_mb_per_s": delivered / MB / seconds, "read_mb_per_s": read_bytes / MB / seconds}
+def shard_files(directory: Path) -> list[Path]:
+    """Every train shard file of a dataset, in shard order."""
+    train = read_manifest(directory).split("train")
+    return [directory / file.name for shard in train.shards for file in shard.files.values()]
 
 
 SEQUENTIAL = "sequential read / -"
 
 
-def cold_contenders(npy: Path, hdf5: Path, batches: int, batch_size: int, seed: int) -> dict[str, Callable[[int], Result]]:
-    """Name (``reader / shuffle``) -> one cold pass of round ``number`` (which picks the epoch read)."""
-    contenders: dict[str, Callable[[int], Result]] = {}
-    for fmt, directory in (("npy", npy), ("hdf5", hdf5)):
-        for shuffle in ("exact", "block"):
-            contenders[f"streamload {fmt} / {shuffle}"] = (
-                lambda number, d=directory, s=shuffle: cold_pass(
-                    d, lambda: _loader_pass(d, s, batches, batch_size, seed, number)))
-    contenders["np.load mmap gather / exact"] = lambda number: cold_pass(
-        npy, lambda: _np_load_pass(npy, batches, batch_size, seed, number))
-    contenders[SEQUENTIAL] = lambda number: cold_pass(npy, lambda: _sequential_pass(npy))
+def cold_contenders(npy: Path, hdf5: Path, batches: int, batch_size: int,
+                    seed: int) -> dict[str, Callable[[int], Result]]:
+    """Name (``reader / shuffle``) -> one cold pass (``bench.cold``) of round ``number``, the epoch it reads."""
+    def loader_pass(directory: Path, make: Callable[[SamplerOptions], Any], shuffle: str) -> Callable[[int], Result]:
+        sampling = SamplerOptions(batch_size=batch_size, shuffle=shuffle, seed=seed)
+        return lambda number: _cold_figures(cold_pass(lambda: make(directory, sampling), directory,
+                                                      [(number, batch) for batch in range(batches)]))
+
+    def streamload(directory: Path, sampling: SamplerOptions) -> BatchLoader:
+        return BatchLoader(directory, "train", sampling)
+
+    def plain(directory: Path, sampling: SamplerOptions) -> PlainGatherLoader:
+        return PlainGatherLoader(directory, "train", sampling)
+
+    contenders = {f"streamload {fmt} / {shuffle}": loader_pass(directory, streamload, shuffle)
+                  for fmt, directory in (("npy", npy), ("hdf5", hdf5)) for shuffle in ("exact", "block")}
+    contenders["np.load mmap gather / exact"] = loader_pass(npy, plain, "exact")
+    contenders["h5py gather / exact"] = loader_pass(hdf5, plain, "exact")
+    sample_bytes = sum(spec.sample_bytes for spec in read_manifest(npy).split("train").arrays.values())
+    contenders[SEQUENTIAL] = lambda number: _cold_figures(sequential_pass(shard_files(npy), sample_bytes))
     return contenders
 
 
@@ -393,19 +392,18 @@ COLD_FIGURES = ("samples_per_s", "read_per_delivered", "delivered_mb_per_s", "re
 def cold_benchmark(npy: Path, hdf5: Path, batches: int, batch_size: int = 64, seed: int = 0, rounds: int = 1,
                    progress: Any = NullProgress()) -> Result:
     """Samples/s and storage bytes read per delivered byte of each reader, cold, in one run."""
-    results = run_rounds(cold_contenders(npy, hdf5, batches, batch_size, seed), rounds, progress)
+    contenders = cold_contenders(npy, hdf5, batches, batch_size, seed)
+    results = run_rounds(contenders, rounds, progress)
     medians = {figure: summarize(results, figure)["median"] for figure in COLD_FIGURES}
     ceiling = medians["samples_per_s"][SEQUENTIAL]
     train = read_manifest(npy).split("train")
     return {"npy": str(npy), "hdf5": str(hdf5), "samples": train.num_samples, "batches": batches,
-            "batch_size": batch_size, "sample_bytes": stored_sample_bytes(npy),
-            "dataset_bytes": sum(file.bytes for shard in train.shards for file in shard.files.values()),
+            "batch_size": batch_size, "dataset_bytes": sum(path.stat().st_size for path in shard_files(npy)),
             "rounds": results, "median": medians,
             "vs_sequential": {name: value / ceiling for name, value in medians["samples_per_s"].items()}}
 
 
-def cold_pass_count(rounds: int) -> int:
-    return rounds * len(cold_contenders(Path(), Path(), 0, 1, 0))
+COLD_CONTENDERS = 7  # four streamload passes, two plain gathers, one sequential read
 
 
 def ensure_cold_dataset(directory: Path, fmt: str, samples: int, source: Path | None) -> Path:
@@ -434,12 +432,17 @@ def _ratio_cell(medians: Mapping[str, float], name: str, baseline: str) -> str:
     return f"{medians[name] / medians[baseline]:.2f}x" if baseline in medians else ""
 
 
-def goals_table(ratios: list[Result]) -> list[str]:
-    lines = ["| ratio | value | goal | met |", "|---|---:|---:|---|"]
-    for entry in ratios:
+def _met(entry: Result) -> str:
+    return "" if entry["met"] is None else ("yes" if entry["met"] else "**no**")
+
+
+def goals_table(ratios: list[Result], cpu_ratios: list[Result]) -> list[str]:
+    """Each goal by wall-clock figures (the goal) and by CPU-time figures (robust to a busy machine)."""
+    lines = ["| ratio | wall clock | goal | met | by CPU time | met |", "|---|---:|---:|---|---:|---|"]
+    for entry, cpu in zip(ratios, cpu_ratios):
         goal = "" if entry["goal"] is None else f"{'>=' if entry['goal_kind'] == 'min' else '<='} {entry['goal']:g}x"
-        met = "" if entry["met"] is None else ("yes" if entry["met"] else "**no**")
-        lines.append(f"| {entry['numerator']} / {entry['denominator']} | {entry['value']:.2f}x | {goal} | {met} |")
+        lines.append(f"| {entry['numerator']} / {entry['denominator']} | {entry['value']:.2f}x | {goal} | {_met(entry)} "
+                     f"| {cpu['value']:.2f}x | {_met(cpu)} |")
     return lines
 
 
@@ -447,25 +450,30 @@ def warm_table(part: Result) -> list[str]:
     medians, spread = part["median_samples_per_s"], part["min_max_samples_per_s"]
     lines = [f"### Loaders, warm page cache: {part['samples']:,} train samples, batch {part['batch_size']}, one "
              f"epoch per loader and round, median of {len(part['rounds'])} interleaved rounds", "",
-             "| loader | samples/s | min-max | vs in-RAM bound | vs streamload npy |", "|---|---:|---:|---:|---:|"]
+             "| loader | consumed by | samples/s | min-max | vs in-RAM bound | vs streamload npy "
+             "| samples per CPU s |", "|---|---|---:|---:|---:|---:|---:|"]
     for name, median in medians.items():
         low, high = spread[name]
-        lines.append(f"| {name} | {_rate(median)} | {_rate(low)}-{_rate(high)} | {_ratio_cell(medians, name, IN_RAM)} "
-                     f"| {_ratio_cell(medians, name, NPY)} |")
-    return lines + [""] + goals_table(part["ratios"])
+        consumer = part["rounds"][0]["results"][name]["consumer"]
+        lines.append(f"| {name} | {consumer} | {_rate(median)} | {_rate(low)}-{_rate(high)} "
+                     f"| {_ratio_cell(medians, name, IN_RAM)} | {_ratio_cell(medians, name, NPY)} "
+                     f"| {_rate(part['median_samples_per_cpu_s'][name])} |")
+    return lines + [""] + goals_table(part["ratios"], part["cpu_ratios"])
 
 
 def fit_table(part: Result) -> list[str]:
-    medians, spread, calls = part["median_epoch_seconds"], part["min_max_epoch_seconds"], part["median_fit_call_seconds"]
+    medians, spread = part["median_epoch_seconds"], part["min_max_epoch_seconds"]
+    calls = part["median_fit_call_seconds"]
     lines = [f"### `model.fit`, tutorial CNN: first {part['samples']:,} samples, batch {part['batch_size']} "
              f"({part['steps_per_epoch']} steps), median of {len(part['rounds'])} interleaved epochs after one "
              "warm-up epoch each", "",
-             "| data | epoch s | min-max | whole fit() call s | vs in-RAM arrays |", "|---|---:|---:|---:|---:|"]
+             "| data | epoch s | min-max | vs in-RAM arrays | epoch CPU s | whole fit() call s |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, median in medians.items():
         low, high = spread[name]
-        lines.append(f"| {name} | {median:.2f} | {low:.2f}-{high:.2f} | {calls[name]:.2f} "
-                     f"| {_ratio_cell(medians, name, FIT_ARRAYS)} |")
-    return lines + [""] + goals_table(part["ratios"])
+        lines.append(f"| {name} | {median:.2f} | {low:.2f}-{high:.2f} | {_ratio_cell(medians, name, FIT_ARRAYS)} "
+                     f"| {part['median_epoch_cpu_seconds'][name]:.2f} | {calls[name]:.2f} |")
+    return lines + [""] + goals_table(part["ratios"], part["cpu_ratios"])
 
 
 def cold_table(part: Result) -> list[str]:
@@ -516,13 +524,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cold-samples", type=int, default=2_000_000,
                         help="--augment-to of a cold dataset that has to be built (default: 2000000)")
     parser.add_argument("--cold-batches", type=int, default=2000, help="batches per cold pass (default: 2000)")
-    parser.add_argument("--cold-rounds", type=int, default=1, help="cold passes per reader (default: 1)")
+    parser.add_argument("--cold-rounds", type=int, default=3, help="cold passes per reader (default: 3)")
     parser.add_argument("--json", type=Path, help="also write every figure and the machine to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     counts = ("rounds", "batch_size", "fit_samples", "fit_rounds", "cold_samples", "cold_batches", "cold_rounds")
     if any(getattr(args, name) < 1 for name in counts):
-        parser.error("--rounds, --batch-size, --fit-*, --cold-samples, --cold-batches and --cold-rounds must be positive")
+        parser.error("--rounds, --batch-size, --fit-*, --cold-samples, --cold-batches, --cold-rounds must be positive")
     return args
 
 
@@ -536,13 +544,15 @@ def machine(root: Path) -> Result:
 
 def run(args: argparse.Namespace) -> Result:
     root = args.data.absolute()
+    root.mkdir(parents=True, exist_ok=True)
     results: Result = {"machine": machine(root), "options": {
         key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}}
     if not (args.skip_warm and args.skip_fit):
         log(f"preparing {root} (built once)")
         data = prepare_data(root, lambda: mnist_sources(args.source, download=False), args.batch_size, args.seed)
     total = ((0 if args.skip_warm else len(LOADERS) * (args.rounds + 1))
-             + (0 if args.skip_fit else 2 * (args.fit_rounds + 1)) + (cold_pass_count(args.cold_rounds) if args.cold else 0))
+             + (0 if args.skip_fit else 2 * (args.fit_rounds + 1))
+             + (COLD_CONTENDERS * args.cold_rounds if args.cold else 0))
     with tqdm(total=total, unit="pass", file=sys.stderr, disable=args.no_progress) as progress:
         if not args.skip_warm:
             results["warm"] = warm_benchmark(data, args.rounds, progress=progress)

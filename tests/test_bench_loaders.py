@@ -1,0 +1,188 @@
+"""The loader benchmark at toy sizes: figures present, positive and consistent; no timing asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MakeMnist
+from shards import make_arrays
+
+from streamload.bench import loaders_bench as lb
+from streamload.errors import StreamloadError
+from streamload.sources import ArraySource
+
+N, BATCH = 300, 32  # 10 batches, the last one short
+
+
+def _sources(arrays: dict[str, np.ndarray]) -> lb.SourcesFn:
+    return lambda: {"train": ArraySource("toy", **arrays)}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    """npy and HDF5 copies of the same N samples (no TensorFlow needed)."""
+    root, arrays = tmp_path_factory.mktemp("loaders"), make_arrays(N, seed=3)
+    for fmt in ("npy", "hdf5"):
+        lb.ensure_dataset(root / fmt, fmt, _sources(arrays))
+    return root, arrays
+
+
+@pytest.fixture(scope="module")
+def cold_toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A separate copy for cold passes: eviction refuses files that a warm test's loader still maps."""
+    root = tmp_path_factory.mktemp("cold")
+    for fmt in ("npy", "hdf5"):
+        lb.ensure_dataset(root / fmt, fmt, _sources(make_arrays(N, seed=4)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(toy: tuple[Path, dict[str, np.ndarray]]) -> lb.BenchData:
+    """Everything the warm part reads, TFRecords included."""
+    pytest.importorskip("tensorflow")
+    root, arrays = toy
+    return lb.prepare_data(root, _sources(arrays), batch_size=BATCH, seed=5)
+
+
+def _ratio_checks(ratios: list[dict], medians: dict[str, float]) -> None:
+    assert ratios, "no ratio was computed"
+    for entry in ratios:
+        assert entry["value"] == medians[entry["numerator"]] / medians[entry["denominator"]]
+        if entry["goal"] is not None:
+            value, goal = entry["value"], entry["goal"]
+            assert entry["met"] is (value >= goal if entry["goal_kind"] == "min" else value <= goal)
+
+
+def test_summaries_take_medians_and_ratios_divide_medians_of_the_run() -> None:
+    rounds = [{"results": {"a": {"rate": rate_a}, "b": {"rate": rate_b}}}
+              for rate_a, rate_b in ((10.0, 4.0), (30.0, 5.0), (20.0, 100.0))]
+    summary = lb.summarize(rounds, "rate")
+    assert summary["median"] == {"a": 20.0, "b": 5.0}
+    assert summary["min_max"] == {"a": [10.0, 30.0], "b": [4.0, 100.0]}
+    entries = lb.ratio_entries(summary["median"], [("a", "b", 3.0, "min"), ("b", "a", 0.2, "max"),
+                                                   ("a", "missing", 1.0, "min")])
+    assert [(e["value"], e["met"]) for e in entries] == [(4.0, True), (0.25, False)]
+
+
+def test_rounds_rotate_the_order_and_run_everyone_once_per_round() -> None:
+    calls: list[tuple[str, int]] = []
+    contenders = {name: (lambda number, name=name: calls.append((name, number)) or {"v": 1}) for name in "abc"}
+    rounds = lb.run_rounds(contenders, 4, lb.NullProgress())
+    assert [r["order"] for r in rounds] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    assert sorted(calls) == sorted((name, number) for name in "abc" for number in range(4))
+
+
+def test_identity_check_accepts_equal_batches_and_catches_a_changed_sample(
+        toy: tuple[Path, dict[str, np.ndarray]]) -> None:
+    root, arrays = toy
+    good = lb.BenchData(root / "npy", root / "hdf5", [], arrays, BATCH, seed=5)
+    assert lb.check_identical_batches(good, batches=3) == 3
+    loader = lb.BatchLoader(good.npy, "train", good.sampling())
+    changed = {key: value.copy() for key, value in arrays.items()}
+    changed["x"][loader.sampler.batch_indices(0, 1)[7], 3, 3] ^= 0xFF  # one pixel of batch 1
+    with pytest.raises(StreamloadError, match="batch 1 differs"):
+        lb.check_identical_batches(lb.BenchData(good.npy, good.hdf5, [], changed, BATCH, seed=5), batches=3)
+
+
+@pytest.mark.slow
+def test_in_ram_bound_and_streamload_loaders_serve_identical_epochs(data: lb.BenchData) -> None:
+    names = [lb.IN_RAM, lb.NPY, lb.HDF5] + ([lb.TFDATA] if lb.TFDATA in lb.LOADERS else [])
+    epochs = {name: lb.LOADERS[name](data) for name in names}
+    for epoch in (0, 3):
+        served = {name: [tuple(np.asarray(part) for part in batch) for batch in epochs[name](epoch)]
+                  for name in names}
+        reference = served[lb.IN_RAM]
+        assert sum(len(x) for x, _ in reference) == N and len(reference) == -(-N // BATCH)
+        seen = np.concatenate([x for x, _ in reference]).reshape(N, -1)
+        assert len(np.unique(seen[:, :4], axis=0)) == N, "an epoch must hold every sample once"
+        for name in names[1:]:
+            assert len(served[name]) == len(reference)
+            for got, want in zip(served[name], reference):
+                for got_part, want_part in zip(got, want):
+                    np.testing.assert_array_equal(got_part, want_part, err_msg=name)
+
+
+@pytest.mark.slow
+def test_warm_benchmark_reports_every_loader_with_consistent_figures(data: lb.BenchData) -> None:
+    part = lb.warm_benchmark(data, rounds=2)
+    assert part["identical_batches_checked"] == 3 and part["samples"] == N
+    assert list(part["median_samples_per_s"]) == list(lb.LOADERS)
+    expected_samples = {name: N for name in lb.LOADERS} | {lb.TUTORIAL: N // BATCH * BATCH}  # it drops the rest
+    for one in part["rounds"]:
+        assert sorted(one["order"]) == sorted(lb.LOADERS)
+        for name, figures in one["results"].items():
+            assert figures["samples"] == expected_samples[name], name
+            assert figures["seconds"] > 0 and figures["samples_per_s"] == figures["samples"] / figures["seconds"]
+            assert figures["cpu_seconds"] > 0 and figures["samples_per_cpu_s"] > 0
+    for name, (low, high) in part["min_max_samples_per_s"].items():
+        assert 0 < low <= part["median_samples_per_s"][name] <= high
+    _ratio_checks(part["ratios"], part["median_samples_per_s"])
+    _ratio_checks(part["cpu_ratios"], part["median_samples_per_cpu_s"])
+    table = "\n".join(lb.warm_table(json.loads(json.dumps(part))))
+    assert all(f"| {name} |" in table for name in lb.LOADERS)
+
+
+@pytest.mark.slow
+def test_fit_benchmark_times_both_data_paths(data: lb.BenchData, toy: tuple[Path, dict[str, np.ndarray]]) -> None:
+    root, arrays = toy
+    part = lb.fit_benchmark(data, root, samples=96, rounds=1)
+    assert part["samples"] == 96 and part["steps_per_epoch"] == 3
+    subset = lb.ShardedDataset(root / "fit-npy-96", "train").gather(np.arange(96))
+    np.testing.assert_array_equal(subset["x"], arrays["x"][:96])
+    for figures in [*part["warmup"].values(), *part["rounds"][0]["results"].values()]:
+        assert 0 < figures["epoch_seconds"] <= figures["fit_call_seconds"] and np.isfinite(figures["loss"])
+        assert figures["epoch_cpu_seconds"] > 0
+    assert set(part["median_epoch_seconds"]) == {lb.FIT_GENERATOR, lb.FIT_ARRAYS}
+    _ratio_checks(part["ratios"], part["median_epoch_seconds"])
+    _ratio_checks(part["cpu_ratios"], part["median_epoch_cpu_seconds"])
+    assert "| generator / in-RAM arrays |" in "\n".join(lb.fit_table(part))
+    assert part["ratios"][0]["goal"] == lb.FIT_GOAL and part["ratios"][0]["goal_kind"] == "max"
+
+
+@pytest.mark.slow
+def test_cold_benchmark_counts_delivered_and_read_bytes(cold_toy: Path) -> None:
+    root = cold_toy
+    part = lb.cold_benchmark(root / "npy", root / "hdf5", batches=3, batch_size=BATCH)
+    results = part["rounds"][0]["results"]
+    assert len(results) == lb.COLD_CONTENDERS and part["samples"] == N
+    sample_bytes = 28 * 28 + 1
+    for name, figures in results.items():
+        if name == lb.SEQUENTIAL:
+            assert figures["delivered_bytes"] == part["dataset_bytes"] > N * sample_bytes  # .npy headers included
+        else:
+            assert figures["samples"] == 3 * BATCH, name
+            assert figures["delivered_bytes"] == 3 * BATCH * sample_bytes, name
+        assert figures["seconds"] > 0 and figures["read_bytes"] >= 0
+        assert figures["read_per_delivered"] == figures["read_bytes"] / figures["delivered_bytes"]
+    assert part["vs_sequential"][lb.SEQUENTIAL] == 1.0
+    assert all(f"| {name} |" in "\n".join(lb.cold_table(part)) for name in results)
+
+
+def test_options_must_be_positive() -> None:
+    for option in ("--rounds", "--batch-size", "--cold-batches", "--fit-samples"):
+        with pytest.raises(SystemExit):
+            lb.parse_args([option, "0"])
+
+
+@pytest.mark.slow
+def test_command_line_builds_data_and_writes_tables_and_json(
+        make_mnist: MakeMnist, cold_toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("tensorflow")
+    source, cold_root, out = make_mnist(n_train=150, n_test=20), cold_toy, tmp_path / "report.json"
+    argv = ["--data", str(tmp_path / "data"), "--source", str(source.folder), "--rounds", "1", "--batch-size", "16",
+            "--skip-fit", "--cold", "--cold-npy", str(cold_root / "npy"), "--cold-hdf5", str(cold_root / "hdf5"),
+            "--cold-batches", "2", "--json", str(out), "--no-progress"]
+    assert lb.main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "### Loaders, warm page cache: 150 train samples, batch 16" in stdout and "### Cold page cache" in stdout
+    report = json.loads(out.read_text())
+    assert set(report) == {"machine", "options", "warm", "cold"}
+    assert report["machine"]["usable_cpus"] >= 1 and len(report["machine"]["loadavg_end"]) == 3
+    assert report["options"]["batch_size"] == 16 and report["cold"]["batch_size"] == 16
+    _ratio_checks(report["warm"]["ratios"], report["warm"]["median_samples_per_s"])
+    built = lb.ShardedDataset(tmp_path / "data" / "hdf5", "train").gather(np.arange(150))
+    np.testing.assert_array_equal(built["x"], source.arrays["train"]["x"])
+    assert len(list((tmp_path / "data" / "tfrecord").glob("part-*.tfrecord"))) == 1
