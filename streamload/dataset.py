@@ -3,7 +3,8 @@
 Only the manifest is read on construction; each shard's reader opens its files the first time a
 sample from it is needed. A gather sorts the wanted indices so every shard is touched once, reads
 in ascending file order, and writes the rows straight to their places in the output.
-``prefetch``/``prefetch_span`` ask the kernel to start reading what a later gather will touch.
+``prefetch`` and ``span_hints`` (with ``readers.issue``) ask the kernel to start reading what a later
+gather will touch, without waiting and without changing what it returns.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .manifest import Manifest, SplitInfo, read_manifest
-from .readers import MappedArray, ShardReader, make_reader, prefetch_mapped_rows
+from .readers import Hint, MappedArray, ShardReader, make_reader, prefetch_mapped_rows
 
 
 class ShardedDataset:
@@ -27,6 +28,8 @@ class ShardedDataset:
         self.info: SplitInfo = self.manifest.split(split)
         self.advice: int | None = None
         self._readers: list[ShardReader | None] = [None] * len(self.info.shards)
+        self._arrays: dict[str, list[np.ndarray | None]] = {}
+        self._pid: int | None = None
 
     def __len__(self) -> int:
         return self.info.num_samples
@@ -60,12 +63,32 @@ class ShardedDataset:
         out = {}
         for key in keys:
             spec = self.info.arrays[key]
+            mapped = self._mapped(key)
             in_file_order = np.empty((len(indices), *spec.shape), dtype=spec.dtype)
             for shard, first, last in runs:
-                in_file_order[first:last] = (self._readers[shard] or self.reader(shard)).read(key, offsets[first:last])
+                array = mapped[shard]
+                if array is None:  # not opened yet in this process, or read whole chunks (compressed HDF5)
+                    array = self._open_mapped(key, shard)
+                    if array is None:
+                        in_file_order[first:last] = self.reader(shard).read(key, offsets[first:last])
+                        continue
+                array.take(offsets[first:last], axis=0, out=in_file_order[first:last], mode="clip")
             out[key] = np.empty_like(in_file_order)
             out[key][order] = in_file_order
         return out
+
+    def _mapped(self, key: str) -> list[np.ndarray | None]:
+        """Per process: shard -> the memory-mapped array of ``key``, so a gather skips the reader layers."""
+        if self._pid != os.getpid():
+            self._arrays, self._pid = {}, os.getpid()
+        return self._arrays.get(key) or self._arrays.setdefault(key, [None] * len(self._readers))
+
+    def _open_mapped(self, key: str, shard: int) -> np.ndarray | None:
+        array = self.reader(shard).array(key)
+        if not isinstance(array, MappedArray):
+            return None
+        self._mapped(key)[shard] = array.array
+        return array.array
 
     def prefetch(self, indices: np.ndarray, keys: tuple[str, ...] | None = None) -> None:
         """Queue reads of the pages a ``gather(indices, keys)`` will touch; returns without waiting."""
@@ -79,16 +102,18 @@ class ShardedDataset:
                 for array, (_shard, first, last) in zip(arrays, runs):
                     array.prefetch(offsets[first:last])
 
-    def prefetch_span(self, first: int, last: int, keys: tuple[str, ...] | None = None) -> None:
-        """Queue long sequential reads of samples ``[first, last)`` (a block), shard by shard."""
+    def span_hints(self, first: int, last: int, keys: tuple[str, ...] | None = None) -> list[Hint]:
+        """Long sequential reads covering samples ``[first, last)`` (a block), shard by shard, for ``issue``."""
         starts = self.info.shard_starts
         first, last = max(0, first), min(last, len(self))
         shard = int(np.searchsorted(starts, first, side="right")) - 1
+        hints: list[Hint] = []
         while first < last:
             end = min(last, int(starts[shard + 1]))
             for key in self.keys if keys is None else keys:
-                self.reader(shard).array(key).prefetch_span(first - int(starts[shard]), end - int(starts[shard]))
+                hints += self.reader(shard).array(key).span_hints(first - int(starts[shard]), end - int(starts[shard]))
             first, shard = end, shard + 1
+        return hints
 
     def advise(self, advice: int) -> None:
         """A madvise hint (e.g. MADV_RANDOM) for every shard: now for open ones, on opening for the rest.
@@ -103,6 +128,7 @@ class ShardedDataset:
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
         state["_readers"] = [None] * len(self._readers)  # readers re-open lazily in the new process
+        state["_arrays"], state["_pid"] = {}, None
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:

@@ -15,6 +15,7 @@ from .batching import Batch, BatchOptions, Transform
 from .epochs import EpochClock
 from .errors import InvalidOptionError
 from .loader import BatchLoader
+from .prefetch import DEFAULT_PREFETCH_BATCHES
 from .sampler import SamplerOptions, shuffle_mode
 
 
@@ -40,6 +41,8 @@ class StreamingGenerator(keras.utils.PyDataset):
         transform: ``transform(x, y) -> (x, y)`` applied to each finished batch (``y`` is None when
             ``to_fit=False``); must pickle for ``use_multiprocessing=True``.
         block_size, window_blocks: block shuffle geometry, in samples and blocks.
+        prefetch_batches: how many batches ahead to ask the kernel to read while batches are requested
+            in order (0: off); only the timing changes, never the data. See README, cold storage.
         num_pipelines, pipeline_index: read only this pipeline's disjoint share of each epoch;
             ``input_context`` (a ``tf.distribute.InputContext``) sets both.
         workers, use_multiprocessing, max_queue_size: passed to ``keras.utils.PyDataset``.
@@ -49,7 +52,8 @@ class StreamingGenerator(keras.utils.PyDataset):
                  shuffle: bool | str = True, seed: int = 0, to_fit: bool = True, one_hot: bool = True,
                  num_classes: int = 10, normalize: bool = True, channel_axis: bool = True,
                  drop_remainder: bool = False, transform: Transform | None = None, block_size: int = 4096,
-                 window_blocks: int = 8, num_pipelines: int = 1, pipeline_index: int = 0,
+                 window_blocks: int = 8, prefetch_batches: int = DEFAULT_PREFETCH_BATCHES,
+                 num_pipelines: int = 1, pipeline_index: int = 0,
                  input_context: Any = None, workers: int = 1, use_multiprocessing: bool = False,
                  max_queue_size: int = 10) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
@@ -61,7 +65,7 @@ class StreamingGenerator(keras.utils.PyDataset):
                                   pipeline_index=pipeline_index)
         batching = BatchOptions(to_fit=to_fit, one_hot=one_hot, num_classes=num_classes,
                                 normalize=normalize, channel_axis=channel_axis)
-        self.loader = BatchLoader(directory, split, sampling, batching, transform)
+        self.loader = BatchLoader(directory, split, sampling, batching, transform, prefetch_batches)
         self.clock = EpochClock()
         self._skip = 0  # batches of the resumed epoch already consumed before load_state_dict
         self._position = 0  # batches handed out in order during this epoch, for state_dict

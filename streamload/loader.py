@@ -67,7 +67,7 @@ class BatchLoader:
         return finish_batch(arrays, self.batching, self.transform)
 
     def close(self) -> None:
-        """Stop this process' prefetch thread (benchmarks call it before dropping the page cache)."""
+        """Stop this process' block-hinting thread now rather than when the loader is collected."""
         if self.prefetcher is not None:
             self.prefetcher.close()
 

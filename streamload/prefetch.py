@@ -1,22 +1,26 @@
-"""Keep cold storage busy: ask the kernel for the pages of batches ahead while the caller works.
+"""Keep cold storage busy: ask the kernel for the pages of the next batches before they are gathered.
 
-The only effect of a prefetcher is *when* pages arrive in the page cache: it issues
-``posix_fadvise(WILLNEED)`` hints and never reads or returns data, so every batch is still
-gathered by the same code from the same indices. Which batches come next is cheap to know because
-the sampler is a pure function of (seed, epoch, batch).
+A prefetcher only changes *when* pages reach the page cache: it issues ``posix_fadvise(WILLNEED)``
+hints, which queue asynchronous reads and return, and never reads or returns data itself, so every
+batch is still gathered by the same code from the same indices. Which batches come next is cheap
+to know because the sampler is a pure function of (seed, epoch, batch).
 
-* Every requested batch that was not hinted yet gets its own pages hinted before its gather, so
-  its 64-odd scattered pages are read in parallel instead of one page fault at a time.
-* While requests arrive in order (one epoch after another, or a few workers close to each other),
-  the next ``depth`` batches are hinted by one I/O thread per process: exact pages for exact or no
-  shuffling; whole blocks in block mode, plus the batch one window ahead, so the next window is read
-  as a few long sequential runs while the current one is consumed.
-* Requests in random order (Keras shuffling batch order) get no lookahead: it would only waste reads.
+* A requested batch that was not hinted yet has its own pages hinted just before its gather, so its
+  ~64 scattered pages are read in parallel instead of one page fault after another.
+* While requests come in order (one epoch after the next, or a few workers close to each other),
+  exact and unshuffled modes also hint the pages of the batch ``depth`` ahead. Block mode instead
+  hints whole blocks, for the batches being read and for those one shuffle window ahead, so every
+  window is read as a few long sequential runs while the previous one is consumed.
+* Requests in random order (Keras shuffling the batch order) get no lookahead: it would be wasted.
 
-Hints live in the page cache (file pages the kernel may drop), never in this process' heap; the
-bookkeeping is a few bounded tables, so anonymous memory does not grow with the dataset.
-State is per process: after ``fork`` or unpickling, a fresh lock, queue and thread are made on
-first use, and nothing is started in ``__init__``.
+Page hints are issued by the calling thread: handing them to a thread was measured slower, because
+a gather that faults on a page keeps the GIL while it waits (numpy does not release it for small
+copies), so the thread fell behind exactly when it was needed. Only the hints of the next window
+go to a thread (one per process, started on first use): they are a few long ranges, whose ~10 ms
+of kernel work per window then runs beside the caller instead of stalling it.
+Hinted pages are page cache (file pages the kernel may drop), never this process' heap, and the
+bookkeeping is a few bounded tables, so anonymous memory does not grow with the dataset or with
+the number of batches. State is per process: a forked or unpickled copy starts afresh.
 """
 
 from __future__ import annotations
@@ -32,17 +36,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .dataset import ShardedDataset
+from .readers import Hint, issue
 from .sampler import IndexSampler
 
 DEFAULT_PREFETCH_BATCHES = 8
 STREAM_SLACK = 8  # requests this close to the previous one count as in order (several workers interleave)
-_PAGES, _BLOCKS = 0, 1
+_BLOCK_PROBES = 256  # samples of a group whose blocks are looked up: all of a window's blocks, almost surely
+_REMEMBERED = 1024  # hinted batches, groups and blocks remembered, so none is hinted twice while it matters
+_HINT_QUEUE = 16  # lists of block hints waiting for the hinting thread (about one per window)
 
 
 class _Bounded:
-    """A set that forgets its oldest members beyond ``limit``."""
+    """A set that forgets its oldest members beyond ``limit`` (bounded memory, whatever the run length)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int = _REMEMBERED) -> None:
         self.limit, self._members = limit, OrderedDict()
 
     def add(self, member: object) -> bool:
@@ -55,108 +62,139 @@ class _Bounded:
         return True
 
 
-class _HintWorker:
-    """Turns (kind, stream position) jobs into hints; run by the I/O thread only, so it needs no lock."""
-
-    def __init__(self, dataset: ShardedDataset, sampler: IndexSampler, keys: tuple[str, ...]) -> None:
-        self.dataset, self.keys = dataset, keys
-        self.sampler = IndexSampler(sampler.num_samples, sampler.options)  # its own index cache
-        options = sampler.options
-        self.block_size = options.block_size
-        self.blocks_done = _Bounded(4 * options.window_blocks)
-
-    def __call__(self, job: tuple[int, int]) -> None:
-        kind, position = job
-        epoch, batch = divmod(position, self.sampler.num_batches)
-        indices = self.sampler.batch_indices(epoch, batch)
-        if kind == _PAGES:
-            self.dataset.prefetch(indices, self.keys)
-            return
-        for block in np.unique(indices // self.block_size).tolist():
-            if self.blocks_done.add((epoch, block)):
-                self.dataset.prefetch_span(block * self.block_size, (block + 1) * self.block_size, self.keys)
-
-
-def _serve(jobs: queue.Queue, worker: _HintWorker) -> None:
-    while (job := jobs.get()) is not None:
-        try:
-            worker(job)
-        except Exception:  # noqa: BLE001 - a hint is optional; the gather itself reports real errors
-            pass
-
-
 @dataclass
 class _ProcessState:
-    """What one process knows about the requests it served and the hints it queued."""
+    """What one process knows: the last request, and which batches, groups and blocks it hinted."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     last: int | None = None
-    hinted: _Bounded = field(default_factory=lambda: _Bounded(1024))
-    jobs: queue.Queue | None = None
-    thread: threading.Thread | None = None
+    batches: _Bounded = field(default_factory=_Bounded)
+    groups: _Bounded = field(default_factory=_Bounded)
+    blocks: _Bounded = field(default_factory=_Bounded)
+    hinter: _SpanHinter | None = None
 
 
 class Prefetcher:
-    """Hints the batches a ``BatchLoader`` is about to read; thread-safe, per process, pickles small."""
+    """Hints the batches a ``BatchLoader`` is about to gather; thread-safe, per process, pickles small."""
 
     def __init__(self, dataset: ShardedDataset, sampler: IndexSampler, keys: tuple[str, ...],
                  depth: int = DEFAULT_PREFETCH_BATCHES) -> None:
-        self.dataset, self.sampler, self.keys, self.depth = dataset, sampler, keys, depth
+        self.dataset, self.keys, self.depth = dataset, keys, depth
+        self.sampler = IndexSampler(sampler.num_samples, sampler.options)  # its own index cache, under the lock
         options = sampler.options
         self.block_mode = options.shuffle == "block"
         window_samples = options.block_size * options.window_blocks
         self.window_batches = math.ceil(window_samples / (options.batch_size * options.num_pipelines))
+        self.group_batches = max(1, self.window_batches // 4)  # block mode looks for new blocks once per group
+        self.window_lead = max(1, self.window_batches // 2)  # hint the next window half a window early
         self._states: dict[int, _ProcessState] = {}
 
     def _state(self) -> _ProcessState:
-        # setdefault is atomic, so threads racing here agree on one state; a forked child gets its own
+        # setdefault is atomic, so racing threads agree on one state; a forked child makes its own
         return self._states.get(os.getpid()) or self._states.setdefault(os.getpid(), _ProcessState())
 
     def before_load(self, epoch: int, batch: int, indices: np.ndarray) -> None:
-        """Call before gathering ``indices``, batch ``batch`` of ``epoch``: hints it if needed, and the ones ahead."""
+        """Call just before gathering ``indices``, batch ``batch`` of ``epoch``."""
         state = self._state()
-        position = epoch * self.sampler.num_batches + batch
+        num_batches = self.sampler.num_batches
+        position = epoch * num_batches + batch
         with state.lock:
             in_order = (batch == 0 if state.last is None
                         else abs(position - state.last) <= max(self.depth, STREAM_SLACK))
             state.last = position
-            current = state.hinted.add(position)
-            ahead = [p for p in self._lookahead(position) if state.hinted.add(p)] if in_order else []
-            if ahead and state.jobs is None:
-                state.jobs, state.thread = self._start_thread()
-        if current:
-            self.dataset.prefetch(indices, self.keys)
-        kind = _BLOCKS if self.block_mode else _PAGES
-        for ahead_position in ahead:
-            try:
-                state.jobs.put_nowait((kind, ahead_position))
-            except queue.Full:  # the disk is behind anyway: those batches fault their own pages in
-                break
+            spans, spans_ahead, pages = [], [], []
+            if in_order and self.block_mode:
+                spans = self._new_blocks(state, position)
+                spans_ahead = self._new_blocks(state, position + self.window_lead)
+                if spans_ahead and state.hinter is None:
+                    state.hinter = _SpanHinter(self)
+            else:
+                pages = [indices] if state.batches.add(position) else []
+                if in_order:
+                    pages += [self._indices(p) for p in range(position + 1, position + self.depth + 1)
+                              if state.batches.add(p)]
+        if spans:
+            issue(self._block_hints(spans))
+        if spans_ahead:
+            state.hinter.submit(self._block_hints(spans_ahead))
+        for wanted in pages:
+            self.dataset.prefetch(wanted, self.keys)
 
-    def _lookahead(self, position: int) -> list[int]:
-        ahead = list(range(position + 1, position + self.depth + 1))
-        if self.block_mode:
-            ahead.append(position + self.window_batches)  # reaches into the next window
-        return ahead
+    def _block_hints(self, block_starts: list[int]) -> list[Hint]:
+        size = self.sampler.options.block_size
+        return [hint for first in block_starts for hint in self.dataset.span_hints(first, first + size, self.keys)]
 
-    def _start_thread(self) -> tuple[queue.Queue, threading.Thread]:
-        jobs: queue.Queue = queue.Queue(maxsize=4 * (self.depth + 1))
-        worker = _HintWorker(self.dataset, self.sampler, self.keys)
-        thread = threading.Thread(target=_serve, args=(jobs, worker), name="streamload-prefetch", daemon=True)
-        thread.start()
-        weakref.finalize(self, _stop, jobs)  # the thread holds no reference to self, so this can fire
-        return jobs, thread
+    def _indices(self, position: int) -> np.ndarray:
+        epoch, batch = divmod(position, self.sampler.num_batches)
+        return self.sampler.batch_indices(epoch, batch)
+
+    def _new_blocks(self, state: _ProcessState, position: int) -> list[int]:
+        """First samples of the blocks, not hinted yet, that the group of batches around ``position`` reads."""
+        epoch, batch = divmod(position, self.sampler.num_batches)
+        first = batch - batch % self.group_batches
+        if not state.groups.add((epoch, first)):
+            return []
+        options = self.sampler.options
+        last = min(first + self.group_batches, self.sampler.num_batches)
+        end = min(last * options.batch_size, self.sampler.samples_per_pipeline)
+        positions = np.unique(np.linspace(first * options.batch_size, end - 1, _BLOCK_PROBES).astype(np.int64))
+        blocks = np.unique(self.sampler.indices(epoch, positions) // options.block_size).tolist()
+        return [block * options.block_size for block in blocks if state.blocks.add((epoch, block))]
 
     def close(self) -> None:
-        """Stop this process' I/O thread after the hints already queued (it restarts if used again)."""
+        """Stop this process' hinting thread, if it started one; hints still queued are dropped."""
         state = self._states.pop(os.getpid(), None)
-        if state is not None and state.jobs is not None:
-            _stop(state.jobs)
-            state.thread.join()
+        if state is not None and state.hinter is not None:
+            state.hinter.stop(wait=True)
 
     def __getstate__(self) -> dict[str, object]:
         return {**self.__dict__, "_states": {}}
 
 
-def _stop(jobs: queue.Queue) -> None:
+class _SpanHinter:
+    """One thread per process that issues the block hints of the next window.
+
+    A window is ~25 MB: queueing its reads costs the kernel ~10 ms (page allocation, request
+    building), which ``posix_fadvise`` spends with the GIL released, so here it overlaps with the
+    caller's gathers instead of stalling one of them. The thread only makes that system call (the
+    byte ranges, HDF5 chunk lookups included, are worked out by the caller), so it never holds a
+    library lock a ``fork`` could copy while held. Started on first use, never in ``__init__``;
+    it stops once its owner is garbage-collected or closed.
+    """
+
+    def __init__(self, owner: Prefetcher) -> None:
+        self._jobs: queue.Queue = queue.Queue(maxsize=_HINT_QUEUE)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=_serve_hints, args=(self._jobs, self._stopped),
+                                        name="streamload-hints", daemon=True)
+        self._thread.start()
+        # the thread holds no reference to the owner, so this fires once the loader is gone
+        weakref.finalize(owner, _send_stop, self._jobs, self._stopped, os.getpid())
+
+    def submit(self, hints: list[Hint]) -> None:
+        try:
+            self._jobs.put_nowait(hints)
+        except queue.Full:  # the thread is behind: do it here rather than drop it or wait
+            issue(hints)
+
+    def stop(self, wait: bool) -> None:
+        _send_stop(self._jobs, self._stopped, os.getpid())
+        if wait:
+            self._thread.join()
+
+
+def _send_stop(jobs: queue.Queue, stopped: threading.Event, pid: int) -> None:
+    if os.getpid() != pid:  # a forked child inherited the finaliser, not the thread (nor a usable queue)
+        return
+    stopped.set()  # hints still queued are dropped: nobody will read those blocks
     jobs.put(None)
+
+
+def _serve_hints(jobs: queue.Queue, stopped: threading.Event) -> None:
+    while (hints := jobs.get()) is not None:
+        if not stopped.is_set():
+            try:
+                issue(hints)
+            except OSError:  # a hint is optional; the gather itself reports real errors
+                pass
+        del hints  # the hints hold their files' maps open: only while queued

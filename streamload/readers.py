@@ -6,9 +6,10 @@ through memory maps wherever the bytes are laid out plainly on disk: a ``.npy`` 
 dataset that is contiguous and uncompressed (its file offset is asked once, then h5py is closed).
 Chunked HDF5 datasets are read whole chunk by whole chunk, never with h5py's per-index selection.
 
-``prefetch``/``prefetch_span`` only ask the kernel to start reading (``POSIX_FADV_WILLNEED``) the
-pages that a later ``read`` of those rows will touch: exact pages for scattered rows, one long
-range for a contiguous span. They never change what ``read`` returns, only how soon it can.
+``prefetch`` and ``span_hints`` + ``issue`` only ask the kernel to start reading
+(``POSIX_FADV_WILLNEED``) the pages a later ``read`` of those rows will touch: exact pages for
+scattered rows, long ranges for a contiguous span. They never change what ``read`` returns, only
+how soon it can. A hint holds the object owning its descriptor, so the descriptor outlives it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ _FADVICE = {getattr(mmap, f"MADV_{name}"): getattr(os, f"POSIX_FADV_{name}")
             for name in ("NORMAL", "RANDOM", "SEQUENTIAL") if hasattr(mmap, f"MADV_{name}")}
 
 
+Hint = tuple["MappedArray | ChunkedArray", int, int]  # (holder of the file descriptor, byte offset, length)
+
+
+def issue(hints: list[Hint]) -> None:
+    """Queue reads of the hinted byte ranges into the page cache; returns without waiting for them."""
+    for holder, start, length in hints:
+        os.posix_fadvise(holder.fd, start, length, os.POSIX_FADV_WILLNEED)
+
+
 class ShardReader(Protocol):
     """Reads rows of one shard; ``rows`` is sorted ascending (duplicates allowed)."""
 
@@ -41,27 +51,12 @@ class ShardReader(Protocol):
     def array(self, key: str) -> MappedArray | ChunkedArray: ...
 
 
-def willneed(fd: int, starts: np.ndarray, lengths: np.ndarray) -> None:
-    """Start reading byte ranges into the page cache; returns once the reads are queued."""
-    for start, length in zip(starts.tolist(), lengths.tolist()):
-        os.posix_fadvise(fd, start, length, os.POSIX_FADV_WILLNEED)
-
-
-def page_runs(byte_starts: np.ndarray, item_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Byte ranges of the runs of pages that items at sorted ``byte_starts`` lie on (adjacent pages merged)."""
-    first_page = byte_starts // PAGE
-    last_page = (byte_starts + max(1, item_bytes) - 1) // PAGE
-    breaks = np.flatnonzero(first_page[1:] > last_page[:-1] + 1) + 1
-    run_first = first_page[np.r_[0, breaks]]
-    run_last = last_page[np.r_[breaks - 1, len(byte_starts) - 1]]
-    return run_first * PAGE, (run_last - run_first + 1) * PAGE
-
-
 def prefetch_mapped_rows(arrays: list[MappedArray], counts: list[int], rows: np.ndarray) -> None:
     """Hint sorted ``rows`` whose first ``counts[0]`` lie in ``arrays[0]``, the next in ``arrays[1]``...
 
-    One vectorised pass over the whole batch instead of one per shard: in exact order a batch of 64
-    touches about as many shards, and per-shard numpy calls would cost more than the hints save.
+    One pass over the whole batch rather than per shard: in exact order a batch of 64 touches about
+    as many shards, and per-shard numpy calls would cost more than the hints save. Pages shared or
+    adjacent within one file are merged into one hint.
     """
     if not arrays:
         return
@@ -70,14 +65,18 @@ def prefetch_mapped_rows(arrays: list[MappedArray], counts: list[int], rows: np.
         for array in arrays:
             array.prefetch_whole_once()
         return
-    which = np.repeat(np.arange(len(arrays)), counts)
-    starts = np.array([array.offset for array in arrays], dtype=np.int64)[which] + rows * size
-    first_page, last_page = starts // PAGE, (starts + size - 1) // PAGE
-    heads = np.flatnonzero(np.r_[True, (which[1:] != which[:-1]) | (first_page[1:] > last_page[:-1] + 1)])
-    tails = np.append(heads[1:] - 1, len(rows) - 1)
-    fds = [arrays[index].fd for index in which[heads].tolist()]
-    for fd, first, last in zip(fds, first_page[heads].tolist(), last_page[tails].tolist()):
-        os.posix_fadvise(fd, first * PAGE, (last - first + 1) * PAGE, os.POSIX_FADV_WILLNEED)
+    fds = [array.fd for array, count in zip(arrays, counts) for _ in range(count)]
+    bases = np.repeat(np.array([array.offset for array in arrays], dtype=np.int64), counts)
+    starts = bases + np.asarray(rows, dtype=np.int64) * size
+    run_fd, run_first, run_last = -1, 0, -2
+    for fd, first, last in zip(fds, (starts // PAGE).tolist(), ((starts + size - 1) // PAGE).tolist()):
+        if fd == run_fd and first <= run_last + 1:
+            run_last = max(run_last, last)
+            continue
+        if run_fd >= 0:
+            os.posix_fadvise(run_fd, run_first * PAGE, (run_last - run_first + 1) * PAGE, os.POSIX_FADV_WILLNEED)
+        run_fd, run_first, run_last = fd, first, last
+    os.posix_fadvise(run_fd, run_first * PAGE, (run_last - run_first + 1) * PAGE, os.POSIX_FADV_WILLNEED)
 
 
 class MappedArray:
@@ -110,28 +109,22 @@ class MappedArray:
 
     def prefetch(self, rows: np.ndarray) -> None:
         """Queue reads of the pages that sorted ``rows`` lie on (the whole array if samples are tiny)."""
-        if not len(rows) or self._map is None:
-            return
-        if self.sample_bytes * SMALL_SAMPLE_PAGE_SHARE <= PAGE:
-            self.prefetch_whole_once()
-            return
-        starts, lengths = page_runs(self.offset + np.asarray(rows, dtype=np.int64) * self.sample_bytes,
-                                    self.sample_bytes)
-        willneed(self.fd, starts, lengths)
+        if len(rows) and self._map is not None:
+            prefetch_mapped_rows([self], [len(rows)], rows)
 
     def prefetch_whole_once(self) -> None:
         """Tiny samples (labels): every page is needed within a few batches, so read it all, once."""
         if not self._whole_hinted:
             self._whole_hinted = True
-            self.prefetch_span(0, len(self.array))
+            issue(self.span_hints(0, len(self.array)))
 
-    def prefetch_span(self, first: int, last: int) -> None:
-        """Queue one sequential read of rows ``[first, last)``."""
-        if last > first and self._map is not None:
-            start = self.offset + first * self.sample_bytes
-            aligned = start - start % PAGE
-            os.posix_fadvise(self.fd, aligned, self.offset + last * self.sample_bytes - aligned,
-                             os.POSIX_FADV_WILLNEED)
+    def span_hints(self, first: int, last: int) -> list[Hint]:
+        """One sequential read of rows ``[first, last)``."""
+        if last <= first or self._map is None or not self.sample_bytes:
+            return []
+        start = self.offset + first * self.sample_bytes
+        aligned = start - start % PAGE
+        return [(self, aligned, self.offset + last * self.sample_bytes - aligned)]
 
 
 class ChunkedArray:
@@ -141,22 +134,30 @@ class ChunkedArray:
         self.dataset, self.fd = dataset, fd
         self.chunk_rows = dataset.chunks[0] if dataset.chunks else max(1, dataset.shape[0])
 
-    def prefetch_chunks(self, chunks: np.ndarray) -> None:
-        """Queue reads of the stored (compressed) bytes of the given chunk numbers."""
+    def chunk_hints(self, chunks: np.ndarray) -> list[Hint]:
+        """The stored (compressed) bytes of the given sorted chunk numbers, neighbours in the file merged."""
         if self.fd is None or self.dataset.chunks is None:
-            return
+            return []
         tail = (0,) * (self.dataset.ndim - 1)
+        hints: list[Hint] = []
         for chunk in chunks.tolist():
             info = self.dataset.id.get_chunk_info_by_coord((chunk * self.chunk_rows, *tail))
-            if info.byte_offset is not None:
-                os.posix_fadvise(self.fd, info.byte_offset, info.size, os.POSIX_FADV_WILLNEED)
+            if info.byte_offset is None:
+                continue
+            if hints and hints[-1][1] + hints[-1][2] == info.byte_offset:
+                hints[-1] = (self, hints[-1][1], hints[-1][2] + info.size)
+            else:
+                hints.append((self, info.byte_offset, info.size))
+        return hints
 
     def prefetch(self, rows: np.ndarray) -> None:
-        self.prefetch_chunks(np.unique(np.asarray(rows) // self.chunk_rows))
+        """Queue reads of the chunks holding sorted ``rows``."""
+        issue(self.chunk_hints(np.unique(np.asarray(rows) // self.chunk_rows)))
 
-    def prefetch_span(self, first: int, last: int) -> None:
-        if last > first:
-            self.prefetch_chunks(np.arange(first // self.chunk_rows, (last - 1) // self.chunk_rows + 1))
+    def span_hints(self, first: int, last: int) -> list[Hint]:
+        if last <= first:
+            return []
+        return self.chunk_hints(np.arange(first // self.chunk_rows, (last - 1) // self.chunk_rows + 1))
 
     def advise(self, advice: int) -> None:
         if self.fd is not None and advice in _FADVICE:

@@ -61,3 +61,15 @@ def test_missing_split_and_missing_manifest(tmp_path) -> None:
         ShardedDataset(directory, "test")
     with pytest.raises(ManifestError, match="manifest.json"):
         ShardedDataset(tmp_path / "nowhere")
+
+
+def test_span_hints_cover_a_span_across_shards(tmp_path) -> None:
+    directory, _ = build(tmp_path, 1000, "npy", 300)
+    dataset = ShardedDataset(directory)
+    hints = dataset.span_hints(250, 700, ("x",))
+    covered = [(holder.path.name, start, start + length) for holder, start, length in hints]
+    assert [name for name, _, _ in covered] == ["train-00000.x.npy", "train-00001.x.npy", "train-00002.x.npy"]
+    rows = [(250, 300), (0, 300), (0, 100)]
+    for (_, start, end), (first, last), (holder, _, _) in zip(covered, rows, hints):
+        assert start <= holder.offset + first * 784 < start + 4096 and end == holder.offset + last * 784
+    assert dataset.span_hints(990, 2000, ("y",))[0][2] >= 10 and dataset.span_hints(5, 5) == []

@@ -150,6 +150,7 @@ class PlainGatherLoader:
         self.info, self.keys, self.format = manifest.split(split), keys, manifest.format
         self.sampler = IndexSampler(self.info.num_samples, sampling)
         self.sample_bytes = sum(self.info.arrays[key].sample_bytes for key in keys)
+        self._handles: list[Any] = []  # open h5py files
         self._shards = [self._open(Path(directory), shard) for shard in self.info.shards]
 
     def _open(self, directory: Path, shard) -> dict[str, Any]:  # noqa: ANN001 - a ShardInfo
@@ -158,6 +159,7 @@ class PlainGatherLoader:
         import h5py
 
         handle = h5py.File(directory / shard.files[HDF5_FILE_ROLE].name, "r")
+        self._handles.append(handle)
         return {key: handle[key] for key in self.keys}
 
     def load(self, epoch: int, batch: int) -> dict[str, np.ndarray]:
@@ -171,8 +173,7 @@ class PlainGatherLoader:
         return {key: np.concatenate(chunks) for key, chunks in parts.items()}
 
     def close(self) -> None:
-        for arrays in self._shards:
-            for array in arrays.values():
-                if hasattr(array, "file"):
-                    array.file.close()
         self._shards = []
+        for handle in self._handles:
+            handle.close()
+        self._handles = []

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+from shards import build
+
+from streamload.batching import BatchOptions
+from streamload.bench.cold import PlainGatherLoader, cold_pass, evict, sequential_pass
+from streamload.loader import BatchLoader
+from streamload.sampler import SamplerOptions
+
+RAW = BatchOptions(one_hot=False, normalize=False, channel_axis=False)
+
+
+def ids(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.reshape(len(x), -1)[:, :4]).view("<u4").ravel()
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_cold_pass_counts_samples_and_storage_reads(tmp_path, fmt) -> None:
+    directory, _ = build(tmp_path, 6000, fmt, 2500)
+    result = cold_pass(lambda: BatchLoader(directory, "train", SamplerOptions(batch_size=50, seed=1), RAW),
+                       directory, 40)
+    assert result.samples == 2000 and result.delivered_bytes == 2000 * 785
+    assert result.read_bytes >= 2000 * 784 and result.amplification >= 1  # cold: every image came from disk
+    again = cold_pass(lambda: BatchLoader(directory, "train", SamplerOptions(batch_size=50, seed=1), RAW),
+                      directory, [(1, 0), (1, 1)])
+    assert again.samples == 100 and again.read_bytes > 0  # evicted again, though the first pass read it
+
+
+def test_evict_refuses_while_this_process_maps_the_files(tmp_path) -> None:
+    directory, _ = build(tmp_path, 1000, "npy")
+    loader = BatchLoader(directory)
+    loader.load(0, 0)
+    with pytest.raises(RuntimeError, match="still maps"):
+        evict(directory)
+    del loader
+    evict(directory)
+
+
+def test_sequential_pass_reads_every_byte_once(tmp_path) -> None:
+    directory, _ = build(tmp_path, 6000, "npy", 2500)
+    files = sorted(directory.glob("train-*.x.npy"))
+    total = sum(path.stat().st_size for path in files)
+    result = sequential_pass(files, 784)
+    assert result.delivered_bytes == total and result.samples == total // 784
+    assert 0.95 <= result.amplification <= 1.05
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_plain_gather_reads_the_same_samples_as_streamload(tmp_path, fmt) -> None:
+    directory, arrays = build(tmp_path, 3000, fmt, 1100)
+    sampling = SamplerOptions(batch_size=64, seed=4)
+    plain = PlainGatherLoader(directory, sampling=sampling)
+    loader = BatchLoader(directory, "train", sampling, RAW)
+    for batch in (0, 7, loader.num_batches - 1):
+        got = plain.load(0, batch)
+        want = loader.load(0, batch)
+        assert np.array_equal(np.sort(ids(got["x"])), np.sort(ids(want[0])))
+        assert np.array_equal(got["y"], arrays["y"][np.sort(ids(want[0]))])
+    plain.close()
