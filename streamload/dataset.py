@@ -59,6 +59,10 @@ class ShardedDataset:
         """Samples ``indices`` (any order, repeats allowed) as fresh C-contiguous arrays in that order."""
         indices = np.asarray(indices, dtype=np.int64)
         keys = self.keys if keys is None else keys
+        if len(self._readers) == 1:
+            single = self._gather_single_shard(indices, keys)
+            if single is not None:
+                return single
         order, offsets, runs = self._shard_runs(indices)
         out = {}
         for key in keys:
@@ -75,6 +79,22 @@ class ShardedDataset:
                 array.take(offsets[first:last], axis=0, out=in_file_order[first:last], mode="clip")
             out[key] = np.empty_like(in_file_order)
             out[key][order] = in_file_order
+        return out
+
+    def _gather_single_shard(self, indices: np.ndarray, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+        """One memory-mapped shard (a whole MNIST split): one ``take`` per array, no sorting or scatter.
+
+        Sorting only pays when rows must be read in file order (several shards, chunked HDF5); here
+        the copy in request order costs what fancy indexing of an in-RAM array costs.
+        """
+        if indices.size and indices.min() < 0:  # take() raises past the end, but wraps negatives
+            raise IndexError(f"sample index out of range [0, {len(self)})")
+        out = {}
+        for key in keys:
+            array = self._mapped(key)[0]
+            if array is None and (array := self._open_mapped(key, 0)) is None:
+                return None  # compressed HDF5: the general path reads whole chunks in order
+            out[key] = array.take(indices, axis=0)
         return out
 
     def _mapped(self, key: str) -> list[np.ndarray | None]:

@@ -12,6 +12,10 @@ to know because the sampler is a pure function of (seed, epoch, batch).
   hints whole blocks, for the batches being read and for those one shuffle window ahead, so every
   window is read as a few long sequential runs while the previous one is consumed.
 * Requests in random order (Keras shuffling the batch order) get no lookahead: it would be wasted.
+* Once the data is in the page cache (a warm second epoch, a dataset smaller than RAM), hints cost
+  system calls for nothing: every ``_IO_CHECK_EVERY`` batches the process' storage reads are read
+  from ``/proc/self/io``, and while they stand still hinting pauses. The first page that has to
+  come from storage again (a fault, read by the kernel) moves them and hinting resumes.
 
 Page hints are issued by the calling thread: handing them to a thread was measured slower, because
 a gather that faults on a page keeps the GIL while it waits (numpy does not release it for small
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .dataset import ShardedDataset
+from .procstats import read_io
 from .readers import Hint, issue
 from .sampler import IndexSampler
 
@@ -44,6 +49,8 @@ STREAM_SLACK = 8  # requests this close to the previous one count as in order (s
 _BLOCK_PROBES = 256  # samples of a group whose blocks are looked up: all of a window's blocks, almost surely
 _REMEMBERED = 1024  # hinted batches, groups and blocks remembered, so none is hinted twice while it matters
 _HINT_QUEUE = 16  # lists of block hints waiting for the hinting thread (about one per window)
+_IO_CHECK_EVERY = 16  # batches between looks at this process' storage reads (~15 us each)
+_IDLE_CHECKS = 2  # looks without a byte read from storage before hinting pauses
 
 
 class _Bounded:
@@ -72,6 +79,22 @@ class _ProcessState:
     groups: _Bounded = field(default_factory=_Bounded)
     blocks: _Bounded = field(default_factory=_Bounded)
     hinter: _SpanHinter | None = None
+    loads: int = 0
+    read_bytes: int | None = None  # storage bytes read by this process at the last look
+    idle_checks: int = 0  # consecutive looks that found no storage read
+
+    def storage_idle(self) -> bool:
+        """True while the data comes from the page cache alone, so hints would be wasted system calls."""
+        self.loads += 1
+        if self.loads % _IO_CHECK_EVERY == 0:
+            try:
+                read_bytes: int | None = read_io().read_bytes
+            except OSError:  # no /proc/self/io: never conclude the cache is warm
+                read_bytes = None
+            unchanged = read_bytes is not None and read_bytes == self.read_bytes
+            self.idle_checks = self.idle_checks + 1 if unchanged else 0
+            self.read_bytes = read_bytes
+        return self.idle_checks >= _IDLE_CHECKS
 
 
 class Prefetcher:
@@ -98,6 +121,9 @@ class Prefetcher:
         state = self._state()
         num_batches = self.sampler.num_batches
         position = epoch * num_batches + batch
+        if state.storage_idle():  # no lock: racing threads only shift when /proc/self/io is read
+            state.last = position
+            return
         with state.lock:
             in_order = (batch == 0 if state.last is None
                         else abs(position - state.last) <= max(self.depth, STREAM_SLACK))

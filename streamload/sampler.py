@@ -117,7 +117,8 @@ class IndexSampler:
         rounding = math.floor if options.drop_remainder else math.ceil
         self.num_batches = rounding(self.samples_per_pipeline / options.batch_size)
         self._block_batches = max(1, INDEX_BLOCK_POSITIONS // options.batch_size)
-        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # (epoch, index block) -> indices
+        self._layouts: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # block mode, per epoch
 
     def batch_positions(self, batch: int) -> np.ndarray:
         """Positions inside this pipeline's share of the epoch that batch ``batch`` covers."""
@@ -133,7 +134,7 @@ class IndexSampler:
         if opts.shuffle == "exact":
             return feistel_permute(global_positions, self.num_samples, round_keys(opts.seed, epoch, _STREAM_EXACT))
         if opts.shuffle == "block":
-            return block_order(global_positions, self.num_samples, opts, epoch)
+            return block_order(global_positions, self.num_samples, opts, epoch, self._block_layout(epoch))
         return global_positions
 
     def batch_indices(self, epoch: int, batch: int) -> np.ndarray:
@@ -148,13 +149,28 @@ class IndexSampler:
             size = self.options.batch_size
             positions = np.arange(first * size, min(last * size, self.samples_per_pipeline), dtype=np.int64)
             indices = self._cache[key] = self.indices(epoch, positions)
-            while len(self._cache) > _CACHED_INDEX_BLOCKS:
-                self._cache.popitem(last=False)
+            self._trim(self._cache)
         start = row * self.options.batch_size
         return indices[start:start + self.options.batch_size].copy()
 
+    def _block_layout(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        layout = self._layouts.get(epoch)
+        if layout is None:
+            layout = self._layouts[epoch] = block_layout(self.num_samples, self.options, epoch)
+            self._trim(self._layouts)
+        return layout
+
+    @staticmethod
+    def _trim(cache: OrderedDict) -> None:
+        """Forget the oldest entries; tolerant of threads trimming the same cache at once."""
+        while len(cache) > _CACHED_INDEX_BLOCKS:
+            try:
+                cache.popitem(last=False)
+            except KeyError:
+                break
+
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "_cache": OrderedDict()}
+        return {**self.__dict__, "_cache": OrderedDict(), "_layouts": OrderedDict()}
 
     def epoch_indices(self, epoch: int) -> np.ndarray:
         """Every index of one epoch for this pipeline, in order (O(n) memory: for tests and tools)."""
@@ -168,18 +184,25 @@ class IndexSampler:
         return self.samples_per_pipeline
 
 
-def block_order(positions: np.ndarray, n: int, opts: SamplerOptions, epoch: int) -> np.ndarray:
+def block_layout(n: int, opts: SamplerOptions, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(block order, first position of each window) of an epoch: O(n / block_size), cached per epoch."""
+    num_blocks = -(-n // opts.block_size)
+    block_perm = feistel_permute(np.arange(num_blocks), num_blocks, round_keys(opts.seed, epoch, _STREAM_BLOCKS))
+    block_sizes = np.minimum(opts.block_size, n - block_perm * opts.block_size)
+    window_of_slot = np.arange(num_blocks) // opts.window_blocks
+    window_sizes = np.bincount(window_of_slot, weights=block_sizes).astype(np.int64)
+    return block_perm, np.concatenate(([0], np.cumsum(window_sizes)))
+
+
+def block_order(positions: np.ndarray, n: int, opts: SamplerOptions, epoch: int,
+                layout: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Block shuffle: contiguous blocks in a random order, samples random inside windows of blocks.
 
     A window of ``window_blocks`` blocks is read as a few long sequential runs, so a cold disk
     streams at full bandwidth; the price is that samples more than a window apart in the order
     come from different windows, so neighbouring batches are drawn from the same few blocks.
     """
-    num_blocks = -(-n // opts.block_size)
-    block_perm = feistel_permute(np.arange(num_blocks), num_blocks, round_keys(opts.seed, epoch, _STREAM_BLOCKS))
-    block_sizes = np.minimum(opts.block_size, n - block_perm * opts.block_size)
-    window_of_slot = np.arange(num_blocks) // opts.window_blocks
-    window_starts = np.concatenate(([0], np.cumsum(np.bincount(window_of_slot, weights=block_sizes).astype(np.int64))))
+    block_perm, window_starts = block_layout(n, opts, epoch) if layout is None else layout
     windows = np.searchsorted(window_starts, positions, side="right") - 1
     out = np.empty(len(positions), dtype=np.int64)
     for window in np.unique(windows):

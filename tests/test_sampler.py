@@ -109,3 +109,18 @@ def test_bad_options_fail_at_construction(bad: dict) -> None:
 
 def test_shuffle_mode_accepts_booleans() -> None:
     assert (shuffle_mode(True), shuffle_mode(False), shuffle_mode("block")) == ("exact", "none", "block")
+
+
+@pytest.mark.parametrize("mode", ["exact", "block"])
+def test_one_sampler_shared_by_threads_gives_the_same_batches(mode: str) -> None:
+    """Keras' worker threads share one generator: the sampler's caches must survive racing trims."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    options = SamplerOptions(batch_size=8, shuffle=mode, block_size=64, window_blocks=2)
+    expected = IndexSampler(20_000, options).epoch_indices(3)
+    shared = IndexSampler(20_000, options)
+    wanted = np.random.default_rng(1).permutation(shared.num_batches)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda b: shared.batch_indices(3, int(b)), wanted))
+    for batch, indices in zip(wanted, got):
+        assert np.array_equal(indices, expected[batch * 8:(batch + 1) * 8])
