@@ -60,11 +60,18 @@ class BatchLoader:
         return self.sampler.num_batches
 
     def load(self, epoch: int, batch: int) -> Batch:
+        return self.read(self.indices(epoch, batch))
+
+    def indices(self, epoch: int, batch: int) -> np.ndarray:
+        """The samples of batch ``batch`` of ``epoch``; the prefetcher hears that it is about to be read."""
         indices = self.sampler.batch_indices(epoch, batch)
         if self.prefetcher is not None:
             self.prefetcher.before_load(epoch, batch, indices)
-        arrays = self.dataset.gather(indices, self.batching.keys)
-        return finish_batch(arrays, self.batching, self.transform)
+        return indices
+
+    def read(self, indices: np.ndarray) -> Batch:
+        """Gather ``indices`` from disk and finish them into a model-ready batch."""
+        return finish_batch(self.dataset.gather(indices, self.batching.keys), self.batching, self.transform)
 
     def close(self) -> None:
         """Stop this process' block-hinting thread now rather than when the loader is collected."""

@@ -125,13 +125,10 @@ def loader_dataset(loader: BatchLoader, *, epochs: int | None = 1, first_epoch: 
 
     def read(number: np.ndarray) -> list[np.ndarray]:
         epoch, batches = plan.batches(int(number))
-        indices = [loader.sampler.batch_indices(epoch, batch) for batch in batches]
-        if loader.prefetcher is not None:  # as BatchLoader.load does: hints change timing, never data
-            for batch, batch_indices in zip(batches, indices):
-                loader.prefetcher.before_load(epoch, batch, batch_indices)
-        # finish_batch works sample by sample, so finishing the reads' samples together gives each
+        indices = [loader.indices(epoch, batch) for batch in batches]
+        # finishing works sample by sample, so reading the batches' samples together gives each
         # batch exactly what BatchLoader.load (the generator) gives it
-        finished = finish_batch(loader.dataset.gather(np.concatenate(indices), loader.batching.keys), loader.batching)
+        finished = loader.read(np.concatenate(indices))
         if on_read is not None:
             for batch, batch_indices in zip(batches, indices):
                 on_read(epoch, batch, batch_indices)

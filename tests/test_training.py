@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import pytest
 from shards import build
 
@@ -20,8 +19,8 @@ def test_tutorial_cnn_architecture() -> None:
 
 
 def test_optimizer_defaults_that_learn() -> None:
-    assert float(keras.ops.convert_to_numpy(make_optimizer("adadelta").learning_rate)) == pytest.approx(1.0)
-    assert float(keras.ops.convert_to_numpy(make_optimizer("adam").learning_rate)) == pytest.approx(1e-3)
+    assert make_optimizer("adadelta").get_config()["learning_rate"] == pytest.approx(1.0)
+    assert make_optimizer("adam").get_config()["learning_rate"] == pytest.approx(1e-3)
     with pytest.raises(InvalidOptionError):
         make_optimizer("rmsprop")
 
