@@ -29,7 +29,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--format", choices=FORMATS, default="npy", help="shard format (default: npy)")
     parser.add_argument("--out", type=Path, help="dataset folder to create; its manifest is OUT/manifest.json")
     parser.add_argument("--source", type=Path,
-                        help=f"folder of IDX files or an mnist.npz (default: ${MNIST_DIR_ENV}, else the Keras download)")
+                        help=f"folder of IDX files or an mnist.npz "
+                             f"(default: ${MNIST_DIR_ENV}, else the Keras download)")
     parser.add_argument("--shard-size", type=int, help="samples per shard (default: about 64 MB per shard)")
     parser.add_argument("--augment-to", type=int, metavar="N",
                         help="make the train split N randomly deformed copies of the training digits")

@@ -23,11 +23,11 @@ IDX_STEMS = {
 NPZ_MEMBERS = {"train": {"x": "x_train", "y": "y_train"}, "test": {"x": "x_test", "y": "y_test"}}
 KERAS_NPZ_NAME = "mnist.npz"
 _HELP = (
-    "pass --source DIR (or set {env}=DIR) naming a folder with the four MNIST IDX files "
+    f"pass --source DIR (or set {MNIST_DIR_ENV}=DIR) naming a folder with the four MNIST IDX files "
     "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
     "t10k-labels-idx1-ubyte[.gz]) or Keras' mnist.npz, or run once with internet access so Keras can "
     "download it"
-).format(env=MNIST_DIR_ENV)
+)
 
 
 def _find_idx_file(folder: Path, stem: str) -> Path | None:

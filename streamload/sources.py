@@ -139,7 +139,8 @@ class AugmentedSource:
         if total <= 0:
             raise InvalidOptionError(f"--augment-to must be a positive number of samples, got {total}")
         if set(base.specs) != {"x", "y"}:
-            raise SourceMismatchError(f"{base.description}: augmentation needs arrays 'x' and 'y', has {sorted(base.specs)}")
+            raise SourceMismatchError(
+                f"{base.description}: augmentation needs arrays 'x' and 'y', has {sorted(base.specs)}")
         self.base, self.seed = base, seed
         self.description = f"{total} deformed copies of {base.description}"
         self.num_samples = total

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -97,7 +96,8 @@ class ShardWriter(ABC):
 
     def _check_chunk(self, chunk: Mapping[str, np.ndarray]) -> int:
         if set(chunk) != set(self.specs):
-            raise SourceMismatchError(f"split {self.split!r}: chunk has arrays {sorted(chunk)}, expected {sorted(self.specs)}")
+            raise SourceMismatchError(
+                f"split {self.split!r}: chunk has arrays {sorted(chunk)}, expected {sorted(self.specs)}")
         rows = {len(array) for array in chunk.values()}
         if len(rows) != 1:
             raise SourceMismatchError(f"split {self.split!r}: arrays of one chunk differ in length: {rows}")
@@ -178,7 +178,8 @@ class Hdf5ShardWriter(ShardWriter):
 
     def __init__(self, *args: object, compression: str | None = None, **kwargs: object) -> None:
         if compression is not None and compression not in COMPRESSIONS:
-            raise InvalidOptionError(f"unknown HDF5 compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+            raise InvalidOptionError(
+                f"unknown HDF5 compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.compression = compression
         self._file = None

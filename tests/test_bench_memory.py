@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shards import build
 
 from streamload.bench.memory_bench import (
     GB,
@@ -19,8 +20,6 @@ from streamload.bench.memory_bench import (
     variants,
 )
 from streamload.bench.memory_child import main as child_main
-
-from shards import build
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RUN_KEYS = {"size", "loader", "api", "dataset", "status", "reason", "returncode", "wall_seconds", "child", "peak",

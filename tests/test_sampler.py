@@ -96,8 +96,9 @@ def test_block_mode_keeps_blocks_together_within_windows() -> None:
 
 def test_block_mode_is_deterministic_per_seed_and_epoch() -> None:
     options = SamplerOptions(shuffle="block", block_size=64, window_blocks=2)
-    assert np.array_equal(IndexSampler(5000, options).epoch_indices(1), IndexSampler(5000, options).epoch_indices(1))
-    assert not np.array_equal(IndexSampler(5000, options).epoch_indices(1), IndexSampler(5000, options).epoch_indices(2))
+    first, again = IndexSampler(5000, options), IndexSampler(5000, options)
+    assert np.array_equal(first.epoch_indices(1), again.epoch_indices(1))
+    assert not np.array_equal(first.epoch_indices(1), again.epoch_indices(2))
 
 
 @pytest.mark.parametrize("bad", [dict(batch_size=0), dict(shuffle="random"), dict(block_size=-1),

@@ -8,9 +8,9 @@ from shards import build
 
 import streamload
 from streamload import InvalidOptionError, StreamingGenerator, as_tf_dataset
-from streamload.sampler import IndexSampler, SamplerOptions
 from streamload.batching import BatchOptions
 from streamload.loader import BatchLoader
+from streamload.sampler import IndexSampler, SamplerOptions
 from streamload.tfdata import ReadPlan, batches_per_epoch, loader_dataset, output_specs
 
 
