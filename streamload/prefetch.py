@@ -12,10 +12,12 @@ to know because the sampler is a pure function of (seed, epoch, batch).
   hints whole blocks, for the batches being read and for those one shuffle window ahead, so every
   window is read as a few long sequential runs while the previous one is consumed.
 * Requests in random order (Keras shuffling the batch order) get no lookahead: it would be wasted.
-* Once the data is in the page cache (a warm second epoch, a dataset smaller than RAM), hints cost
-  system calls for nothing: every ``_IO_CHECK_EVERY`` batches the process' storage reads are read
-  from ``/proc/self/io``, and while they stand still hinting pauses. The first page that has to
-  come from storage again (a fault, read by the kernel) moves them and hinting resumes.
+* Once the data is in the page cache (a warm second epoch, a dataset smaller than RAM), exact-order
+  hints cost ~60 system calls a batch for nothing: every ``_IO_CHECK_EVERY`` batches the process'
+  storage reads are read from ``/proc/self/io``, and while they stand still hinting pauses. The
+  first page that has to come from storage again moves them and hinting resumes. Block order is
+  exempt: it hints a few long ranges per window, and storage is idle, by design, while a window read
+  ahead is consumed.
 
 Page hints are issued by the calling thread: handing them to a thread was measured slower, because
 a gather that faults on a page keeps the GIL while it waits (numpy does not release it for small
@@ -121,9 +123,9 @@ class Prefetcher:
         state = self._state()
         num_batches = self.sampler.num_batches
         position = epoch * num_batches + batch
-        if state.storage_idle():  # no lock: racing threads only shift when /proc/self/io is read
-            state.last = position
-            return
+        if not self.block_mode and state.storage_idle():  # no lock: a race only shifts when /proc is read
+            state.last = position  # (block mode hints a few ranges per window: cheap, and a window read
+            return  # ahead leaves storage idle right before the next one is needed)
         with state.lock:
             in_order = (batch == 0 if state.last is None
                         else abs(position - state.last) <= max(self.depth, STREAM_SLACK))

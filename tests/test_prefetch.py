@@ -173,6 +173,23 @@ def test_block_mode_reads_whole_windows_ahead(tmp_path) -> None:
     assert resident_pages(path, far).mean() < 0.5
 
 
+def test_block_mode_keeps_reading_ahead_while_storage_is_idle_inside_windows(tmp_path) -> None:
+    """Inside a window read ahead, storage is idle for many batches: that must not pause the
+    read-ahead of the next window (the warm-cache pause is for exact order only)."""
+    directory, _ = build(tmp_path, 20_480, "npy")
+    sampling = SamplerOptions(batch_size=32, shuffle="block", seed=3, block_size=512, window_blocks=4)
+    drop_page_cache(directory)
+    loader = BatchLoader(directory, "train", sampling, RAW, prefetch_batches=4)
+    window_batches = 512 * 4 // 32  # 64 batches: longer than the idle checks (32 batches)
+    for batch in range(4 * window_batches + window_batches // 2 + 1):  # to the middle of window 4
+        loader.load(0, batch)
+    path, _ = x_byte_offsets(directory, np.array([0]))
+    blocks = np.unique(loader.sampler.epoch_indices(0)[5 * 2048:6 * 2048] // 512)
+    _, offsets = x_byte_offsets(directory, (blocks[:, None] * 512 + np.arange(512)).ravel())
+    assert wait_resident(path, offsets).all()
+    loader.close()
+
+
 def test_hinting_thread_starts_lazily_and_stops(tmp_path) -> None:
     directory, _ = build(tmp_path, 3000, "npy")
     sampling = SamplerOptions(batch_size=32, shuffle="block", seed=2, block_size=200, window_blocks=2)

@@ -533,8 +533,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cold-hdf5", type=Path, default=Path("data/cold-hdf5"), help="its HDF5 twin")
     parser.add_argument("--cold-samples", type=int, default=2_000_000,
                         help="--augment-to of a cold dataset that has to be built (default: 2000000)")
-    parser.add_argument("--cold-batches", type=int, default=4000,
-                        help="batches per cold pass in block order and of the sequential part (default: 4000)")
+    parser.add_argument("--cold-batches", type=int, default=16000,
+                        help="batches per cold pass in block order: half an epoch of the 2M set (default: 16000)")
     parser.add_argument("--cold-exact-batches", type=int, default=250,
                         help="batches per cold pass in exact order: short, as out of RAM (default: 250)")
     parser.add_argument("--cold-rounds", type=int, default=3, help="cold passes per reader (default: 3)")
