@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -58,19 +59,37 @@ def _read_proc_text(pid: int | None, name: str) -> str:
         raise ProcessLookupError(f"process {pid} does not exist (no {_proc_file(pid, name)})") from exc
 
 
+def _byte_fields(text: str, keys: Iterable[str]) -> dict[str, int]:
+    """The ``Key: number [kB]`` lines of a /proc file (status, meminfo) named in ``keys``, in bytes."""
+    wanted = set(keys)
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in wanted:
+            number, _, unit = rest.strip().partition(" ")
+            values[key] = int(number) * (1024 if unit.strip() == "kB" else 1)
+    return values
+
+
 def read_memory(pid: int | None = None) -> MemorySnapshot:
     """Parse RssAnon, RssFile, RssShmem and VmHWM of ``pid`` (default: this process) into bytes."""
-    values: dict[str, int] = {}
-    for line in _read_proc_text(pid, "status").splitlines():
-        key, _, rest = line.partition(":")
-        if key in _MEMORY_FIELDS:
-            number, _, unit = rest.strip().partition(" ")
-            values[_MEMORY_FIELDS[key]] = int(number) * (1024 if unit.strip() == "kB" else 1)
+    fields = _byte_fields(_read_proc_text(pid, "status"), _MEMORY_FIELDS)
+    values = {_MEMORY_FIELDS[key]: value for key, value in fields.items()}
     if len(values) != len(_MEMORY_FIELDS):
         # A zombie keeps its status file but loses every memory line: for a sampler it is gone.
         missing = sorted(set(_MEMORY_FIELDS.values()) - set(values))
         raise ProcessLookupError(f"process {pid} has no memory fields {missing} (exited or zombie)")
     return MemorySnapshot(**values)
+
+
+def read_vm_data(pid: int | None = None) -> int:
+    """VmData of ``pid`` in bytes (private writable mappings and heap): what RLIMIT_DATA limits; 0 if absent."""
+    return _byte_fields(_read_proc_text(pid, "status"), ["VmData"]).get("VmData", 0)
+
+
+def read_meminfo(*fields: str) -> dict[str, int]:
+    """The named fields of /proc/meminfo (``MemTotal``, ``MemAvailable``...) in bytes; absent ones left out."""
+    return _byte_fields(Path("/proc/meminfo").read_text(), fields)
 
 
 def read_io(pid: int | None = None) -> IoSnapshot:

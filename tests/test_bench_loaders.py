@@ -11,6 +11,7 @@ from conftest import MakeMnist
 from shards import make_arrays
 
 from streamload.bench import loaders_bench as lb
+from streamload.dataset import ShardedDataset
 from streamload.errors import StreamloadError
 from streamload.sources import ArraySource
 
@@ -130,7 +131,7 @@ def test_fit_benchmark_times_both_data_paths(data: lb.BenchData, toy: tuple[Path
     root, arrays = toy
     part = lb.fit_benchmark(data, root, samples=96, rounds=1)
     assert part["samples"] == 96 and part["steps_per_epoch"] == 3
-    subset = lb.ShardedDataset(root / "fit-npy-96", "train").gather(np.arange(96))
+    subset = ShardedDataset(root / "fit-npy-96", "train").gather(np.arange(96))
     np.testing.assert_array_equal(subset["x"], arrays["x"][:96])
     for figures in [*part["warmup"].values(), *part["rounds"][0]["results"].values()]:
         assert 0 < figures["epoch_seconds"] <= figures["fit_call_seconds"] and np.isfinite(figures["loss"])
@@ -174,7 +175,7 @@ def test_command_line_builds_data_and_writes_tables_and_json(
     source, cold_root, out = make_mnist(n_train=150, n_test=20), cold_toy, tmp_path / "report.json"
     argv = ["--data", str(tmp_path / "data"), "--source", str(source.folder), "--rounds", "1", "--batch-size", "16",
             "--skip-fit", "--cold", "--cold-npy", str(cold_root / "npy"), "--cold-hdf5", str(cold_root / "hdf5"),
-            "--cold-batches", "2", "--json", str(out), "--no-progress"]
+            "--cold-batches", "2", "--json", str(out), "--no-progress"]  # exact passes: default, cut to the epoch
     assert lb.main(argv) == 0
     stdout = capsys.readouterr().out
     assert "### Loaders, warm page cache: 150 train samples, batch 16" in stdout and "### Cold page cache" in stdout
@@ -183,6 +184,6 @@ def test_command_line_builds_data_and_writes_tables_and_json(
     assert report["machine"]["usable_cpus"] >= 1 and len(report["machine"]["loadavg_end"]) == 3
     assert report["options"]["batch_size"] == 16 and report["cold"]["batch_size"] == 16
     _ratio_checks(report["warm"]["ratios"], report["warm"]["median_samples_per_s"])
-    built = lb.ShardedDataset(tmp_path / "data" / "hdf5", "train").gather(np.arange(150))
+    built = ShardedDataset(tmp_path / "data" / "hdf5", "train").gather(np.arange(150))
     np.testing.assert_array_equal(built["x"], source.arrays["train"]["x"])
     assert len(list((tmp_path / "data" / "tfrecord").glob("part-*.tfrecord"))) == 1

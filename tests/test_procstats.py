@@ -18,7 +18,9 @@ from streamload.procstats import (
     PeakMemorySampler,
     drop_page_cache,
     read_io,
+    read_meminfo,
     read_memory,
+    read_vm_data,
 )
 
 MB = 1 << 20
@@ -74,6 +76,17 @@ def test_read_memory_and_io_parse_own_process() -> None:
     assert read_memory(os.getpid()).rss_file > 0
     io = read_io()
     assert io.rchar > 0 and io.read_bytes >= 0
+
+
+def test_vm_data_grows_with_a_heap_allocation_and_meminfo_fields_are_bytes() -> None:
+    before = read_vm_data()
+    array = np.ones(64 * MB, dtype=np.uint8)
+    assert read_vm_data() - before >= 60 * MB and read_vm_data(os.getpid()) >= 64 * MB
+    del array
+    meminfo = read_meminfo("MemTotal", "MemAvailable", "NoSuchField")
+    assert set(meminfo) == {"MemTotal", "MemAvailable"}
+    assert 0 < meminfo["MemAvailable"] <= meminfo["MemTotal"]
+    assert meminfo["MemTotal"] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # kB turned into bytes
 
 
 def test_missing_pid_raises_process_lookup_error() -> None:

@@ -17,13 +17,9 @@ MB means 2**20 bytes throughout; the RssAnon goal of 1 GB is 10**9 bytes, the st
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -31,24 +27,21 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from .. import __version__
 from ..build import BuildOptions, build_dataset
-from ..errors import InvalidOptionError, StreamloadError
+from ..errors import StreamloadError
 from ..manifest import Manifest, read_manifest
 from ..mnist import mnist_sources
 from ..procstats import PeakMemorySampler, drop_page_cache
 from ..sources import ArraySource
+from .build_report import BASELINE, BASELINE_FSYNC, markdown
+from .common import MB, build_command, check_free_space, emit, fail, log, machine_info, run_sampled
+from .rounds import rotated
 
-MB = 2**20
 GOAL_RATIO = 0.5  # streamload should write at least half as fast as np.save
 GOAL_RSS_ANON = 10**9  # peak heap of an --augment-to 8100000 build
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_shards.py"
 MNIST_TEST_SAMPLES = 10_000  # the CLI builds the test split too
-DISK_MARGIN = 1.1
-BASELINE, BASELINE_FSYNC = "np.save", "np.save+fsync"
 Result = dict[str, Any]
 
 
@@ -106,21 +99,6 @@ def _evict_and_remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def check_free_space(folder: Path, needed: int, hint: str) -> None:
-    """Fail before writing anything rather than filling a shared disk halfway through."""
-    folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if free < needed * DISK_MARGIN:
-        raise InvalidOptionError(
-            f"{folder}: about {needed * DISK_MARGIN / MB:,.0f} MB of free disk needed, "
-            f"{free / MB:,.0f} MB free; {hint}"
-        )
-
-
 def run_rounds(x: np.ndarray, y: np.ndarray, workdir: Path, rounds: int, label: str = "round") -> list[Result]:
     """Time every contender once per round, rotating the order so none always goes first."""
     contenders: list[tuple[str, Callable[[Path], dict[str, Result]]]] = [
@@ -130,15 +108,14 @@ def run_rounds(x: np.ndarray, y: np.ndarray, workdir: Path, rounds: int, label: 
     ]
     results = []
     for number in range(rounds):
-        shift = number % len(contenders)
-        order = contenders[shift:] + contenders[:shift]
+        order = rotated(contenders, number)
         result: Result = {"order": [name for name, _ in order]}
         for name, run in order:
             out = workdir / f"throughput-{name}"
             _evict_and_remove(out)  # left over by an interrupted run
             result.update(run(out))
             _evict_and_remove(out)
-        _log(f"{label} {number + 1}/{rounds}: " + ", ".join(
+        log(f"{label} {number + 1}/{rounds}: " + ", ".join(
             f"{key} {value['mb_per_s']:.0f} MB/s" for key, value in result.items() if key != "order"))
         results.append(result)
     return results
@@ -170,45 +147,28 @@ def throughput_benchmark(source: str | os.PathLike | None, mb: float, workdir: P
     x, y, description = tiled_mnist(source, mb)
     nbytes = x.nbytes + y.nbytes
     check_free_space(workdir, nbytes, "pass a smaller --mb or another --workdir")
-    _log(f"throughput: {len(x):,} samples ({nbytes / MB:,.0f} MB) from {description}, {rounds} rounds")
+    log(f"throughput: {len(x):,} samples ({nbytes / MB:,.0f} MB) from {description}, {rounds} rounds")
     discarded = run_rounds(x, y, workdir, warmup, label="warm-up (discarded)")
     results = run_rounds(x, y, workdir, rounds)
     return {"source": description, "samples": len(x), "source_bytes": nbytes, "warmup_rounds": discarded,
             "rounds": results, **summarize_rounds(results)}
 
 
-def _start_sampler(pid: int, interval: float) -> PeakMemorySampler | None:
-    """Start polling ``pid``; None when it already exited (a failed build), reported by its status."""
-    try:
-        return PeakMemorySampler(pid, interval).start()
-    except ProcessLookupError:
-        return None
+def _peaks(sampler: PeakMemorySampler | None, interval: float) -> Result:
+    """The sampled peaks in bytes; empty when the child was gone before the first poll."""
+    if sampler is None:
+        return {}
+    peak = sampler.peak
+    return {"rss_anon": peak.rss_anon, "rss_file": peak.rss_file, "rss_shmem": peak.rss_shmem,
+            "vm_hwm": peak.vm_hwm, "polls": sampler.samples, "poll_interval_s": interval}
 
 
-def _run_sampled(command: list[str], interval: float) -> tuple[int, float, Result, str]:
-    """Run ``command``, polling its memory; returns exit status, seconds, peaks (bytes) and output.
-
-    Not ``wait4``'s ru_maxrss: Linux carries the pre-exec peak of the forked (or vforked) parent
-    into it, so it would report this benchmark's own arrays. VmHWM belongs to the exec'd image.
-    """
-    with tempfile.TemporaryFile() as log:
-        started = time.perf_counter()
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            sampler = _start_sampler(child.pid, interval)
-            status = child.wait()
-        except BaseException:
-            child.kill()
-            child.wait()
-            raise
-        seconds = time.perf_counter() - started
-        peaks: Result = {}
-        if sampler is not None:
-            peak = sampler.stop()
-            peaks = {"rss_anon": peak.rss_anon, "rss_file": peak.rss_file, "rss_shmem": peak.rss_shmem,
-                     "vm_hwm": peak.vm_hwm, "polls": sampler.samples, "poll_interval_s": interval}
-        log.seek(0)
-        return status, seconds, peaks, log.read().decode(errors="replace")
+def _run_build(command: list[str], interval: float) -> tuple[int, float, Result, str]:
+    """Run ``command``, polling its memory; returns exit status, seconds, peaks (bytes) and output."""
+    with tempfile.TemporaryFile() as output:
+        status, seconds, sampler = run_sampled(command, interval, output)
+        output.seek(0)
+        return status, seconds, _peaks(sampler, interval), output.read().decode(errors="replace")
 
 
 def augmented_build_benchmark(workdir: Path, total: int, fmt: str, source: str | os.PathLike | None,
@@ -216,96 +176,18 @@ def augmented_build_benchmark(workdir: Path, total: int, fmt: str, source: str |
     """Part 2: peak memory, wall time and rate of the real CLI building ``total`` deformed digits."""
     out = workdir / "mnist8m"
     check_free_space(workdir, (total + MNIST_TEST_SAMPLES) * 785, "pass a smaller --augment-to or another --workdir")
-    command = [sys.executable, str(BUILD_SCRIPT), "--format", fmt, "--out", str(out),
-               "--augment-to", str(total), "--quiet", "--overwrite"]
-    if source is not None:
-        command += ["--source", str(source)]
-    _log(f"augmented build: {' '.join(command)}")
-    status, seconds, peaks, output = _run_sampled(command, interval)
+    command = build_command(fmt, out, "--augment-to", str(total), "--quiet", "--overwrite", source=source)
+    log(f"augmented build: {' '.join(command)}")
+    status, seconds, peaks, output = _run_build(command, interval)
     if status != 0 or "rss_anon" not in peaks:
         raise RuntimeError(f"{' '.join(command)} exited with status {status}:\n{output[-4000:]}")
     manifest = read_manifest(out)
     train = manifest.split("train").num_samples
-    _log(f"augmented build: {train:,} samples in {seconds:.1f} s")
+    log(f"augmented build: {train:,} samples in {seconds:.1f} s")
     return {"command": command, "out": str(out), "format": fmt, "augment_to": total, "train_samples": train,
             "all_samples": sum(split.num_samples for split in manifest.splits.values()),
             "dataset_bytes": shard_bytes(manifest), "seconds": seconds, "train_samples_per_s": train / seconds,
             "peak": peaks, "goal_rss_anon_below": GOAL_RSS_ANON, "goal_met": peaks["rss_anon"] < GOAL_RSS_ANON}
-
-
-def _meminfo_total() -> int:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _cpu_model() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor()
-
-
-def _mount_of(path: Path) -> Result:
-    """Device and filesystem type of the mount holding ``path`` (its longest matching mount point)."""
-    best = {"device": "?", "mount_point": "/", "fstype": "?"}
-    with open("/proc/mounts") as mounts:
-        for line in mounts:
-            device, point, fstype = line.split()[:3]
-            inside = path == Path(point) or Path(point) in path.parents
-            if inside and len(point) >= len(best["mount_point"]):
-                best = {"device": device, "mount_point": point, "fstype": fstype}
-    return best
-
-
-def machine_info(workdir: Path) -> Result:
-    return {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)), "cpu_model": _cpu_model(),
-            "total_ram_bytes": _meminfo_total(), "kernel": platform.release(), "python": platform.python_version(),
-            "numpy": np.__version__, "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version,
-            "streamload": __version__, "workdir": str(workdir), "workdir_mount": _mount_of(workdir),
-            "workdir_free_bytes": shutil.disk_usage(workdir).free}
-
-
-def _ratio_cell(ratios: Result, baseline: str) -> str:
-    return f"{ratios[baseline]:.2f}x" if baseline in ratios else ""
-
-
-def throughput_table(part: Result) -> list[str]:
-    rounds = len(part["rounds"])
-    lines = [f"### Build throughput: {part['source_bytes'] / MB:,.0f} MB ({part['samples']:,} tiled MNIST "
-             f"samples), median of {rounds} interleaved rounds after {len(part['warmup_rounds'])} discarded", "",
-             "| writer | MB/s | min-max | vs np.save | vs np.save+fsync |", "|---|---:|---:|---:|---:|"]
-    for name, median in part["median_mb_per_s"].items():
-        low, high = part["min_max_mb_per_s"][name]
-        ratios = part["ratios"].get(name, {name: 1.0})
-        lines.append(f"| {name} | {median:,.0f} | {low:,.0f}-{high:,.0f} | {_ratio_cell(ratios, BASELINE)} "
-                     f"| {_ratio_cell(ratios, BASELINE_FSYNC)} |")
-    return lines
-
-
-def augment_table(part: Result) -> list[str]:
-    peak = part["peak"]
-    return [f"### `build_shards.py --format {part['format']} --augment-to {part['augment_to']}` (child process)", "",
-            "| train samples | shard bytes | wall | samples/s | peak RssAnon | peak RssFile | VmHWM |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {part['train_samples']:,} | {part['dataset_bytes'] / MB:,.0f} MB | {part['seconds']:.0f} s "
-            f"| {part['train_samples_per_s']:,.0f} | {peak['rss_anon'] / MB:,.0f} MB | {peak['rss_file'] / MB:,.0f} MB "
-            f"| {peak['vm_hwm'] / MB:,.0f} MB |"]
-
-
-def markdown(results: Result) -> str:
-    machine = results["machine"]
-    lines = [f"{machine['usable_cpus']} CPUs ({machine['cpu_model']}), {machine['total_ram_bytes'] / 2**30:.0f} GiB "
-             f"RAM, {machine['workdir_mount']['fstype']} at {machine['workdir']}; numpy {machine['numpy']}, "
-             f"h5py {machine['h5py']}; MB = 2^20 bytes", ""]
-    if "throughput" in results:
-        lines += throughput_table(results["throughput"]) + [""]
-    if "augmented_build" in results:
-        lines += augment_table(results["augmented_build"]) + [""]
-    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -342,10 +224,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_augment:
             results["augmented_build"] = augmented_build_benchmark(workdir, args.augment_to, args.format, args.source)
     except (StreamloadError, RuntimeError) as exc:
-        print(f"benchmark_build.py: error: {exc}", file=sys.stderr)
-        return 2
-    print(markdown(results))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        return fail("benchmark_build.py", exc)
+    emit(results, markdown(results), args.json)
     return 0

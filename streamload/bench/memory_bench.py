@@ -15,7 +15,6 @@ Units: MB = 2**20 and GB = 2**30 bytes in tables and messages; the goals ("grows
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -27,14 +26,13 @@ from tqdm.auto import tqdm
 
 from ..errors import StreamloadError
 from ..manifest import read_manifest
-from ..procstats import drop_page_cache
-from .build_bench import check_free_space, machine_info
+from ..procstats import drop_page_cache, read_meminfo
+from .common import build_command, check_free_space, emit, fail, machine_info, options_of
 from .memory_child import LOADERS, MEMORY_ERROR_STATUS, child_env, run_child
 from .memory_report import evaluate_goals, markdown, rerender, write_plot
 
 GB = 2**30
 REAL_MNIST_SIZE = 60_000
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_shards.py"
 IN_RAM = ("tutorial", "ram")
 IMPORT_ALLOWANCE = {"keras": GB // 2, "plain": GB // 8}  # heap of the imports, on top of the data
 WARM_BLOCK = 16 * 2**20
@@ -53,11 +51,10 @@ def variants(loader: str, apis: Sequence[str]) -> list[str]:
 
 def mem_available() -> int:
     """MemAvailable: what can be allocated without pushing anything out to make room."""
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("/proc/meminfo has no MemAvailable line")
+    available = read_meminfo("MemAvailable")
+    if "MemAvailable" not in available:
+        raise RuntimeError("/proc/meminfo has no MemAvailable line")
+    return available["MemAvailable"]
 
 
 def in_ram_bytes(directory: Path, loader: str) -> int:
@@ -97,11 +94,8 @@ def dataset_dir(size: int, fmt: str, workdir: Path, reuse: Sequence[Path], sourc
         if _matches(candidate, size, fmt):
             return candidate
     check_free_space(workdir, size * 785 + 10_000 * 785, "free some disk or pass another --out")
-    command = [sys.executable, str(BUILD_SCRIPT), "--format", fmt, "--out", str(own), "--quiet", "--overwrite"]
-    if size != REAL_MNIST_SIZE:
-        command += ["--augment-to", str(size)]
-    if source is not None:
-        command += ["--source", str(source)]
+    augment = [] if size == REAL_MNIST_SIZE else ["--augment-to", str(size)]
+    command = build_command(fmt, own, "--quiet", "--overwrite", *augment, source=source)
     tqdm.write(f"building {own} ({size:,} samples, {fmt})", file=sys.stderr)
     subprocess.run(command, check=True, env=child_env())
     return own
@@ -129,29 +123,39 @@ def outcome(run: Result) -> tuple[str, str]:
     return "failed", f"exit status {run['returncode']}: {run['output_tail'][-300:]}"
 
 
+def _format_of(loader: str) -> str:
+    """The shards a loader reads: in-RAM loaders fill their arrays from the npy ones."""
+    return "npy" if loader in IN_RAM else loader
+
+
+def _measured_run(folder: Path, options: list[str], args: argparse.Namespace) -> Result:
+    """One child run on a page cache prepared as ``--cache`` says: its figures, status and reason."""
+    if args.max_batches is not None:
+        options = [*options, "--max-batches", str(args.max_batches)]
+    prepare_cache(folder, args.cache)
+    run = run_child(options, args.interval)
+    status, reason = outcome(run)
+    return {"status": status, "reason": reason, **run}
+
+
 def measure_config(size: int, loader: str, api: str, directory: Path, args: argparse.Namespace) -> Result:
     """One row of the table: skipped with its estimate, or run and measured."""
     row: Result = {"size": size, "loader": loader, "api": api, "dataset": str(directory)}
     skip = memory_estimate(directory, loader, api, int(args.headroom_gb * GB))
     if skip is not None:
         return {**row, "status": "skipped", "reason": skip["reason"], "estimate": skip}
-    prepare_cache(directory, args.cache)
     options = ["--loader", loader, "--api", api, "--data", str(directory), "--batch-size", str(args.batch_size)]
-    if args.max_batches is not None:
-        options += ["--max-batches", str(args.max_batches)]
-    run = run_child(options, args.interval)
-    status, reason = outcome(run)
-    row.update(status=status, reason=reason, **run)
-    baseline = run["child"].get("memory", {}).get("baseline")
+    row.update(_measured_run(directory, options, args))
+    baseline = row["child"].get("memory", {}).get("baseline")
     if baseline is not None:
         row["baseline_rss_anon"] = baseline["rss_anon"]
-        row["increment_rss_anon"] = run["peak"]["rss_anon"] - baseline["rss_anon"]
+        row["increment_rss_anon"] = row["peak"]["rss_anon"] - baseline["rss_anon"]
     return row
 
 
 def datasets_for(size: int, loaders: Sequence[str], args: argparse.Namespace) -> dict[str, Path]:
     """Format -> folder for one size; in-RAM loaders read the npy shards, so every loader sees the same data."""
-    formats = sorted({"npy" if loader in IN_RAM else loader for loader in loaders})
+    formats = sorted({_format_of(loader) for loader in loaders})
     return {fmt: dataset_dir(size, fmt, args.out, args.reuse, args.source) for fmt in formats}
 
 
@@ -165,8 +169,7 @@ def run_matrix(args: argparse.Namespace) -> list[Result]:
             for loader in args.loaders:
                 for api in variants(loader, args.apis):
                     bar.set_postfix_str(f"{size:,} {loader}/{api}")
-                    folder = folders["npy" if loader in IN_RAM else loader]
-                    rows.append(measure_config(size, loader, api, folder, args))
+                    rows.append(measure_config(size, loader, api, folders[_format_of(loader)], args))
                     bar.update()
     return rows
 
@@ -177,15 +180,10 @@ def cap_proof(args: argparse.Namespace) -> Result:
     folders = datasets_for(args.cap_size, args.cap_loaders, args)
     runs = []
     for loader in tqdm(args.cap_loaders, desc="cap proof", unit="run", disable=args.quiet):
-        folder = folders["npy" if loader in IN_RAM else loader]
+        folder = folders[_format_of(loader)]
         options = ["--loader", loader, "--api", "plain" if loader == "ram" else "keras", "--data", str(folder),
                    "--batch-size", str(args.cap_batch_size), "--mode", "fit", "--cap-bytes", str(cap)]
-        if args.max_batches is not None:
-            options += ["--max-batches", str(args.max_batches)]
-        prepare_cache(folder, args.cache)
-        run = run_child(options, args.interval)
-        status, reason = outcome(run)
-        runs.append({"loader": loader, "dataset": str(folder), "status": status, "reason": reason, **run})
+        runs.append({"loader": loader, "dataset": str(folder), **_measured_run(folder, options, args)})
     npy = folders.get("npy") or next(iter(folders.values()))
     sizes = {"float32_bytes": in_ram_bytes(npy, "tutorial"), "uint8_bytes": in_ram_bytes(npy, "ram")}
     proved = all((run["status"] == "memory_error" and run["child"]["error"]["phase"] == "load")
@@ -232,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.from_json is not None:
         return rerender(args.from_json, args.plot)
     args.out.mkdir(parents=True, exist_ok=True)
-    options = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    options = options_of(args)
     options["reuse"] = [str(path) for path in args.reuse]
     results: Result = {"machine": machine_info(args.out), "options": options}
     try:
@@ -244,10 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             plot = args.plot or args.out / "memory-footprint.png"
             results["plot"] = str(write_plot(results["runs"], plot, results["machine"]["total_ram_bytes"]))
     except (StreamloadError, subprocess.CalledProcessError) as exc:
-        print(f"benchmark_memory.py: error: {exc}", file=sys.stderr)
-        return 2
-    print(markdown(results))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        return fail("benchmark_memory.py", exc)
+    emit(results, markdown(results), args.json)
     return 0

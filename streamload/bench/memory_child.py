@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..procstats import PeakMemorySampler
+from ..procstats import PeakMemorySampler, read_memory, read_vm_data
 
 LOADERS = ("tutorial", "ram", "npy", "hdf5")
 APIS = ("keras", "plain")
@@ -56,20 +55,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _vm_data() -> int:
-    """VmData (private writable mappings and heap): what RLIMIT_DATA limits."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmData:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _snapshot() -> Result:
-    from streamload.procstats import read_memory
-
     memory = read_memory()
-    return {"rss_anon": memory.rss_anon, "rss_file": memory.rss_file, "vm_hwm": memory.vm_hwm, "vm_data": _vm_data()}
+    return {"rss_anon": memory.rss_anon, "rss_file": memory.rss_file, "vm_hwm": memory.vm_hwm,
+            "vm_data": read_vm_data()}
 
 
 def import_modules(loader: str, api: str) -> None:
@@ -213,38 +202,15 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def _start_sampler(pid: int, interval: float) -> PeakMemorySampler | None:
-    """Poll ``pid``; None when it is already gone (a child that failed at once, reported by its status)."""
-    try:
-        return PeakMemorySampler(pid, interval).start()
-    except ProcessLookupError:
-        return None
-
-
-def _spawn_sampled(command: list[str], interval: float, log: Any) -> tuple[int, float, PeakMemorySampler | None]:
-    """Run ``command`` to its end with its output in ``log``; exit status, seconds and the sampler."""
-    started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env())
-    try:
-        sampler = _start_sampler(child.pid, interval)
-        returncode = child.wait()
-    except BaseException:
-        child.kill()
-        child.wait()
-        raise
-    seconds = time.perf_counter() - started
-    if sampler is not None:
-        sampler.stop()
-    return returncode, seconds, sampler
-
-
 def run_child(options: list[str], interval: float) -> Result:
     """Run one configuration in a fresh process, polling its memory; the child's JSON plus the peaks."""
+    from .common import run_sampled  # the parent's side only: the child keeps its imports to what it measures
+
     with tempfile.TemporaryDirectory() as scratch:
         result_path = Path(scratch, "result.json")
         command = [sys.executable, "-m", "streamload.bench.memory_child", *options, "--result", str(result_path)]
         with open(Path(scratch, "log"), "w+b") as log:
-            returncode, wall, sampler = _spawn_sampled(command, interval, log)
+            returncode, wall, sampler = run_sampled(command, interval, log, env=child_env())
             log.seek(0)
             output = log.read().decode(errors="replace")
         report = json.loads(result_path.read_text()) if result_path.is_file() else {}

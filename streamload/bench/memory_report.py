@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .common import cpus_and_ram
+
 MB, GB = 2**20, 2**30
 GOAL_GROWTH = 10**8  # streamload's peak RssAnon may grow by less than 100 MB from the smallest size to the largest
 GOAL_TOTAL = 10**9  # ... and stay under 1 GB
@@ -122,8 +124,8 @@ def cap_table(proof: Result) -> list[str]:
 
 def markdown(results: Result) -> str:
     machine, options = results["machine"], results["options"]
-    lines = [f"{machine['usable_cpus']} CPUs ({machine['cpu_model']}), {machine['total_ram_bytes'] / GB:.0f} GB RAM, "
-             f"numpy {machine['numpy']}; MB = 2^20, GB = 2^30 bytes; page cache {options['cache']} before each run", ""]
+    lines = [f"{cpus_and_ram(machine, gib='GB')}, numpy {machine['numpy']}; MB = 2^20, GB = 2^30 bytes; page cache "
+             f"{options['cache']} before each run", ""]
     if "runs" in results:
         cut = f", first {options['max_batches']} batches" if options.get("max_batches") else ""
         lines += [f"### Peak memory of one pass over the training split, batch {options['batch_size']}{cut}", "",
@@ -138,6 +140,20 @@ def _series(runs: Sequence[Result], variant: tuple[str, str], status: str) -> li
                   key=lambda run: run["size"])
 
 
+def _plot_variant(anon_axes: Any, file_axes: Any, runs: Sequence[Result], variant: tuple[str, str],
+                  color: str) -> None:
+    """One loader/API: its peaks on both axes, and its skipped sizes at their estimated need."""
+    style = "o-" if variant[1] == "keras" else "s--"
+    label = f"{variant[0]}: {THROUGH.get(variant, variant[1])}"
+    done, skipped = _series(runs, variant, "ok"), _series(runs, variant, "skipped")
+    for axes, key in ((anon_axes, "rss_anon"), (file_axes, "rss_file")):
+        axes.plot([run["size"] for run in done], [run["peak"][key] / MB for run in done], style, color=color,
+                  label=label if axes is anon_axes else None)
+    if skipped:
+        anon_axes.plot([run["size"] for run in skipped], [run["estimate"]["need_bytes"] / MB for run in skipped],
+                       "o", mfc="none", markersize=9, color=color, label=f"{variant[0]}: skipped, estimated need")
+
+
 def write_plot(runs: Sequence[Result], path: str | os.PathLike, ram_bytes: int | None = None) -> Path:
     """Peak RssAnon and RssFile against dataset size (log-log); skipped runs at their estimated need.
 
@@ -150,15 +166,7 @@ def write_plot(runs: Sequence[Result], path: str | os.PathLike, ram_bytes: int |
 
     figure, (anon_axes, file_axes) = plt.subplots(1, 2, figsize=(11, 5.2), sharex=True)
     for index, variant in enumerate(dict.fromkeys((run["loader"], run["api"]) for run in runs)):
-        color, style = f"C{index}", "o-" if variant[1] == "keras" else "s--"
-        label = f"{variant[0]}: {THROUGH.get(variant, variant[1])}"
-        done, skipped = _series(runs, variant, "ok"), _series(runs, variant, "skipped")
-        for axes, key in ((anon_axes, "rss_anon"), (file_axes, "rss_file")):
-            axes.plot([run["size"] for run in done], [run["peak"][key] / MB for run in done], style, color=color,
-                      label=label if axes is anon_axes else None)
-        if skipped:
-            anon_axes.plot([run["size"] for run in skipped], [run["estimate"]["need_bytes"] / MB for run in skipped],
-                           "o", mfc="none", markersize=9, color=color, label=f"{variant[0]}: skipped, estimated need")
+        _plot_variant(anon_axes, file_axes, runs, variant, f"C{index}")
     if ram_bytes:
         anon_axes.axhline(ram_bytes / MB, color="grey", linestyle=":", label="machine RAM")
     for axes, title in ((anon_axes, "peak RssAnon (heap: owned by the process)"),

@@ -1,0 +1,139 @@
+"""What the build, loader and memory benchmarks share: the machine they ran on, the report they leave,
+the real build CLI they call, and children whose memory is polled from outside.
+
+Light at import time (the standard library and streamload's core; h5py only when ``machine_info``
+is called), so that importing it adds nothing to what a measured process holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from .. import __version__
+from ..errors import InvalidOptionError
+from ..procstats import PeakMemorySampler, read_meminfo
+
+MB = 2**20
+DISK_MARGIN = 1.1
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_shards.py"
+Result = dict[str, Any]
+
+
+def log(message: str) -> None:
+    """Progress for the person at the terminal: stderr, so stdout stays the Markdown report."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def fail(prog: str, error: BaseException) -> int:
+    """Report a failed benchmark the way argparse reports a bad option; the exit status of ``main``."""
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    return 2
+
+
+def emit(results: Result, markdown: str, json_path: Path | None) -> None:
+    """Print the Markdown report, and write every figure to ``json_path`` when one was asked for."""
+    print(markdown)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+def options_of(args: argparse.Namespace) -> Result:
+    """The parsed options as JSON can hold them (paths as strings)."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+def build_command(fmt: str, out: Path, *options: str, source: str | os.PathLike | None = None) -> list[str]:
+    """``scripts/build_shards.py`` run by this interpreter: the real CLI, as a user would run it."""
+    command = [sys.executable, str(BUILD_SCRIPT), "--format", fmt, "--out", str(out), *options]
+    if source is not None:
+        command += ["--source", str(source)]
+    return command
+
+
+def check_free_space(folder: Path, needed: int, hint: str) -> None:
+    """Fail before writing anything rather than filling a shared disk halfway through."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed * DISK_MARGIN:
+        raise InvalidOptionError(
+            f"{folder}: about {needed * DISK_MARGIN / MB:,.0f} MB of free disk needed, "
+            f"{free / MB:,.0f} MB free; {hint}"
+        )
+
+
+def _start_sampler(pid: int, interval: float) -> PeakMemorySampler | None:
+    """Poll ``pid``; None when it already exited (a child that failed at once, reported by its status)."""
+    try:
+        return PeakMemorySampler(pid, interval).start()
+    except ProcessLookupError:
+        return None
+
+
+def run_sampled(command: list[str], interval: float, log_file: IO[bytes],
+                env: dict[str, str] | None = None) -> tuple[int, float, PeakMemorySampler | None]:
+    """Run ``command`` to its end, output in ``log_file``, polling its memory: exit status, seconds, sampler.
+
+    Not ``wait4``'s ru_maxrss: Linux carries the pre-exec peak of the forked (or vforked) parent
+    into it, so it would report this benchmark's own arrays. VmHWM belongs to the exec'd image.
+    """
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    try:
+        sampler = _start_sampler(child.pid, interval)
+        returncode = child.wait()
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    seconds = time.perf_counter() - started
+    if sampler is not None:
+        sampler.stop()
+    return returncode, seconds, sampler
+
+
+def _cpu_model() -> str:
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor()
+
+
+def _mount_of(path: Path) -> Result:
+    """Device and filesystem type of the mount holding ``path`` (its longest matching mount point)."""
+    best = {"device": "?", "mount_point": "/", "fstype": "?"}
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            device, point, fstype = line.split()[:3]
+            inside = path == Path(point) or Path(point) in path.parents
+            if inside and len(point) >= len(best["mount_point"]):
+                best = {"device": device, "mount_point": point, "fstype": fstype}
+    return best
+
+
+def machine_info(workdir: Path) -> Result:
+    """What a figure depends on besides the code: cores, RAM, versions, and the disk under ``workdir``."""
+    import h5py
+    import numpy as np
+
+    return {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)), "cpu_model": _cpu_model(),
+            "total_ram_bytes": read_meminfo("MemTotal").get("MemTotal", 0), "kernel": platform.release(),
+            "python": platform.python_version(), "numpy": np.__version__, "h5py": h5py.__version__,
+            "hdf5": h5py.version.hdf5_version, "streamload": __version__, "workdir": str(workdir),
+            "workdir_mount": _mount_of(workdir), "workdir_free_bytes": shutil.disk_usage(workdir).free}
+
+
+def cpus_and_ram(machine: Result, gib: str = "GiB") -> str:
+    """The start of every report's first line: usable cores, CPU model and RAM (2^30 bytes, named ``gib``)."""
+    return (f"{machine['usable_cpus']} CPUs ({machine['cpu_model']}), {machine['total_ram_bytes'] / 2**30:.0f} {gib} "
+            "RAM")
