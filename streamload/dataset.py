@@ -3,7 +3,7 @@
 Only the manifest is read on construction; each shard's reader opens its files the first time a
 sample from it is needed. A gather sorts the wanted indices so every shard is touched once, reads
 in ascending file order, and writes the rows straight to their places in the output.
-``prefetch`` and ``span_hints`` (with ``readers.issue``) ask the kernel to start reading what a later
+``prefetch`` and ``span_hints`` (with ``storage.issue``) ask the kernel to start reading what a later
 gather will touch, without waiting and without changing what it returns.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .manifest import Manifest, SplitInfo, read_manifest
-from .readers import Hint, MappedArray, ShardReader, make_reader, prefetch_mapped_rows
+from .readers import ShardReader, make_reader
+from .storage import Hint, MappedArray, prefetch_mapped_rows
 
 
 class ShardedDataset:

@@ -43,8 +43,8 @@ import numpy as np
 
 from .dataset import ShardedDataset
 from .procstats import read_io
-from .readers import Hint, issue
 from .sampler import IndexSampler
+from .storage import Hint, issue
 
 DEFAULT_PREFETCH_BATCHES = 8
 STREAM_SLACK = 8  # requests this close to the previous one count as in order (several workers interleave)

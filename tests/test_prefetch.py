@@ -15,8 +15,8 @@ from streamload.batching import BatchOptions
 from streamload.dataset import ShardedDataset
 from streamload.loader import BatchLoader
 from streamload.procstats import drop_page_cache, read_memory
-from streamload.readers import PAGE
 from streamload.sampler import SamplerOptions
+from streamload.storage import PAGE
 
 RAW = BatchOptions(one_hot=False, normalize=False, channel_axis=False)
 EXACT = SamplerOptions(batch_size=32, shuffle="exact", seed=3)

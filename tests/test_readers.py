@@ -8,7 +8,8 @@ from shards import build
 
 from streamload.errors import ShardFormatError
 from streamload.manifest import read_manifest
-from streamload.readers import Hdf5ShardReader, MappedArray, NpyShardReader, make_reader
+from streamload.readers import Hdf5ShardReader, NpyShardReader, make_reader
+from streamload.storage import MappedArray
 
 
 def first_shard(directory):
