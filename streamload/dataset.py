@@ -152,9 +152,6 @@ class ShardedDataset:
         state["_arrays"], state["_pid"] = {}, None
         return state
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-
     def __repr__(self) -> str:
         return (f"ShardedDataset({str(self.directory)!r}, split={self.split_name!r}, samples={len(self)}, "
                 f"format={self.manifest.format!r}, shards={len(self.info.shards)})")

@@ -34,10 +34,6 @@ class MemorySnapshot:
     rss_shmem: int
     vm_hwm: int
 
-    @property
-    def rss(self) -> int:
-        return self.rss_anon + self.rss_file + self.rss_shmem
-
 
 @dataclass(frozen=True)
 class IoSnapshot:

@@ -120,13 +120,6 @@ class IndexSampler:
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # (epoch, index block) -> indices
         self._layouts: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # block mode, per epoch
 
-    def batch_positions(self, batch: int) -> np.ndarray:
-        """Positions inside this pipeline's share of the epoch that batch ``batch`` covers."""
-        if not 0 <= batch < self.num_batches:
-            raise IndexError(f"batch {batch} out of range [0, {self.num_batches})")
-        start = batch * self.options.batch_size
-        return np.arange(start, min(start + self.options.batch_size, self.samples_per_pipeline), dtype=np.int64)
-
     def indices(self, epoch: int, positions: np.ndarray) -> np.ndarray:
         """Global sample indices at pipeline-local ``positions`` of ``epoch``."""
         opts = self.options
