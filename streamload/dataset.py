@@ -1,8 +1,9 @@
 """Random access to one split of a sharded dataset: ``gather(indices)`` reads exactly those samples.
 
 Only the manifest is read on construction; each shard's reader opens its files the first time a
-sample from it is needed. A gather sorts the wanted indices so every shard is touched once, reads
-in ascending file order, and writes the rows straight to their places in the output.
+sample from it is needed. A gather over several shards sorts the wanted indices so every shard is
+touched once, in ascending file order, then puts the rows back in the order asked for; a split in
+one memory-mapped shard is gathered directly in that order.
 ``prefetch`` and ``span_hints`` (with ``storage.issue``) ask the kernel to start reading what a later
 gather will touch, without waiting and without changing what it returns.
 """
@@ -114,7 +115,7 @@ class ShardedDataset:
     def prefetch(self, indices: np.ndarray, keys: tuple[str, ...] | None = None) -> None:
         """Queue reads of the pages a ``gather(indices, keys)`` will touch; returns without waiting."""
         _order, offsets, runs = self._shard_runs(np.asarray(indices, dtype=np.int64))
-        readers = [self._readers[shard] or self.reader(shard) for shard, _first, _last in runs]
+        readers = [self.reader(shard) for shard, _first, _last in runs]
         for key in self.keys if keys is None else keys:
             arrays = [reader.array(key) for reader in readers]
             if all(isinstance(array, MappedArray) for array in arrays):

@@ -127,18 +127,13 @@ class ReadLog:
 
 def build_model(kind: str) -> Any:
     """A compiled model: the tutorial's CNN, or a single dense layer that trains in milliseconds."""
-    import keras
-
-    from .training import compile_tutorial_cnn
+    from .training import compile_softmax_regression, compile_tutorial_cnn
 
     if kind == "cnn":
         return compile_tutorial_cnn()
     if kind != "tiny":
         raise InvalidOptionError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")],
-                             name="tiny")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
-    return model
+    return compile_softmax_regression()
 
 
 def multi_worker_strategy() -> Any:

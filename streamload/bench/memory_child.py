@@ -160,11 +160,9 @@ def run_pass(feed: Feed, max_batches: int | None) -> Result:
 
 def run_fit(dataset: Any, max_batches: int | None) -> Result:
     """One epoch of ``model.fit`` of a tiny softmax regression: small enough to finish, real Keras."""
-    import keras
+    from streamload.training import compile_softmax_regression
 
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(10, activation="softmax")])
-    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    model = compile_softmax_regression()
     steps = len(dataset) if max_batches is None else min(len(dataset), max_batches)
     started = time.perf_counter()
     history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
