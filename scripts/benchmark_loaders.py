@@ -8,8 +8,11 @@ Examples:
 """
 
 import sys
+from pathlib import Path
 
-from streamload.bench.loaders_bench import main
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, apps/ beside streamload/
+
+from benchmarks.loaders_bench import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,8 +9,11 @@ Examples:
 """
 
 import sys
+from pathlib import Path
 
-from streamload.bench.memory_bench import main
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, apps/ beside streamload/
+
+from benchmarks.memory_bench import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

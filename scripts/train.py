@@ -13,7 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from streamload.sampler import SHUFFLE_MODES
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, apps/ beside streamload/
+
+from streamload.sampler import SHUFFLE_MODES  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from streamload.training import TrainConfig, train  # imports Keras: after argument parsing
+    from apps.training import TrainConfig, train  # imports Keras: after argument parsing
 
     metrics = train(TrainConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                                 optimizer=args.optimizer, learning_rate=args.learning_rate, shuffle=args.shuffle,

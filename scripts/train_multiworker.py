@@ -15,8 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from streamload.distributed import MODELS, WorkerConfig, launch_local_workers, run_worker
-from streamload.sampler import SHUFFLE_MODES
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, apps/ beside streamload/
+
+from apps.multiworker import MODELS, WorkerConfig, launch_local_workers, run_worker  # noqa: E402
+from streamload.sampler import SHUFFLE_MODES  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -25,8 +25,13 @@ from .errors import (  # noqa: E402
     StreamloadError,
 )
 from .manifest import Manifest, read_manifest  # noqa: E402
-from .mnist import mnist_sources  # noqa: E402
-from .sources import ArraySource, IdxPairSource, NpzArraySource, SplitSource  # noqa: E402
+from .sources import (  # noqa: E402
+    ArraySource,
+    IdxPairSource,
+    NpzArraySource,
+    SplitSource,
+    mnist_sources,  # noqa: E402
+)
 from .verify import verify_dataset  # noqa: E402
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .errors import DatasetExistsError, InvalidOptionError
 from .manifest import MANIFEST_NAME, Manifest, SplitInfo, check_format
-from .sources import DEFAULT_CHUNK_ROWS, SplitSource
+from .sources.base import DEFAULT_CHUNK_ROWS, SplitSource
 from .writers import COMPRESSIONS, fsync_path, make_writer
 
 _RENAME_EXCHANGE = 2  # from <linux/fs.h>

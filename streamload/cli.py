@@ -15,8 +15,8 @@ from pathlib import Path
 from .build import BuildOptions, build_dataset
 from .errors import StreamloadError
 from .manifest import FORMATS
-from .mnist import MNIST_DIR_ENV, mnist_sources
 from .sources import AugmentedSource
+from .sources.mnist import MNIST_DIR_ENV, mnist_sources
 from .verify import verify_dataset
 from .writers import COMPRESSIONS
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamload.idx import write_idx
 from streamload.manifest import HDF5_FILE_ROLE, read_manifest
-from streamload.mnist import IDX_STEMS, MNIST_DIR_ENV
+from streamload.sources.idx import write_idx
+from streamload.sources.mnist import IDX_STEMS, MNIST_DIR_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_MNIST = Path("/work/shared/datasets/mnist")

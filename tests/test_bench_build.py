@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamload.bench.build_bench import (
+from benchmarks.build_bench import (
     MB,
     augmented_build_benchmark,
     main,
@@ -19,7 +19,7 @@ from streamload.bench.build_bench import (
     time_np_save,
 )
 from streamload.dataset import ShardedDataset
-from streamload.idx import read_idx, write_idx
+from streamload.sources.idx import read_idx, write_idx
 
 TRAIN, TEST = 300, 50
 

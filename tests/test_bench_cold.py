@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from shards import build
 
+from benchmarks.cold import PlainGatherLoader, cold_pass, evict, sequential_pass
 from streamload.batching import BatchOptions
-from streamload.bench.cold import PlainGatherLoader, cold_pass, evict, sequential_pass
 from streamload.loader import BatchLoader
 from streamload.sampler import SamplerOptions
 

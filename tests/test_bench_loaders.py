@@ -10,7 +10,7 @@ import pytest
 from conftest import MakeMnist
 from shards import make_arrays
 
-from streamload.bench import loaders_bench as lb
+from benchmarks import loaders_bench as lb
 from streamload.dataset import ShardedDataset
 from streamload.errors import StreamloadError
 from streamload.sources import ArraySource

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from shards import build
 
-from streamload.bench.memory_bench import (
+from benchmarks.memory_bench import (
     GB,
     dataset_dir,
     evaluate_goals,
@@ -19,7 +19,7 @@ from streamload.bench.memory_bench import (
     memory_estimate,
     variants,
 )
-from streamload.bench.memory_child import main as child_main
+from benchmarks.memory_child import main as child_main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RUN_KEYS = {"size", "loader", "api", "dataset", "status", "reason", "returncode", "wall_seconds", "child", "peak",

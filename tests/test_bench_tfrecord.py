@@ -10,7 +10,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from streamload.bench.tfrecord import tfrecord_dataset, write_tfrecords  # noqa: E402
+from benchmarks.tfrecord import tfrecord_dataset, write_tfrecords  # noqa: E402
 from streamload.errors import DatasetExistsError, InvalidOptionError, SourceMismatchError  # noqa: E402
 
 N = 250

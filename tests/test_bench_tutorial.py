@@ -9,9 +9,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from streamload.bench.tutorial import TutorialGenerator, load_whole_split  # noqa: E402
+from benchmarks.tutorial import TutorialGenerator, load_whole_split  # noqa: E402
 from streamload.errors import InvalidOptionError, SourceMismatchError  # noqa: E402
-from streamload.idx import write_idx  # noqa: E402
+from streamload.sources.idx import write_idx  # noqa: E402
 
 N, BATCH = 100, 32
 

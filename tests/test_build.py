@@ -22,10 +22,10 @@ from streamload.errors import (
     SourceMismatchError,
     SourceNotFoundError,
 )
-from streamload.idx import write_idx
 from streamload.manifest import MANIFEST_NAME, read_manifest
-from streamload.mnist import MNIST_DIR_ENV, mnist_sources, sources_from_path
 from streamload.sources import ArraySource
+from streamload.sources.idx import write_idx
+from streamload.sources.mnist import MNIST_DIR_ENV, mnist_sources, sources_from_path
 from streamload.verify import verify_dataset
 
 QUIET = {"progress": False}

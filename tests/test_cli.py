@@ -14,7 +14,7 @@ from conftest import BUILD_SCRIPT, MakeMnist, SyntheticMnist, leftovers, read_sp
 
 from streamload.cli import main
 from streamload.manifest import read_manifest
-from streamload.mnist import MNIST_DIR_ENV
+from streamload.sources.mnist import MNIST_DIR_ENV
 from streamload.verify import verify_dataset
 
 

@@ -1,4 +1,4 @@
-"""Tests for streamload.idx: the IDX byte layout, gzip by magic, streaming in chunks, every bad file."""
+"""Tests for streamload.sources.idx: the IDX byte layout, gzip by magic, streaming in chunks, every bad file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streamload.errors import IdxFormatError
-from streamload.idx import IDX_DTYPES, iter_idx_rows, open_idx, read_idx, read_idx_header, write_idx
+from streamload.sources.idx import IDX_DTYPES, iter_idx_rows, open_idx, read_idx, read_idx_header, write_idx
 
 ALL_DTYPES = ["u1", "i1", ">i2", ">i4", ">f4", ">f8", "<i2", "<f4"]  # little-endian inputs are stored big-endian
 

@@ -26,7 +26,7 @@ from streamload.manifest import (
     read_manifest,
     sha256_file,
 )
-from streamload.mnist import sources_from_path
+from streamload.sources.mnist import sources_from_path
 
 
 @pytest.fixture(params=["npy", "hdf5"])

@@ -1,4 +1,4 @@
-"""Tests for streamload.mnist: where MNIST is found, what the error says when it is not, and the real
+"""Tests for streamload.sources.mnist: where MNIST is found, what the error says when it is not, and the real
 MNIST copy built end to end against the published facts of the dataset."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from conftest import MakeMnist, SyntheticMnist, read_split
 
 from streamload.build import BuildOptions, build_dataset
 from streamload.errors import SourceNotFoundError
-from streamload.idx import write_idx
-from streamload.mnist import MNIST_DIR_ENV, mnist_sources, sources_from_path
 from streamload.sources import IdxPairSource, NpzArraySource, SplitSource
+from streamload.sources.idx import write_idx
+from streamload.sources.mnist import MNIST_DIR_ENV, mnist_sources, sources_from_path
 from streamload.verify import verify_dataset
 
 

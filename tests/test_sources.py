@@ -9,9 +9,9 @@ import pytest
 from conftest import MakeMnist, SyntheticMnist
 
 from streamload.errors import IdxFormatError, InvalidOptionError, ShardFormatError, SourceMismatchError
-from streamload.idx import write_idx
 from streamload.manifest import ArraySpec
 from streamload.sources import ArraySource, AugmentedSource, IdxPairSource, NpzArraySource, SplitSource
+from streamload.sources.idx import write_idx
 
 
 def _collect(source: SplitSource, chunk_rows: int) -> tuple[list[int], dict[str, np.ndarray]]:

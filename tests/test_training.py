@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from shards import build
 
+from apps.training import make_optimizer, tutorial_cnn
 from streamload.errors import InvalidOptionError
-from streamload.training import make_optimizer, tutorial_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
 

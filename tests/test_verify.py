@@ -12,7 +12,7 @@ from conftest import SyntheticMnist
 from streamload.build import BuildOptions, build_dataset
 from streamload.errors import ManifestError
 from streamload.manifest import MANIFEST_NAME, read_manifest
-from streamload.mnist import sources_from_path
+from streamload.sources.mnist import sources_from_path
 from streamload.verify import ShardProblem, check_file, verify_dataset
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import keras
 
-from .errors import InvalidOptionError
-from .generator import StreamingGenerator
+from streamload.errors import InvalidOptionError
+from streamload.generator import StreamingGenerator
 
 OPTIMIZERS = {"adam": 1e-3, "adadelta": 1.0, "sgd": 0.05}  # name -> learning rate that learns MNIST in one epoch
 

@@ -1,4 +1,4 @@
-"""One configuration of the memory benchmark, run in its own process: ``python -m streamload.bench.memory_child``.
+"""One configuration of the memory benchmark, run in its own process: ``python -m benchmarks.memory_child``.
 
 A fresh process per configuration is the only way to read a loader's memory honestly: the heap of
 an earlier run is never given back to the kernel in full, and Keras, once imported, stays. This
@@ -28,13 +28,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..procstats import PeakMemorySampler, read_memory, read_vm_data
+from streamload.procstats import PeakMemorySampler, read_memory, read_vm_data
 
 LOADERS = ("tutorial", "ram", "npy", "hdf5")
 APIS = ("keras", "plain")
 MEMORY_ERROR_STATUS = 3
 LOAD_CHUNK = 8192  # samples copied at a time when an in-RAM loader fills its arrays (25 MB as float32)
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the repository: benchmarks/ and streamload/
 Result = dict[str, Any]
 Feed = tuple[int, Callable[[int], Any]]  # number of batches, batch number -> (x, y)
 
@@ -68,7 +68,7 @@ def import_modules(loader: str, api: str) -> None:
     import streamload.loader  # noqa: F401
 
     if loader == "tutorial":
-        import streamload.bench.tutorial  # noqa: F401
+        import benchmarks.tutorial  # noqa: F401
     elif api == "keras":
         import streamload.generator  # noqa: F401
 
@@ -85,7 +85,7 @@ def whole_split(loader: Any, dtype: str) -> dict[str, Any]:
     count = len(dataset)
     x_spec, y_spec = dataset.info.arrays["x"], dataset.info.arrays["y"]
     if dtype == "float32":
-        from streamload.bench.tutorial import load_whole_split
+        from benchmarks.tutorial import load_whole_split
 
         x = np.empty((count, *x_spec.shape, 1), dtype=np.float32)
         convert: Callable[[Any], Any] = load_whole_split
@@ -108,7 +108,7 @@ def make_feed(args: argparse.Namespace) -> tuple[Feed, Any]:
 
     loader = BatchLoader(args.data, "train", SamplerOptions(batch_size=args.batch_size), BatchOptions())
     if args.loader == "tutorial":
-        from streamload.bench.tutorial import TutorialGenerator
+        from benchmarks.tutorial import TutorialGenerator
 
         arrays = whole_split(loader, "float32")
         generator = TutorialGenerator(arrays["x"], arrays["y"], batch_size=args.batch_size)
@@ -160,7 +160,7 @@ def run_pass(feed: Feed, max_batches: int | None) -> Result:
 
 def run_fit(dataset: Any, max_batches: int | None) -> Result:
     """One epoch of ``model.fit`` of a tiny softmax regression: small enough to finish, real Keras."""
-    from streamload.training import compile_softmax_regression
+    from apps.training import compile_softmax_regression
 
     model = compile_softmax_regression()
     steps = len(dataset) if max_batches is None else min(len(dataset), max_batches)
@@ -206,7 +206,7 @@ def run_child(options: list[str], interval: float) -> Result:
 
     with tempfile.TemporaryDirectory() as scratch:
         result_path = Path(scratch, "result.json")
-        command = [sys.executable, "-m", "streamload.bench.memory_child", *options, "--result", str(result_path)]
+        command = [sys.executable, "-m", "benchmarks.memory_child", *options, "--result", str(result_path)]
         with open(Path(scratch, "log"), "w+b") as log:
             returncode, wall, sampler = run_sampled(command, interval, log, env=child_env())
             log.seek(0)

@@ -12,8 +12,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import SourceNotFoundError
-from .sources import IdxPairSource, NpzArraySource, SplitSource
+from ..errors import SourceNotFoundError
+from .arrays import NpzArraySource
+from .base import SplitSource
+from .idx import IdxPairSource
 
 MNIST_DIR_ENV = "STREAMLOAD_MNIST_DIR"
 IDX_STEMS = {

@@ -18,13 +18,14 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from .. import __version__
-from ..errors import InvalidOptionError
-from ..procstats import PeakMemorySampler, read_meminfo
+from streamload import __version__
+from streamload.errors import InvalidOptionError
+from streamload.procstats import PeakMemorySampler, read_meminfo
 
 MB = 2**20
 DISK_MARGIN = 1.1
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_shards.py"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # benchmarks/ sits beside streamload/ and scripts/
+BUILD_SCRIPT = REPO_ROOT / "scripts" / "build_shards.py"
 Result = dict[str, Any]
 
 

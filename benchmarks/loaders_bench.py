@@ -2,16 +2,16 @@
 
 Warm part: one full epoch of the train split per loader and round, page cache warm (every loader
 runs one untimed epoch first), in interleaved rounds whose order rotates so that the drift of a
-shared machine hits every loader alike (:mod:`streamload.bench.rounds`); medians are reported, and
+shared machine hits every loader alike (:mod:`benchmarks.rounds`); medians are reported, and
 every ratio divides two medians of the same run. The in-RAM bound serves the *same* batches as the
 generator (same sampler indices, normalisation and one-hot, ``BatchLoader.reference_batch``)
 gathered from numpy arrays in RAM, so npy / in-RAM is exactly the cost of reading from the shards.
 Adding a loader is one entry in ``LOADERS``: a name and a function that sets it up and returns
 ``epoch -> iterable of batches``.
 
-Fit part (``model.fit`` epoch time): :mod:`streamload.bench.loaders_fit`; cold part (``--cold``):
-:mod:`streamload.bench.loaders_cold`. The data every part reads is made by
-:mod:`streamload.bench.loaders_data`, the Markdown by :mod:`streamload.bench.loaders_report`; this
+Fit part (``model.fit`` epoch time): :mod:`benchmarks.loaders_fit`; cold part (``--cold``):
+:mod:`benchmarks.loaders_cold`. The data every part reads is made by
+:mod:`benchmarks.loaders_data`, the Markdown by :mod:`benchmarks.loaders_report`; this
 module is the command line and re-exports their names, so ``loaders_bench`` is the whole benchmark.
 """
 
@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import StreamloadError
-from ..loader import BatchLoader
-from ..mnist import mnist_sources
+from streamload.errors import StreamloadError
+from streamload.loader import BatchLoader
+from streamload.sources.mnist import mnist_sources
+
 from .common import emit, fail, log, machine_info, options_of
 from .loaders_cold import COLD_CONTENDERS, SEQUENTIAL, cold_benchmark, ensure_cold_dataset
 from .loaders_data import BenchData, SourcesFn, check_identical_batches, ensure_dataset, prepare_data
@@ -74,7 +75,7 @@ def _in_ram(data: BenchData) -> EpochBatches:
 
 def _generator(fmt: str) -> Callable[[BenchData], EpochBatches]:
     def setup(data: BenchData) -> EpochBatches:
-        from ..generator import StreamingGenerator
+        from streamload.generator import StreamingGenerator
 
         generator = StreamingGenerator(getattr(data, fmt), "train", data.batch_size, shuffle="exact", seed=data.seed)
 
@@ -111,7 +112,7 @@ def _tfrecord(data: BenchData) -> EpochBatches:
 
 def _streamload_tfdata(data: BenchData) -> EpochBatches:
     """``as_tf_dataset``'s pipeline over one loader made once, as ``fit(epochs=E)`` would use it."""
-    from ..tfdata import loader_dataset
+    from streamload.tfdata import loader_dataset
 
     loader = BatchLoader(data.npy, "train", data.sampling())
     return lambda epoch: loader_dataset(loader, epochs=1, first_epoch=epoch)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..build import BuildOptions, build_dataset
-from ..dataset import ShardedDataset
-from ..errors import StreamloadError
-from ..loader import BatchLoader
-from ..sampler import SamplerOptions
-from ..sources import ArraySource, SplitSource
+from streamload.build import BuildOptions, build_dataset
+from streamload.dataset import ShardedDataset
+from streamload.errors import StreamloadError
+from streamload.loader import BatchLoader
+from streamload.sampler import SamplerOptions
+from streamload.sources import ArraySource, SplitSource
 
 SourcesFn = Callable[[], Mapping[str, SplitSource]]
 TFRECORD_SAMPLES_PER_FILE = 10_000

@@ -1,8 +1,4 @@
-"""Where samples come from before they are sharded: IDX file pairs, Keras' ``mnist.npz``, arrays.
-
-Every source knows its sample count and array specs up front (from headers, not from the data) and
-yields chunks of a bounded number of rows, so building never needs a whole split in memory.
-"""
+"""Samples already in arrays: in memory or memory-mapped, or inside an ``.npz`` archive (Keras' ``mnist.npz``)."""
 
 from __future__ import annotations
 
@@ -10,51 +6,12 @@ import os
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import InvalidOptionError, ShardFormatError, SourceMismatchError
-from .idx import IdxHeader, iter_idx_rows, read_idx_header
-from .manifest import ArraySpec
-
-Chunk = dict[str, np.ndarray]
-DEFAULT_CHUNK_ROWS = 8192
-
-
-@runtime_checkable
-class SplitSource(Protocol):
-    """A finite, ordered stream of samples with known count and per-sample specs."""
-
-    description: str
-    num_samples: int
-    specs: dict[str, ArraySpec]
-
-    def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]: ...
-
-
-class IdxPairSource:
-    """Images and labels in two IDX files, checked against each other before anything is read."""
-
-    def __init__(self, images: str | os.PathLike, labels: str | os.PathLike) -> None:
-        self.images, self.labels = read_idx_header(images), read_idx_header(labels)
-        if self.images.num_rows != self.labels.num_rows:
-            raise SourceMismatchError(
-                f"{self.images.path} has {self.images.num_rows} images but {self.labels.path} has "
-                f"{self.labels.num_rows} labels; they must pair up one to one"
-            )
-        self.description = f"{self.images.path} + {self.labels.path.name}"
-        self.num_samples = self.images.num_rows
-        self.specs = {"x": _spec_of(self.images), "y": _spec_of(self.labels)}
-
-    def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
-        pairs = zip(iter_idx_rows(self.images.path, chunk_rows), iter_idx_rows(self.labels.path, chunk_rows))
-        for x, y in pairs:
-            yield {"x": x, "y": y}
-
-
-def _spec_of(header: IdxHeader) -> ArraySpec:
-    return ArraySpec(dtype=header.dtype.newbyteorder("=").str, shape=header.row_shape)
+from ..errors import ShardFormatError, SourceMismatchError
+from ..manifest import ArraySpec
+from .base import DEFAULT_CHUNK_ROWS, Chunk
 
 
 class ArraySource:
@@ -124,33 +81,3 @@ class NpzArraySource:
         if len(data) != size:
             raise ShardFormatError(f"{self.path}: array {self.members[key]!r} is truncated")
         return np.frombuffer(data, dtype=dtype).reshape((count, *shape[1:])).astype(dtype.newbyteorder("="), copy=False)
-
-
-class AugmentedSource:
-    """``total`` randomly deformed copies of a base source's images, labels kept (MNIST-8M style).
-
-    The base split (60k MNIST digits, 47 MB) is held in memory; the output is generated chunk by
-    chunk, so any ``total`` builds in bounded memory.
-    """
-
-    action = "augmenting"
-
-    def __init__(self, base: SplitSource, total: int, *, seed: int = 0) -> None:
-        if total <= 0:
-            raise InvalidOptionError(f"--augment-to must be a positive number of samples, got {total}")
-        if set(base.specs) != {"x", "y"}:
-            raise SourceMismatchError(
-                f"{base.description}: augmentation needs arrays 'x' and 'y', has {sorted(base.specs)}")
-        self.base, self.seed = base, seed
-        self.description = f"{total} deformed copies of {base.description}"
-        self.num_samples = total
-        self.specs = dict(base.specs)
-
-    def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
-        from .augment import augmented_chunks
-
-        chunks = list(self.base.iter_chunks(DEFAULT_CHUNK_ROWS))
-        images = np.concatenate([chunk["x"] for chunk in chunks])
-        labels = np.concatenate([chunk["y"] for chunk in chunks])
-        del chunks
-        yield from augmented_chunks(images, labels, self.num_samples, seed=self.seed, chunk_size=chunk_rows)

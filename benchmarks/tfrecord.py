@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from ..errors import DatasetExistsError, InvalidOptionError, SourceMismatchError
+from streamload.errors import DatasetExistsError, InvalidOptionError, SourceMismatchError
 
 _FEATURES = {
     "x": tf.io.FixedLenFeature([], tf.string),

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidOptionError
+from streamload.errors import InvalidOptionError
 
 MODELS = ("cnn", "tiny")
 LOOPBACK = "127.0.0.1"
@@ -127,7 +127,7 @@ class ReadLog:
 
 def build_model(kind: str) -> Any:
     """A compiled model: the tutorial's CNN, or a single dense layer that trains in milliseconds."""
-    from .training import compile_softmax_regression, compile_tutorial_cnn
+    from apps.training import compile_softmax_regression, compile_tutorial_cnn
 
     if kind == "cnn":
         return compile_tutorial_cnn()
@@ -171,7 +171,7 @@ def run_worker(config: WorkerConfig) -> dict[str, Any]:
     (GPUs) and a batch count per epoch that is not a multiple of them, one step at each epoch
     boundary takes batches from both epochs, since the dataset holds its epochs back to back.
     """
-    from .tfdata import as_tf_dataset, batches_per_epoch
+    from streamload.tfdata import as_tf_dataset, batches_per_epoch
 
     strategy = multi_worker_strategy()
     with strategy.scope():

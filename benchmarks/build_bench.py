@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from ..build import BuildOptions, build_dataset
-from ..errors import StreamloadError
-from ..manifest import Manifest, read_manifest
-from ..mnist import mnist_sources
-from ..procstats import PeakMemorySampler, drop_page_cache
-from ..sources import ArraySource
+from streamload.build import BuildOptions, build_dataset
+from streamload.errors import StreamloadError
+from streamload.manifest import Manifest, read_manifest
+from streamload.procstats import PeakMemorySampler, drop_page_cache
+from streamload.sources import ArraySource
+from streamload.sources.mnist import mnist_sources
+
 from .build_report import BASELINE, BASELINE_FSYNC, markdown
 from .common import MB, build_command, check_free_space, emit, fail, log, machine_info, run_sampled
 from .rounds import rotated

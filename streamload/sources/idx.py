@@ -18,7 +18,9 @@ from typing import IO
 
 import numpy as np
 
-from .errors import IdxFormatError
+from ..errors import IdxFormatError, SourceMismatchError
+from ..manifest import ArraySpec
+from .base import DEFAULT_CHUNK_ROWS, Chunk
 
 # Dtype codes from the IDX specification; multi-byte types are stored big-endian.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -124,3 +126,27 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | No
     with (gzip.open(path, "wb") if use_gzip else open(path, "wb")) as out:
         out.write(header + payload)
     return path
+
+
+class IdxPairSource:
+    """Images and labels in two IDX files, checked against each other before anything is read."""
+
+    def __init__(self, images: str | os.PathLike, labels: str | os.PathLike) -> None:
+        self.images, self.labels = read_idx_header(images), read_idx_header(labels)
+        if self.images.num_rows != self.labels.num_rows:
+            raise SourceMismatchError(
+                f"{self.images.path} has {self.images.num_rows} images but {self.labels.path} has "
+                f"{self.labels.num_rows} labels; they must pair up one to one"
+            )
+        self.description = f"{self.images.path} + {self.labels.path.name}"
+        self.num_samples = self.images.num_rows
+        self.specs = {"x": _spec_of(self.images), "y": _spec_of(self.labels)}
+
+    def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
+        pairs = zip(iter_idx_rows(self.images.path, chunk_rows), iter_idx_rows(self.labels.path, chunk_rows))
+        for x, y in pairs:
+            yield {"x": x, "y": y}
+
+
+def _spec_of(header: IdxHeader) -> ArraySpec:
+    return ArraySpec(dtype=header.dtype.newbyteorder("=").str, shape=header.row_shape)

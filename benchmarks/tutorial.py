@@ -34,8 +34,8 @@ import os
 import keras
 import numpy as np
 
-from ..errors import InvalidOptionError, SourceMismatchError
-from ..idx import read_idx
+from streamload.errors import InvalidOptionError, SourceMismatchError
+from streamload.sources.idx import read_idx
 
 
 def load_whole_split(

@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..manifest import HDF5_FILE_ROLE, read_manifest
-from ..procstats import drop_page_cache, read_io
-from ..sampler import IndexSampler, SamplerOptions
+from streamload.manifest import HDF5_FILE_ROLE, read_manifest
+from streamload.procstats import drop_page_cache, read_io
+from streamload.sampler import IndexSampler, SamplerOptions
 
 SEQUENTIAL_READ_BYTES = 8 * 2**20
 

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .errors import InvalidOptionError
+from ..errors import InvalidOptionError, SourceMismatchError
+from .base import DEFAULT_CHUNK_ROWS, Chunk, SplitSource
 
 __all__ = ["augmented_chunks", "deform_images", "warp_affine"]
 
@@ -218,3 +219,31 @@ def _check_images(images: np.ndarray) -> np.ndarray:
             f"images must be a uint8 array of shape (n, H, W), got {images.dtype} {images.shape}"
         )
     return images
+
+
+class AugmentedSource:
+    """``total`` randomly deformed copies of a base source's images, labels kept (MNIST-8M style).
+
+    The base split (60k MNIST digits, 47 MB) is held in memory; the output is generated chunk by
+    chunk, so any ``total`` builds in bounded memory.
+    """
+
+    action = "augmenting"
+
+    def __init__(self, base: SplitSource, total: int, *, seed: int = 0) -> None:
+        if total <= 0:
+            raise InvalidOptionError(f"--augment-to must be a positive number of samples, got {total}")
+        if set(base.specs) != {"x", "y"}:
+            raise SourceMismatchError(
+                f"{base.description}: augmentation needs arrays 'x' and 'y', has {sorted(base.specs)}")
+        self.base, self.seed = base, seed
+        self.description = f"{total} deformed copies of {base.description}"
+        self.num_samples = total
+        self.specs = dict(base.specs)
+
+    def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
+        chunks = list(self.base.iter_chunks(DEFAULT_CHUNK_ROWS))
+        images = np.concatenate([chunk["x"] for chunk in chunks])
+        labels = np.concatenate([chunk["y"] for chunk in chunks])
+        del chunks
+        yield from augmented_chunks(images, labels, self.num_samples, seed=self.seed, chunk_size=chunk_rows)

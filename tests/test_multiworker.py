@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO_ROOT, subprocess_env
 from shards import build
 
-from streamload.distributed import ReadLog, free_ports, launch_local_workers, tf_config
+from apps.multiworker import ReadLog, free_ports, launch_local_workers, tf_config
 from streamload.sampler import IndexSampler, SamplerOptions
 
 TRAIN_SCRIPT = [sys.executable, str(REPO_ROOT / "scripts" / "train_multiworker.py")]
@@ -78,7 +78,7 @@ MIRRORED = textwrap.dedent("""
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from streamload.distributed import ReadLog, build_model
+    from apps.multiworker import ReadLog, build_model
     from streamload.tfdata import as_tf_dataset, batches_per_epoch
 
     directory, out = sys.argv[1], sys.argv[2]

@@ -1,6 +1,6 @@
 """The loader benchmark's cold part (issue 6, ``--cold``): every reader against cold storage.
 
-Measured by :mod:`streamload.bench.cold` (shared with the tests of the harness): each contender's
+Measured by :mod:`benchmarks.cold` (shared with the tests of the harness): each contender's
 files are evicted from the page cache before its pass, which reads a fixed number of batches;
 ``read_bytes`` of ``/proc/self/io`` says what came from storage, per byte delivered (the samples'
 stored bytes, uint8 image + label, not the float32 output). A plain front-to-back read of the same
@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..loader import BatchLoader
-from ..manifest import read_manifest
-from ..sampler import SamplerOptions
+from streamload.loader import BatchLoader
+from streamload.manifest import read_manifest
+from streamload.sampler import SamplerOptions
+
 from .cold import ColdResult, PlainGatherLoader, cold_pass, sequential_pass
 from .common import MB, build_command, log
 from .rounds import NullProgress, run_rounds, summarize

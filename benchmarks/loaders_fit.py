@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..batching import BatchOptions, finish_batch
+from streamload.batching import BatchOptions, finish_batch
+
 from .loaders_data import BenchData, ensure_subset
 from .loaders_report import FIT_ARRAYS, FIT_GENERATOR
 from .rounds import Goal, NullProgress, goal_summary, run_rounds, warm_up
@@ -34,7 +35,7 @@ def _epoch_timer() -> tuple[dict[str, float], Any]:
 
 def _fit_calls(data: BenchData, subset: Path, samples: int, timer: Any) -> tuple[dict[str, Callable[[Any], Any]], int]:
     """One epoch of ``model.fit`` per data path over the same samples, and the generator's steps per epoch."""
-    from ..generator import StreamingGenerator
+    from streamload.generator import StreamingGenerator
 
     generator = StreamingGenerator(subset, "train", data.batch_size, shuffle="exact", seed=data.seed)
     x, y = finish_batch({key: value[:samples] for key, value in data.arrays.items()}, BatchOptions())
@@ -48,7 +49,7 @@ def fit_benchmark(data: BenchData, root: Path, samples: int, rounds: int, progre
     """Epoch seconds of ``model.fit`` on the generator vs on in-RAM arrays of the same samples."""
     import keras
 
-    from ..training import compile_tutorial_cnn
+    from apps.training import compile_tutorial_cnn
 
     samples = min(samples, len(data.arrays["y"]))
     subset = ensure_subset(root / f"fit-npy-{samples}", data.arrays, samples)
