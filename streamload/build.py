@@ -62,7 +62,8 @@ def build_dataset(sources: Mapping[str, SplitSource], out: str | os.PathLike,
     staging.mkdir()
     try:
         splits = {name: _write_split(name, source, staging, options) for name, source in sources.items()}
-        manifest = Manifest(format=options.format, splits=splits, created_by=f"streamload {__version__}")
+        manifest = Manifest(format=options.format, splits=splits, created_by=f"streamload {__version__}",
+                            **_roles(sources))
         _write_durably(staging / MANIFEST_NAME, manifest.to_json())
         fsync_path(staging)
         check_target(out, options.overwrite)  # the target may have appeared while we were writing
@@ -96,6 +97,13 @@ def _write_split(name: str, source: SplitSource, staging: Path, options: BuildOp
             for chunk in source.iter_chunks(options.chunk_rows):
                 writer.write(chunk)
             return SplitInfo(arrays=dict(source.specs), shards=writer.close())
+
+
+def _roles(sources: Mapping[str, SplitSource]) -> dict[str, object]:
+    """Inputs and target of the model: ``x`` and ``y`` when the sources hold them (MNIST-like data)."""
+    keys = set.intersection(*(set(source.specs) for source in sources.values())) if sources else set()
+    features = ("x",) if "x" in keys else tuple(sorted(keys - {"y"}))
+    return {"features": features, "target": "y" if "y" in keys else None}
 
 
 def _write_durably(path: Path, text: str) -> None:

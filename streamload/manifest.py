@@ -1,7 +1,14 @@
 """The dataset manifest: one JSON file that says what every shard holds and how to check it.
 
 Opening a dataset reads only this file; shards are opened when a sample from them is first needed.
-Global sample indices map to (shard, offset) through the cumulative counts in O(log n), vectorised.
+Every field a reader relies on is validated here, so a damaged or hand-edited manifest fails at
+open with a :class:`~streamload.errors.ManifestError` naming the field, never later with a raw
+``KeyError`` or ``TypeError``. Global sample indices map to (shard, offset) in O(log n), vectorised.
+
+Format version 2 adds, beside version 1's splits and shards: the generation folder the shards live
+in, which arrays are model inputs (``features``), the target and optional sample weights, label
+facts (class count, names, range) and a fast CRC-32 per file beside its SHA-256. Version 1
+manifests are still read (their shards lie beside the manifest, with ``x`` and ``y``).
 """
 
 from __future__ import annotations
@@ -17,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from ._validate import Field
 from .errors import InvalidOptionError, ManifestError, ManifestVersionError
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FORMATS = ("npy", "hdf5")
-_HASH_BLOCK = 4 * 2**20
 HDF5_FILE_ROLE = "hdf5"  # an HDF5 shard is one file holding every array; npy shards have one file per array
+_HASH_BLOCK = 4 * 2**20
 
 
 def check_format(fmt: str) -> str:
@@ -34,7 +42,7 @@ def check_format(fmt: str) -> str:
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """Dtype and per-sample shape of one array (``x`` or ``y``) of a split."""
+    """Dtype and per-sample shape of one array (``x``, ``y``, a named feature...) of a split."""
 
     dtype: str
     shape: tuple[int, ...]
@@ -54,17 +62,25 @@ class FileInfo:
     name: str
     bytes: int
     sha256: str
+    crc32: int | None = None  # zlib's CRC-32 of the whole file: fast enough to check before every first use
 
 
-def sha256_file(path: Path, on_bytes: Callable[[int], object] | None = None) -> str:
-    """Hex SHA-256 of a file, read in blocks so any size hashes in constant memory."""
-    digest = hashlib.sha256()
+def hash_file(path: Path, on_bytes: Callable[[int], object] | None = None) -> tuple[str, int]:
+    """(hex SHA-256, CRC-32) of a file in one pass, in blocks, so any size hashes in constant memory."""
+    import zlib
+
+    digest, crc = hashlib.sha256(), 0
     with open(path, "rb") as stream:
         while block := stream.read(_HASH_BLOCK):
             digest.update(block)
+            crc = zlib.crc32(block, crc)
             if on_bytes:
                 on_bytes(len(block))
-    return digest.hexdigest()
+    return digest.hexdigest(), crc
+
+
+def sha256_file(path: Path, on_bytes: Callable[[int], object] | None = None) -> str:
+    return hash_file(path, on_bytes)[0]
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,7 @@ class ShardInfo:
 class SplitInfo:
     arrays: dict[str, ArraySpec]
     shards: tuple[ShardInfo, ...]
+    skipped: int = 0  # source samples left out at build time (e.g. unreadable images)
     _starts: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -104,79 +121,136 @@ class SplitInfo:
 
 
 @dataclass(frozen=True)
+class LabelInfo:
+    """Facts about integer class labels, recorded at build time so readers need not scan for them."""
+
+    num_classes: int
+    minimum: int | None  # smallest and largest label in the dataset; None when it holds no sample
+    maximum: int | None
+    class_names: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     format: str
     splits: dict[str, SplitInfo]
     format_version: int = FORMAT_VERSION
     created_by: str = "streamload"
+    generation: str | None = None  # folder beside the manifest holding the shards; None: the same folder
+    features: tuple[str, ...] = ("x",)  # arrays that are model inputs, in order
+    target: str | None = "y"  # the array the model learns to predict (None: unsupervised)
+    sample_weight: str | None = None
+    labels: LabelInfo | None = None  # set when the target holds integer class labels
 
     def split(self, name: str) -> SplitInfo:
         if name not in self.splits:
             raise KeyError(f"no split {name!r} in this dataset; it has {sorted(self.splits)}")
         return self.splits[name]
 
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of what the shards hold (format, specs, counts, file hashes): the dataset's identity.
+
+        Two builds of the same data agree; a rebuild with other data, order or layout does not.
+        """
+        body = {name: {"arrays": {k: asdict(s) for k, s in split.arrays.items()},
+                       "shards": [[shard.num_samples, sorted((r, f.sha256) for r, f in shard.files.items())]
+                                  for shard in split.shards]}
+                for name, split in sorted(self.splits.items())}
+        text = json.dumps({"format": self.format, "splits": body}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def to_json(self) -> str:
-        splits = {
-            name: {"num_samples": split.num_samples,
-                   "arrays": {key: asdict(spec) for key, spec in split.arrays.items()},
-                   "shards": [asdict(shard) for shard in split.shards]}
-            for name, split in self.splits.items()
-        }
-        data = {"format_version": self.format_version, "format": self.format,
-                "created_by": self.created_by, "splits": splits}
+        splits = {name: {"num_samples": split.num_samples, "skipped": split.skipped,
+                         "arrays": {key: asdict(spec) for key, spec in split.arrays.items()},
+                         "shards": [asdict(shard) for shard in split.shards]}
+                  for name, split in self.splits.items()}
+        labels = None if self.labels is None else {
+            "num_classes": self.labels.num_classes, "min": self.labels.minimum, "max": self.labels.maximum,
+            "class_names": None if self.labels.class_names is None else list(self.labels.class_names)}
+        data = {"format_version": self.format_version, "format": self.format, "created_by": self.created_by,
+                "generation": self.generation, "features": list(self.features), "target": self.target,
+                "sample_weight": self.sample_weight, "labels": labels, "splits": splits}
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Path) -> Manifest:
-        version = data.get("format_version")
-        if not isinstance(version, int):
-            raise ManifestError(f"{path}: no integer 'format_version'; is this a streamload manifest?")
+    def from_dict(cls, data: Any, path: Path) -> Manifest:
+        """Validate every field readers use; a wrong one raises ManifestError naming it."""
+        root = Field(data, str(path), ManifestError).object()
+        version = root.get("format_version").integer(minimum=1)
         if version > FORMAT_VERSION:
-            raise ManifestVersionError(
-                f"{path}: manifest format version {version} is newer than this streamload supports "
-                f"({FORMAT_VERSION}); upgrade streamload to read it"
-            )
-        try:
-            splits = {name: _split_from_dict(split) for name, split in data["splits"].items()}
-            return cls(format=check_format(data["format"]), splits=splits, format_version=version,
-                       created_by=str(data.get("created_by", "")))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ManifestError(f"{path}: malformed manifest: {type(exc).__name__}: {exc}") from exc
+            raise ManifestVersionError(f"{path}: manifest format version {version} is newer than this streamload "
+                                       f"supports ({FORMAT_VERSION}); upgrade streamload to read it")
+        fmt = root.get("format").choice(FORMATS)
+        splits = {name: _split(value, fmt) for name, value in root.get("splits").entries()}
+        if version == 1:
+            return cls(format=fmt, splits=splits, format_version=1, created_by=root.optional("created_by", "").text())
+        manifest = cls(
+            format=fmt, splits=splits, format_version=version, created_by=root.optional("created_by", "").text(),
+            generation=root.optional("generation", None).file_name(nullable=True),
+            features=tuple(root.get("features").text_list(nonempty=True)),
+            target=root.optional("target", None).text(nullable=True),
+            sample_weight=root.optional("sample_weight", None).text(nullable=True),
+            labels=_labels(root.optional("labels", None)))
+        _check_roles(manifest, root)
+        return manifest
 
 
-def _split_from_dict(data: dict[str, Any]) -> SplitInfo:
-    arrays = {name: ArraySpec(dtype=str(spec["dtype"]), shape=tuple(int(d) for d in spec["shape"]))
-              for name, spec in data["arrays"].items()}
-    shards = tuple(
-        ShardInfo(num_samples=_count(shard["num_samples"]),
-                  files={role: _file_info(info) for role, info in shard["files"].items()})
-        for shard in data["shards"]
-    )
-    split = SplitInfo(arrays=arrays, shards=shards)
-    if data.get("num_samples", split.num_samples) != split.num_samples:
-        raise ValueError(f"split says {data['num_samples']} samples but its shards hold {split.num_samples}")
+def _split(node: Field, fmt: str) -> SplitInfo:
+    node = node.object()
+    arrays = {key: ArraySpec(dtype=spec.get("dtype").dtype(), shape=tuple(spec.get("shape").int_list(minimum=0)))
+              for key, spec in node.get("arrays").entries()}
+    if not arrays:
+        raise node.get("arrays").error("a split needs at least one array")
+    roles = set(arrays) if fmt == "npy" else {HDF5_FILE_ROLE}
+    shards = tuple(_shard(shard, roles) for shard in node.get("shards").items())
+    split = SplitInfo(arrays=arrays, shards=shards, skipped=node.optional("skipped", 0).integer(minimum=0))
+    total = node.optional("num_samples", split.num_samples)
+    if total.integer(minimum=0) != split.num_samples:
+        raise total.error(f"says {total.value} samples but the shards hold {split.num_samples}")
     return split
 
 
-def _count(value: Any) -> int:
-    if not isinstance(value, int) or value < 0:
-        raise ValueError(f"a sample count must be a non-negative integer, got {value!r}")
-    return value
+def _shard(node: Field, roles: set[str]) -> ShardInfo:
+    node = node.object()
+    files_node = node.get("files").object()
+    if set(files_node.keys()) != roles:
+        raise files_node.error(f"holds files for {sorted(files_node.keys())}, this format needs {sorted(roles)}")
+    files = {role: FileInfo(name=info.get("name").file_name(), bytes=info.get("bytes").integer(minimum=0),
+                            sha256=info.get("sha256").hex_digest(64),
+                            crc32=info.optional("crc32", None).integer(minimum=0, maximum=2**32 - 1, nullable=True))
+             for role, info in ((role, files_node.get(role).object()) for role in sorted(roles))}
+    return ShardInfo(num_samples=node.get("num_samples").integer(minimum=0), files=files)
 
 
-def _file_info(info: dict[str, Any]) -> FileInfo:
-    """A file entry, checked so that verify and the readers never meet a wrong type or a path."""
-    file = FileInfo(**info)
-    if not isinstance(file.name, str) or file.name in ("", ".", "..") or Path(file.name).name != file.name:
-        raise ValueError(f"shard file name must be a plain file name inside the dataset folder, got {file.name!r}")
-    if not isinstance(file.sha256, str):
-        raise ValueError(f"{file.name}: sha256 must be a hex string, got {file.sha256!r}")
-    _count(file.bytes)
-    return file
+def _labels(node: Field) -> LabelInfo | None:
+    if node.value is None:
+        return None
+    node = node.object()
+    names = node.optional("class_names", None)
+    info = LabelInfo(num_classes=node.get("num_classes").integer(minimum=1),
+                     minimum=node.get("min").integer(nullable=True), maximum=node.get("max").integer(nullable=True),
+                     class_names=None if names.value is None else tuple(names.text_list()))
+    if (info.minimum is None) != (info.maximum is None) or (
+            info.minimum is not None and not 0 <= info.minimum <= info.maximum < info.num_classes):
+        raise node.error(f"label range [{info.minimum}, {info.maximum}] does not lie in [0, {info.num_classes})")
+    if info.class_names is not None and len(info.class_names) != info.num_classes:
+        raise names.error(f"names {len(info.class_names)} classes, num_classes says {info.num_classes}")
+    return info
+
+
+def _check_roles(manifest: Manifest, root: Field) -> None:
+    """Features, target and weights must name arrays that every split holds."""
+    for name, split in manifest.splits.items():
+        for role, keys in (("features", manifest.features), ("target", (manifest.target,)),
+                           ("sample_weight", (manifest.sample_weight,))):
+            missing = [key for key in keys if key is not None and key not in split.arrays]
+            if missing:
+                raise root.get(role).error(f"names {missing}, which split {name!r} does not hold")
 
 
 def read_manifest(directory: str | os.PathLike) -> Manifest:
-    """Load ``DIR/manifest.json``; every way it can be wrong is a ManifestError naming the file."""
+    """Load ``DIR/manifest.json``; every way it can be wrong is a ManifestError naming the file and field."""
     path = Path(directory) / MANIFEST_NAME
     try:
         text = path.read_text(encoding="utf-8")
@@ -186,8 +260,6 @@ def read_manifest(directory: str | os.PathLike) -> Manifest:
         raise ManifestError(f"{path}: unreadable manifest: {exc}") from exc
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ManifestError(f"{path}: manifest is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ManifestError(f"{path}: manifest must be a JSON object, found {type(data).__name__}")
     return Manifest.from_dict(data, path)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidOptionError, SourceMismatchError
-from .manifest import HDF5_FILE_ROLE, ArraySpec, FileInfo, ShardInfo, check_format, sha256_file
+from .manifest import HDF5_FILE_ROLE, ArraySpec, FileInfo, ShardInfo, check_format, hash_file
 
 TARGET_SHARD_BYTES = 64 * 2**20
 HDF5_CHUNK_BYTES = 64 * 2**10  # compressed HDF5 reads whole chunks: small ones keep random reads cheap
@@ -41,9 +41,10 @@ def fsync_path(path: Path) -> None:
 
 
 def file_info(path: Path) -> FileInfo:
-    """Fsync a finished file and describe it by size and SHA-256."""
+    """Fsync a finished file and describe it by size, SHA-256 and CRC-32."""
     fsync_path(path)
-    return FileInfo(name=path.name, bytes=path.stat().st_size, sha256=sha256_file(path))
+    sha256, crc32 = hash_file(path)
+    return FileInfo(name=path.name, bytes=path.stat().st_size, sha256=sha256, crc32=crc32)
 
 
 class ShardWriter(ABC):

@@ -67,7 +67,8 @@ def test_manifest_json_layout(built: tuple[Path, Manifest]) -> None:
     assert data["splits"]["test"]["arrays"]["x"] == {"dtype": "|u1", "shape": [28, 28]}
     first = data["splits"]["train"]["shards"][0]
     assert first["num_samples"] == 50
-    assert all(set(info) == {"name", "bytes", "sha256"} for info in first["files"].values())
+    assert all(set(info) == {"name", "bytes", "sha256", "crc32"} for info in first["files"].values())
+    assert data["features"] == ["x"] and data["target"] == "y"
 
 
 # --- read_manifest errors ----------------------------------------------------------------------
@@ -76,7 +77,7 @@ def test_manifest_json_layout(built: tuple[Path, Manifest]) -> None:
 def _valid_dict() -> dict:
     split = SplitInfo(arrays={"x": ArraySpec("|u1", (2,))},
                       shards=(ShardInfo(3, {"x": FileInfo("train-00000.x.npy", 134, "ab" * 32)}),))
-    return json.loads(Manifest(format="npy", splits={"train": split}).to_json())
+    return json.loads(Manifest(format="npy", splits={"train": split}, target=None).to_json())
 
 
 def _write(directory: Path, text: str) -> Path:
@@ -100,10 +101,13 @@ def test_missing_manifest(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text, match", [
     ("{not json", "not valid JSON"),
     ("", "not valid JSON"),
-    ("[1, 2]", "must be a JSON object, found list"),
-    ('"manifest"', "must be a JSON object, found str"),
-    ("{}", "no integer 'format_version'"),
-    ('{"format_version": "1"}', "no integer 'format_version'"),
+    ("[1, 2]", "must be a JSON object, got \\[1, 2\\]"),
+    ('"manifest"', "must be a JSON object, got 'manifest'"),
+    ("{}", "format_version: must be an integer >= 1, missing"),
+    ('{"format_version": "1"}', "format_version: must be an integer >= 1, got '1'"),
+    ('{"format_version": true}', "format_version: must be an integer >= 1, got True"),
+    ('{"format_version": 0}', "format_version: must be an integer >= 1, got 0"),
+    ('{"format_version": -1}', "format_version: must be an integer >= 1, got -1"),
 ])
 def test_unparsable_manifest_names_the_file(tmp_path: Path, text: str, match: str) -> None:
     path = _write(tmp_path, text)
@@ -118,58 +122,48 @@ def test_binary_garbage_is_a_manifest_error(tmp_path: Path) -> None:
         read_manifest(tmp_path)
 
 
-def _drop_splits(data: dict) -> None:
-    del data["splits"]
+SHARD = r"splits\.train\.shards\[0\]"
+DAMAGES = {  # what is broken -> the field the error must name
+    "no splits": (lambda d: d.pop("splits"), "splits: must be a JSON object, missing"),
+    "no sha256": (lambda d: d["splits"]["train"]["shards"][0]["files"]["x"].pop("sha256"),
+                  f"{SHARD}.files.x.sha256: must be 64 lowercase hex digits, missing"),
+    "short sha256": (lambda d: d["splits"]["train"]["shards"][0]["files"]["x"].update(sha256="ab"),
+                     f"{SHARD}.files.x.sha256: must be 64"),
+    "unknown format": (lambda d: d.update(format="parquet"), "format: must be one of \\['npy', 'hdf5'\\]"),
+    "splits as a list": (lambda d: d.update(splits=["train"]), "splits: must be a JSON object"),
+    "shape of text": (lambda d: d["splits"]["train"]["arrays"]["x"].update(shape=["a"]),
+                      "splits.train.arrays.x.shape\\[0\\]: must be an integer >= 0"),
+    "unknown dtype": (lambda d: d["splits"]["train"]["arrays"]["x"].update(dtype="nonsense"),
+                      "splits.train.arrays.x.dtype: must be a numeric numpy dtype"),
+    "object dtype": (lambda d: d["splits"]["train"]["arrays"]["x"].update(dtype="|O"),
+                     "splits.train.arrays.x.dtype: must be a numeric numpy dtype"),
+    "null count": (lambda d: d["splits"]["train"]["shards"][0].update(num_samples=None),
+                   f"{SHARD}.num_samples: must be an integer >= 0, got None"),
+    "bytes as text": (lambda d: d["splits"]["train"]["shards"][0]["files"]["x"].update(bytes="134"),
+                      f"{SHARD}.files.x.bytes: must be an integer >= 0, got '134'"),
+    "negative count": (lambda d: d["splits"]["train"]["shards"][0].update(num_samples=-3),
+                       f"{SHARD}.num_samples: must be an integer >= 0, got -3"),
+    "total disagrees": (lambda d: d["splits"]["train"].update(num_samples=4),
+                        "splits.train.num_samples: says 4 samples but the shards hold 3"),
+    "file outside the folder": (lambda d: d["splits"]["train"]["shards"][0]["files"]["x"].update(name="../e.npy"),
+                                f"{SHARD}.files.x.name: must be a plain file name"),
+    "file role missing": (lambda d: d["splits"]["train"]["shards"][0].update(files={}),
+                          f"{SHARD}.files: holds files for \\[\\], this format needs \\['x'\\]"),
+    "hdf5 roles on npy": (lambda d: d.update(format="hdf5"), f"{SHARD}.files: holds files for \\['x'\\]"),
+    "target not stored": (lambda d: d.update(target="y"), "target: names \\['y'\\], which split 'train' does not"),
+    "labels out of range": (lambda d: d.update(labels={"num_classes": 2, "min": 0, "max": 5}),
+                            "labels: label range \\[0, 5\\] does not lie in \\[0, 2\\)"),
+    "generation with a path": (lambda d: d.update(generation="../x"), "generation: must be a plain file name"),
+}
 
 
-def _drop_sha(data: dict) -> None:
-    del data["splits"]["train"]["shards"][0]["files"]["x"]["sha256"]
-
-
-def _extra_file_key(data: dict) -> None:
-    data["splits"]["train"]["shards"][0]["files"]["x"]["md5"] = "0"
-
-
-def _bad_format(data: dict) -> None:
-    data["format"] = "parquet"
-
-
-def _splits_list(data: dict) -> None:
-    data["splits"] = ["train"]
-
-
-def _shape_not_numbers(data: dict) -> None:
-    data["splits"]["train"]["arrays"]["x"]["shape"] = ["a"]
-
-
-def _count_not_number(data: dict) -> None:
-    data["splits"]["train"]["shards"][0]["num_samples"] = None
-
-
-def _bytes_as_text(data: dict) -> None:
-    data["splits"]["train"]["shards"][0]["files"]["x"]["bytes"] = "134"
-
-
-def _negative_count(data: dict) -> None:
-    data["splits"]["train"]["shards"][0]["num_samples"] = -3
-
-
-def _total_disagrees_with_shards(data: dict) -> None:
-    data["splits"]["train"]["num_samples"] = 4
-
-
-def _file_outside_the_folder(data: dict) -> None:
-    data["splits"]["train"]["shards"][0]["files"]["x"]["name"] = "../elsewhere.npy"
-
-
-@pytest.mark.parametrize("damage", [_drop_splits, _drop_sha, _extra_file_key, _bad_format, _splits_list,
-                                    _shape_not_numbers, _count_not_number, _bytes_as_text, _negative_count,
-                                    _total_disagrees_with_shards, _file_outside_the_folder])
-def test_malformed_manifest_names_the_file(tmp_path: Path, damage: object) -> None:
+@pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
+def test_malformed_manifest_names_the_file_and_field(tmp_path: Path, damage: str) -> None:
     data = _valid_dict()
-    damage(data)  # type: ignore[operator]
+    change, message = DAMAGES[damage]
+    change(data)
     path = _write(tmp_path, json.dumps(data))
-    with pytest.raises(ManifestError, match="malformed manifest") as caught:
+    with pytest.raises(ManifestError, match=message) as caught:
         read_manifest(tmp_path)
     assert str(caught.value).startswith(f"{path}: ")
 
