@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .errors import DatasetExistsError, InvalidOptionError
 from .manifest import MANIFEST_NAME, Manifest, SplitInfo, check_format
-from .sources.base import DEFAULT_CHUNK_ROWS, SplitSource
+from .sources.base import DEFAULT_CHUNK_ROWS, SOURCE_ROLES, SplitSource
 from .writers import COMPRESSIONS, fsync_path, make_writer
 
 _RENAME_EXCHANGE = 2  # from <linux/fs.h>
@@ -96,14 +96,18 @@ def _write_split(name: str, source: SplitSource, staging: Path, options: BuildOp
         with writer:
             for chunk in source.iter_chunks(options.chunk_rows):
                 writer.write(chunk)
-            return SplitInfo(arrays=dict(source.specs), shards=writer.close())
+            shards = writer.close()
+        return SplitInfo(arrays=dict(source.specs), shards=shards, skipped=getattr(source, "skipped", 0))
 
 
 def _roles(sources: Mapping[str, SplitSource]) -> dict[str, object]:
-    """Inputs and target of the model: ``x`` and ``y`` when the sources hold them (MNIST-like data)."""
+    """Model inputs, target and weights: what the sources declare (``SOURCE_ROLES``), else ``x`` and ``y``."""
+    declared = {role: getattr(source, role) for source in sources.values() for role in SOURCE_ROLES
+                if hasattr(source, role)}
     keys = set.intersection(*(set(source.specs) for source in sources.values())) if sources else set()
-    features = ("x",) if "x" in keys else tuple(sorted(keys - {"y"}))
-    return {"features": features, "target": "y" if "y" in keys else None}
+    inferred = {"features": ("x",) if "x" in keys else tuple(sorted(keys - {"y"})),
+                "target": "y" if "y" in keys else None, "sample_weight": None}
+    return {**inferred, **declared}
 
 
 def _write_durably(path: Path, text: str) -> None:

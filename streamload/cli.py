@@ -15,8 +15,7 @@ from pathlib import Path
 from .build import BuildOptions, build_dataset
 from .errors import StreamloadError
 from .manifest import FORMATS
-from .sources import AugmentedSource
-from .sources.mnist import MNIST_DIR_ENV, mnist_sources
+from .sources.select import add_source_arguments, sources_from_args
 from .verify import verify_dataset
 from .writers import COMPRESSIONS
 
@@ -28,17 +27,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--format", choices=FORMATS, default="npy", help="shard format (default: npy)")
     parser.add_argument("--out", type=Path, help="dataset folder to create; its manifest is OUT/manifest.json")
-    parser.add_argument("--source", type=Path,
-                        help=f"folder of IDX files or an mnist.npz "
-                             f"(default: ${MNIST_DIR_ENV}, else the Keras download)")
     parser.add_argument("--shard-size", type=int, help="samples per shard (default: about 64 MB per shard)")
-    parser.add_argument("--augment-to", type=int, metavar="N",
-                        help="make the train split N randomly deformed copies of the training digits")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --augment-to (default: 0)")
     parser.add_argument("--compression", choices=COMPRESSIONS, help="HDF5 only: compress, stored in chunks")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
-    parser.add_argument("--no-download", action="store_true", help="never download; fail unless MNIST is local")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    add_source_arguments(parser)
     parser.add_argument("--verify", type=Path, metavar="DIR", help="check every shard of DIR instead of building")
     args = parser.parse_args(argv)
     if args.verify is None and args.out is None:
@@ -58,9 +51,7 @@ def run_verify(directory: Path, quiet: bool) -> int:
 def run_build(args: argparse.Namespace) -> int:
     options = BuildOptions(format=args.format, shard_size=args.shard_size, compression=args.compression,
                            overwrite=args.overwrite, progress=not args.quiet)
-    sources = mnist_sources(args.source, download=not args.no_download)
-    if args.augment_to is not None:
-        sources["train"] = AugmentedSource(sources["train"], args.augment_to, seed=args.seed)
+    sources = sources_from_args(args)
     started = time.perf_counter()
     manifest = build_dataset(sources, args.out, options)
     if not args.quiet:

@@ -15,6 +15,11 @@ from ..manifest import ArraySpec
 
 Chunk = dict[str, np.ndarray]
 DEFAULT_CHUNK_ROWS = 8192
+# Optional attributes a source may set to say what its arrays are for (else ``x`` is the input and
+# ``y`` the target): ``features`` (tuple of array names), ``target`` and ``sample_weight`` (names or
+# None). Also optional: ``class_names`` (tuple of str, label i is class_names[i]) and ``skipped``
+# (samples of the source left out, e.g. unreadable images; read after ``iter_chunks`` is exhausted).
+SOURCE_ROLES = ("features", "target", "sample_weight")
 
 
 @runtime_checkable
