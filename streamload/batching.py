@@ -1,64 +1,98 @@
-"""Turning gathered samples into what a model consumes: float32 in [0, 1], channel axis, labels.
+"""Turning gathered samples into what a model consumes, the same way for every adapter.
 
-Shared by the Keras generator and the tf.data path so both produce identical batches.
+Integer images become float32 in [0, 1] (multiplied by ``1 / max``, as Keras' ``Rescaling(1/255)``
+does), 2-D samples get a channel axis, integer class labels become one-hot float32 rows (or stay
+sparse int32). What each array is (model input, target, sample weight) and how many classes there
+are comes from the manifest, so nothing here assumes MNIST.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .errors import InvalidOptionError
+from .manifest import ArraySpec, Manifest
+from .options import LoaderOptions
 
-Batch = tuple[np.ndarray, np.ndarray] | np.ndarray
-Transform = Callable[[np.ndarray, "np.ndarray | None"], "tuple[np.ndarray, np.ndarray | None]"]
+Batch = Any  # x, (x, y) or (x, y, weights); x a dict of arrays when the model has several inputs
+Transform = Callable[[Any, Any], tuple[Any, Any]]
+
+
+class LabelOutOfRange(ValueError):
+    """A label outside ``[0, num_classes)`` at ``position`` of the batch (the loader names its shard)."""
+
+    def __init__(self, position: int, value: int, num_classes: int) -> None:
+        super().__init__(position, value, num_classes)
+        self.position, self.value, self.num_classes = position, value, num_classes
 
 
 @dataclass(frozen=True)
-class BatchOptions:
-    """What a batch looks like; validated so a bad option fails at construction, not mid-epoch."""
+class _Feature:
+    key: str
+    scale: np.float32 | None  # multiply integer data by this (1 / dtype max), or None to keep it
+    channel: bool  # add a trailing channel axis (2-D samples only)
 
-    to_fit: bool = True  # return (x, y); False returns x alone and never reads the labels
-    one_hot: bool = True  # one-hot float32 labels (as the tutorial); False gives sparse int32 labels
-    num_classes: int = 10
-    normalize: bool = True  # integer pixels -> float32 in [0, 1]; False keeps the stored dtype
-    channel_axis: bool = True  # (28, 28) -> (28, 28, 1), what Conv2D expects
-
-    def __post_init__(self) -> None:
-        if self.one_hot and self.num_classes <= 0:
-            raise InvalidOptionError(f"num_classes must be positive for one-hot labels, got {self.num_classes}")
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return ("x", "y") if self.to_fit else ("x",)
+    def finish(self, array: np.ndarray) -> np.ndarray:
+        if self.scale is not None:
+            array = array.astype(np.float32)
+            np.multiply(array, self.scale, out=array)
+        return array.reshape((*array.shape, 1)) if self.channel else array
 
 
-def scale_to_unit(x: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1] for integer data (divided by the dtype's maximum), float32 otherwise."""
-    if np.issubdtype(x.dtype, np.integer):
-        return np.divide(x, np.float32(np.iinfo(x.dtype).max), dtype=np.float32)  # exactly x / 255, as references do
-    return x.astype(np.float32, copy=False)
+class BatchFinisher:
+    """Built once per loader: which arrays to read and how each becomes part of the batch."""
+
+    def __init__(self, manifest: Manifest, specs: Mapping[str, ArraySpec], options: LoaderOptions,
+                 transform: Transform | None = None) -> None:
+        self.features = tuple(_feature(key, specs[key], options) for key in manifest.features)
+        self.target = manifest.target if options.to_fit else None
+        self.weights = manifest.sample_weight if options.to_fit else None
+        self.transform = transform
+        self.keys = tuple(key for key in (*manifest.features, self.target, self.weights) if key is not None)
+        self._eye = self._one_hot_table(manifest, specs, options)
+
+    @staticmethod
+    def _one_hot_table(manifest: Manifest, specs: Mapping[str, ArraySpec], options: LoaderOptions) -> np.ndarray | None:
+        target = manifest.target
+        if not options.to_fit or not options.one_hot or target is None:
+            return None
+        spec = specs[target]
+        if np.dtype(spec.dtype).kind not in "iu" or spec.shape != ():
+            return None  # float or multi-dimensional targets (regression) pass through as they are
+        labels = manifest.labels
+        classes = options.num_classes or (labels.num_classes if labels is not None else None)
+        if classes is None:
+            raise InvalidOptionError(f"the manifest records no class count for {target!r}; pass num_classes")
+        return np.eye(classes, dtype=np.float32)
+
+    def __call__(self, arrays: Mapping[str, np.ndarray]) -> Batch:
+        inputs = [feature.finish(arrays[feature.key]) for feature in self.features]
+        x = inputs[0] if len(inputs) == 1 else {f.key: array for f, array in zip(self.features, inputs)}
+        if self.target is None:
+            return x if self.transform is None else self.transform(x, None)[0]
+        y = self._labels(arrays[self.target])
+        if self.transform is not None:
+            x, y = self.transform(x, y)
+        return (x, y) if self.weights is None else (x, y, arrays[self.weights])
+
+    def _labels(self, y: np.ndarray) -> np.ndarray:
+        if self._eye is None:
+            return y.astype(np.int32) if y.dtype.kind in "iu" and y.ndim == 1 else y
+        if y.dtype.kind == "i" and len(y) and y.min() < 0:  # take() would wrap a negative index around
+            position = int(np.argmin(y))
+            raise LabelOutOfRange(position, int(y[position]), len(self._eye))
+        try:
+            return self._eye.take(y, axis=0)
+        except IndexError:
+            position = int(np.argmax(y))
+            raise LabelOutOfRange(position, int(y[position]), len(self._eye)) from None
 
 
-def encode_labels(y: np.ndarray, options: BatchOptions) -> np.ndarray:
-    if not options.one_hot:
-        return y.astype(np.int32, copy=False)
-    if y.size and (y.min() < 0 or y.max() >= options.num_classes):
-        raise InvalidOptionError(f"labels must lie in [0, {options.num_classes}) for one-hot encoding, "
-                                 f"found {y.min()}..{y.max()}; pass num_classes")
-    return np.eye(options.num_classes, dtype=np.float32)[y]
-
-
-def finish_batch(arrays: Mapping[str, np.ndarray], options: BatchOptions,
-                 transform: Transform | None = None) -> Batch:
-    """The model-ready batch from raw gathered arrays (fresh, C-contiguous, never a memmap view)."""
-    x = scale_to_unit(arrays["x"]) if options.normalize else arrays["x"]
-    if options.channel_axis and x.ndim == 3:
-        x = x[..., np.newaxis]
-    y = encode_labels(arrays["y"], options) if options.to_fit else None
-    if transform is not None:
-        x, y = transform(x, y)
-    x = np.ascontiguousarray(x)
-    return (x, np.ascontiguousarray(y)) if options.to_fit else x
+def _feature(key: str, spec: ArraySpec, options: LoaderOptions) -> _Feature:
+    dtype = np.dtype(spec.dtype)
+    scale = np.float32(1 / np.iinfo(dtype).max) if options.normalize and dtype.kind in "iu" else None
+    return _Feature(key, scale, options.channel_axis and len(spec.shape) == 2)

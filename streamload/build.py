@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import DatasetExistsError, InvalidOptionError
-from .manifest import MANIFEST_NAME, Manifest, SplitInfo, check_format
+from .manifest import MANIFEST_NAME, LabelInfo, Manifest, SplitInfo, check_format
 from .sources.base import DEFAULT_CHUNK_ROWS, SOURCE_ROLES, SplitSource
 from .writers import COMPRESSIONS, fsync_path, make_writer
 
@@ -62,8 +63,10 @@ def build_dataset(sources: Mapping[str, SplitSource], out: str | os.PathLike,
     staging.mkdir()
     try:
         splits = {name: _write_split(name, source, staging, options) for name, source in sources.items()}
+        roles = _roles(sources)
         manifest = Manifest(format=options.format, splits=splits, created_by=f"streamload {__version__}",
-                            **_roles(sources))
+                            labels=_label_facts(staging, options.format, splits, roles["target"], sources),
+                            **roles)
         _write_durably(staging / MANIFEST_NAME, manifest.to_json())
         fsync_path(staging)
         check_target(out, options.overwrite)  # the target may have appeared while we were writing
@@ -108,6 +111,32 @@ def _roles(sources: Mapping[str, SplitSource]) -> dict[str, object]:
     inferred = {"features": ("x",) if "x" in keys else tuple(sorted(keys - {"y"})),
                 "target": "y" if "y" in keys else None, "sample_weight": None}
     return {**inferred, **declared}
+
+
+def _label_facts(staging: Path, fmt: str, splits: Mapping[str, SplitInfo], target: object,
+                 sources: Mapping[str, SplitSource]) -> LabelInfo | None:
+    """Range and class count of integer labels (rank 1), read back from the written shards."""
+    specs = [split.arrays.get(target) for split in splits.values()] if isinstance(target, str) else [None]
+    if any(spec is None or spec.shape != () or np.dtype(spec.dtype).kind not in "iu" for spec in specs):
+        return None
+    low, high = None, None
+    for split in splits.values():
+        for shard in split.shards:
+            if not shard.num_samples:
+                continue
+            if fmt == "npy":
+                labels = np.load(staging / shard.files[target].name, mmap_mode="r")
+            else:
+                import h5py
+
+                with h5py.File(staging / shard.files["hdf5"].name, "r") as handle:
+                    labels = handle[target][()]
+            low = int(labels.min()) if low is None else min(low, int(labels.min()))
+            high = int(labels.max()) if high is None else max(high, int(labels.max()))
+    names = next((s.class_names for s in sources.values() if getattr(s, "class_names", None)), None)
+    classes = len(names) if names else (high + 1 if high is not None else 1)
+    return LabelInfo(num_classes=max(classes, 1), minimum=low, maximum=high,
+                     class_names=None if names is None else tuple(names))
 
 
 def _write_durably(path: Path, text: str) -> None:

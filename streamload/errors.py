@@ -42,3 +42,11 @@ class InvalidOptionError(StreamloadError, ValueError):
 
 class DatasetExistsError(StreamloadError, FileExistsError):
     """The output folder already holds data and overwriting was not asked for (or is not safe)."""
+
+
+class LabelRangeError(StreamloadError, ValueError):
+    """A label read from a shard lies outside ``[0, num_classes)``: a corrupt shard or a wrong class count."""
+
+
+class ShardCorruptError(StreamloadError, ValueError):
+    """A shard's bytes do not match the checksum its manifest recorded."""

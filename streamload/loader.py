@@ -1,7 +1,9 @@
-"""The Keras-free core of the generator: (epoch, batch number) -> a model-ready batch from disk.
+"""The Keras-free loader: (epoch, batch number) -> a model-ready batch read from disk.
 
 Kept apart from Keras so the tf.data path, benchmarks and other frameworks use the same code, and
-so it pickles small: a dataset path, a few options and the transform, never any data.
+so it pickles small: a dataset path, the options and the transform, never any data. The per-batch
+path is short on purpose: the sampler's cached, sorted indices, one ``take`` per array and shard,
+then the finisher; kernel read hints, when on, are one call that returns at once while the cache is warm.
 """
 
 from __future__ import annotations
@@ -9,49 +11,48 @@ from __future__ import annotations
 import mmap
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .batching import Batch, BatchOptions, Transform, finish_batch
+from .batching import Batch, BatchFinisher, LabelOutOfRange, Transform
 from .dataset import ShardedDataset
-from .errors import InvalidOptionError
-from .prefetch import DEFAULT_PREFETCH_BATCHES, Prefetcher
-from .sampler import IndexSampler, SamplerOptions
+from .errors import LabelRangeError
+from .kernel_hints import KernelHints
+from .options import LoaderOptions
+from .sampler import IndexSampler
 
 
-def access_advice(shuffle: str, prefetching: bool) -> int | None:
+def access_advice(shuffle: str, hinting: bool) -> int | None:
     """The madvise hint for a shuffle mode: what the kernel should read on a page fault.
 
     Exact order is random: readahead would read ~100x the bytes, so a fault reads its page only.
-    Block order with prefetching hints every block itself, so faults need no readahead either;
-    without prefetching, the kernel's default read-around still finds neighbours in the block.
+    Block order with hints reads every block itself, so faults need no readahead either; without
+    hints, the kernel's default read-around still finds neighbours in the block.
     """
     if shuffle == "none":
         return getattr(mmap, "MADV_SEQUENTIAL", None)
-    if shuffle == "exact" or prefetching:
+    if shuffle == "exact" or hinting:
         return getattr(mmap, "MADV_RANDOM", None)
     return None
 
 
 class BatchLoader:
-    """Reads batch ``i`` of epoch ``e``: only that batch's samples, gathered in sorted file order.
+    """Reads batch ``i`` of epoch ``e``: only that batch's samples, each shard once, in file order.
 
-    ``prefetch_batches`` batches ahead are hinted to the kernel while requests come in order (see
-    :mod:`streamload.prefetch`); 0 turns hinting off. Either way the batches are the same.
     Safe to call from several threads, and from processes after ``fork`` or unpickling.
     """
 
-    def __init__(self, directory: str | os.PathLike, split: str = "train",
-                 sampling: SamplerOptions = SamplerOptions(), batching: BatchOptions = BatchOptions(),
-                 transform: Transform | None = None, prefetch_batches: int = DEFAULT_PREFETCH_BATCHES) -> None:
-        if prefetch_batches < 0:
-            raise InvalidOptionError(f"prefetch_batches must be 0 (off) or positive, got {prefetch_batches}")
+    def __init__(self, directory: str | os.PathLike, split: str = "train", options: LoaderOptions | None = None, *,
+                 transform: Transform | None = None, input_context: Any = None, **overrides: Any) -> None:
+        self.options = LoaderOptions.resolve(options, input_context, **overrides)
         self.dataset = ShardedDataset(Path(directory), split)
-        self.sampling, self.batching, self.transform = sampling, batching, transform
-        self.sampler = IndexSampler(len(self.dataset), sampling)
-        self.prefetcher = (Prefetcher(self.dataset, self.sampler, batching.keys, prefetch_batches)
-                           if prefetch_batches else None)
-        advice = access_advice(sampling.shuffle, self.prefetcher is not None)
+        self.sampler = IndexSampler(len(self.dataset), self.options)
+        self.finish = BatchFinisher(self.dataset.manifest, self.dataset.info.arrays, self.options, transform)
+        self.keys = self.finish.keys
+        depth = self.options.prefetch_batches
+        self.hints = KernelHints(self.dataset, self.sampler, self.keys, depth) if depth else None
+        advice = access_advice(self.options.shuffle, self.hints is not None)
         if advice is not None:
             self.dataset.advise(advice)
 
@@ -59,26 +60,51 @@ class BatchLoader:
     def num_batches(self) -> int:
         return self.sampler.num_batches
 
-    def load(self, epoch: int, batch: int) -> Batch:
-        return self.read(self.indices(epoch, batch))
+    def load(self, epoch: int, batch: int, offset: int = 0) -> Batch:
+        """Batch ``batch`` of ``epoch`` (``0 <= batch < num_batches``), batches counted from sample ``offset``."""
+        return self.read(self.indices(epoch, batch, offset))
 
-    def indices(self, epoch: int, batch: int) -> np.ndarray:
-        """The samples of batch ``batch`` of ``epoch``; the prefetcher hears that it is about to be read."""
-        indices = self.sampler.batch_indices(epoch, batch)
-        if self.prefetcher is not None:
-            self.prefetcher.before_load(epoch, batch, indices)
+    def indices(self, epoch: int, batch: int, offset: int = 0) -> np.ndarray:
+        """The sorted samples of a batch; the read hints hear that it is about to be read."""
+        indices = self.sampler.batch_indices(epoch, batch, offset)
+        if self.hints is not None:
+            self.hints.before_batch(epoch, batch, indices)
         return indices
 
     def read(self, indices: np.ndarray) -> Batch:
-        """Gather ``indices`` from disk and finish them into a model-ready batch."""
-        return finish_batch(self.dataset.gather(indices, self.batching.keys), self.batching, self.transform)
+        """Gather sorted ``indices`` and finish them into a model-ready batch."""
+        arrays = self.dataset.gather(indices, self.keys)
+        try:
+            return self.finish(arrays)
+        except LabelOutOfRange as bad:
+            raise self._label_error(int(indices[bad.position]), bad) from None
+
+    def _label_error(self, index: int, bad: LabelOutOfRange) -> LabelRangeError:
+        shards, offsets = self.dataset.info.locate(np.array([index]))
+        shard = self.dataset.info.shards[int(shards[0])]
+        files = ", ".join(sorted(info.name for info in shard.files.values()))
+        return LabelRangeError(
+            f"{self.dataset.root}: sample {index} of split {self.dataset.split_name!r} (row {int(offsets[0])} of "
+            f"shard {files}) has label {bad.value}, outside [0, {bad.num_classes}); the shard may be corrupt: run "
+            f"`build_shards.py --verify {self.dataset.directory}` (or pass num_classes if the labels are right)")
+
+    def reference(self, arrays: dict[str, np.ndarray], epoch: int, batch: int) -> Batch:
+        """The same batch gathered from in-memory ``arrays`` instead of disk (tests, benchmarks)."""
+        indices = self.sampler.batch_indices(epoch, batch)
+        return self.finish({key: arrays[key][indices] for key in self.keys})
 
     def close(self) -> None:
         """Stop this process' block-hinting thread now rather than when the loader is collected."""
-        if self.prefetcher is not None:
-            self.prefetcher.close()
+        if self.hints is not None:
+            self.hints.close()
 
-    def reference_batch(self, arrays: dict[str, np.ndarray], epoch: int, batch: int) -> Batch:
-        """The same batch gathered from in-memory ``arrays`` instead of disk (tests, benchmarks)."""
-        indices = self.sampler.batch_indices(epoch, batch)
-        return finish_batch({key: arrays[key][indices] for key in self.batching.keys}, self.batching, self.transform)
+    def __repr__(self) -> str:
+        return f"BatchLoader({self.dataset!r}, {self.options!r})"
+
+
+def batches_per_epoch(directory: str | os.PathLike, split: str = "train", batch_size: int | None = None, *,
+                      options: LoaderOptions | None = None, input_context: Any = None, **overrides: Any) -> int:
+    """Batches one pipeline delivers per epoch: ``steps_per_epoch`` for ``fit`` with one replica per
+    pipeline (with several replicas per pipeline, divide by them, rounding up)."""
+    resolved = LoaderOptions.resolve(options, input_context, batch_size=batch_size, **overrides)
+    return IndexSampler(len(ShardedDataset(directory, split)), resolved).num_batches

@@ -1,17 +1,21 @@
-"""Shard readers: fetch given rows of one shard, one implementation per way of storing it.
+"""Shard readers: the rows of one shard's arrays, one reader class per storage format.
 
-Every reader maps or opens its files lazily and per process (keyed by pid), so a reader made in
-a parent process is safe to use after ``fork`` and pickles as paths only (``spawn``). Reads go
-through memory maps wherever the bytes are laid out plainly on disk: a ``.npy`` file, or an HDF5
-dataset that is contiguous and uncompressed (its file offset is asked once, then h5py is closed).
-Chunked HDF5 datasets are read whole chunk by whole chunk, never with h5py's per-index selection.
-The bytes themselves are reached through :mod:`streamload.storage` (memory maps, read hints).
+A reader opens its files when it is made (``open_reader``) and is used only in that process:
+:class:`~streamload.dataset.ShardedDataset` keeps the one per-process cache of open readers. Rows
+stored plainly on disk (a ``.npy`` file, or a contiguous uncompressed HDF5 dataset, whose offset
+h5py reports once) are read through a memory map with one vectorised ``take``; chunked HDF5
+datasets are read whole chunk by whole chunk, never with h5py's per-index selection (~100x slower).
+Readers also say where the bytes of given rows lie (:class:`ByteRanges`), so a read-ahead layer can
+ask the kernel for them before they are needed, without knowing the format.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -19,153 +23,188 @@ import numpy as np
 
 from .errors import ShardFormatError
 from .manifest import HDF5_FILE_ROLE, ArraySpec, ShardInfo
-from .storage import ChunkedArray, MappedArray
+
+PAGE = mmap.PAGESIZE
+_FADVICE = {getattr(mmap, f"MADV_{name}"): getattr(os, f"POSIX_FADV_{name}")
+            for name in ("NORMAL", "RANDOM", "SEQUENTIAL") if hasattr(mmap, f"MADV_{name}")}
+
+
+@dataclass(frozen=True)
+class ByteRanges:
+    """Byte ranges ``[starts[i], ends[i])`` of one open file; ``owner`` keeps its descriptor open."""
+
+    fd: int
+    starts: np.ndarray
+    ends: np.ndarray
+    owner: object
 
 
 class ShardReader(Protocol):
-    """Reads rows of one shard; ``rows`` is sorted ascending (duplicates allowed)."""
+    """The rows of one shard. ``rows`` are sorted ascending (repeats allowed) and within the shard."""
 
-    def read(self, key: str, rows: np.ndarray) -> np.ndarray: ...
+    num_samples: int
+
+    def take(self, key: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray: ...
+
+    def ranges(self, key: str, rows: np.ndarray) -> ByteRanges | None: ...
+
+    def span(self, key: str, first: int, last: int) -> ByteRanges | None: ...
 
     def advise(self, advice: int) -> None: ...
 
-    def array(self, key: str) -> MappedArray | ChunkedArray: ...
+
+class MappedArray:
+    """A read-only memory map of an array stored plainly at ``offset`` in ``path``.
+
+    The array is a plain ``ndarray`` over the map (not ``np.memmap``, whose subclass hooks cost more
+    than a small gather). A descriptor stays open beside the map for ``posix_fadvise`` hints, which,
+    unlike ``madvise``, release the GIL while the kernel queues reads.
+    """
+
+    def __init__(self, path: Path, offset: int, spec: ArraySpec, num_samples: int) -> None:
+        self.path, self.offset, self.row_bytes = path, offset, spec.sample_bytes
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        weakref.finalize(self, os.close, self.fd)
+        size, needed = os.fstat(self.fd).st_size, offset + num_samples * spec.sample_bytes
+        if size < needed:
+            raise ShardFormatError(f"{path}: truncated: {size} bytes, its array needs {needed}")
+        self._map = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ) if size else None
+        count = num_samples * int(np.prod(spec.shape))
+        data = np.frombuffer(self._map, np.dtype(spec.dtype), count, offset) if self._map else np.empty(0, spec.dtype)
+        self.array = data.reshape((num_samples, *spec.shape))
+
+    def ranges(self, rows: np.ndarray) -> ByteRanges:
+        starts = self.offset + rows.astype(np.int64) * self.row_bytes
+        return ByteRanges(self.fd, starts, starts + self.row_bytes, self)
+
+    def span(self, first: int, last: int) -> ByteRanges:
+        bounds = np.array([self.offset + first * self.row_bytes]), np.array([self.offset + last * self.row_bytes])
+        return ByteRanges(self.fd, *bounds, self)
+
+    def advise(self, advice: int) -> None:
+        if self._map is not None:
+            self._map.madvise(advice)
 
 
-def _npy_data_offset(path: Path, spec: ArraySpec, num_samples: int) -> int:
-    with open(path, "rb") as stream:
-        try:
+class ChunkedArray:
+    """An HDF5 dataset stored in chunks (compressed): read whole chunks, gather the rows from them."""
+
+    def __init__(self, dataset, fd: int | None) -> None:  # noqa: ANN001 - an h5py.Dataset
+        self.dataset, self.fd = dataset, fd
+        self.chunk_rows = dataset.chunks[0] if dataset.chunks else max(1, dataset.shape[0])
+
+    def take(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        out = np.empty((len(rows), *self.dataset.shape[1:]), self.dataset.dtype) if out is None else out
+        chunk_of_row = rows // self.chunk_rows
+        bounds = np.flatnonzero(np.diff(chunk_of_row)) + 1
+        for first, last in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(rows)].tolist()):
+            start = int(chunk_of_row[first]) * self.chunk_rows
+            block = self.dataset[start:min(start + self.chunk_rows, self.dataset.shape[0])]
+            out[first:last] = block[rows[first:last] - start]
+        return out
+
+    def ranges(self, rows: np.ndarray) -> ByteRanges | None:
+        return self._chunk_ranges(np.unique(rows // self.chunk_rows))
+
+    def span(self, first: int, last: int) -> ByteRanges | None:
+        return self._chunk_ranges(np.arange(first // self.chunk_rows, (last - 1) // self.chunk_rows + 1))
+
+    def _chunk_ranges(self, chunks: np.ndarray) -> ByteRanges | None:
+        if self.fd is None or self.dataset.chunks is None or not len(chunks):
+            return None
+        tail = (0,) * (self.dataset.ndim - 1)
+        infos = [self.dataset.id.get_chunk_info_by_coord((chunk * self.chunk_rows, *tail)) for chunk in chunks.tolist()]
+        stored = [(info.byte_offset, info.byte_offset + info.size) for info in infos if info.byte_offset is not None]
+        starts, ends = (np.array(column, dtype=np.int64) for column in zip(*stored)) if stored else (np.empty(0),) * 2
+        return ByteRanges(self.fd, starts, ends, self)
+
+    def advise(self, advice: int) -> None:
+        if self.fd is not None and advice in _FADVICE:
+            os.posix_fadvise(self.fd, 0, 0, _FADVICE[advice])
+
+
+class _ArraysReader:
+    """A shard as named arrays, each a MappedArray or a ChunkedArray."""
+
+    def __init__(self, arrays: Mapping[str, MappedArray | ChunkedArray], num_samples: int) -> None:
+        self.arrays, self.num_samples = dict(arrays), num_samples
+        self._mapped = {key: array.array for key, array in self.arrays.items() if isinstance(array, MappedArray)}
+
+    def take(self, key: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        mapped = self._mapped.get(key)
+        if mapped is not None:
+            return mapped.take(rows, axis=0, out=out)
+        return self.arrays[key].take(rows, out)  # type: ignore[call-arg]
+
+    def ranges(self, key: str, rows: np.ndarray) -> ByteRanges | None:
+        return self.arrays[key].ranges(rows)
+
+    def span(self, key: str, first: int, last: int) -> ByteRanges | None:
+        return self.arrays[key].span(first, last)
+
+    def advise(self, advice: int) -> None:
+        for array in self.arrays.values():
+            array.advise(advice)
+
+
+def npy_data_offset(path: Path, spec: ArraySpec, num_samples: int) -> int:
+    """Where the array data of a ``.npy`` file starts, after checking its header against the manifest."""
+    try:
+        with open(path, "rb") as stream:
             version = np.lib.format.read_magic(stream)
-            reader = np.lib.format.read_array_header_2_0 if version >= (2, 0) else np.lib.format.read_array_header_1_0
-            shape, fortran, dtype = reader(stream)
-        except ValueError as exc:
-            raise ShardFormatError(f"{path}: not a valid .npy file: {exc}") from exc
-        if tuple(shape) != (num_samples, *spec.shape) or dtype != np.dtype(spec.dtype) or fortran:
-            raise ShardFormatError(f"{path}: holds {dtype} {tuple(shape)}, the manifest says "
-                                   f"{spec.dtype} {(num_samples, *spec.shape)}")
-        return stream.tell()
+            read = np.lib.format.read_array_header_2_0 if version >= (2, 0) else np.lib.format.read_array_header_1_0
+            shape, fortran, dtype = read(stream)
+            offset = stream.tell()
+    except ValueError as exc:
+        raise ShardFormatError(f"{path}: not a valid .npy file: {exc}") from exc
+    if tuple(shape) != (num_samples, *spec.shape) or dtype != np.dtype(spec.dtype) or fortran:
+        raise ShardFormatError(f"{path}: holds {dtype} {tuple(shape)}, the manifest says "
+                               f"{spec.dtype} {(num_samples, *spec.shape)}")
+    return offset
 
 
-class _LazyPerProcess:
-    """Open resources on first use in each process; drop them when pickled or after a fork.
+def open_npy(root: Path, shard: ShardInfo, specs: Mapping[str, ArraySpec]) -> _ArraysReader:
+    arrays = {}
+    for key, spec in specs.items():
+        path = root / shard.files[key].name
+        arrays[key] = MappedArray(path, npy_data_offset(path, spec, shard.num_samples), spec, shard.num_samples)
+    return _ArraysReader(arrays, shard.num_samples)
 
-    Threads of one process may race to open the same resource: each opens its own, the first one
-    stored is kept (``setdefault``) and the others are dropped, so no lock is needed (none could be
-    held across a fork either).
+
+def open_hdf5(root: Path, shard: ShardInfo, specs: Mapping[str, ArraySpec]) -> _ArraysReader:
+    """Map contiguous datasets directly (then h5py is closed); keep h5py open only for chunked ones.
+
+    h5py's chunk cache is off: whole chunks are read once per gather, so a cache would only hold
+    anonymous memory (1 MiB per open dataset by default) that grows with the number of shards.
     """
+    import h5py
 
-    _opened: dict[str, object]
-    _pid: int | None = None
-
-    def _resources(self) -> dict[str, object]:
-        if self._pid != os.getpid():
-            self._opened, self._pid = {}, os.getpid()
-        return self._opened
-
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        state.pop("_opened", None)
-        state.pop("_pid", None)
-        return state
-
-
-class NpyShardReader(_LazyPerProcess):
-    """Rows of a ``.npy`` shard by sorted memmap gather."""
-
-    def __init__(self, directory: Path, shard: ShardInfo, specs: Mapping[str, ArraySpec]) -> None:
-        self.paths = {key: Path(directory) / shard.files[key].name for key in specs}
-        self.specs, self.num_samples = dict(specs), shard.num_samples
-        self.advice: int | None = None
-
-    def mapped(self, key: str) -> MappedArray:
-        opened = self._resources()
-        if key not in opened:
-            path, spec = self.paths[key], self.specs[key]
-            mapped = MappedArray(path, _npy_data_offset(path, spec, self.num_samples), spec, self.num_samples)
-            if self.advice is not None:
-                mapped.advise(self.advice)
-            opened.setdefault(key, mapped)
-        return opened[key]  # type: ignore[return-value]
-
-    def read(self, key: str, rows: np.ndarray) -> np.ndarray:
-        return self.mapped(key).array[rows]
-
-    def array(self, key: str) -> MappedArray:
-        """The mapped array (opened on first use): what ``prefetch``/``prefetch_span`` hints go to."""
-        return self.mapped(key)
-
-    def advise(self, advice: int) -> None:
-        """Remember a madvise hint (e.g. MADV_RANDOM) for every mapping, now and after re-opening."""
-        self.advice = advice
-        for mapped in self._resources().values():
-            mapped.advise(advice)  # type: ignore[attr-defined]
+    path = root / shard.files[HDF5_FILE_ROLE].name
+    try:
+        handle = h5py.File(path, "r", rdcc_nbytes=0)
+    except OSError as exc:
+        raise ShardFormatError(f"{path}: cannot open as HDF5: {exc}") from exc
+    arrays: dict[str, MappedArray | ChunkedArray] = {}
+    for key, spec in specs.items():
+        dataset = _checked_dataset(handle, path, key, spec, shard.num_samples)
+        offset = dataset.id.get_offset()
+        if dataset.chunks is None and dataset.compression is None and offset is not None:
+            arrays[key] = MappedArray(path, offset, spec, shard.num_samples)
+        else:
+            arrays[key] = ChunkedArray(dataset, _vfd_handle(handle))
+    if all(isinstance(array, MappedArray) for array in arrays.values()):
+        handle.close()
+    return _ArraysReader(arrays, shard.num_samples)
 
 
-class Hdf5ShardReader(_LazyPerProcess):
-    """Rows of an HDF5 shard: mapped directly when contiguous, else whole chunks then gather.
-
-    h5py's chunk cache is turned off: whole chunks are read once per gather, so a cache would only
-    hold anonymous memory (1 MiB per open dataset by default) that grows with the number of shards.
-    """
-
-    def __init__(self, directory: Path, shard: ShardInfo, specs: Mapping[str, ArraySpec]) -> None:
-        self.path = Path(directory) / shard.files[HDF5_FILE_ROLE].name
-        self.specs, self.num_samples = dict(specs), shard.num_samples
-        self.advice: int | None = None
-
-    def _open(self) -> dict[str, object]:
-        import h5py
-
-        try:
-            handle = h5py.File(self.path, "r", rdcc_nbytes=0)
-        except OSError as exc:
-            raise ShardFormatError(f"{self.path}: cannot open as HDF5: {exc}") from exc
-        opened: dict[str, object] = {}
-        for key, spec in self.specs.items():
-            dataset = self._checked_dataset(handle, key, spec)
-            offset = dataset.id.get_offset()
-            if dataset.chunks is None and dataset.compression is None and offset is not None:
-                opened[key] = MappedArray(self.path, offset, spec, self.num_samples)
-            else:
-                opened[key] = ChunkedArray(dataset, _vfd_handle(handle))
-            if self.advice is not None:
-                opened[key].advise(self.advice)  # type: ignore[attr-defined]
-        if not any(isinstance(value, ChunkedArray) for value in opened.values()):
-            handle.close()  # every array is mapped: no HDF5 handle needs to stay open
-        return opened
-
-    def _checked_dataset(self, handle, key: str, spec: ArraySpec):  # noqa: ANN001, ANN202 - h5py objects
-        if key not in handle:
-            raise ShardFormatError(f"{self.path}: no dataset {key!r}")
-        dataset = handle[key]
-        if dataset.shape != (self.num_samples, *spec.shape) or dataset.dtype != np.dtype(spec.dtype):
-            raise ShardFormatError(f"{self.path}: dataset {key!r} is {dataset.dtype} {dataset.shape}, "
-                                   f"the manifest says {spec.dtype} {(self.num_samples, *spec.shape)}")
-        return dataset
-
-    def array(self, key: str) -> MappedArray | ChunkedArray:
-        resources = self._resources()
-        if key not in resources:
-            for name, value in self._open().items():
-                resources.setdefault(name, value)
-        return resources[key]  # type: ignore[return-value]
-
-    def source(self, key: str) -> object:
-        """The memory map of a contiguous dataset, else the h5py dataset itself."""
-        array = self.array(key)
-        return array.dataset if isinstance(array, ChunkedArray) else array
-
-    def read(self, key: str, rows: np.ndarray) -> np.ndarray:
-        array = self.array(key)
-        if isinstance(array, MappedArray):
-            return array.array[rows]
-        return _read_whole_chunks(array.dataset, rows)
-
-    def advise(self, advice: int) -> None:
-        """madvise for mapped datasets, the matching posix_fadvise on HDF5's own descriptor otherwise."""
-        self.advice = advice
-        for value in self._resources().values():
-            value.advise(advice)  # type: ignore[attr-defined]
+def _checked_dataset(handle, path: Path, key: str, spec: ArraySpec, rows: int):  # noqa: ANN001, ANN202 - h5py
+    if key not in handle:
+        raise ShardFormatError(f"{path}: no dataset {key!r}")
+    dataset = handle[key]
+    if dataset.shape != (rows, *spec.shape) or dataset.dtype != np.dtype(spec.dtype):
+        raise ShardFormatError(f"{path}: dataset {key!r} is {dataset.dtype} {dataset.shape}, "
+                               f"the manifest says {spec.dtype} {(rows, *spec.shape)}")
+    return dataset
 
 
 def _vfd_handle(handle) -> int | None:  # noqa: ANN001 - an h5py.File
@@ -177,18 +216,6 @@ def _vfd_handle(handle) -> int | None:  # noqa: ANN001 - an h5py.File
     return fd if isinstance(fd, int) else None
 
 
-def _read_whole_chunks(dataset, rows: np.ndarray) -> np.ndarray:  # noqa: ANN001 - an h5py.Dataset
-    """Gather sorted ``rows`` by reading each needed chunk once as a contiguous slice."""
-    chunk_rows = dataset.chunks[0] if dataset.chunks else max(1, dataset.shape[0])
-    out = np.empty((len(rows), *dataset.shape[1:]), dtype=dataset.dtype)
-    chunk_of_row = rows // chunk_rows
-    bounds = np.flatnonzero(np.diff(chunk_of_row)) + 1
-    for first, last in zip(np.r_[0, bounds], np.r_[bounds, len(rows)]):
-        start = int(chunk_of_row[first]) * chunk_rows
-        block = dataset[start:min(start + chunk_rows, dataset.shape[0])]
-        out[first:last] = block[rows[first:last] - start]
-    return out
-
-
-def make_reader(fmt: str, directory: Path, shard: ShardInfo, specs: Mapping[str, ArraySpec]) -> ShardReader:
-    return (NpyShardReader if fmt == "npy" else Hdf5ShardReader)(directory, shard, specs)
+def open_reader(fmt: str, root: Path, shard: ShardInfo, specs: Mapping[str, ArraySpec]) -> ShardReader:
+    """Open one shard's files (in this process) for reading the arrays named in ``specs``."""
+    return (open_npy if fmt == "npy" else open_hdf5)(Path(root), shard, specs)

@@ -5,7 +5,7 @@ naming a run of whole batches of one epoch (:class:`ReadPlan`). Each read is one
 gather through ``tf.numpy_function``, run in parallel (AUTOTUNE); ``unbatch`` splits it back into
 batches, ``ensure_shape`` restores static shapes, ``assert_cardinality`` keeps the count known, and
 ``prefetch`` overlaps reading with training. Batch ``i`` of epoch ``e`` holds the samples
-``IndexSampler.batch_indices(e, i)``, finished by the same ``finish_batch``, so it is bit-identical
+``IndexSampler.batch_indices(e, i)``, finished by the same ``BatchFinisher``, so it is bit-identical
 to ``StreamingGenerator(...)[i]`` in epoch ``e``.
 
 Why epochs are an argument, not a counter of passes: a ``tf.data`` pipeline cannot know which pass
@@ -31,62 +31,28 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from .batching import BatchOptions, finish_batch
-from .dataset import ShardedDataset
 from .errors import InvalidOptionError
-from .loader import BatchLoader
-from .prefetch import DEFAULT_PREFETCH_BATCHES
-from .sampler import IndexSampler, SamplerOptions, shuffle_mode
+from .loader import BatchLoader, batches_per_epoch  # noqa: F401 - re-exported for the tf.data user
+from .options import LoaderOptions
 
 OnRead = Callable[[int, int, np.ndarray], None]
 READ_SAMPLES = 1024  # samples per numpy_function call (see ReadPlan)
 READ_BYTES = 4 * 2**20  # finished bytes per call at most: large samples are read one batch at a time
 
 
-def pipeline_options(batch_size: int, num_pipelines: int, pipeline_index: int,
-                     input_context: Any) -> tuple[int, int, int]:
-    """(batch size per pipeline, num_pipelines, pipeline_index), from an InputContext if one is given.
-
-    With an ``input_context``, ``batch_size`` is the global batch: each replica gets an equal part.
-    """
-    if input_context is None:
-        return batch_size, num_pipelines, pipeline_index
-    if (num_pipelines, pipeline_index) != (1, 0):
-        raise InvalidOptionError("pass either input_context or num_pipelines/pipeline_index, not both")
-    replicas = input_context.num_replicas_in_sync
-    if batch_size <= 0 or batch_size % replicas:
-        raise InvalidOptionError(f"the global batch_size {batch_size} must be a positive multiple of the "
-                                 f"{replicas} replicas in sync")
-    return batch_size // replicas, input_context.num_input_pipelines, input_context.input_pipeline_id
-
-
-def batches_per_epoch(directory: str | os.PathLike, split: str = "train", batch_size: int = 64, *,
-                      drop_remainder: bool = False, num_pipelines: int = 1, input_context: Any = None) -> int:
-    """Batches one pipeline delivers per epoch: ``steps_per_epoch`` for ``fit`` with one replica per
-    pipeline (with several replicas per pipeline, divide by them, rounding up)."""
-    batch, pipelines, _ = pipeline_options(batch_size, num_pipelines, 0, input_context)
-    sampling = SamplerOptions(batch_size=batch, drop_remainder=drop_remainder, num_pipelines=pipelines)
-    return IndexSampler(len(ShardedDataset(directory, split)), sampling).num_batches
-
-
-def as_tf_dataset(directory: str | os.PathLike, split: str = "train", batch_size: int = 64, *,
-                  shuffle: bool | str = True, seed: int = 0, to_fit: bool = True, one_hot: bool = True,
-                  num_classes: int = 10, normalize: bool = True, channel_axis: bool = True,
-                  drop_remainder: bool = False, block_size: int = 4096, window_blocks: int = 8,
-                  prefetch_batches: int = DEFAULT_PREFETCH_BATCHES, num_pipelines: int = 1, pipeline_index: int = 0,
-                  input_context: Any = None, epochs: int | None = 1, first_epoch: int = 0,
-                  on_read: OnRead | None = None) -> tf.data.Dataset:
+def as_tf_dataset(directory: str | os.PathLike, split: str = "train", batch_size: int | None = None, *,
+                  options: LoaderOptions | None = None, input_context: Any = None, epochs: int | None = 1,
+                  first_epoch: int = 0, on_read: OnRead | None = None, **overrides: Any) -> tf.data.Dataset:
     """Batches of one split of a sharded dataset as a ``tf.data.Dataset``: only their samples are read from disk.
 
-    Takes the generator's arguments (see :class:`~streamload.StreamingGenerator`; a per-batch
-    ``transform`` is left to ``dataset.map``), and:
+    Takes the generator's options (a :class:`~streamload.options.LoaderOptions` and/or its fields as
+    keywords; a per-batch ``transform`` is left to ``dataset.map``), and:
 
     Args:
         input_context: a ``tf.distribute.InputContext`` (``distribute_datasets_from_function``
             passes one): this pipeline reads only its disjoint share of each epoch, and
             ``batch_size`` is the global batch, so each element holds
-            ``input_context.get_per_replica_batch_size(batch_size)`` samples. Without it,
-            ``num_pipelines``/``pipeline_index`` shard the same way and ``batch_size`` is per element.
+            ``input_context.get_per_replica_batch_size(batch_size)`` samples (as for the generator).
         epochs: how many epochs the dataset holds, back to back; ``None`` for every epoch from
             ``first_epoch`` on (infinite cardinality). See the module docstring for why.
         first_epoch: the first epoch's number (to resume, or to continue after another dataset).
@@ -97,28 +63,22 @@ def as_tf_dataset(directory: str | os.PathLike, split: str = "train", batch_size
     Elements are ``(x, y)`` (``x`` alone if not ``to_fit``); the batch dimension is static only
     with ``drop_remainder``, every other dimension always is.
     """
-    batch, pipelines, index = pipeline_options(batch_size, num_pipelines, pipeline_index, input_context)
-    sampling = SamplerOptions(batch_size=batch, shuffle=shuffle_mode(shuffle), seed=seed,
-                              drop_remainder=drop_remainder, block_size=block_size, window_blocks=window_blocks,
-                              num_pipelines=pipelines, pipeline_index=index)
-    batching = BatchOptions(to_fit=to_fit, one_hot=one_hot, num_classes=num_classes, normalize=normalize,
-                            channel_axis=channel_axis)
-    loader = BatchLoader(directory, split, sampling, batching, prefetch_batches=prefetch_batches)
+    loader = BatchLoader(directory, split, options, input_context=input_context, batch_size=batch_size, **overrides)
     return loader_dataset(loader, epochs=epochs, first_epoch=first_epoch, on_read=on_read)
 
 
 def loader_dataset(loader: BatchLoader, *, epochs: int | None = 1, first_epoch: int = 0,
                    on_read: OnRead | None = None, read_samples: int = READ_SAMPLES) -> tf.data.Dataset:
     """The pipeline over a loader built with the options wanted (what ``as_tf_dataset`` does)."""
-    if loader.transform is not None:
+    if loader.finish.transform is not None:
         raise InvalidOptionError("a transform cannot run inside the tf.data pipeline; use dataset.map instead")
     if loader.num_batches == 0:
-        raise InvalidOptionError(f"{loader.dataset!r} gives no batch of {loader.sampling.batch_size} samples "
-                                 f"to pipeline {loader.sampling.pipeline_index} of {loader.sampling.num_pipelines}")
+        raise InvalidOptionError(f"{loader.dataset!r} gives no batch of {loader.options.batch_size} samples "
+                                 f"to pipeline {loader.options.pipeline_index} of {loader.options.num_pipelines}")
     if (epochs is not None and epochs < 0) or first_epoch < 0:
         raise InvalidOptionError(f"epochs and first_epoch must not be negative, got {epochs}, {first_epoch}")
     specs = output_specs(loader)
-    plan = ReadPlan.of(loader, specs, read_samples)
+    plan = ReadPlan.of(loader, tf.nest.flatten(specs), read_samples)
     start = first_epoch * plan.reads_per_epoch
     reads = (tf.data.Dataset.counter(start) if epochs is None
              else tf.data.Dataset.range(start, start + epochs * plan.reads_per_epoch))
@@ -128,18 +88,17 @@ def loader_dataset(loader: BatchLoader, *, epochs: int | None = 1, first_epoch: 
         indices = [loader.indices(epoch, batch) for batch in batches]
         # finishing works sample by sample, so reading the batches' samples together gives each
         # batch exactly what BatchLoader.load (the generator) gives it
-        finished = loader.read(np.concatenate(indices))
+        finished = tf.nest.flatten(loader.read(np.concatenate(indices)))
         if on_read is not None:
             for batch, batch_indices in zip(batches, indices):
                 on_read(epoch, batch, batch_indices)
-        parts = finished if isinstance(finished, tuple) else (finished,)
-        return [part.reshape(len(batches), -1, *part.shape[1:]) for part in parts]
+        return [part.reshape(len(batches), -1, *part.shape[1:]) for part in finished]
 
-    def read_batches(number: tf.Tensor) -> tuple[tf.Tensor, ...] | tf.Tensor:
-        tensors = tf.numpy_function(read, [number], [spec.dtype for spec in specs], stateful=False,
+    def read_batches(number: tf.Tensor) -> Any:
+        tensors = tf.numpy_function(read, [number], [spec.dtype for spec in tf.nest.flatten(specs)], stateful=False,
                                     name="streamload_read")
-        shaped = tuple(tf.ensure_shape(tensor, (None, *spec.shape)) for tensor, spec in zip(tensors, specs))
-        return shaped if loader.batching.to_fit else shaped[0]
+        shaped = [tf.ensure_shape(tensor, (None, *spec.shape)) for tensor, spec in zip(tensors, tf.nest.flatten(specs))]
+        return tf.nest.pack_sequence_as(specs, shaped)
 
     batches = reads.map(read_batches, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     total = tf.data.INFINITE_CARDINALITY if epochs is None else epochs * loader.num_batches
@@ -163,7 +122,7 @@ class ReadPlan:
 
     @classmethod
     def of(cls, loader: BatchLoader, specs: list[tf.TensorSpec], read_samples: int = READ_SAMPLES) -> ReadPlan:
-        size = loader.sampling.batch_size
+        size = loader.options.batch_size
         full = min(loader.num_batches, loader.sampler.samples_per_pipeline // size)
         sample_bytes = sum(math.prod(spec.shape[1:]) * spec.dtype.size for spec in specs)
         per_read = min(math.ceil(read_samples / size), READ_BYTES // max(1, size * sample_bytes))
@@ -182,11 +141,10 @@ class ReadPlan:
         return epoch, range(first, min(first + self.batches_per_read, self.full_batches))
 
 
-def output_specs(loader: BatchLoader) -> list[tf.TensorSpec]:
-    """Dtypes and shapes of the loader's batches, found by finishing an empty batch the same way."""
+def output_specs(loader: BatchLoader) -> Any:
+    """Dtypes and shapes of the loader's batches (nested like them), found by finishing an empty batch."""
     arrays = loader.dataset.info.arrays
-    empty = {key: np.empty((0, *arrays[key].shape), dtype=np.dtype(arrays[key].dtype)) for key in loader.batching.keys}
-    finished = finish_batch(empty, loader.batching)
-    parts = finished if isinstance(finished, tuple) else (finished,)
-    batch_dim = loader.sampling.batch_size if loader.sampling.drop_remainder else None
-    return [tf.TensorSpec((batch_dim, *part.shape[1:]), tf.as_dtype(part.dtype)) for part in parts]
+    empty = {key: np.empty((0, *arrays[key].shape), dtype=np.dtype(arrays[key].dtype)) for key in loader.keys}
+    batch_dim = loader.options.batch_size if loader.options.drop_remainder else None
+    return tf.nest.map_structure(lambda part: tf.TensorSpec((batch_dim, *part.shape[1:]), tf.as_dtype(part.dtype)),
+                                 loader.finish(empty))

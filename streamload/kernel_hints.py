@@ -1,32 +1,23 @@
-"""Keep cold storage busy: ask the kernel for the pages of the next batches before they are gathered.
+"""Kernel read hints: ask for the pages of the next batches before they are gathered.
 
-A prefetcher only changes *when* pages reach the page cache: it issues ``posix_fadvise(WILLNEED)``
-hints, which queue asynchronous reads and return, and never reads or returns data itself, so every
-batch is still gathered by the same code from the same indices. Which batches come next is cheap
-to know because the sampler is a pure function of (seed, epoch, batch).
+This layer only issues ``posix_fadvise(WILLNEED)`` hints, which queue asynchronous reads into the
+page cache and return; it never reads or returns data, so the batches are the same with it or
+without it (``prefetch_batches=0``). It uses the loader's own sampler to know what comes next.
 
-* A requested batch that was not hinted yet has its own pages hinted just before its gather, so its
-  ~64 scattered pages are read in parallel instead of one page fault after another.
-* While requests come in order (one epoch after the next, or a few workers close to each other),
-  exact and unshuffled modes also hint the pages of the batch ``depth`` ahead. Block mode instead
-  hints whole blocks, for the batches being read and for those one shuffle window ahead, so every
-  window is read as a few long sequential runs while the previous one is consumed.
+* A requested batch not hinted yet gets its own pages hinted just before its gather, so its ~64
+  scattered pages are read in parallel instead of one page fault after another.
+* While requests come in order, exact and unshuffled modes also hint the batch ``depth`` ahead.
+  Block mode instead hints whole blocks, for the batches being read and for those half a shuffle
+  window ahead (on a thread), so every window is read as a few long sequential runs.
 * Requests in random order (Keras shuffling the batch order) get no lookahead: it would be wasted.
-* Once the data is in the page cache (a warm second epoch, a dataset smaller than RAM), exact-order
-  hints cost ~60 system calls a batch for nothing: every ``_IO_CHECK_EVERY`` batches the process'
-  storage reads are read from ``/proc/self/io``, and while they stand still hinting pauses. The
-  first page that has to come from storage again moves them and hinting resumes. Block order is
-  exempt: it hints a few long ranges per window, and storage is idle, by design, while a window read
-  ahead is consumed.
+* Once the data is in the page cache, exact-order hints would cost ~60 system calls a batch for
+  nothing: every ``_IO_CHECK_EVERY`` batches the process' storage reads (``getrusage``'s
+  ``ru_inblock``, the kernel's ``read_bytes`` / 512, one system call, no ``/proc`` parsing) are
+  looked at, and while they stand still hinting pauses; the first read that reaches storage again
+  resumes it. Block mode is exempt: storage is idle, by design, while a window read ahead is consumed.
 
-Page hints are issued by the calling thread: handing them to a thread was measured slower, because
-a gather that faults on a page keeps the GIL while it waits (numpy does not release it for small
-copies), so the thread fell behind exactly when it was needed. Only the hints of the next window
-go to a thread (one per process, started on first use): they are a few long ranges, whose ~10 ms
-of kernel work per window then runs beside the caller instead of stalling it.
-Hinted pages are page cache (file pages the kernel may drop), never this process' heap, and the
-bookkeeping is a few bounded tables, so anonymous memory does not grow with the dataset or with
-the number of batches. State is per process: a forked or unpickled copy starts afresh.
+Hinted pages are page cache (file pages the kernel may drop), never this process' heap; the
+bookkeeping is a few bounded tables. State is per process: a forked or unpickled copy starts afresh.
 """
 
 from __future__ import annotations
@@ -34,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import resource
 import threading
 import weakref
 from collections import OrderedDict
@@ -42,17 +34,26 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .dataset import ShardedDataset
-from .procstats import read_io
+from .readers import PAGE, ByteRanges
 from .sampler import IndexSampler
-from .storage import Hint, issue
 
-DEFAULT_PREFETCH_BATCHES = 8
 STREAM_SLACK = 8  # requests this close to the previous one count as in order (several workers interleave)
 _BLOCK_PROBES = 256  # samples of a group whose blocks are looked up: all of a window's blocks, almost surely
 _REMEMBERED = 1024  # hinted batches, groups and blocks remembered, so none is hinted twice while it matters
 _HINT_QUEUE = 16  # lists of block hints waiting for the hinting thread (about one per window)
-_IO_CHECK_EVERY = 16  # batches between looks at this process' storage reads (~15 us each)
-_IDLE_CHECKS = 2  # looks without a byte read from storage before hinting pauses
+_IO_CHECK_EVERY = 16  # batches between looks at this process' storage reads
+_IDLE_CHECKS = 2  # looks without a block read from storage before hinting pauses
+
+
+def issue(ranges: list[ByteRanges]) -> None:
+    """Queue reads of the pages under ``ranges`` (merged per file when adjacent); returns at once."""
+    for found in ranges:
+        first, last = found.starts // PAGE, (found.ends - 1) // PAGE
+        if len(first) > 1:  # merge runs of touching or overlapping pages into one hint each
+            breaks = np.flatnonzero(first[1:] > np.maximum.accumulate(last)[:-1] + 1) + 1
+            first, last = first[np.r_[0, breaks]], np.maximum.reduceat(last, np.r_[0, breaks])
+        for page, end in zip(first.tolist(), last.tolist()):
+            os.posix_fadvise(found.fd, page * PAGE, (end - page + 1) * PAGE, os.POSIX_FADV_WILLNEED)
 
 
 class _Bounded:
@@ -73,7 +74,7 @@ class _Bounded:
 
 @dataclass
 class _ProcessState:
-    """What one process knows: the last request, and which batches, groups and blocks it hinted."""
+    """What one process knows: the last request, what it hinted, and whether storage is busy."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     last: int | None = None
@@ -81,31 +82,25 @@ class _ProcessState:
     groups: _Bounded = field(default_factory=_Bounded)
     blocks: _Bounded = field(default_factory=_Bounded)
     hinter: _SpanHinter | None = None
-    loads: int = 0
-    read_bytes: int | None = None  # storage bytes read by this process at the last look
-    idle_checks: int = 0  # consecutive looks that found no storage read
+    calls: int = 0
+    blocks_read: int = -1  # ru_inblock at the last look
+    idle_checks: int = 0  # consecutive looks that found no read from storage
 
     def storage_idle(self) -> bool:
         """True while the data comes from the page cache alone, so hints would be wasted system calls."""
-        self.loads += 1
-        if self.loads % _IO_CHECK_EVERY == 0:
-            try:
-                read_bytes: int | None = read_io().read_bytes
-            except OSError:  # no /proc/self/io: never conclude the cache is warm
-                read_bytes = None
-            unchanged = read_bytes is not None and read_bytes == self.read_bytes
-            self.idle_checks = self.idle_checks + 1 if unchanged else 0
-            self.read_bytes = read_bytes
+        self.calls += 1
+        if self.calls % _IO_CHECK_EVERY == 0:
+            blocks_read = resource.getrusage(resource.RUSAGE_SELF).ru_inblock
+            self.idle_checks = self.idle_checks + 1 if blocks_read == self.blocks_read else 0
+            self.blocks_read = blocks_read
         return self.idle_checks >= _IDLE_CHECKS
 
 
-class Prefetcher:
+class KernelHints:
     """Hints the batches a ``BatchLoader`` is about to gather; thread-safe, per process, pickles small."""
 
-    def __init__(self, dataset: ShardedDataset, sampler: IndexSampler, keys: tuple[str, ...],
-                 depth: int = DEFAULT_PREFETCH_BATCHES) -> None:
-        self.dataset, self.keys, self.depth = dataset, keys, depth
-        self.sampler = IndexSampler(sampler.num_samples, sampler.options)  # its own index cache, under the lock
+    def __init__(self, dataset: ShardedDataset, sampler: IndexSampler, keys: tuple[str, ...], depth: int) -> None:
+        self.dataset, self.sampler, self.keys, self.depth = dataset, sampler, keys, depth
         options = sampler.options
         self.block_mode = options.shuffle == "block"
         window_samples = options.block_size * options.window_blocks
@@ -118,17 +113,15 @@ class Prefetcher:
         # setdefault is atomic, so racing threads agree on one state; a forked child makes its own
         return self._states.get(os.getpid()) or self._states.setdefault(os.getpid(), _ProcessState())
 
-    def before_load(self, epoch: int, batch: int, indices: np.ndarray) -> None:
+    def before_batch(self, epoch: int, batch: int, indices: np.ndarray) -> None:
         """Call just before gathering ``indices``, batch ``batch`` of ``epoch``."""
         state = self._state()
-        num_batches = self.sampler.num_batches
-        position = epoch * num_batches + batch
-        if not self.block_mode and state.storage_idle():  # no lock: a race only shifts when /proc is read
-            state.last = position  # (block mode hints a few ranges per window: cheap, and a window read
-            return  # ahead leaves storage idle right before the next one is needed)
+        position = epoch * self.sampler.num_batches + batch
+        if not self.block_mode and state.storage_idle():  # no lock: a race only shifts when we look
+            state.last = position
+            return
         with state.lock:
-            in_order = (batch == 0 if state.last is None
-                        else abs(position - state.last) <= max(self.depth, STREAM_SLACK))
+            in_order = batch == 0 if state.last is None else abs(position - state.last) <= max(self.depth, STREAM_SLACK)
             state.last = position
             spans, spans_ahead, pages = [], [], []
             if in_order and self.block_mode:
@@ -142,15 +135,15 @@ class Prefetcher:
                     pages += [self._indices(p) for p in range(position + 1, position + self.depth + 1)
                               if state.batches.add(p)]
         if spans:
-            issue(self._block_hints(spans))
+            issue(self._block_ranges(spans))
         if spans_ahead:
-            state.hinter.submit(self._block_hints(spans_ahead))
+            state.hinter.submit(self._block_ranges(spans_ahead))
         for wanted in pages:
-            self.dataset.prefetch(wanted, self.keys)
+            issue(self.dataset.ranges(wanted, self.keys))
 
-    def _block_hints(self, block_starts: list[int]) -> list[Hint]:
+    def _block_ranges(self, block_starts: list[int]) -> list[ByteRanges]:
         size = self.sampler.options.block_size
-        return [hint for first in block_starts for hint in self.dataset.span_hints(first, first + size, self.keys)]
+        return [ranges for first in block_starts for ranges in self.dataset.span_ranges(first, first + size, self.keys)]
 
     def _indices(self, position: int) -> np.ndarray:
         epoch, batch = divmod(position, self.sampler.num_batches)
@@ -164,7 +157,7 @@ class Prefetcher:
             return []
         options = self.sampler.options
         last = min(first + self.group_batches, self.sampler.num_batches)
-        end = min(last * options.batch_size, self.sampler.samples_per_pipeline)
+        end = min(last * options.batch_size, self.sampler.samples_per_epoch)
         positions = np.unique(np.linspace(first * options.batch_size, end - 1, _BLOCK_PROBES).astype(np.int64))
         blocks = np.unique(self.sampler.indices(epoch, positions) // options.block_size).tolist()
         return [block * options.block_size for block in blocks if state.blocks.add((epoch, block))]
@@ -190,7 +183,7 @@ class _SpanHinter:
     it stops once its owner is garbage-collected or closed.
     """
 
-    def __init__(self, owner: Prefetcher) -> None:
+    def __init__(self, owner: KernelHints) -> None:
         self._jobs: queue.Queue = queue.Queue(maxsize=_HINT_QUEUE)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=_serve_hints, args=(self._jobs, self._stopped),
@@ -199,11 +192,11 @@ class _SpanHinter:
         # the thread holds no reference to the owner, so this fires once the loader is gone
         weakref.finalize(owner, _send_stop, self._jobs, self._stopped, os.getpid())
 
-    def submit(self, hints: list[Hint]) -> None:
+    def submit(self, ranges: list[ByteRanges]) -> None:
         try:
-            self._jobs.put_nowait(hints)
+            self._jobs.put_nowait(ranges)
         except queue.Full:  # the thread is behind: do it here rather than drop it or wait
-            issue(hints)
+            issue(ranges)
 
     def stop(self, wait: bool) -> None:
         _send_stop(self._jobs, self._stopped, os.getpid())
@@ -219,10 +212,10 @@ def _send_stop(jobs: queue.Queue, stopped: threading.Event, pid: int) -> None:
 
 
 def _serve_hints(jobs: queue.Queue, stopped: threading.Event) -> None:
-    while (hints := jobs.get()) is not None:
+    while (ranges := jobs.get()) is not None:
         if not stopped.is_set():
             try:
-                issue(hints)
+                issue(ranges)
             except OSError:  # a hint is optional; the gather itself reports real errors
                 pass
-        del hints  # the hints hold their files' maps open: only while queued
+        del ranges  # the ranges hold their files' maps open: only while queued
