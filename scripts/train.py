@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, apps/ beside streamload/
 
-from streamload.sampler import SHUFFLE_MODES  # noqa: E402
+from streamload.options import SHUFFLE_MODES  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--use-multiprocessing", action="store_true", help="workers are processes, not threads")
     parser.add_argument("--steps-per-epoch", type=int, help="fewer steps, for a quick check")
     parser.add_argument("--model-out", type=Path, default=Path("data/model.keras"))
+    parser.add_argument("--checkpoint-dir", type=Path,
+                        help="save weights and the data position here every --save-freq batches; the same command "
+                             "run again after a crash resumes mid-epoch on the same sample sequence")
+    parser.add_argument("--save-freq", type=int, default=500, help="batches between checkpoints (default: 500)")
     parser.add_argument("--min-accuracy", type=float, help="exit 1 if the test accuracy ends below this")
     parser.add_argument("--json", type=Path, help="write the final test metrics here")
     return parser.parse_args(argv)
@@ -44,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = train(TrainConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                                 optimizer=args.optimizer, learning_rate=args.learning_rate, shuffle=args.shuffle,
                                 seed=args.seed, workers=args.workers, use_multiprocessing=args.use_multiprocessing,
-                                steps_per_epoch=args.steps_per_epoch, model_out=args.model_out))
+                                steps_per_epoch=args.steps_per_epoch, model_out=args.model_out,
+                                checkpoint_dir=args.checkpoint_dir, save_freq=args.save_freq))
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}; "
           f"model saved to {args.model_out}")
     if args.json:

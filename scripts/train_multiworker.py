@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, apps/ beside streamload/
 
 from apps.multiworker import MODELS, WorkerConfig, launch_local_workers, run_worker  # noqa: E402
-from streamload.sampler import SHUFFLE_MODES  # noqa: E402
+from streamload.options import SHUFFLE_MODES  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

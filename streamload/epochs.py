@@ -44,8 +44,10 @@ class StreamPoint:
 class BatchStream:
     """Maps request ``i`` of the current pass to (epoch, batch, offset) and tells when a pass is complete."""
 
-    def __init__(self, num_batches: int, samples_per_epoch: int, batch_size: int, shared: bool = False) -> None:
+    def __init__(self, num_batches: int, samples_per_epoch: int, batch_size: int, drop_remainder: bool,
+                 shared: bool = False) -> None:
         self.num_batches, self.samples_per_epoch, self.batch_size = num_batches, samples_per_epoch, batch_size
+        self.drop_remainder = drop_remainder
         self.start = StreamPoint(0, 0)
         self.pass_number = 0
         self._tag = 1
@@ -59,8 +61,7 @@ class BatchStream:
     def first_batches(self) -> int:
         """Batches in the stream's first (possibly resumed) epoch."""
         remaining = self.samples_per_epoch - self.start.sample
-        full = self.num_batches * self.batch_size <= self.samples_per_epoch  # drop_remainder: whole batches only
-        return remaining // self.batch_size if full else math.ceil(remaining / self.batch_size)
+        return remaining // self.batch_size if self.drop_remainder else math.ceil(remaining / self.batch_size)
 
     def locate(self, index: int) -> tuple[int, int, int]:
         """(epoch, batch, sample offset of batch 0) of request ``index`` in the current pass; records it."""

@@ -48,7 +48,7 @@ class StreamingGenerator(keras.utils.PyDataset):
                                   batch_size=batch_size, **overrides)
         sampler = self.loader.sampler
         self.stream = BatchStream(sampler.num_batches, sampler.samples_per_epoch, sampler.batch_size,
-                                  shared=use_multiprocessing)
+                                  self.options.drop_remainder, shared=use_multiprocessing)
 
     @property
     def options(self) -> LoaderOptions:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import importlib.util
+import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,3 +141,36 @@ def subprocess_env(**overrides: str | None) -> dict[str, str]:
 
 
 BUILD_SCRIPT = [sys.executable, str(REPO_ROOT / "scripts" / "build_shards.py")]
+
+
+# --- model.fit on every installed Keras backend ------------------------------------------------------
+
+FIT_SCENARIOS = Path(__file__).with_name("keras_fit_scenarios.py")
+KERAS_BACKENDS = [name for name in ("tensorflow", "jax", "torch") if importlib.util.find_spec(name) is not None]
+
+
+def id_dataset(folder: Path, n: int) -> Path:
+    """x holds each sample's id (float32, exact), y a float target: what the fit scenarios' model logs."""
+    from streamload import ArraySource, BuildOptions, build_dataset
+
+    ids = np.arange(n, dtype=np.float32)[:, None]
+    build_dataset({"train": ArraySource(x=ids, y=np.zeros(n, np.float32))}, folder, BuildOptions(progress=False))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def id_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ids")
+    return id_dataset(root / "ids", 1000), id_dataset(root / "tiny", 120)
+
+
+@pytest.fixture(scope="session", params=KERAS_BACKENDS)
+def fit_runs(request: pytest.FixtureRequest, id_data: tuple[Path, Path], tmp_path_factory) -> dict:
+    """Every scenario of keras_fit_scenarios.py, run once per backend in a fresh process."""
+    out = tmp_path_factory.mktemp(request.param) / "runs.json"
+    result = subprocess.run([sys.executable, str(FIT_SCENARIOS), *map(str, id_data), str(out)], capture_output=True,
+                            text=True, timeout=900, env=subprocess_env(KERAS_BACKEND=request.param))
+    assert result.returncode == 0, result.stderr[-4000:]
+    runs = json.loads(out.read_text())
+    assert runs["backend"] == request.param
+    return runs["results"]

@@ -30,3 +30,15 @@ def build(tmp_path: Path, n: int, fmt: str = "npy", shard_size: int | None = Non
     build_dataset(sources, out, BuildOptions(format=fmt, shard_size=shard_size, compression=compression,
                                              progress=False))
     return out, arrays
+
+
+def sample_ids(x: np.ndarray) -> np.ndarray:
+    """The test arrays carry each sample's index in its first four pixels."""
+    return np.ascontiguousarray(x.reshape(len(x), -1)[:, :4]).view("<u4").ravel()
+
+
+def raw(directory, **options):
+    """A StreamingGenerator that returns the stored arrays as they are (uint8 pixels, integer labels)."""
+    from streamload import StreamingGenerator
+
+    return StreamingGenerator(directory, normalize=False, channel_axis=False, one_hot=False, **options)

@@ -1,24 +1,87 @@
+"""StreamingGenerator through ``model.fit`` on every installed Keras backend: which data each Keras epoch
+trains on (recorded inside the model, see keras_fit_scenarios.py), resuming, and the generator's own API."""
+
+import os
 import pickle
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
-from shards import build
+from shards import build, raw, sample_ids
 
-from streamload import StreamingGenerator
+from streamload import ArraySource, BatchLoader, BuildOptions, build_dataset
 from streamload.procstats import read_memory
 
-
-def sample_ids(x: np.ndarray) -> np.ndarray:
-    """The test arrays carry each sample's index in its first four pixels."""
-    return np.ascontiguousarray(x.reshape(len(x), -1)[:, :4]).view("<u4").ravel()
+BATCH, SEED = 50, 7  # as in keras_fit_scenarios.py
 
 
-def raw(directory, **options) -> StreamingGenerator:
-    return StreamingGenerator(directory, normalize=False, channel_axis=False, one_hot=False, **options)
+@pytest.fixture(scope="module")
+def sampler(id_data: tuple[Path, Path]):
+    return BatchLoader(id_data[0], batch_size=BATCH, seed=SEED).sampler
+
+
+def expected(sampler, epoch: int, batches, offset: int = 0) -> list[list[int]]:
+    return [sampler.batch_indices(epoch, b, offset).tolist() for b in batches]
+
+
+def test_fit_epoch_k_trains_on_data_epoch_k_in_order(fit_runs, sampler) -> None:
+    epochs = fit_runs["epochs"]
+    assert [e["keras_epoch"] for e in epochs] == [0, 1, 2]
+    for k, epoch in enumerate(epochs):
+        assert epoch["batches"] == expected(sampler, k, range(20))
+        assert sorted(sum(epoch["batches"], [])) == list(range(1000))  # a permutation of the split
+    assert epochs[0]["batches"] != epochs[1]["batches"]
+
+
+def test_keras_shuffling_batch_order_trains_the_same_batches(fit_runs, sampler) -> None:
+    for k, epoch in enumerate(fit_runs["keras_shuffle"]):
+        assert sorted(epoch["batches"]) == sorted(expected(sampler, k, range(20)))
+
+
+def test_steps_per_epoch_continues_the_stream_across_keras_epochs(fit_runs, sampler) -> None:
+    trained = sum((e["batches"] for e in fit_runs["steps_per_epoch"]), [])
+    # Keras keeps its iterator across epochs with steps_per_epoch: 8 + 8 + 4 batches, then a new pass
+    assert [len(e["batches"]) for e in fit_runs["steps_per_epoch"]] == [8, 8, 4, 8]
+    assert trained == expected(sampler, 0, range(20)) + expected(sampler, 1, range(8))
+
+
+def test_resumed_fit_serves_exactly_the_unseen_batches_then_the_next_epochs(fit_runs, sampler) -> None:
+    run = fit_runs["resume"]
+    assert run["state"]["epoch"] == 1 and run["state"]["sample"] == 12 * BATCH
+    assert [e["keras_epoch"] for e in run["epochs"]] == [1, 2]
+    assert all(len(e["batches"]) == 20 for e in run["epochs"])  # len() stayed constant within fit
+    trained = sum((e["batches"] for e in run["epochs"]), [])
+    unseen = expected(sampler, 1, range(8), offset=12 * BATCH)
+    assert trained == unseen + expected(sampler, 2, range(20)) + expected(sampler, 3, range(12))
+    seen = sum(expected(sampler, 1, range(12)), [])
+    assert sorted(seen + sum(unseen, [])) == list(range(1000))  # nothing of epoch 1 skipped or repeated
+
+
+def test_epoch_sync_follows_initial_epoch(fit_runs, sampler) -> None:
+    run = fit_runs["initial_epoch_synced"]
+    assert [e["keras_epoch"] for e in run] == [2, 3]
+    assert [e["batches"] for e in run] == [expected(sampler, 2, range(20)), expected(sampler, 3, range(20))]
+
+
+def test_epoch_sync_is_exact_for_epochs_of_two_batches(fit_runs, id_data) -> None:
+    tiny = BatchLoader(id_data[1], batch_size=60, seed=SEED).sampler
+    assert [e["batches"] for e in fit_runs["tiny_synced"]] == [expected(tiny, k, range(2)) for k in range(3)]
+
+
+@pytest.mark.parametrize("workers", ["threads", "processes"])
+def test_keras_workers_train_on_the_same_epochs(fit_runs, sampler, workers, request) -> None:
+    if request.node.callspec.params["fit_runs"] != "tensorflow":
+        # Keras 3.15's OrderedEnqueuer keeps the batches its workers read for the JAX/PyTorch
+        # model-building probe and serves them first in epoch 0, so every later epoch starts with
+        # the previous one's tail. Strict: this test starts failing once Keras fixes it.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="Keras' enqueuer serves probe batches in epoch 0"))
+    epochs = fit_runs[workers]
+    assert [e["batches"] for e in epochs] == [expected(sampler, k, range(20)) for k in range(3)]
+
+
+# --- the generator's own API --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +89,7 @@ def data(tmp_path_factory):
     return build(tmp_path_factory.mktemp("gen"), 1000, "npy", 300, test_n=100)
 
 
-def test_every_epoch_is_a_permutation_and_epochs_differ(data) -> None:
+def test_manual_loop_with_on_epoch_end_reads_each_epoch_as_a_permutation(data) -> None:
     directory, _ = data
     gen = raw(directory, batch_size=64, seed=5)
     orders = []
@@ -35,138 +98,42 @@ def test_every_epoch_is_a_permutation_and_epochs_differ(data) -> None:
         assert np.array_equal(np.sort(ids), np.arange(1000))
         orders.append(ids)
         gen.on_epoch_end()
-    assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[1], orders[2])
+    assert not np.array_equal(orders[0], orders[1]) and gen.epoch == 3
     same_seed = raw(directory, batch_size=64, seed=5)
     assert np.array_equal(np.concatenate([sample_ids(same_seed[i][0]) for i in range(len(same_seed))]), orders[0])
 
 
-@pytest.mark.parametrize("fmt,compression", [("npy", None), ("hdf5", None), ("hdf5", "gzip")])
-def test_batches_equal_an_in_ram_reference(tmp_path, fmt, compression) -> None:
-    directory, arrays = build(tmp_path, 1000, fmt, 300, compression=compression)
-    gen = StreamingGenerator(directory, batch_size=64, seed=1)
-    assert len(gen) == 16  # 15 full batches and one of 40
-    reference = np.eye(10, dtype=np.float32)
-    for epoch in range(2):
-        for i in range(len(gen)):
-            x, y = gen[i]
-            ids = gen.loader.sampler.batch_indices(epoch, i)
-            expected_x = arrays["x"][ids].astype(np.float32)[..., None] / np.float32(255)
-            assert x.dtype == np.float32 and y.dtype == np.float32 and x.flags.c_contiguous
-            assert np.array_equal(x, expected_x) and np.array_equal(y, reference[arrays["y"][ids]])
-        assert len(x) == 40  # the last batch: exactly its samples, no padding, no garbage rows
-        gen.on_epoch_end()
+def test_an_epoch_ends_only_once_all_its_batches_were_read(data) -> None:
+    directory, _ = data
+    gen = raw(directory, batch_size=100)
+    gen[0], gen[1]  # what Keras' signature probe reads
+    gen.on_epoch_end()
+    assert gen.epoch == 0
 
 
-def test_to_fit_false_and_sparse_labels(data) -> None:
+def test_batches_equal_the_loader(data) -> None:
     directory, arrays = data
-    x_only = StreamingGenerator(directory, batch_size=10, to_fit=False, shuffle=False)
-    batch = x_only[0]
-    assert isinstance(batch, np.ndarray) and batch.shape == (10, 28, 28, 1)
-    x, y = StreamingGenerator(directory, batch_size=10, one_hot=False, shuffle=False)[0]
-    assert y.dtype == np.int32 and np.array_equal(y, arrays["y"][:10])
-
-
-def test_drop_remainder_and_transform(data) -> None:
-    directory, _ = data
-    gen = StreamingGenerator(directory, batch_size=64, drop_remainder=True, transform=lambda x, y: (1 - x, y))
-    plain = StreamingGenerator(directory, batch_size=64, drop_remainder=True)
-    assert len(gen) == 15 and np.array_equal(gen[3][0], 1 - plain[3][0])
-
-
-def test_resume_mid_epoch_gives_the_same_remaining_batches(data) -> None:
-    directory, _ = data
-    first = raw(directory, batch_size=64, seed=9)
-    first.on_epoch_end()  # epoch 1
-    consumed = [first[i] for i in range(6)]
-    state = first.state_dict()
-    assert state == {"seed": 9, "epoch": 1, "position": 6}
-    resumed = raw(directory, batch_size=64, seed=9)
-    resumed.load_state_dict(pickle.loads(pickle.dumps(state)))
-    assert len(resumed) == len(first) - 6
-    for i in range(len(resumed)):
-        assert np.array_equal(resumed[i][0], first[i + 6][0])
-    resumed.on_epoch_end()  # the next epoch is whole again
-    assert len(resumed) == len(first) and consumed
-
-
-def test_keras_fit_sees_epochs_0_1_2_despite_its_extra_on_epoch_end(data) -> None:
-    directory, _ = data
-    seen: list[int] = []
-
-    class Recording(StreamingGenerator):
-        def __getitem__(self, index):
-            seen.append(self.epoch)
-            return super().__getitem__(index)
-
-    train = Recording(directory, batch_size=250)
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
-    model.compile("adam", "categorical_crossentropy")
-    history = model.fit(train, epochs=3, verbose=0, shuffle=False,
-                        validation_data=StreamingGenerator(directory, "test", batch_size=50, shuffle=False))
-    assert len(history.history["loss"]) == 3 and np.isfinite(history.history["loss"]).all()
-    assert sorted(set(seen)) == [0, 1, 2] and seen.count(1) == 4 and seen.count(2) == 4
-    assert train.epoch == 3
-    train.on_epoch_end()
-    train.on_epoch_begin()  # Keras' reset pattern: an unpaired end straight before a begin is taken back
-    assert train.epoch == 3
-
-
-def test_keras_shuffling_batch_order_keeps_the_data(data) -> None:
-    directory, _ = data
-    gen = raw(directory, batch_size=100, seed=2)
-    in_order = [gen[i] for i in range(len(gen))]
-    for i in np.random.default_rng(0).permutation(len(gen)):
-        assert np.array_equal(gen[int(i)][0], in_order[i][0])
-
-
-WORKER_SCRIPT = textwrap.dedent("""
-    import multiprocessing, sys
-    import numpy as np
-    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
-    from streamload import StreamingGenerator
-
-    if __name__ == "__main__":
-        multiprocessing.set_start_method(sys.argv[2], force=True)
-        single = StreamingGenerator(sys.argv[1], batch_size=64, seed=4)
-        pooled = StreamingGenerator(sys.argv[1], batch_size=64, seed=4, workers=2, use_multiprocessing=True)
-        adapter = PyDatasetAdapter(pooled, shuffle=False)
-        for epoch in range(2):
-            adapter.on_epoch_begin()
-            batches = list(adapter.get_numpy_iterator())
-            adapter.on_epoch_end()
-            assert len(batches) == len(single), (len(batches), len(single))
-            for i, (x, y) in enumerate(batches):
-                ref_x, ref_y = single[i]
-                assert np.array_equal(x, ref_x) and np.array_equal(y, ref_y), (epoch, i)
-            single.on_epoch_end()
-        print("same batches")
-""")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_worker_processes_give_the_same_batches(tmp_path, method) -> None:
-    directory, _ = build(tmp_path, 700, "hdf5", 250)
-    script = tmp_path / "workers.py"
-    script.write_text(WORKER_SCRIPT)
-    result = subprocess.run([sys.executable, str(script), str(directory), method], capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0 and "same batches" in result.stdout, result.stderr[-3000:]
+    gen = raw(directory, batch_size=64, seed=1)
+    loader = BatchLoader(directory, batch_size=64, seed=1, normalize=False, channel_axis=False, one_hot=False)
+    for i in range(len(gen)):
+        x, y = gen[i]
+        ids = loader.sampler.batch_indices(0, i)
+        assert np.array_equal(x, arrays["x"][ids]) and np.array_equal(y, arrays["y"][ids])
 
 
 def test_generator_pickles_small(data) -> None:
     directory, _ = data
-    gen = StreamingGenerator(directory, batch_size=64)
+    gen = raw(directory, batch_size=64)
     gen[0]
-    assert len(pickle.dumps(gen)) < 10_000
+    assert len(pickle.dumps(gen)) < 20_000
 
 
 @pytest.mark.parametrize("fmt", ["npy", "hdf5"])
 def test_reading_batches_does_not_load_the_shard(tmp_path, fmt) -> None:
     """Many batches of a 235 MB split: anonymous memory grows by a few batches, not by the shard."""
-    rng = np.random.default_rng(0)
-    from streamload import ArraySource, BuildOptions, build_dataset
+    from streamload import StreamingGenerator
 
+    rng = np.random.default_rng(0)
     x = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(300_000, 28, 28))
     for start in range(0, 300_000, 50_000):
         x[start:start + 50_000] = rng.integers(0, 256, (50_000, 28, 28), dtype=np.uint8)
@@ -180,12 +147,10 @@ def test_reading_batches_does_not_load_the_shard(tmp_path, fmt) -> None:
     for i in range(20, 1500):
         gen[i]
     after = read_memory()
-    batch_bytes = 64 * 28 * 28 * 4
-    assert after.rss_anon - before.rss_anon < 40 * batch_bytes  # 8 MB; the split is 235 MB
+    assert after.rss_anon - before.rss_anon < 40 * 64 * 28 * 28 * 4  # 8 MB; the split is 235 MB
 
 
 def test_import_streamload_does_not_import_keras() -> None:
-    code = "import sys, streamload; from streamload import StreamingGenerator as _; print('ok')"
     probe = "import sys, streamload; print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
-    assert "ok" in subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout.strip() == "[]"

@@ -9,7 +9,8 @@ from conftest import REPO_ROOT, subprocess_env
 from shards import build
 
 from apps.multiworker import ReadLog, free_ports, launch_local_workers, tf_config
-from streamload.sampler import IndexSampler, SamplerOptions
+from streamload.options import LoaderOptions
+from streamload.sampler import IndexSampler
 
 TRAIN_SCRIPT = [sys.executable, str(REPO_ROOT / "scripts" / "train_multiworker.py")]
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -135,7 +136,7 @@ def test_two_workers_train_together_and_each_reads_only_its_share(tmp_path) -> N
         for k in range(2):
             read = np.load(out / f"worker-{k}-indices.npy")
             share = set(read[read[:, 0] == epoch, 1].tolist())
-            expected = IndexSampler(n, SamplerOptions(batch_size=32, seed=11, num_pipelines=2, pipeline_index=k))
+            expected = IndexSampler(n, LoaderOptions(batch_size=32, seed=11, num_pipelines=2, pipeline_index=k))
             assert share == set(expected.epoch_indices(epoch).tolist())  # exactly its own share, nothing else
             shares.append(share)
         assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == n - 1  # disjoint; 1 left over

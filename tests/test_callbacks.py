@@ -1,0 +1,66 @@
+"""Callbacks through model.fit: EpochSync follows Keras' epoch, and TrainingCheckpoint survives SIGKILL."""
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import KERAS_BACKENDS, id_dataset, subprocess_env
+
+from streamload import BatchLoader
+
+BATCH, SEED = 50, 7  # as in keras_fit_scenarios.py
+TRAINING = Path(__file__).with_name("resumable_training.py")
+
+
+def batches(sampler, epoch: int, count: int) -> list[list[int]]:
+    return [sampler.batch_indices(epoch, b).tolist() for b in range(count)]
+
+
+def test_epoch_sync_follows_initial_epoch(fit_runs, id_data) -> None:
+    sampler = BatchLoader(id_data[0], batch_size=BATCH, seed=SEED).sampler
+    run = fit_runs["initial_epoch_synced"]
+    assert [e["keras_epoch"] for e in run] == [2, 3]
+    assert [e["batches"] for e in run] == [batches(sampler, 2, 20), batches(sampler, 3, 20)]
+
+
+def test_epoch_sync_is_exact_for_epochs_of_two_batches(fit_runs, id_data) -> None:
+    tiny = BatchLoader(id_data[1], batch_size=60, seed=SEED).sampler
+    assert [e["batches"] for e in fit_runs["tiny_synced"]] == [batches(tiny, k, 2) for k in range(3)]
+
+
+def run_until(command: list[str], env: dict, line: str) -> subprocess.Popen:
+    """Start ``command`` and return once it printed ``line`` (then the caller kills it)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    for printed in process.stdout:
+        if printed.strip() == line:
+            return process
+    process.wait()
+    raise AssertionError(f"the run ended (status {process.returncode}) before printing {line!r}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", KERAS_BACKENDS)
+def test_training_killed_mid_epoch_resumes_on_the_same_sample_sequence(tmp_path, backend) -> None:
+    n, epochs = 1000, 3
+    data = id_dataset(tmp_path / "ids", n)
+    checkpoints, out = tmp_path / "checkpoints", tmp_path / "totals.json"
+    command = [sys.executable, str(TRAINING), str(data), str(checkpoints), str(out), str(epochs), "7"]
+    env = subprocess_env(KERAS_BACKEND=backend)
+    victim = run_until(command, env, "trained 1 10")  # 11 batches into epoch 1; checkpoints after 7 and 14
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert (checkpoints / "latest.json").is_file() and not out.exists()
+    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    trained = finished.stdout.splitlines()
+    # from the checkpoint after 7 batches of epoch 1: its 13 other batches and epoch 2's 20, nothing else;
+    # Keras counts the resumed epoch's steps from 0 (13 + 7 of the next data epoch, then 13 and a stop)
+    assert len(trained) == 13 + 20 and trained[0] == "trained 1 0" and trained[-1] == "trained 2 12"
+    ids = np.arange(n, dtype=np.float64)
+    expected = [epochs * n, epochs * ids.sum(), epochs * np.mod(ids * 7919, 1009).sum()]
+    assert json.loads(out.read_text()) == expected  # every sample of every epoch trained exactly once in the end
+    assert not checkpoints.exists()  # removed after a successful run

@@ -1,0 +1,42 @@
+"""Resume state: the position in samples, and every field that must match to continue the same order."""
+
+import numpy as np
+import pytest
+from shards import build, raw, sample_ids
+
+from streamload import InvalidOptionError
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("resume"), 1000, "npy", 300)
+
+
+def test_state_is_validated_field_by_field(data, tmp_path) -> None:
+    directory, _ = data
+    gen = raw(directory, batch_size=64, seed=3)
+    state = gen.state_dict(batches_done=5)
+    assert state["sample"] == 320 and state["epoch"] == 0
+    for field, value in [("seed", 4), ("shuffle", "none"), ("num_pipelines", 2), ("dataset", "0" * 64),
+                         ("split", "test"), ("drop_remainder", True)]:
+        with pytest.raises(InvalidOptionError, match=field):
+            gen.load_state_dict({**state, field: value})
+    with pytest.raises(InvalidOptionError, match="'sample'"):
+        gen.load_state_dict({key: value for key, value in state.items() if key != "sample"})
+    with pytest.raises(InvalidOptionError, match="outside"):
+        gen.load_state_dict({**state, "sample": 5000})
+    other, _ = build(tmp_path, 1000, "npy", 300, seed=1)  # same shape, other data: another fingerprint
+    with pytest.raises(InvalidOptionError, match="dataset"):
+        raw(other, batch_size=64, seed=3).load_state_dict(state)
+
+
+def test_state_in_samples_stays_exact_when_the_batch_size_changes(data) -> None:
+    directory, _ = data
+    first = raw(directory, batch_size=64, seed=3)
+    state = first.state_dict(batches_done=5)  # 320 samples of epoch 0 served
+    served = np.concatenate([sample_ids(first[i][0]) for i in range(5)])
+    resumed = raw(directory, batch_size=100, seed=3)
+    resumed.load_state_dict(state)
+    rest = np.concatenate([sample_ids(resumed[i][0]) for i in range(7)])  # 680 samples: 7 batches, the last short
+    assert len(rest) == 680 and np.array_equal(np.sort(np.concatenate([served, rest])), np.arange(1000))
+    assert len(resumed) == 10  # len() is the same in every pass
