@@ -27,8 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamload.manifest import HDF5_FILE_ROLE, read_manifest
+from streamload.options import LoaderOptions
 from streamload.procstats import drop_page_cache, read_io
-from streamload.sampler import IndexSampler, SamplerOptions
+from streamload.sampler import IndexSampler
 
 SEQUENTIAL_READ_BYTES = 8 * 2**20
 
@@ -67,7 +68,7 @@ def _sample_bytes(loader: Any) -> int:
     if hasattr(loader, "sample_bytes"):
         return int(loader.sample_bytes)
     arrays = loader.dataset.info.arrays
-    return sum(arrays[key].sample_bytes for key in loader.batching.keys)
+    return sum(arrays[key].sample_bytes for key in loader.keys)
 
 
 def _mapped_files(paths: set[str]) -> set[str]:
@@ -141,10 +142,10 @@ def sequential_pass(files: Sequence[str | os.PathLike], sample_bytes: int,
 class PlainGatherLoader:
     """The baseline: ``np.load(mmap_mode="r")`` (npy) or h5py fancy indexing (HDF5), default kernel hints.
 
-    Same indices as streamload's exact shuffle (or any ``SamplerOptions``), sorted per shard.
+    Same indices as streamload's exact shuffle (or any ``LoaderOptions``), sorted per shard.
     """
 
-    def __init__(self, directory: str | os.PathLike, split: str = "train", sampling: SamplerOptions = SamplerOptions(),
+    def __init__(self, directory: str | os.PathLike, split: str = "train", sampling: LoaderOptions = LoaderOptions(),
                  keys: tuple[str, ...] = ("x", "y")) -> None:
         manifest = read_manifest(Path(directory))
         self.info, self.keys, self.format = manifest.split(split), keys, manifest.format

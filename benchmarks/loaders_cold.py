@@ -16,14 +16,14 @@ from typing import Any
 
 from streamload.loader import BatchLoader
 from streamload.manifest import read_manifest
-from streamload.sampler import SamplerOptions
+from streamload.options import LoaderOptions
 
 from .cold import ColdResult, PlainGatherLoader, cold_pass, sequential_pass
 from .common import MB, build_command, log
 from .rounds import NullProgress, run_rounds, summarize
 
 Result = dict[str, Any]
-MakeLoader = Callable[[Path, SamplerOptions], Any]
+MakeLoader = Callable[[Path, LoaderOptions], Any]
 SEQUENTIAL = "sequential read / -"
 COLD_FIGURES = ("samples_per_s", "read_per_delivered", "delivered_mb_per_s", "read_mb_per_s", "read_bytes", "seconds")
 COLD_CONTENDERS = 7  # four streamload passes, two plain gathers, one sequential read
@@ -43,11 +43,11 @@ def shard_files(directory: Path) -> list[Path]:
     return [directory / file.name for shard in train.shards for file in shard.files.values()]
 
 
-def _streamload(directory: Path, sampling: SamplerOptions) -> BatchLoader:
+def _streamload(directory: Path, sampling: LoaderOptions) -> BatchLoader:
     return BatchLoader(directory, "train", sampling)
 
 
-def _plain(directory: Path, sampling: SamplerOptions) -> PlainGatherLoader:
+def _plain(directory: Path, sampling: LoaderOptions) -> PlainGatherLoader:
     return PlainGatherLoader(directory, "train", sampling)
 
 
@@ -61,7 +61,7 @@ def cold_contenders(npy: Path, hdf5: Path, batches: int, batch_size: int, seed: 
     the whole file and then serve later batches from it, which no out-of-RAM epoch can count on.
     """
     def loader_pass(directory: Path, make: MakeLoader, shuffle: str) -> Callable[[int], Result]:
-        sampling = SamplerOptions(batch_size=batch_size, shuffle=shuffle, seed=seed)
+        sampling = LoaderOptions(batch_size=batch_size, shuffle=shuffle, seed=seed)
         count = batches if shuffle == "block" or exact_batches is None else exact_batches
         return lambda number: _cold_figures(cold_pass(lambda: make(directory, sampling), directory,
                                                       [(number, batch) for batch in range(count)]))

@@ -14,7 +14,7 @@ from streamload.build import BuildOptions, build_dataset
 from streamload.dataset import ShardedDataset
 from streamload.errors import StreamloadError
 from streamload.loader import BatchLoader
-from streamload.sampler import SamplerOptions
+from streamload.options import LoaderOptions
 from streamload.sources import ArraySource, SplitSource
 
 SourcesFn = Callable[[], Mapping[str, SplitSource]]
@@ -33,8 +33,8 @@ class BenchData:
     batch_size: int = 64
     seed: int = 0
 
-    def sampling(self, shuffle: str = "exact") -> SamplerOptions:
-        return SamplerOptions(batch_size=self.batch_size, shuffle=shuffle, seed=self.seed)
+    def options(self, shuffle: str = "exact", **overrides: object) -> LoaderOptions:
+        return LoaderOptions(batch_size=self.batch_size, shuffle=shuffle, seed=self.seed, **overrides)
 
 
 def ensure_dataset(directory: Path, fmt: str, sources: SourcesFn) -> Path:
@@ -79,10 +79,10 @@ def prepare_data(root: Path, sources: SourcesFn, batch_size: int = 64, seed: int
 
 def check_identical_batches(data: BenchData, batches: int = 3, epoch: int = 0) -> int:
     """Refuse to time loaders that disagree: npy, HDF5 and in-RAM batches must be equal."""
-    npy, hdf5 = (BatchLoader(path, "train", data.sampling()) for path in (data.npy, data.hdf5))
+    npy, hdf5 = (BatchLoader(path, "train", data.options()) for path in (data.npy, data.hdf5))
     count = min(batches, npy.num_batches)
     for number in range(count):
-        reference = npy.reference_batch(data.arrays, epoch, number)
+        reference = npy.reference(data.arrays, epoch, number)
         for loader in (npy, hdf5):
             for got, want in zip(loader.load(epoch, number), reference):
                 if not np.array_equal(got, want):

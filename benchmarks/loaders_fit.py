@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streamload.batching import BatchOptions, finish_batch
+from streamload.loader import BatchLoader
 
 from .loaders_data import BenchData, ensure_subset
 from .loaders_report import FIT_ARRAYS, FIT_GENERATOR
@@ -38,7 +38,8 @@ def _fit_calls(data: BenchData, subset: Path, samples: int, timer: Any) -> tuple
     from streamload.generator import StreamingGenerator
 
     generator = StreamingGenerator(subset, "train", data.batch_size, shuffle="exact", seed=data.seed)
-    x, y = finish_batch({key: value[:samples] for key, value in data.arrays.items()}, BatchOptions())
+    finish = BatchLoader(subset, "train", data.options()).finish  # the generator's own normalising and one-hot
+    x, y = finish({key: value[:samples] for key, value in data.arrays.items()})
     fits = {FIT_GENERATOR: lambda model: model.fit(generator, epochs=1, shuffle=False, verbose=0, callbacks=[timer]),
             FIT_ARRAYS: lambda model: model.fit(x, y, batch_size=data.batch_size, epochs=1, shuffle=True, verbose=0,
                                                 callbacks=[timer])}

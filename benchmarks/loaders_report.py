@@ -11,7 +11,9 @@ from typing import Any
 
 from .common import MB, cpus_and_ram
 
-IN_RAM, NPY, HDF5 = "in-RAM bound", "streamload npy", "streamload hdf5"
+IN_RAM, IN_RAM_SAME = "in-RAM loop", "in-RAM, streamload's batches"
+LOADER, NPY, HDF5 = "streamload loader npy", "streamload npy", "streamload hdf5"
+NPY_UNHINTED = "streamload npy, hints off"
 TUTORIAL, TFRECORD, TFDATA = "tutorial generator", "tf.data TFRecord", "streamload tf.data"
 FIT_GENERATOR, FIT_ARRAYS = "generator", "in-RAM arrays"
 Result = dict[str, Any]

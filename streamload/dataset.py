@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._process import current_pid
 from .manifest import Manifest, SplitInfo, read_manifest
 from .readers import ByteRanges, ShardReader, open_reader
 
@@ -42,8 +43,8 @@ class ShardedDataset:
 
     def reader(self, shard: int) -> ShardReader:
         """Shard ``shard``'s reader in this process, opened on first use."""
-        if self._pid != os.getpid():
-            self._readers, self._pid = [None] * len(self.info.shards), os.getpid()
+        if self._pid != current_pid():
+            self._readers, self._pid = [None] * len(self.info.shards), current_pid()
         reader = self._readers[shard]
         if reader is None:
             reader = open_reader(self.manifest.format, self.root, self.info.shards[shard], self.info.arrays)
@@ -65,6 +66,10 @@ class ShardedDataset:
             return out
         if len(indices) and (indices[0] < 0 or indices[-1] >= len(self)):
             raise IndexError(f"sample index out of range [0, {len(self)}) in {self!r}")
+        return self.take_sorted(indices, keys)
+
+    def take_sorted(self, indices: np.ndarray, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """``gather`` for indices already sorted and in range (the sampler's): no checks, no reordering."""
         if len(self._starts) == 2:  # one shard: one take per array, no bookkeeping
             reader = self.reader(0)
             return {key: reader.take(key, indices) for key in keys}
@@ -113,7 +118,7 @@ class ShardedDataset:
         Kept through pickling, so worker processes read with the same hint.
         """
         self.advice = advice
-        for reader in self._readers if self._pid == os.getpid() else ():
+        for reader in self._readers if self._pid == current_pid() else ():
             if reader is not None:
                 reader.advise(advice)
 

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._process import current_pid
+
 _TAGS = 255  # pass tags cycle through 1..255 so late writes from an earlier pass never count
 
 
@@ -53,7 +55,7 @@ class BatchStream:
         self._tag = 1
         self._path: Path | None = _shared_table(num_batches) if shared else None
         if self._path is not None:
-            weakref.finalize(self, _remove, self._path, os.getpid())
+            weakref.finalize(self, _remove, self._path, current_pid())
         self._table: np.ndarray | None = None
         self._table_pid: int | None = None
 
@@ -114,12 +116,12 @@ class BatchStream:
 
     def _requests(self) -> np.ndarray:
         """This process' view of the request table: in memory, or the shared file mapped once per process."""
-        if self._table_pid != os.getpid():
+        if self._table_pid != current_pid():
             if self._path is None:
                 table = np.zeros(max(1, self.num_batches), dtype=np.uint8)
             else:
                 table = np.memmap(self._path, dtype=np.uint8, mode="r+", shape=(max(1, self.num_batches),))
-            self._table, self._table_pid = table, os.getpid()
+            self._table, self._table_pid = table, current_pid()
         return self._table  # type: ignore[return-value]
 
     def __getstate__(self) -> dict[str, object]:
@@ -136,5 +138,5 @@ def _shared_table(num_batches: int) -> Path:
 
 
 def _remove(path: Path, owner: int) -> None:
-    if os.getpid() == owner:  # a forked worker's copy being collected must not remove the parent's table
+    if current_pid() == owner:  # a forked worker's copy being collected must not remove the parent's table
         path.unlink(missing_ok=True)

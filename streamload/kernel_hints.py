@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._process import current_pid
 from .dataset import ShardedDataset
 from .readers import PAGE, ByteRanges
 from .sampler import IndexSampler
@@ -111,7 +112,7 @@ class KernelHints:
 
     def _state(self) -> _ProcessState:
         # setdefault is atomic, so racing threads agree on one state; a forked child makes its own
-        return self._states.get(os.getpid()) or self._states.setdefault(os.getpid(), _ProcessState())
+        return self._states.get(current_pid()) or self._states.setdefault(current_pid(), _ProcessState())
 
     def before_batch(self, epoch: int, batch: int, indices: np.ndarray) -> None:
         """Call just before gathering ``indices``, batch ``batch`` of ``epoch``."""
@@ -164,7 +165,7 @@ class KernelHints:
 
     def close(self) -> None:
         """Stop this process' hinting thread, if it started one; hints still queued are dropped."""
-        state = self._states.pop(os.getpid(), None)
+        state = self._states.pop(current_pid(), None)
         if state is not None and state.hinter is not None:
             state.hinter.stop(wait=True)
 
@@ -190,7 +191,7 @@ class _SpanHinter:
                                         name="streamload-hints", daemon=True)
         self._thread.start()
         # the thread holds no reference to the owner, so this fires once the loader is gone
-        weakref.finalize(owner, _send_stop, self._jobs, self._stopped, os.getpid())
+        weakref.finalize(owner, _send_stop, self._jobs, self._stopped, current_pid())
 
     def submit(self, ranges: list[ByteRanges]) -> None:
         try:
@@ -199,13 +200,13 @@ class _SpanHinter:
             issue(ranges)
 
     def stop(self, wait: bool) -> None:
-        _send_stop(self._jobs, self._stopped, os.getpid())
+        _send_stop(self._jobs, self._stopped, current_pid())
         if wait:
             self._thread.join()
 
 
 def _send_stop(jobs: queue.Queue, stopped: threading.Event, pid: int) -> None:
-    if os.getpid() != pid:  # a forked child inherited the finaliser, not the thread (nor a usable queue)
+    if current_pid() != pid:  # a forked child inherited the finaliser, not the thread (nor a usable queue)
         return
     stopped.set()  # hints still queued are dropped: nobody will read those blocks
     jobs.put(None)

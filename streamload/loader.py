@@ -72,8 +72,8 @@ class BatchLoader:
         return indices
 
     def read(self, indices: np.ndarray) -> Batch:
-        """Gather sorted ``indices`` and finish them into a model-ready batch."""
-        arrays = self.dataset.gather(indices, self.keys)
+        """Gather sorted ``indices`` (the sampler's) and finish them into a model-ready batch."""
+        arrays = self.dataset.take_sorted(indices, self.keys)
         try:
             return self.finish(arrays)
         except LabelOutOfRange as bad:
