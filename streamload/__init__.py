@@ -2,57 +2,73 @@
 
 Build verified on-disk shards (HDF5 or memory-mapped .npy) with ``scripts/build_shards.py`` or
 :func:`build_dataset`, then feed ``model.fit`` with :class:`StreamingGenerator`, which reads only
-each batch's samples from disk. Importing this package does not import TensorFlow or Keras: the
-Keras- and TensorFlow-facing names (``StreamingGenerator``, the callbacks, ``as_tf_dataset``,
-``batches_per_epoch``) are loaded on first use, so the CLI starts fast and any Keras backend works.
+each batch's samples from disk.
 
 Layers, each calling only those below it: sources -> manifest, writers, build -> readers ->
 sampler -> loader -> adapters (Keras ``PyDataset`` and callbacks, ``tf.data``).
+
+Every name below is imported on first use, so ``import streamload`` costs nothing: the CLI starts
+fast, Keras and TensorFlow load only with the adapters that need them (any Keras backend works),
+and the standard-library-only modules (``streamload.procstats``) import without numpy.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
-from .build import BuildOptions, build_dataset  # noqa: E402
-from .dataset import ShardedDataset  # noqa: E402
-from .errors import (  # noqa: E402
-    DatasetExistsError,
-    IdxFormatError,
-    InvalidOptionError,
-    LabelRangeError,
-    ManifestError,
-    ManifestVersionError,
-    ShardCorruptError,
-    ShardFormatError,
-    SourceMismatchError,
-    SourceNotFoundError,
-    StreamloadError,
-)
-from .loader import BatchLoader, batches_per_epoch  # noqa: E402
-from .manifest import Manifest, read_manifest  # noqa: E402
-from .options import LoaderOptions  # noqa: E402
-from .sources import ArraySource, AugmentedSource, IdxPairSource, NpzArraySource, SplitSource, mnist_sources  # noqa: E402
-from .verify import verify_dataset  # noqa: E402
+_ERRORS = ("DatasetExistsError", "IdxFormatError", "InvalidOptionError", "LabelRangeError", "ManifestError",
+           "ManifestVersionError", "ShardCorruptError", "ShardFormatError", "SourceMismatchError",
+           "SourceNotFoundError", "StreamloadError")
+_HOMES = {
+    **dict.fromkeys(_ERRORS, "errors"),
+    "BuildOptions": "build", "build_dataset": "build", "ShardedDataset": "dataset", "Manifest": "manifest",
+    "read_manifest": "manifest", "LoaderOptions": "options", "BatchLoader": "loader", "batches_per_epoch": "loader",
+    "verify_dataset": "verify", "ArraySource": "sources", "AugmentedSource": "sources", "IdxPairSource": "sources",
+    "NpzArraySource": "sources", "SplitSource": "sources", "mnist_sources": "sources",
+    "StreamingGenerator": "generator", "EpochSync": "callbacks", "TrainingCheckpoint": "callbacks",
+    "as_tf_dataset": "tfdata",
+}
 
 if TYPE_CHECKING:
+    from .build import BuildOptions, build_dataset
     from .callbacks import EpochSync, TrainingCheckpoint
+    from .dataset import ShardedDataset
+    from .errors import (
+        DatasetExistsError,
+        IdxFormatError,
+        InvalidOptionError,
+        LabelRangeError,
+        ManifestError,
+        ManifestVersionError,
+        ShardCorruptError,
+        ShardFormatError,
+        SourceMismatchError,
+        SourceNotFoundError,
+        StreamloadError,
+    )
     from .generator import StreamingGenerator
+    from .loader import BatchLoader, batches_per_epoch
+    from .manifest import Manifest, read_manifest
+    from .options import LoaderOptions
+    from .sources import ArraySource, AugmentedSource, IdxPairSource, NpzArraySource, SplitSource, mnist_sources
     from .tfdata import as_tf_dataset
-
-_LAZY = {"StreamingGenerator": "generator", "EpochSync": "callbacks", "TrainingCheckpoint": "callbacks",
-         "as_tf_dataset": "tfdata", "batches_per_epoch": "tfdata"}
+    from .verify import verify_dataset
 
 
 def __getattr__(name: str) -> Any:
-    """Import the Keras/TensorFlow-facing names only when they are asked for."""
-    if name in _LAZY:
-        from importlib import import_module
+    """Import a public name's module the first time the name is asked for."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
 
 
 __all__ = [
