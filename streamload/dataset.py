@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._process import current_pid
+from .integrity import check_files, recorded
 from .manifest import Manifest, SplitInfo, read_manifest
 from .readers import ByteRanges, ShardReader, open_reader
 
@@ -23,8 +24,10 @@ from .readers import ByteRanges, ShardReader, open_reader
 class ShardedDataset:
     """One split of a dataset on disk."""
 
-    def __init__(self, directory: str | os.PathLike, split: str = "train", manifest: Manifest | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike, split: str = "train", manifest: Manifest | None = None,
+                 verify: bool = False) -> None:
         self.directory = Path(directory)
+        self.verify = verify  # check each shard's checksum before its first use (streamload.integrity)
         self.split_name = split
         self.manifest = manifest if manifest is not None else read_manifest(self.directory)
         self.info: SplitInfo = self.manifest.split(split)
@@ -32,6 +35,7 @@ class ShardedDataset:
         self.advice: int | None = None
         self._starts = self.info.shard_starts
         self._readers: list[ShardReader | None] = []
+        self._verified: set[str] = set()
         self._pid: int | None = None
 
     def __len__(self) -> int:
@@ -45,8 +49,11 @@ class ShardedDataset:
         """Shard ``shard``'s reader in this process, opened on first use."""
         if self._pid != current_pid():
             self._readers, self._pid = [None] * len(self.info.shards), current_pid()
+            self._verified = recorded(self.root) if self.verify else set()
         reader = self._readers[shard]
         if reader is None:
+            if self.verify:
+                check_files(self.root, self.info.shards[shard].files.values(), self._verified)
             reader = open_reader(self.manifest.format, self.root, self.info.shards[shard], self.info.arrays)
             if self.advice is not None:
                 reader.advise(self.advice)
@@ -131,7 +138,7 @@ class ShardedDataset:
         return [{key: array[i] for key, array in arrays.items()} for i in range(len(indices))]
 
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "_readers": [], "_pid": None}  # readers re-open lazily in the new process
+        return {**self.__dict__, "_readers": [], "_verified": set(), "_pid": None}  # re-opened in the new process
 
     def __repr__(self) -> str:
         return (f"ShardedDataset({str(self.directory)!r}, split={self.split_name!r}, samples={len(self)}, "

@@ -35,6 +35,7 @@ import numpy as np
 
 from ._process import current_pid
 from .dataset import ShardedDataset
+from .errors import StreamloadError
 from .readers import PAGE, ByteRanges
 from .sampler import IndexSampler
 
@@ -140,7 +141,10 @@ class KernelHints:
         if spans_ahead:
             state.hinter.submit(self._block_ranges(spans_ahead))
         for wanted in pages:
-            issue(self.dataset.ranges(wanted, self.keys))
+            try:
+                issue(self.dataset.ranges(wanted, self.keys))
+            except (StreamloadError, OSError):  # hints are optional: the gather that needs the shard reports it
+                continue
 
     def _block_ranges(self, block_starts: list[int]) -> list[ByteRanges]:
         size = self.sampler.options.block_size

@@ -46,7 +46,7 @@ class BatchLoader:
     def __init__(self, directory: str | os.PathLike, split: str = "train", options: LoaderOptions | None = None, *,
                  transform: Transform | None = None, input_context: Any = None, **overrides: Any) -> None:
         self.options = LoaderOptions.resolve(options, input_context, **overrides)
-        self.dataset = ShardedDataset(Path(directory), split)
+        self.dataset = ShardedDataset(Path(directory), split, verify=self.options.verify == "once")
         self.sampler = IndexSampler(len(self.dataset), self.options)
         self.finish = BatchFinisher(self.dataset.manifest, self.dataset.info.arrays, self.options, transform)
         self.keys = self.finish.keys
