@@ -121,7 +121,8 @@ def _tutorial(data: BenchData) -> EpochBatches:
     from .tutorial import TutorialGenerator
 
     # fed the uint8 split, as the tutorial feeds ``mnist.load_data()``'s arrays
-    generator = TutorialGenerator(data.arrays["x"], data.arrays["y"], batch_size=data.batch_size)
+    x, y = data.arrays["x"], data.arrays["y"]
+    generator = TutorialGenerator(x, y, data.batch_size, x.shape[1:], n_classes=10, to_fit=True)
 
     def epoch_batches(epoch: int) -> Iterator[Any]:
         np.random.seed(data.seed + epoch)  # the tutorial shuffles with the global RNG

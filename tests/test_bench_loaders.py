@@ -1,16 +1,23 @@
-"""The loader benchmark at toy sizes: figures present, positive and consistent; no timing asserted."""
+"""The loader benchmark at toy sizes: every summary recomputed from the rounds it reports, storage reads
+bounded below by the bytes delivered; no timing asserted."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import statistics
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import MakeMnist
+from readcount import require_counted_reads
 from shards import make_arrays
 
 from benchmarks import loaders_bench as lb
+from benchmarks.loaders_fit import FIT_GOALS
+from benchmarks.rounds import Goal
 from streamload.dataset import ShardedDataset
 from streamload.errors import StreamloadError
 from streamload.sources import ArraySource
@@ -48,13 +55,25 @@ def data(toy: tuple[Path, dict[str, np.ndarray]]) -> lb.BenchData:
     return lb.prepare_data(root, _sources(arrays), batch_size=BATCH, seed=5)
 
 
-def _ratio_checks(ratios: list[dict], medians: dict[str, float]) -> None:
-    assert ratios, "no ratio was computed"
-    for entry in ratios:
-        assert entry["value"] == medians[entry["numerator"]] / medians[entry["denominator"]]
-        if entry["goal"] is not None:
-            value, goal = entry["value"], entry["goal"]
-            assert entry["met"] is (value >= goal if entry["goal_kind"] == "min" else value <= goal)
+def _per_round(rounds: list[dict], key: str) -> dict[str, list[float]]:
+    """Each contender's ``key`` in every round, read from the recorded rounds (the oracle's input)."""
+    return {name: [one["results"][name][key] for one in rounds] for name in rounds[0]["results"]}
+
+
+def _check_summary(part: dict, key: str, cpu_key: str, goals: list[Goal]) -> None:
+    """Medians, spreads and every goal's ratio, recomputed here from the per-round figures."""
+    values, cpu_values = _per_round(part["rounds"], key), _per_round(part["rounds"], cpu_key)
+    medians = {name: statistics.median(v) for name, v in values.items()}
+    assert part[f"median_{key}"] == medians
+    assert part[f"min_max_{key}"] == {name: [min(v), max(v)] for name, v in values.items()}
+    assert part[f"median_{cpu_key}"] == {name: statistics.median(v) for name, v in cpu_values.items()}
+    for entries, by in ((part["ratios"], medians), (part["cpu_ratios"], part[f"median_{cpu_key}"])):
+        expected = [goal for goal in goals if goal[0] in by and goal[1] in by]
+        assert [(e["numerator"], e["denominator"], e["goal"], e["goal_kind"]) for e in entries] == expected
+        for entry, (numerator, denominator, goal, kind) in zip(entries, expected):
+            value = by[numerator] / by[denominator]
+            assert entry["value"] == pytest.approx(value, rel=1e-12)
+            assert entry["met"] is (None if goal is None else (value >= goal if kind == "min" else value <= goal))
 
 
 def test_summaries_take_medians_and_ratios_divide_medians_of_the_run() -> None:
@@ -108,20 +127,18 @@ def test_in_ram_bound_and_streamload_loaders_serve_identical_epochs(data: lb.Ben
 
 @pytest.mark.slow
 def test_warm_benchmark_reports_every_loader_with_consistent_figures(data: lb.BenchData) -> None:
-    part = lb.warm_benchmark(data, rounds=2)
+    part = lb.warm_benchmark(data, rounds=3)
     assert part["identical_batches_checked"] == 3 and part["samples"] == N
     assert list(part["median_samples_per_s"]) == list(lb.LOADERS)
-    expected_samples = {name: N for name in lb.LOADERS} | {lb.TUTORIAL: N // BATCH * BATCH}  # it drops the rest
+    # the tutorial keeps its last batch at full size, np.empty rows included (FLAW 4): ceil(N / BATCH) batches
+    expected_samples = {name: N for name in lb.LOADERS} | {lb.TUTORIAL: math.ceil(N / BATCH) * BATCH}
     for one in part["rounds"]:
         assert sorted(one["order"]) == sorted(lb.LOADERS)
         for name, figures in one["results"].items():
             assert figures["samples"] == expected_samples[name], name
-            assert figures["seconds"] > 0 and figures["samples_per_s"] == figures["samples"] / figures["seconds"]
-            assert figures["cpu_seconds"] > 0 and figures["samples_per_cpu_s"] > 0
-    for name, (low, high) in part["min_max_samples_per_s"].items():
-        assert 0 < low <= part["median_samples_per_s"][name] <= high
-    _ratio_checks(part["ratios"], part["median_samples_per_s"])
-    _ratio_checks(part["cpu_ratios"], part["median_samples_per_cpu_s"])
+            assert figures["samples_per_s"] == figures["samples"] / figures["seconds"]
+            assert figures["samples_per_cpu_s"] == figures["samples"] / figures["cpu_seconds"]
+    _check_summary(part, "samples_per_s", "samples_per_cpu_s", lb.WARM_GOALS)
     table = "\n".join(lb.warm_table(json.loads(json.dumps(part))))
     assert all(f"| {name} |" in table for name in lb.LOADERS)
 
@@ -129,16 +146,18 @@ def test_warm_benchmark_reports_every_loader_with_consistent_figures(data: lb.Be
 @pytest.mark.slow
 def test_fit_benchmark_times_both_data_paths(data: lb.BenchData, toy: tuple[Path, dict[str, np.ndarray]]) -> None:
     root, arrays = toy
-    part = lb.fit_benchmark(data, root, samples=96, rounds=1)
+    part = lb.fit_benchmark(data, root, samples=96, rounds=2)
     assert part["samples"] == 96 and part["steps_per_epoch"] == 3
     subset = ShardedDataset(root / "fit-npy-96", "train").gather(np.arange(96))
     np.testing.assert_array_equal(subset["x"], arrays["x"][:96])
-    for figures in [*part["warmup"].values(), *part["rounds"][0]["results"].values()]:
+    for figures in [*part["warmup"].values(), *(one["results"][name] for one in part["rounds"]
+                                                for name in one["results"])]:
+        # a duration measured inside the fit call: fails if the epoch callback never ran
         assert 0 < figures["epoch_seconds"] <= figures["fit_call_seconds"] and np.isfinite(figures["loss"])
-        assert figures["epoch_cpu_seconds"] > 0
     assert set(part["median_epoch_seconds"]) == {lb.FIT_GENERATOR, lb.FIT_ARRAYS}
-    _ratio_checks(part["ratios"], part["median_epoch_seconds"])
-    _ratio_checks(part["cpu_ratios"], part["median_epoch_cpu_seconds"])
+    _check_summary(part, "epoch_seconds", "epoch_cpu_seconds", FIT_GOALS)
+    fit_calls = _per_round(part["rounds"], "fit_call_seconds")
+    assert part["median_fit_call_seconds"] == {name: statistics.median(v) for name, v in fit_calls.items()}
     assert "| generator / in-RAM arrays |" in "\n".join(lb.fit_table(part))
     assert part["ratios"][0]["goal"] == lb.FIT_GOAL and part["ratios"][0]["goal_kind"] == "max"
 
@@ -146,19 +165,27 @@ def test_fit_benchmark_times_both_data_paths(data: lb.BenchData, toy: tuple[Path
 @pytest.mark.slow
 def test_cold_benchmark_counts_delivered_and_read_bytes(cold_toy: Path) -> None:
     root = cold_toy
-    part = lb.cold_benchmark(root / "npy", root / "hdf5", batches=3, batch_size=BATCH)
+    page = require_counted_reads(root)
+    part = lb.cold_benchmark(root / "npy", root / "hdf5", batches=3, batch_size=BATCH, rounds=2)
     results = part["rounds"][0]["results"]
     assert len(results) == lb.COLD_CONTENDERS and part["samples"] == N
+    train_files = sorted((root / "npy").glob("train-*.npy"))
+    assert len(train_files) == 2  # x and y of the one shard
+    sizes = [os.path.getsize(path) for path in train_files]
+    assert part["dataset_bytes"] == sum(sizes)
     sample_bytes = 28 * 28 + 1
-    for name, figures in results.items():
-        if name == lb.SEQUENTIAL:
-            assert figures["delivered_bytes"] == part["dataset_bytes"] > N * sample_bytes  # .npy headers included
-        else:
-            assert figures["samples"] == 3 * BATCH, name
-            assert figures["delivered_bytes"] == 3 * BATCH * sample_bytes, name
-        assert figures["seconds"] > 0 and figures["read_bytes"] >= 0
-        assert figures["read_per_delivered"] == figures["read_bytes"] / figures["delivered_bytes"]
-    assert part["vs_sequential"][lb.SEQUENTIAL] == 1.0
+    for one in part["rounds"]:
+        for name, figures in one["results"].items():
+            if name == lb.SEQUENTIAL:  # every page of every file read once, from storage
+                assert figures["delivered_bytes"] == sum(sizes)
+                assert figures["read_bytes"] >= sum(math.ceil(size / page) * page for size in sizes), name
+            else:  # distinct samples occupy disjoint stored bytes, all of which came from storage
+                assert figures["samples"] == 3 * BATCH, name
+                assert figures["delivered_bytes"] == 3 * BATCH * sample_bytes, name
+                assert figures["read_bytes"] >= figures["delivered_bytes"], name
+            assert figures["read_per_delivered"] == figures["read_bytes"] / figures["delivered_bytes"]
+    rates = {name: statistics.median(v) for name, v in _per_round(part["rounds"], "samples_per_s").items()}
+    assert part["vs_sequential"] == pytest.approx({name: rate / rates[lb.SEQUENTIAL] for name, rate in rates.items()})
     assert all(f"| {name} |" in "\n".join(lb.cold_table(part)) for name in results)
 
 
@@ -181,9 +208,9 @@ def test_command_line_builds_data_and_writes_tables_and_json(
     assert "### Loaders, warm page cache: 150 train samples, batch 16" in stdout and "### Cold page cache" in stdout
     report = json.loads(out.read_text())
     assert set(report) == {"machine", "options", "warm", "cold"}
-    assert report["machine"]["usable_cpus"] >= 1 and len(report["machine"]["loadavg_end"]) == 3
+    assert report["machine"]["usable_cpus"] == len(os.sched_getaffinity(0)) and "loadavg_end" in report["machine"]
     assert report["options"]["batch_size"] == 16 and report["cold"]["batch_size"] == 16
-    _ratio_checks(report["warm"]["ratios"], report["warm"]["median_samples_per_s"])
+    _check_summary(report["warm"], "samples_per_s", "samples_per_cpu_s", lb.WARM_GOALS)
     built = ShardedDataset(tmp_path / "data" / "hdf5", "train").gather(np.arange(150))
     np.testing.assert_array_equal(built["x"], source.arrays["train"]["x"])
     assert len(list((tmp_path / "data" / "tfrecord").glob("part-*.tfrecord"))) == 1
