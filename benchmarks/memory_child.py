@@ -93,11 +93,9 @@ def whole_split(loader: Any) -> dict[str, Any]:
 
 def make_feed(args: argparse.Namespace) -> tuple[Feed, Any]:
     """Batches of the configuration, and the object ``model.fit`` takes (a PyDataset) in fit mode."""
-    from streamload.batching import BatchOptions
     from streamload.loader import BatchLoader
-    from streamload.sampler import SamplerOptions
 
-    loader = BatchLoader(args.data, "train", SamplerOptions(batch_size=args.batch_size), BatchOptions())
+    loader = BatchLoader(args.data, "train", batch_size=args.batch_size)
     if args.loader == "tutorial":
         from benchmarks.tutorial import TutorialGenerator
 
@@ -107,7 +105,7 @@ def make_feed(args: argparse.Namespace) -> tuple[Feed, Any]:
         return (len(generator), generator.__getitem__), generator
     if args.loader == "ram":
         arrays = whole_split(loader)
-        feed = (loader.num_batches, lambda batch: loader.reference_batch(arrays, 0, batch))
+        feed = (loader.num_batches, lambda batch: loader.reference(arrays, 0, batch))
         return feed, (_as_py_dataset(*feed) if args.mode == "fit" else None)
     if args.api == "keras":
         from streamload.generator import StreamingGenerator

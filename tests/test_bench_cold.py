@@ -7,11 +7,10 @@ from readcount import require_counted_reads
 from shards import build
 
 from benchmarks.cold import PlainGatherLoader, cold_pass, evict, sequential_pass
-from streamload.batching import BatchOptions
 from streamload.loader import BatchLoader
-from streamload.sampler import SamplerOptions
+from streamload.options import LoaderOptions
 
-RAW = BatchOptions(one_hot=False, normalize=False, channel_axis=False)
+RAW = {"one_hot": False, "normalize": False, "channel_axis": False}
 
 
 def ids(x: np.ndarray) -> np.ndarray:
@@ -22,12 +21,12 @@ def ids(x: np.ndarray) -> np.ndarray:
 def test_cold_pass_counts_samples_and_storage_reads(tmp_path, fmt) -> None:
     require_counted_reads(tmp_path)
     directory, _ = build(tmp_path, 6000, fmt, 2500)
-    result = cold_pass(lambda: BatchLoader(directory, "train", SamplerOptions(batch_size=50, seed=1), RAW),
+    result = cold_pass(lambda: BatchLoader(directory, "train", LoaderOptions(batch_size=50, seed=1, **RAW)),
                        directory, 40)
     assert result.samples == 2000 and result.delivered_bytes == 2000 * 785
     # cold: the 2000 distinct samples' stored bytes (disjoint, image and label) all came from storage
     assert result.read_bytes >= result.delivered_bytes and result.amplification >= 1
-    again = cold_pass(lambda: BatchLoader(directory, "train", SamplerOptions(batch_size=50, seed=1), RAW),
+    again = cold_pass(lambda: BatchLoader(directory, "train", LoaderOptions(batch_size=50, seed=1, **RAW)),
                       directory, [(1, 0), (1, 1)])
     assert again.samples == 100 and again.read_bytes >= 100 * 785  # evicted again, though the first pass read it
 
@@ -56,9 +55,9 @@ def test_sequential_pass_reads_every_byte_once(tmp_path) -> None:
 @pytest.mark.parametrize("fmt", ["npy", "hdf5"])
 def test_plain_gather_reads_the_same_samples_as_streamload(tmp_path, fmt) -> None:
     directory, arrays = build(tmp_path, 3000, fmt, 1100)
-    sampling = SamplerOptions(batch_size=64, seed=4)
+    sampling = LoaderOptions(batch_size=64, seed=4, **RAW)
     plain = PlainGatherLoader(directory, sampling=sampling)
-    loader = BatchLoader(directory, "train", sampling, RAW)
+    loader = BatchLoader(directory, "train", sampling)
     for batch in (0, 7, loader.num_batches - 1):
         got = plain.load(0, batch)
         want = loader.load(0, batch)

@@ -100,7 +100,7 @@ def test_identity_check_accepts_equal_batches_and_catches_a_changed_sample(
     root, arrays = toy
     good = lb.BenchData(root / "npy", root / "hdf5", [], arrays, BATCH, seed=5)
     assert lb.check_identical_batches(good, batches=3) == 3
-    loader = lb.BatchLoader(good.npy, "train", good.sampling())
+    loader = lb.BatchLoader(good.npy, "train", good.options())
     changed = {key: value.copy() for key, value in arrays.items()}
     changed["x"][loader.sampler.batch_indices(0, 1)[7], 3, 3] ^= 0xFF  # one pixel of batch 1
     with pytest.raises(StreamloadError, match="batch 1 differs"):
@@ -108,13 +108,27 @@ def test_identity_check_accepts_equal_batches_and_catches_a_changed_sample(
 
 
 @pytest.mark.slow
-def test_in_ram_bound_and_streamload_loaders_serve_identical_epochs(data: lb.BenchData) -> None:
-    names = [lb.IN_RAM, lb.NPY, lb.HDF5] + ([lb.TFDATA] if lb.TFDATA in lb.LOADERS else [])
+def test_in_ram_loop_serves_every_sample_once_finished_like_streamload(data: lb.BenchData) -> None:
+    """The independent bound: its own order, but each epoch every sample once, normalised the same way."""
+    for epoch in (0, 3):
+        batches = list(lb.LOADERS[lb.IN_RAM](data)(epoch))
+        x, y = (np.concatenate(part) for part in zip(*batches))
+        ids = np.ascontiguousarray((x[..., 0] * 255).round().astype(np.uint8).reshape(N, -1)[:, :4])
+        order = np.array([int.from_bytes(row.tobytes(), "little") for row in ids])
+        assert np.array_equal(np.sort(order), np.arange(N))  # a permutation of the split
+        assert np.array_equal(x[..., 0], data.arrays["x"][order].astype(np.float32) * np.float32(1 / 255))
+        assert np.array_equal(y.argmax(1), data.arrays["y"][order])
+
+
+@pytest.mark.slow
+def test_streamload_loaders_serve_identical_epochs(data: lb.BenchData) -> None:
+    names = [lb.IN_RAM_SAME, lb.LOADER, lb.NPY, lb.NPY_UNHINTED, lb.HDF5] + (
+        [lb.TFDATA] if lb.TFDATA in lb.LOADERS else [])
     epochs = {name: lb.LOADERS[name](data) for name in names}
     for epoch in (0, 3):
         served = {name: [tuple(np.asarray(part) for part in batch) for batch in epochs[name](epoch)]
                   for name in names}
-        reference = served[lb.IN_RAM]
+        reference = served[lb.IN_RAM_SAME]
         assert sum(len(x) for x, _ in reference) == N and len(reference) == -(-N // BATCH)
         seen = np.concatenate([x for x, _ in reference]).reshape(N, -1)
         assert len(np.unique(seen[:, :4], axis=0)) == N, "an epoch must hold every sample once"

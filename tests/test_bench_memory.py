@@ -90,7 +90,7 @@ def test_child_pass_sees_every_sample_once(tmp_path: Path, loader: str, fmt: str
     assert status == 0 and result["phase"] == "done" and result["error"] is None
     assert (result["batches"], result["samples"]) == (16, 1000)  # 15 full batches and one of 40
     assert result["checksum"]["labels"] == int(arrays["y"].sum())  # a permutation: every label once
-    expected_pixels = float((arrays["x"] / np.float32(255)).sum(dtype=np.float64))
+    expected_pixels = float((arrays["x"].astype(np.float32) * np.float32(1 / 255)).sum(dtype=np.float64))
     assert result["checksum"]["pixels"] == pytest.approx(expected_pixels, rel=1e-12)
     assert set(result["memory"]) == {"baseline", "loaded", "end"}
 
