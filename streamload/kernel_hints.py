@@ -51,6 +51,9 @@ def issue(ranges: list[ByteRanges]) -> None:
     """Queue reads of the pages under ``ranges`` (merged per file when adjacent); returns at once."""
     for found in ranges:
         first, last = found.starts // PAGE, (found.ends - 1) // PAGE
+        if len(first) > 1 and (first[1:] < first[:-1]).any():  # the merge below needs ranges in file order
+            order = np.argsort(first, kind="stable")
+            first, last = first[order], last[order]
         if len(first) > 1:  # merge runs of touching or overlapping pages into one hint each
             breaks = np.flatnonzero(first[1:] > np.maximum.accumulate(last)[:-1] + 1) + 1
             first, last = first[np.r_[0, breaks]], np.maximum.reduceat(last, np.r_[0, breaks])
@@ -115,9 +118,16 @@ class KernelHints:
         # setdefault is atomic, so racing threads agree on one state; a forked child makes its own
         return self._states.get(current_pid()) or self._states.setdefault(current_pid(), _ProcessState())
 
-    def before_batch(self, epoch: int, batch: int, indices: np.ndarray) -> None:
-        """Call just before gathering ``indices``, batch ``batch`` of ``epoch``."""
+    def before_batch(self, epoch: int, batch: int, indices: np.ndarray, offset: int = 0) -> None:
+        """Call just before gathering ``indices``, batch ``batch`` of ``epoch`` counted from sample ``offset``."""
         state = self._state()
+        if offset:  # a resumed epoch: batch numbers are not epoch positions, so hint this batch only, no lookahead
+            with state.lock:
+                state.last = None  # the next epoch starts afresh at its batch 0
+                fresh = state.batches.add((epoch, offset, batch))
+            if fresh and not state.storage_idle():
+                issue(self.dataset.ranges(indices, self.keys))
+            return
         position = epoch * self.sampler.num_batches + batch
         if not self.block_mode and state.storage_idle():  # no lock: a race only shifts when we look
             state.last = position

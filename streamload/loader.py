@@ -68,7 +68,7 @@ class BatchLoader:
         """The sorted samples of a batch; the read hints hear that it is about to be read."""
         indices = self.sampler.batch_indices(epoch, batch, offset)
         if self.hints is not None:
-            self.hints.before_batch(epoch, batch, indices)
+            self.hints.before_batch(epoch, batch, indices, offset)
         return indices
 
     def read(self, indices: np.ndarray) -> Batch:

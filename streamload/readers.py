@@ -95,6 +95,8 @@ class ChunkedArray:
 
     def take(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty((len(rows), *self.dataset.shape[1:]), self.dataset.dtype) if out is None else out
+        if not len(rows):  # the loop below would look up the chunk of a first row that is not there
+            return out
         chunk_of_row = rows // self.chunk_rows
         bounds = np.flatnonzero(np.diff(chunk_of_row)) + 1
         for first, last in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(rows)].tolist()):

@@ -116,7 +116,7 @@ class IndexSampler:
         is 0 except in an epoch resumed mid-way, whose batches start where the state left off.
         """
         start = offset + batch * self.batch_size
-        if batch < 0 or start >= self.samples_per_epoch:
+        if batch < 0 or offset < 0 or start >= self.samples_per_epoch:  # a negative offset would wrap silently
             raise IndexError(f"batch {batch} (from sample {offset}) is outside the {self.samples_per_epoch} samples "
                              f"of an epoch")
         block, row = divmod(batch, self._block_batches)

@@ -42,3 +42,19 @@ def raw(directory, **options):
     from streamload import StreamingGenerator
 
     return StreamingGenerator(directory, normalize=False, channel_axis=False, one_hot=False, **options)
+
+
+def vm_flags_of_mappings(directory: Path) -> dict[str, list[set[str]]]:
+    """File name -> the VmFlags of each of this process' mappings of it, for files under ``directory``."""
+    import re
+
+    flags: dict[str, list[set[str]]] = {}
+    current = None
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", fields[0]):  # a mapping's first line; anonymous ones name no file
+                current = fields[5] if len(fields) > 5 and fields[5].startswith(str(directory)) else None
+            elif fields[0] == "VmFlags:" and current is not None:
+                flags.setdefault(Path(current).name, []).append(set(fields[1:]))
+    return flags

@@ -1,43 +1,158 @@
+"""BatchFinisher: what the manifest says each array is, turned into what a model consumes."""
+
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from streamload.batching import BatchOptions, encode_labels, finish_batch, scale_to_unit
+from streamload import ArraySource, BuildOptions, build_dataset
+from streamload.batching import BatchFinisher, LabelOutOfRange
 from streamload.errors import InvalidOptionError
+from streamload.manifest import Manifest
+from streamload.options import LoaderOptions
 
 
-def arrays(n: int = 5) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return {"x": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), "y": rng.integers(0, 10, n, dtype=np.uint8)}
+def dataset(tmp_path: Path, name: str = "data", roles: dict | None = None, **arrays: np.ndarray) -> Manifest:
+    """Build ``arrays`` as a one-split dataset; ``roles`` (features/target/sample_weight) set on the source."""
+    source = ArraySource(**arrays)
+    for role, value in (roles or {}).items():
+        setattr(source, role, value)  # the optional attributes documented in streamload/sources/base.py
+    return build_dataset({"train": source}, tmp_path / name, BuildOptions(progress=False))
 
 
-def test_default_batch_is_float32_unit_range_with_channel_and_one_hot() -> None:
-    raw = arrays()
-    x, y = finish_batch(raw, BatchOptions())
-    assert x.shape == (5, 28, 28, 1) and x.dtype == np.float32 and x.flags.c_contiguous
-    assert np.array_equal(x[..., 0], raw["x"].astype(np.float32) / 255)
-    assert y.dtype == np.float32 and np.array_equal(y.argmax(1), raw["y"]) and np.array_equal(y.sum(1), np.ones(5))
+def finisher(manifest: Manifest, transform=None, **options: object) -> BatchFinisher:  # noqa: ANN001
+    return BatchFinisher(manifest, manifest.split("train").arrays, LoaderOptions(**options), transform)
 
 
-def test_raw_options_keep_stored_values() -> None:
-    raw = arrays()
-    x, y = finish_batch(raw, BatchOptions(normalize=False, channel_axis=False, one_hot=False))
-    assert x.dtype == np.uint8 and np.array_equal(x, raw["x"]) and y.dtype == np.int32
+def mnist_like(n: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    x[0, 0, :2] = (0, 255)  # both ends of the range
+    return {"x": x, "y": np.arange(n, dtype=np.uint8) % 10}
 
 
-def test_to_fit_false_returns_x_only_and_transform_sees_none() -> None:
+@pytest.fixture()
+def mnist(tmp_path: Path) -> tuple[Manifest, dict[str, np.ndarray]]:
+    arrays = mnist_like(12)
+    return dataset(tmp_path, x=arrays["x"], y=arrays["y"]), arrays
+
+
+def test_default_batch_is_rescaled_float32_with_channel_and_one_hot(mnist) -> None:
+    manifest, raw = mnist
+    x, y = finisher(manifest)(raw)
+    assert x.shape == (12, 28, 28, 1) and x.dtype == np.float32 and x.flags.c_contiguous
+    assert np.array_equal(x[..., 0], raw["x"].astype(np.float32) * np.float32(1 / 255))  # Keras' Rescaling(1/255)
+    assert x.min() == 0.0 and x.max() == 1.0
+    assert y.dtype == np.float32 and np.array_equal(y, np.eye(10, dtype=np.float32)[raw["y"]])
+    assert manifest.labels.num_classes == 10
+
+
+def test_normalisation_of_wider_integers_uses_their_own_maximum(tmp_path) -> None:
+    x = np.array([[0, 1, 1000, 65535]], dtype=np.uint16).repeat(3, axis=0)
+    manifest = dataset(tmp_path, x=x, y=np.array([0, 1, 2], np.uint8))
+    finished, _ = finisher(manifest)({"x": x, "y": np.array([0, 1, 2], np.uint8)})
+    assert np.array_equal(finished, x.astype(np.float32) * np.float32(1 / 65535))  # 1-D samples: no channel axis
+    assert finished.shape == (3, 4)
+
+
+def test_raw_options_keep_stored_values_and_sparse_labels(mnist) -> None:
+    manifest, raw = mnist
+    x, y = finisher(manifest, normalize=False, channel_axis=False, one_hot=False)(raw)
+    assert x.dtype == np.uint8 and np.array_equal(x, raw["x"])
+    assert y.dtype == np.int32 and np.array_equal(y, raw["y"])
+
+
+def test_float_features_and_float_targets_pass_through(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    arrays = {"x": rng.standard_normal((5, 3, 4, 2)).astype(np.float32), "y": rng.standard_normal(5)}
+    manifest = dataset(tmp_path, **arrays)
+    assert manifest.labels is None  # a regression target: no label facts
+    x, y = finisher(manifest)(arrays)  # normalize and one_hot are on, but do not apply
+    assert x.dtype == np.float32 and np.array_equal(x, arrays["x"])  # 3-D samples: no channel axis either
+    assert y.dtype == np.float64 and np.array_equal(y, arrays["y"])
+
+
+def test_num_classes_option_overrides_the_manifest(mnist) -> None:
+    manifest, raw = mnist
+    _, y = finisher(manifest, num_classes=12)(raw)
+    assert y.shape == (12, 12) and np.array_equal(y.argmax(1), raw["y"]) and (y[:, 10:] == 0).all()
+
+
+@pytest.mark.parametrize("labels,position,value", [([1, 10, 2], 1, 10), ([9, 0, 200], 2, 200), ([255, 3, 1], 0, 255)])
+def test_labels_outside_the_classes_raise(mnist, labels, position, value) -> None:
+    manifest, raw = mnist
+    finish = finisher(manifest)
+    with pytest.raises(LabelOutOfRange) as caught:
+        finish({"x": raw["x"][:3], "y": np.array(labels, np.uint8)})
+    assert (caught.value.position, caught.value.value, caught.value.num_classes) == (position, value, 10)
+    assert isinstance(caught.value, ValueError)
+    finish({"x": raw["x"][:3], "y": np.array([9, 0, 9], np.uint8)})  # the edges of the range are fine
+
+
+def test_negative_labels_of_a_signed_dtype_are_caught(tmp_path) -> None:
+    """np.take would read row -1 (the last class) for a label of -1."""
+    y = np.array([0, 3, 9, 1], np.int8)
+    manifest = dataset(tmp_path, x=np.zeros((4, 2), np.uint8), y=y)
+    finish = finisher(manifest)
+    assert np.array_equal(finish({"x": np.zeros((4, 2), np.uint8), "y": y})[1].argmax(1), y)
+    with pytest.raises(LabelOutOfRange) as caught:
+        finish({"x": np.zeros((4, 2), np.uint8), "y": np.array([2, 5, -1, 3], np.int8)})
+    assert (caught.value.position, caught.value.value) == (2, -1)
+
+
+def test_integer_target_without_a_class_count_needs_num_classes(mnist) -> None:
+    manifest, raw = mnist
+    unlabelled = Manifest(format=manifest.format, splits=manifest.splits, labels=None)
+    with pytest.raises(InvalidOptionError, match="records no class count for 'y'; pass num_classes"):
+        finisher(unlabelled)
+    assert finisher(unlabelled, num_classes=10)(raw)[1].shape == (12, 10)
+    assert finisher(unlabelled, one_hot=False)(raw)[1].dtype == np.int32
+
+
+def test_to_fit_false_gives_x_alone_reads_no_target_and_transform_sees_none(mnist) -> None:
+    manifest, raw = mnist
     seen = []
-    x = finish_batch(arrays(), BatchOptions(to_fit=False), lambda x, y: (seen.append(y) or x * 2, y))
-    assert isinstance(x, np.ndarray) and seen == [None] and x.max() <= 2
+    finish = finisher(manifest, lambda x, y: (seen.append(y) or x * 2, y), to_fit=False)
+    assert finish.keys == ("x",)
+    x = finish({"x": raw["x"]})
+    assert isinstance(x, np.ndarray) and seen == [None]
+    assert np.array_equal(x, raw["x"].astype(np.float32)[..., None] * np.float32(1 / 255) * 2)
 
 
-def test_scale_handles_wider_ints_and_floats() -> None:
-    assert scale_to_unit(np.array([65535], np.uint16))[0] == 1.0
-    floats = np.array([0.5], np.float64)
-    assert scale_to_unit(floats).dtype == np.float32
+def test_transform_gets_the_finished_batch(mnist) -> None:
+    manifest, raw = mnist
+    finish = finisher(manifest, lambda x, y: (x.sum(axis=(1, 2, 3)), y.argmax(1)))
+    x, y = finish(raw)
+    plain_x, _ = finisher(manifest)(raw)
+    assert np.array_equal(x, plain_x.sum(axis=(1, 2, 3))) and np.array_equal(y, raw["y"])
 
 
-def test_label_out_of_range_is_a_clear_error() -> None:
-    with pytest.raises(InvalidOptionError, match="num_classes"):
-        encode_labels(np.array([3, 12]), BatchOptions(num_classes=10))
-    with pytest.raises(InvalidOptionError):
-        BatchOptions(num_classes=0)
+def test_dict_features_give_a_dict_x(tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    arrays = {"image": rng.integers(0, 256, (4, 8, 8), dtype=np.uint8),
+              "meta": rng.standard_normal((4, 3)).astype(np.float32), "y": np.array([0, 2, 1, 2], np.uint8)}
+    manifest = dataset(tmp_path, **arrays)
+    assert manifest.features == ("image", "meta") and manifest.target == "y"
+    x, y = finisher(manifest)(arrays)
+    assert set(x) == {"image", "meta"}
+    assert np.array_equal(x["image"], arrays["image"].astype(np.float32)[..., None] * np.float32(1 / 255))
+    assert np.array_equal(x["meta"], arrays["meta"])
+    assert np.array_equal(y, np.eye(3, dtype=np.float32)[arrays["y"]])
+
+
+def test_declared_roles_and_sample_weights(tmp_path) -> None:
+    arrays = {"pixels": np.arange(12, dtype=np.uint8).reshape(3, 4), "label": np.array([1, 0, 1], np.uint8),
+              "w": np.array([0.5, 1.0, 2.0], np.float32)}
+    manifest = dataset(tmp_path, roles={"features": ("pixels",), "target": "label", "sample_weight": "w"}, **arrays)
+    finish = finisher(manifest, normalize=False)
+    assert finish.keys == ("pixels", "label", "w")
+    x, y, w = finish(arrays)
+    assert np.array_equal(x, arrays["pixels"]) and np.array_equal(w, arrays["w"])
+    assert np.array_equal(y, np.eye(2, dtype=np.float32)[arrays["label"]])
+    assert not isinstance(finisher(manifest, to_fit=False)(arrays), tuple)  # no target, no weights
+
+
+def test_empty_batch_keeps_shapes_and_dtypes(mnist) -> None:
+    manifest, raw = mnist
+    x, y = finisher(manifest)({"x": raw["x"][:0], "y": raw["y"][:0]})
+    assert (x.shape, x.dtype, y.shape, y.dtype) == ((0, 28, 28, 1), np.float32, (0, 10), np.float32)

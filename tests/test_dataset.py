@@ -1,47 +1,98 @@
+"""ShardedDataset: gathers equal in-memory indexing, the per-process reader cache, pickling, Grain."""
+
+import mmap
+import os
 import pickle
+import threading
 
 import numpy as np
 import pytest
-from shards import build
+from shards import build, vm_flags_of_mappings
 
 from streamload.dataset import ShardedDataset
 from streamload.errors import ManifestError
 
 FORMATS = [("npy", None), ("hdf5", None), ("hdf5", "gzip"), ("hdf5", "lzf")]
+ROW_BYTES = 28 * 28
 
 
 @pytest.mark.parametrize("fmt,compression", FORMATS)
 @pytest.mark.parametrize("shard_size", [None, 1, 333])
 def test_gather_equals_in_memory_indexing(tmp_path, fmt, compression, shard_size) -> None:
-    directory, arrays = build(tmp_path, 1000, fmt, shard_size, compression=compression)
+    directory, arrays = build(tmp_path, 600, fmt, shard_size, compression=compression)
     dataset = ShardedDataset(directory, "train")
-    indices = np.random.default_rng(1).integers(0, 1000, size=300)  # unsorted, with repeats
-    got = dataset.gather(indices)
-    for key in ("x", "y"):
-        assert np.array_equal(got[key], arrays[key][indices])
-        assert got[key].flags.c_contiguous and got[key].base is None  # a fresh array, never a view of a map
+    unsorted = np.random.default_rng(1).integers(0, 600, size=300)  # any order, with repeats
+    for indices in (unsorted, np.sort(unsorted), np.array([599, 0, 599, 0]), np.arange(600)):
+        got = dataset.gather(indices)
+        assert set(got) == {"x", "y"}
+        for key in ("x", "y"):
+            assert np.array_equal(got[key], arrays[key][indices]) and got[key].dtype == arrays[key].dtype
+            assert got[key].flags.c_contiguous and got[key].base is None  # a fresh array, never a view of a map
 
 
-def test_gather_only_requested_keys_and_empty(tmp_path) -> None:
+@pytest.mark.parametrize("fmt,compression", FORMATS)
+@pytest.mark.parametrize("shard_size", [None, 7])
+def test_empty_gather_gives_empty_arrays(tmp_path, fmt, compression, shard_size) -> None:
+    directory, _ = build(tmp_path, 50, fmt, shard_size, compression=compression)
+    got = ShardedDataset(directory).gather(np.array([], dtype=np.int64))
+    assert got["x"].shape == (0, 28, 28) and got["y"].shape == (0,) and got["x"].dtype == np.uint8
+
+
+@pytest.mark.parametrize("shard_size", [None, 7])
+def test_negative_and_too_large_indices_raise_instead_of_wrapping(tmp_path, shard_size) -> None:
+    directory, _ = build(tmp_path, 50, "npy", shard_size)
+    dataset = ShardedDataset(directory)
+    for bad in ([-1], [-1, 3], [5, -1, 2], [50], [3, 50], [49, 0, 50], [-50]):
+        with pytest.raises(IndexError, match=r"sample index out of range \[0, 50\)"):
+            dataset.gather(np.array(bad))
+        with pytest.raises(IndexError):
+            dataset.gather(np.array(bad), ("y",))
+
+
+def test_gather_only_requested_keys(tmp_path) -> None:
     directory, arrays = build(tmp_path, 50, "npy", 7)
     dataset = ShardedDataset(directory)
-    assert set(dataset.gather(np.array([3, 1]), ("x",))) == {"x"}
-    assert dataset.gather(np.array([], dtype=np.int64))["x"].shape == (0, 28, 28)
-
-
-def test_out_of_range_index_raises(tmp_path) -> None:
-    directory, _ = build(tmp_path, 10, "npy")
-    with pytest.raises(IndexError):
-        ShardedDataset(directory).gather(np.array([10]))
+    got = dataset.gather(np.array([3, 1]), ("x",))
+    assert set(got) == {"x"} and np.array_equal(got["x"], arrays["x"][[3, 1]])
+    assert dataset.keys == ("x", "y") and len(dataset) == 50
 
 
 def test_opening_reads_only_the_manifest(tmp_path) -> None:
     directory, _ = build(tmp_path, 100, "npy", 10)
     dataset = ShardedDataset(directory)
-    assert all(reader is None for reader in dataset._readers)
     dataset.gather(np.array([55]))
     opened = [i for i, reader in enumerate(dataset._readers) if reader is not None]
     assert opened == [5]
+    assert sorted(vm_flags_of_mappings(directory.resolve())) == ["train-00005.x.npy", "train-00005.y.npy"]
+
+
+def test_one_reader_per_shard_per_process(tmp_path) -> None:
+    directory, _ = build(tmp_path, 100, "npy", 10)
+    dataset = ShardedDataset(directory)
+    first = dataset.reader(3)
+    dataset.gather(np.arange(100))
+    assert dataset.reader(3) is first
+
+
+@pytest.mark.parametrize("fmt,compression", [("npy", None), ("hdf5", "lzf")])
+def test_readers_reopen_after_fork(tmp_path, fmt, compression) -> None:
+    directory, arrays = build(tmp_path, 100, fmt, 40, compression=compression)
+    dataset = ShardedDataset(directory)
+    dataset.gather(np.array([1, 99]))
+    parent_reader = dataset.reader(0)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must open its own readers, not reuse the parent's
+        try:
+            ok = dataset.reader(0) is not parent_reader and np.array_equal(dataset.gather(np.array([7, 98, 50]))["x"],
+                                                                           arrays["x"][[7, 98, 50]])
+            os.write(write_end, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read_end, 1) == b"1"
+    assert dataset.reader(0) is parent_reader  # the parent keeps its own
+    assert np.array_equal(dataset.gather(np.array([7]))["x"], arrays["x"][[7]])
 
 
 @pytest.mark.parametrize("fmt", ["npy", "hdf5"])
@@ -52,7 +103,21 @@ def test_pickles_as_paths_not_data(tmp_path, fmt) -> None:
     blob = pickle.dumps(dataset)
     assert len(blob) < 20_000
     clone = pickle.loads(blob)
-    assert np.array_equal(clone.gather(np.array([19_999]))["x"], arrays["x"][[19_999]])
+    assert np.array_equal(clone.gather(np.array([19_999, 3]))["x"], arrays["x"][[19_999, 3]])
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_RANDOM"), reason="madvise hints need Linux")
+def test_advice_reaches_readers_opened_before_after_and_in_a_pickled_copy(tmp_path) -> None:
+    directory, _ = build(tmp_path, 100, "npy", 50)
+    dataset = ShardedDataset(directory)
+    dataset.gather(np.array([0]))  # shard 0 open before the advice
+    dataset.advise(mmap.MADV_RANDOM)
+    dataset.gather(np.array([99]))  # shard 1 opened after it
+    clone = pickle.loads(pickle.dumps(dataset))
+    clone.gather(np.array([0, 99]))
+    mapped = vm_flags_of_mappings(directory.resolve())
+    assert len(mapped) == 4 and all(len(maps) == 2 for maps in mapped.values())  # the dataset's and the clone's
+    assert all("rr" in flags for maps in mapped.values() for flags in maps), mapped
 
 
 def test_missing_split_and_missing_manifest(tmp_path) -> None:
@@ -63,13 +128,89 @@ def test_missing_split_and_missing_manifest(tmp_path) -> None:
         ShardedDataset(tmp_path / "nowhere")
 
 
-def test_span_hints_cover_a_span_across_shards(tmp_path) -> None:
-    directory, _ = build(tmp_path, 1000, "npy", 300)
+def test_ranges_say_where_each_shards_rows_lie(tmp_path) -> None:
+    directory, arrays = build(tmp_path, 1000, "npy", 300)
     dataset = ShardedDataset(directory)
-    hints = dataset.span_hints(250, 700, ("x",))
-    covered = [(holder.path.name, start, start + length) for holder, start, length in hints]
-    assert [name for name, _, _ in covered] == ["train-00000.x.npy", "train-00001.x.npy", "train-00002.x.npy"]
-    rows = [(250, 300), (0, 300), (0, 100)]
-    for (_, start, end), (first, last), (holder, _, _) in zip(covered, rows, hints):
-        assert start <= holder.offset + first * 784 < start + 4096 and end == holder.offset + last * 784
-    assert dataset.span_hints(990, 2000, ("y",))[0][2] >= 10 and dataset.span_hints(5, 5) == []
+    indices = np.array([5, 5, 299, 300, 650, 999])
+    found = dataset.ranges(indices, ("x",))
+    assert [os.path.basename(os.readlink(f"/proc/self/fd/{r.fd}")) for r in found] == [
+        "train-00000.x.npy", "train-00001.x.npy", "train-00002.x.npy", "train-00003.x.npy"]
+    starts = np.concatenate([r.starts for r in found])
+    ends = np.concatenate([r.ends for r in found])
+    fds = np.concatenate([[r.fd] * len(r.starts) for r in found])
+    assert len(starts) == len(indices) and np.array_equal(ends - starts, np.full(len(indices), ROW_BYTES))
+    for index, fd, start in zip(indices, fds, starts):
+        assert os.pread(int(fd), ROW_BYTES, int(start)) == arrays["x"][index].tobytes()
+    assert len(dataset.ranges(indices)) == 8  # x and y of each of the 4 shards
+
+
+def test_span_ranges_cover_a_span_across_shards(tmp_path) -> None:
+    directory, arrays = build(tmp_path, 1000, "npy", 300)
+    dataset = ShardedDataset(directory)
+    found = dataset.span_ranges(250, 700, ("x",))
+    assert [os.path.basename(os.readlink(f"/proc/self/fd/{r.fd}")) for r in found] == [
+        "train-00000.x.npy", "train-00001.x.npy", "train-00002.x.npy"]
+    covered = b"".join(os.pread(r.fd, int(r.ends[0] - r.starts[0]), int(r.starts[0])) for r in found)
+    assert covered == arrays["x"][250:700].tobytes()  # exactly those samples' bytes, in order
+    (tail,) = dataset.span_ranges(990, 2000, ("y",))  # clipped to the split's end: the last 10 labels
+    assert os.pread(tail.fd, int(tail.ends[0] - tail.starts[0]), int(tail.starts[0])) == arrays["y"][990:].tobytes()
+    assert dataset.span_ranges(5, 5) == [] and dataset.span_ranges(1000, 1100) == []
+
+
+def test_threads_opening_readers_at_once_get_the_right_samples(tmp_path) -> None:
+    directory, arrays = build(tmp_path, 2000, "hdf5", 100)
+    dataset = ShardedDataset(directory)
+    wanted = [np.random.default_rng(seed).integers(0, 2000, 64) for seed in range(32)]
+    results: dict[int, np.ndarray] = {}
+    start = threading.Barrier(8)
+
+    def work(worker: int) -> None:
+        start.wait()
+        for job in range(worker, len(wanted), 8):
+            results[job] = dataset.gather(wanted[job])["x"]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(np.array_equal(results[job], arrays["x"][indices]) for job, indices in enumerate(wanted))
+
+
+@pytest.mark.parametrize("fmt,compression", [("npy", None), ("hdf5", "gzip")])
+def test_getitem_and_getitems_are_records_of_the_arrays(tmp_path, fmt, compression) -> None:
+    directory, arrays = build(tmp_path, 120, fmt, 50, compression=compression)
+    dataset = ShardedDataset(directory)
+    for index in (0, 49, 50, 119):
+        record = dataset[index]
+        assert set(record) == {"x", "y"}
+        assert np.array_equal(record["x"], arrays["x"][index]) and record["y"] == arrays["y"][index]
+    indices = [119, 3, 3, 60, 0]
+    records = dataset.__getitems__(indices)
+    assert len(records) == len(indices)
+    for index, record in zip(indices, records):
+        single = dataset[index]
+        assert all(np.array_equal(record[key], single[key]) for key in ("x", "y"))
+    assert dataset.__getitems__([]) == []
+    with pytest.raises(IndexError):
+        dataset[120]
+    with pytest.raises(IndexError):
+        dataset[-1]  # a record number, not a Python position from the end
+
+
+def test_grain_reads_the_dataset_as_a_source(tmp_path) -> None:
+    grain = pytest.importorskip("grain", reason="grain is not installed (pip install grain)")
+    directory, arrays = build(tmp_path, 300, "npy", 128)
+    dataset = ShardedDataset(directory)
+    source = grain.MapDataset.source(dataset)
+    assert len(source) == 300
+    for index in (0, 127, 128, 299):
+        assert np.array_equal(source[index]["x"], arrays["x"][index]) and source[index]["y"] == arrays["y"][index]
+    ids = []
+    for record in source.shuffle(seed=3).to_iter_dataset():  # a shuffled pass, through Grain's iterator
+        sample = int(np.ascontiguousarray(record["x"].ravel()[:4]).view("<u4")[0])  # build() numbers the samples
+        assert np.array_equal(record["x"], arrays["x"][sample]) and record["y"] == arrays["y"][sample]
+        ids.append(sample)
+    assert sorted(ids) == list(range(300)) and ids != sorted(ids)
+    batches = list(source.batch(64))
+    assert np.array_equal(np.concatenate([b["x"] for b in batches]), arrays["x"])

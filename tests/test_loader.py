@@ -1,57 +1,102 @@
+"""BatchLoader: batches read from disk equal the same batches gathered from the arrays in memory."""
+
 import gc
+import math
 import pickle
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
-from shards import build
+from shards import build, vm_flags_of_mappings
 
-from streamload.batching import BatchOptions
-from streamload.errors import InvalidOptionError
-from streamload.loader import BatchLoader
-from streamload.sampler import SamplerOptions
+from streamload.errors import InvalidOptionError, LabelRangeError
+from streamload.loader import BatchLoader, access_advice, batches_per_epoch
+from streamload.options import LoaderOptions
+
+FORMATS = [("npy", None), ("hdf5", None), ("hdf5", "gzip"), ("hdf5", "lzf")]
+RAW = {"one_hot": False, "normalize": False, "channel_axis": False}
 
 
-def test_load_equals_reference_batch(tmp_path) -> None:
-    directory, arrays = build(tmp_path, 500, "hdf5", 128)
-    loader = BatchLoader(directory, "train", SamplerOptions(batch_size=32, seed=3), BatchOptions())
+def same(a, b) -> bool:  # noqa: ANN001 - batches: tuples of arrays
+    return len(a) == len(b) and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def sample_ids(x: np.ndarray) -> np.ndarray:
+    """build() writes each sample's index into its first four bytes (raw uint8 batches)."""
+    return np.ascontiguousarray(x.reshape(len(x), -1)[:, :4]).view("<u4").ravel()
+
+
+@pytest.mark.parametrize("fmt,compression", FORMATS)
+@pytest.mark.parametrize("shuffle", ["exact", "block", "none"])
+def test_load_equals_the_in_memory_reference(tmp_path, fmt, compression, shuffle) -> None:
+    directory, arrays = build(tmp_path, 500, fmt, 128, compression=compression)
+    loader = BatchLoader(directory, "train", batch_size=32, seed=3, shuffle=shuffle, block_size=64, window_blocks=2)
+    assert loader.num_batches == 16
     for epoch in (0, 1):
         for batch in range(loader.num_batches):
-            got, want = loader.load(epoch, batch), loader.reference_batch(arrays, epoch, batch)
-            assert all(np.array_equal(g, w) for g, w in zip(got, want))
+            got, want = loader.load(epoch, batch), loader.reference(arrays, epoch, batch)
+            assert same(got, want) and got[0].shape[1:] == (28, 28, 1) and got[1].shape[1:] == (10,)
+    loader.close()
+
+
+def test_batch_holds_the_samplers_samples(tmp_path) -> None:
+    """An oracle beside reference(): the raw pixels carry their sample number."""
+    directory, arrays = build(tmp_path, 300, "npy", 100)
+    loader = BatchLoader(directory, "train", batch_size=50, seed=1, **RAW)
+    for batch in range(loader.num_batches):
+        x, y = loader.load(2, batch)
+        indices = loader.indices(2, batch)
+        assert np.array_equal(sample_ids(x), indices) and np.array_equal(y, arrays["y"][indices].astype(np.int32))
+
+
+def test_a_resumed_epoch_reads_the_batches_counted_from_its_offset(tmp_path) -> None:
+    directory, arrays = build(tmp_path, 300, "hdf5", 100)
+    loader = BatchLoader(directory, "train", batch_size=32, seed=4, **RAW)
+    order = loader.sampler.epoch_indices(1)
+    for batch in range(math.ceil((300 - 70) / 32)):
+        x, y = loader.load(1, batch, offset=70)
+        assert np.array_equal(np.sort(sample_ids(x)), np.sort(order[70 + 32 * batch:70 + 32 * (batch + 1)]))
+        assert np.array_equal(y, arrays["y"][sample_ids(x)].astype(np.int32))
+    with pytest.raises(IndexError):
+        loader.load(1, math.ceil((300 - 70) / 32), offset=70)
 
 
 def test_block_shuffle_reads_each_sample_once_per_epoch(tmp_path) -> None:
-    directory, arrays = build(tmp_path, 1000, "npy", 256)
-    loader = BatchLoader(directory, "train", SamplerOptions(batch_size=64, shuffle="block", block_size=100,
-                                                            window_blocks=3),
-                         BatchOptions(one_hot=False, normalize=False, channel_axis=False))
+    directory, _ = build(tmp_path, 1000, "npy", 256)
+    loader = BatchLoader(directory, "train", batch_size=64, shuffle="block", block_size=100, window_blocks=3, **RAW)
+    epochs = []
     for epoch in (0, 1):
-        xs = np.concatenate([loader.load(epoch, b)[0] for b in range(loader.num_batches)])
-        ids = np.ascontiguousarray(xs.reshape(len(xs), -1)[:, :4]).view("<u4").ravel()
+        ids = np.concatenate([sample_ids(loader.load(epoch, b)[0]) for b in range(loader.num_batches)])
         assert np.array_equal(np.sort(ids), np.arange(1000))
+        epochs.append(ids)
+    assert not np.array_equal(epochs[0], epochs[1])
+    loader.close()
 
 
-def test_loader_pickles_without_data(tmp_path) -> None:
-    directory, _ = build(tmp_path, 20_000, "npy")
-    loader = BatchLoader(directory)
-    loader.load(0, 0)
-    assert len(pickle.dumps(loader)) < 10_000
+def test_transform_is_applied_to_every_batch(tmp_path) -> None:
+    directory, arrays = build(tmp_path, 100, "npy")
+    loader = BatchLoader(directory, "train", batch_size=30, transform=lambda x, y: (x[:, ::2], y * 3))
+    plain = BatchLoader(directory, "train", batch_size=30)
+    for batch in range(loader.num_batches):
+        x, y = loader.load(0, batch)
+        px, py = plain.load(0, batch)
+        assert np.array_equal(x, px[:, ::2]) and np.array_equal(y, py * 3)
+        assert same((x, y), loader.reference(arrays, 0, batch))
 
 
-def vm_flags_of_mappings(directory) -> dict[str, list[set[str]]]:
-    """File name -> the VmFlags of each of this process' mappings of it, for files under ``directory``."""
-    flags: dict[str, list[set[str]]] = {}
-    current = None
-    with open("/proc/self/smaps") as smaps:
-        for line in smaps:
-            fields = line.split()
-            if re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", fields[0]):  # a mapping's first line; anonymous ones name no file
-                current = fields[5] if len(fields) > 5 and fields[5].startswith(str(directory)) else None
-            elif fields[0] == "VmFlags:" and current is not None:
-                flags.setdefault(Path(current).name, []).append(set(fields[1:]))
-    return flags
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_loader_pickles_small_and_a_clone_reads_the_same_batches(tmp_path, fmt) -> None:
+    directory, _ = build(tmp_path, 20_000, fmt, 5000)
+    loader = BatchLoader(directory, "train", batch_size=64, seed=2)
+    for batch in range(0, loader.num_batches, 10):  # fill caches, open maps, start hint state
+        loader.load(0, batch)
+    blob = pickle.dumps(loader)
+    assert len(blob) < 20_000
+    clone = pickle.loads(blob)
+    assert clone.options == loader.options
+    for epoch, batch in [(0, 0), (0, 312), (1, 5), (3, 100)]:
+        assert same(clone.load(epoch, batch), loader.load(epoch, batch))
+    loader.close()
+    clone.close()
 
 
 @pytest.mark.parametrize("fmt", ["npy", "hdf5"])
@@ -59,7 +104,7 @@ def vm_flags_of_mappings(directory) -> dict[str, list[set[str]]]:
 def test_every_mapping_gets_the_access_hint_also_after_pickling(tmp_path, fmt, shuffle, flag) -> None:
     directory, _ = build(tmp_path, 2000, fmt, 300)  # 7 shards
     gc.collect()  # the writer's own maps
-    loader = BatchLoader(directory, "train", SamplerOptions(batch_size=100, shuffle=shuffle, seed=1), BatchOptions())
+    loader = BatchLoader(directory, "train", batch_size=100, shuffle=shuffle, seed=1)
     clone = pickle.loads(pickle.dumps(loader))  # what a spawned worker gets: no open maps, only the hint
     for reader in (loader, clone):
         for batch in range(reader.num_batches):
@@ -72,16 +117,66 @@ def test_every_mapping_gets_the_access_hint_also_after_pickling(tmp_path, fmt, s
     clone.close()
 
 
-def test_without_prefetching_block_mode_keeps_kernel_readahead(tmp_path) -> None:
+def test_without_hints_block_mode_keeps_kernel_readahead(tmp_path) -> None:
     directory, _ = build(tmp_path, 600, "npy", 300)
     gc.collect()
-    loader = BatchLoader(directory, "train", SamplerOptions(shuffle="block"), BatchOptions(), prefetch_batches=0)
+    loader = BatchLoader(directory, "train", shuffle="block", prefetch_batches=0)
+    assert loader.hints is None and access_advice("block", hinting=False) is None
     loader.load(0, 0)
     mapped = vm_flags_of_mappings(directory.resolve())
     assert mapped and not any({"rr", "sr"} & flags for maps in mapped.values() for flags in maps)
 
 
-def test_negative_prefetch_depth_is_refused(tmp_path) -> None:
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_a_corrupt_label_names_its_shard_file_sample_and_verify(tmp_path, fmt) -> None:
+    directory, _ = build(tmp_path, 300, fmt, 100)
+    index, row = 117, 17  # row 17 of the second shard
+    if fmt == "npy":
+        path = directory / "train-00001.y.npy"
+        position = np.load(path, mmap_mode="r").offset + row  # uint8 labels: one byte each
+    else:
+        import h5py
+
+        path = directory / "train-00001.h5"
+        with h5py.File(path, "r") as handle:
+            position = handle["y"].id.get_offset() + row
+    with open(path, "r+b") as stream:  # one flipped byte, as a bad disk would
+        stream.seek(position)
+        stream.write(bytes([200]))
+    loader = BatchLoader(directory, "train", batch_size=32, seed=5)
+    bad_batch = next(b for b in range(loader.num_batches) if index in loader.sampler.batch_indices(0, b))
+    with pytest.raises(LabelRangeError) as caught:
+        loader.load(0, bad_batch)
+    message = str(caught.value)
+    assert f"sample {index} of split 'train' (row {row} of shard " in message
+    assert path.name in message and "has label 200, outside [0, 10)" in message
+    assert f"--verify {directory}" in message
+    assert isinstance(caught.value, ValueError) and caught.value.__cause__ is None
+    for batch in range(loader.num_batches):  # every other batch still reads
+        if batch != bad_batch:
+            assert len(loader.load(0, batch)[1]) > 0
+
+
+@pytest.mark.parametrize("bad,name", [({"prefetch_batches": -1}, "prefetch_batches"), ({"batch_size": 0}, "batch_size"),
+                                      ({"shuffle": "random"}, "shuffle"), ({"batchsize": 8}, "batchsize"),
+                                      ({"seed": 1.0}, "seed")])
+def test_bad_options_are_refused_naming_them(tmp_path, bad, name) -> None:
     directory, _ = build(tmp_path, 10, "npy")
-    with pytest.raises(InvalidOptionError, match="prefetch_batches"):
-        BatchLoader(directory, prefetch_batches=-1)
+    with pytest.raises(InvalidOptionError, match=name):
+        BatchLoader(directory, **bad)
+
+
+def test_options_object_and_keywords_combine(tmp_path) -> None:
+    directory, _ = build(tmp_path, 10, "npy")
+    loader = BatchLoader(directory, "train", LoaderOptions(batch_size=4, seed=9), shuffle=False)
+    assert (loader.options.batch_size, loader.options.seed, loader.options.shuffle) == (4, 9, "none")
+
+
+@pytest.mark.parametrize("n,batch,drop,pipelines", [(1000, 64, False, 1), (1000, 64, True, 1), (1003, 50, False, 3),
+                                                    (1003, 50, True, 3), (10, 64, True, 1)])
+def test_batches_per_epoch_counts_the_loaders_batches(tmp_path, n, batch, drop, pipelines) -> None:
+    directory, _ = build(tmp_path, n, "npy", name=f"n{n}")
+    options = dict(batch_size=batch, drop_remainder=drop, num_pipelines=pipelines, pipeline_index=pipelines - 1)
+    share = n // pipelines
+    expected = share // batch if drop else math.ceil(share / batch)
+    assert batches_per_epoch(directory, "train", **options) == BatchLoader(directory, **options).num_batches == expected

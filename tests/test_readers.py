@@ -1,81 +1,221 @@
+"""Shard readers: rows and byte ranges of one shard, checked against np.load, h5py and the raw file bytes."""
+
 import mmap
 import os
+import zlib
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from shards import build
+from shards import build, vm_flags_of_mappings
 
 from streamload.errors import ShardFormatError
-from streamload.manifest import read_manifest
-from streamload.readers import Hdf5ShardReader, NpyShardReader, make_reader
-from streamload.storage import MappedArray
+from streamload.manifest import ArraySpec, read_manifest
+from streamload.readers import ChunkedArray, MappedArray, npy_data_offset, open_reader
+
+FORMATS = [("npy", None), ("hdf5", None), ("hdf5", "gzip"), ("hdf5", "lzf")]
+ROW_BYTES = 28 * 28
 
 
-def first_shard(directory):
+def first_reader(directory: Path):  # noqa: ANN201 - a ShardReader
+    manifest = read_manifest(directory)
+    split = manifest.split("train")
+    return open_reader(manifest.format, directory, split.shards[0], split.arrays)
+
+
+def first_shard(directory: Path):  # noqa: ANN201
     manifest = read_manifest(directory)
     split = manifest.split("train")
     return manifest, split.shards[0], split.arrays
 
 
-def test_contiguous_hdf5_is_memory_mapped_and_file_closed(tmp_path) -> None:
+def open_descriptors_of(path: Path) -> int:
+    """How many of this process' file descriptors point at ``path``."""
+    target = str(path.resolve())
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == target
+        except OSError:  # the descriptor listdir itself used, already closed
+            pass
+    return count
+
+
+def file_bytes(fd: int, start: int, end: int) -> bytes:
+    return os.pread(fd, end - start, start)
+
+
+@pytest.mark.parametrize("fmt,compression", FORMATS)
+def test_take_equals_in_memory_indexing(tmp_path, fmt, compression) -> None:
+    directory, arrays = build(tmp_path, 500, fmt, compression=compression)
+    reader = first_reader(directory)
+    assert reader.num_samples == 500
+    rows = np.sort(np.random.default_rng(0).integers(0, 500, 200))  # sorted, with repeats
+    for key in ("x", "y"):
+        got = reader.take(key, rows)
+        assert np.array_equal(got, arrays[key][rows]) and got.dtype == arrays[key].dtype
+        assert reader.take(key, np.array([], dtype=np.int64)).shape == (0, *arrays[key].shape[1:])
+
+
+@pytest.mark.parametrize("fmt,compression", FORMATS)
+def test_take_writes_into_the_buffer_it_is_given(tmp_path, fmt, compression) -> None:
+    directory, arrays = build(tmp_path, 400, fmt, compression=compression)
+    reader = first_reader(directory)
+    rows = np.array([3, 3, 80, 81, 82, 170, 399])
+    whole = np.full((len(rows) + 4, 28, 28), 7, dtype=np.uint8)
+    out = whole[2:2 + len(rows)]  # a slice of a larger array, as the dataset passes
+    result = reader.take("x", rows, out=out)
+    assert np.shares_memory(result, whole) and np.array_equal(out, arrays["x"][rows])
+    assert (whole[:2] == 7).all() and (whole[2 + len(rows):] == 7).all()  # nothing written outside it
+
+
+def test_contiguous_hdf5_is_memory_mapped_and_h5py_closed(tmp_path) -> None:
     directory, arrays = build(tmp_path, 300, "hdf5")
-    manifest, shard, specs = first_shard(directory)
-    reader = Hdf5ShardReader(directory, shard, specs)
-    rows = np.array([0, 5, 5, 299])
-    assert np.array_equal(reader.read("x", rows), arrays["x"][rows])
-    assert isinstance(reader.source("x"), MappedArray)
-    assert not any(isinstance(value, h5py.Dataset) for value in reader._resources().values())
+    path = next(directory.glob("train-*.h5"))
+    reader = first_reader(directory)
+    assert all(isinstance(array, MappedArray) for array in reader.arrays.values())
+    # each map's own descriptor and the duplicate mmap keeps: h5py's (a fifth) was closed
+    assert open_descriptors_of(path) == 4
+    chunked_directory, _ = build(tmp_path, 300, "hdf5", compression="gzip")
+    chunked = first_reader(chunked_directory)
+    assert open_descriptors_of(next(chunked_directory.glob("train-*.h5"))) == 1  # h5py's, kept for the chunks
+    assert chunked.arrays["x"].fd is not None and chunked.arrays["x"].dataset.id.valid
+    with h5py.File(path, "r") as handle:
+        assert reader.arrays["x"].offset == handle["x"].id.get_offset()
+    assert np.array_equal(reader.take("x", np.array([0, 5, 5, 299])), arrays["x"][[0, 5, 5, 299]])
 
 
-def test_chunked_hdf5_reads_whole_chunks(tmp_path) -> None:
-    directory, arrays = build(tmp_path, 500, "hdf5", compression="gzip")
-    _, shard, specs = first_shard(directory)
-    reader = Hdf5ShardReader(directory, shard, specs)
+@pytest.mark.parametrize("compression", ["gzip", "lzf"])
+def test_compressed_hdf5_is_read_in_chunks(tmp_path, compression) -> None:
+    directory, arrays = build(tmp_path, 500, "hdf5", compression=compression)
+    reader = first_reader(directory)
+    assert isinstance(reader.arrays["x"], ChunkedArray) and reader.arrays["x"].chunk_rows == 65536 // ROW_BYTES
     rows = np.sort(np.random.default_rng(0).integers(0, 500, 100))
-    assert np.array_equal(reader.read("x", rows), arrays["x"][rows])
-    assert isinstance(reader.source("x"), h5py.Dataset)
+    assert np.array_equal(reader.take("x", rows), arrays["x"][rows])
 
 
-def test_readers_reopen_after_fork(tmp_path) -> None:
-    directory, arrays = build(tmp_path, 100, "hdf5", compression="lzf")
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_mapped_ranges_are_offset_plus_row_times_row_bytes(tmp_path, fmt) -> None:
+    directory, arrays = build(tmp_path, 300, fmt)
+    reader = first_reader(directory)
+    _, shard, _ = first_shard(directory)
+    if fmt == "npy":
+        mapped = np.load(directory / shard.files["x"].name, mmap_mode="r")
+        offset = mapped.offset
+        del mapped
+    else:
+        with h5py.File(directory / shard.files["hdf5"].name, "r") as handle:
+            offset = handle["x"].id.get_offset()
+    rows = np.array([0, 7, 7, 150, 299])
+    ranges = reader.ranges("x", rows)
+    assert np.array_equal(ranges.starts, offset + rows * ROW_BYTES)
+    assert np.array_equal(ranges.ends, ranges.starts + ROW_BYTES)
+    for row, start, end in zip(rows, ranges.starts, ranges.ends):  # the bytes there are the sample's
+        assert file_bytes(ranges.fd, int(start), int(end)) == arrays["x"][row].tobytes()
+    span = reader.span("x", 10, 20)
+    assert (span.starts.tolist(), span.ends.tolist()) == ([offset + 10 * ROW_BYTES], [offset + 20 * ROW_BYTES])
+    assert file_bytes(span.fd, int(span.starts[0]), int(span.ends[0])) == arrays["x"][10:20].tobytes()
+
+
+def test_npy_offset_is_numpys(tmp_path) -> None:
+    directory, _ = build(tmp_path, 50, "npy")
     _, shard, specs = first_shard(directory)
-    reader = Hdf5ShardReader(directory, shard, specs)
-    reader.read("x", np.array([1]))
-    parent_handle = reader._opened
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: must open its own handle, not reuse the parent's
-        ok = reader._resources() is not parent_handle and np.array_equal(reader.read("x", np.array([7])),
-                                                                         arrays["x"][[7]])
-        os.write(write_end, b"1" if ok else b"0")
-        os._exit(0)
-    os.waitpid(pid, 0)
-    assert os.read(read_end, 1) == b"1"
+    for key in ("x", "y"):
+        path = directory / shard.files[key].name
+        assert npy_data_offset(path, specs[key], 50) == np.load(path, mmap_mode="r").offset
 
 
-def test_npy_reader_checks_the_file_against_the_manifest(tmp_path) -> None:
+def test_chunked_ranges_name_the_chunks_stored_bytes(tmp_path) -> None:
+    directory, arrays = build(tmp_path, 1000, "hdf5", compression="gzip")
+    reader = first_reader(directory)
+    chunk_rows = reader.arrays["x"].chunk_rows
+    rows = np.array([1, 2, 90, 500, 501, 999])
+    ranges = reader.ranges("x", rows)
+    chunks = np.unique(rows // chunk_rows)
+    _, shard, _ = first_shard(directory)
+    with h5py.File(directory / shard.files["hdf5"].name, "r") as handle:
+        stored = [handle["x"].id.get_chunk_info_by_coord((int(c) * chunk_rows, 0, 0)) for c in chunks]
+    assert ranges.starts.tolist() == [info.byte_offset for info in stored]
+    assert ranges.ends.tolist() == [info.byte_offset + info.size for info in stored]
+    for chunk, start, end in zip(chunks, ranges.starts, ranges.ends):  # deflate streams of the chunks' rows
+        raw = np.frombuffer(zlib.decompress(file_bytes(ranges.fd, int(start), int(end))), np.uint8)
+        first, last = chunk * chunk_rows, min((chunk + 1) * chunk_rows, 1000)
+        assert np.array_equal(raw.reshape(-1, 28, 28)[:last - first], arrays["x"][first:last])
+    span = reader.span("x", chunk_rows - 1, 3 * chunk_rows + 1)  # touches chunks 0 to 3
+    assert len(span.starts) == 4 and span.starts[0] == stored[0].byte_offset
+
+
+def test_truncated_npy_is_refused_naming_the_file(tmp_path) -> None:
     directory, _ = build(tmp_path, 100, "npy")
-    _, shard, specs = first_shard(directory)
-    np.save(directory / shard.files["x"].name, np.zeros((99, 28, 28), np.uint8))
-    with pytest.raises(ShardFormatError, match="train-00000.x.npy"):
-        NpyShardReader(directory, shard, specs).read("x", np.array([0]))
+    _, shard, _ = first_shard(directory)
+    path = directory / shard.files["x"].name
+    os.truncate(path, path.stat().st_size - 1)
+    with pytest.raises(ShardFormatError, match=rf"{path}: truncated: {path.stat().st_size} bytes"):
+        first_reader(directory)
 
 
-def test_truncated_shard_is_reported_not_mapped_past_its_end(tmp_path) -> None:
-    directory, _ = build(tmp_path, 100, "hdf5")
-    _, shard, specs = first_shard(directory)
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_truncated_hdf5_is_refused_naming_the_file(tmp_path, compression) -> None:
+    directory, _ = build(tmp_path, 100, "hdf5", compression=compression)
+    _, shard, _ = first_shard(directory)
     path = directory / shard.files["hdf5"].name
-    with open(path, "r+b") as stream:
-        stream.truncate(path.stat().st_size - 1000)
-    with pytest.raises(ShardFormatError, match="train-00000.h5"):
-        Hdf5ShardReader(directory, shard, specs).read("x", np.array([99]))
+    os.truncate(path, path.stat().st_size - 1000)
+    with pytest.raises(ShardFormatError, match=f"^{path}: .*truncated"):
+        first_reader(directory)
+
+
+@pytest.mark.parametrize("stored,expected", [
+    (np.zeros((99, 28, 28), np.uint8), "holds uint8 \\(99, 28, 28\\), the manifest says |u1 \\(100, 28, 28\\)"),
+    (np.zeros((100, 28, 28), np.int16), "holds int16 \\(100, 28, 28\\)"),
+    (np.asfortranarray(np.zeros((100, 28, 28), np.uint8)), "holds uint8 \\(100, 28, 28\\)"),
+])
+def test_npy_header_disagreeing_with_the_manifest_is_refused(tmp_path, stored, expected) -> None:
+    directory, _ = build(tmp_path, 100, "npy")
+    _, shard, _ = first_shard(directory)
+    path = directory / shard.files["x"].name
+    np.save(path, stored)
+    with pytest.raises(ShardFormatError, match=f"^{path}: {expected}"):
+        first_reader(directory)
+
+
+def test_a_file_that_is_not_npy_is_refused(tmp_path) -> None:
+    path = tmp_path / "bad.npy"
+    path.write_bytes(b"PK\x03\x04 not an array at all")
+    with pytest.raises(ShardFormatError, match=rf"^{path}: not a valid .npy file"):
+        npy_data_offset(path, ArraySpec("|u1", (28, 28)), 1)
+
+
+def test_hdf5_dataset_missing_or_of_the_wrong_shape_is_refused(tmp_path) -> None:
+    directory, _ = build(tmp_path, 100, "hdf5")
+    _, shard, _ = first_shard(directory)
+    path = directory / shard.files["hdf5"].name
+    with h5py.File(path, "r+") as handle:
+        del handle["y"]
+    with pytest.raises(ShardFormatError, match=f"^{path}: no dataset 'y'"):
+        first_reader(directory)
+    with h5py.File(path, "r+") as handle:
+        handle.create_dataset("y", data=np.zeros(100, np.int64))
+    with pytest.raises(ShardFormatError, match=f"^{path}: dataset 'y' is int64 \\(100,\\), the manifest says"):
+        first_reader(directory)
+
+
+def test_a_file_that_is_not_hdf5_is_refused(tmp_path) -> None:
+    directory, _ = build(tmp_path, 10, "hdf5")
+    _, shard, _ = first_shard(directory)
+    path = directory / shard.files["hdf5"].name
+    path.write_bytes(b"\0" * 4096)
+    with pytest.raises(ShardFormatError, match=f"^{path}: cannot open as HDF5"):
+        first_reader(directory)
 
 
 @pytest.mark.skipif(not hasattr(mmap, "MADV_RANDOM"), reason="madvise hints need Linux")
-def test_advice_applies_to_mappings_opened_later(tmp_path) -> None:
+@pytest.mark.parametrize("advice,flag", [("MADV_RANDOM", "rr"), ("MADV_SEQUENTIAL", "sr")])
+def test_advise_sets_the_flag_on_every_mapping_of_the_shard(tmp_path, advice, flag) -> None:
     directory, arrays = build(tmp_path, 100, "npy")
-    manifest, shard, specs = first_shard(directory)
-    reader = make_reader(manifest.format, directory, shard, specs)
-    reader.advise(mmap.MADV_RANDOM)
-    assert np.array_equal(reader.read("y", np.array([3, 4])), arrays["y"][[3, 4]])
+    reader = first_reader(directory)
+    reader.advise(getattr(mmap, advice))
+    assert np.array_equal(reader.take("y", np.array([3, 4])), arrays["y"][[3, 4]])
+    mapped = vm_flags_of_mappings(directory.resolve())
+    assert sorted(mapped) == ["train-00000.x.npy", "train-00000.y.npy"]
+    assert all(flag in flags for maps in mapped.values() for flags in maps), mapped

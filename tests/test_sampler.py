@@ -1,41 +1,120 @@
+"""IndexSampler: which samples make up batch ``b`` of epoch ``e``, as a pure function of the options."""
+
+import math
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
-from streamload.errors import InvalidOptionError
-from streamload.sampler import IndexSampler, SamplerOptions, feistel_permute, round_keys, shuffle_mode
+from streamload.options import LoaderOptions
+from streamload.sampler import IndexSampler, block_layout, block_order, feistel_permute, round_keys
 
 SIZES = [1, 2, 7, 64, 1000, 4097, 65_537]
+MODES = ["exact", "block", "none"]
+
+
+def sampler(n: int, **options: object) -> IndexSampler:
+    return IndexSampler(n, LoaderOptions(**options))
+
+
+def all_batches(s: IndexSampler, epoch: int, offset: int = 0) -> list[np.ndarray]:
+    """Every batch of ``epoch`` counted from ``offset``, asking until the sampler says IndexError."""
+    batches = []
+    while True:
+        try:
+            batches.append(s.batch_indices(epoch, len(batches), offset))
+        except IndexError:
+            return batches
+
+
+def batch_sorted(order: np.ndarray, batch_size: int) -> np.ndarray:
+    """An epoch order with each batch's indices sorted (what the sampler hands out)."""
+    return np.concatenate([np.sort(order[i:i + batch_size]) for i in range(0, len(order), batch_size)] or [order])
 
 
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("mode", ["exact", "block", "none"])
+@pytest.mark.parametrize("mode", MODES)
 def test_every_epoch_is_a_permutation(n: int, mode: str) -> None:
-    sampler = IndexSampler(n, SamplerOptions(batch_size=10, shuffle=mode, block_size=16, window_blocks=3))
-    for e in range(3):
-        order = np.concatenate([sampler.batch_indices(e, b) for b in range(sampler.num_batches)])
+    s = sampler(n, batch_size=10, shuffle=mode, block_size=16, window_blocks=3)
+    for epoch in range(3):
+        order = np.concatenate([s.batch_indices(epoch, b) for b in range(s.num_batches)])
         assert np.array_equal(np.sort(order), np.arange(n))
+        assert np.array_equal(np.sort(s.epoch_indices(epoch)), np.arange(n))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_indices_are_sorted_within_each_batch_and_read_only(mode: str) -> None:
+    s = sampler(5000, batch_size=64, shuffle=mode, seed=2, block_size=100, window_blocks=3)
+    order = s.epoch_indices(1)
+    for b in range(s.num_batches):
+        indices = s.batch_indices(1, b)
+        assert np.all(np.diff(indices) >= 0)
+        assert np.array_equal(indices, np.sort(order[b * 64:(b + 1) * 64]))  # the same samples, sorted
+        assert not indices.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            indices[0] = 0
 
 
 def test_same_seed_same_order_other_epoch_or_seed_other_order() -> None:
-    a = IndexSampler(10_000, SamplerOptions(seed=3))
-    b = IndexSampler(10_000, SamplerOptions(seed=3))
-    c = IndexSampler(10_000, SamplerOptions(seed=4))
+    a, b, c = sampler(10_000, seed=3), sampler(10_000, seed=3), sampler(10_000, seed=4)
     assert np.array_equal(a.epoch_indices(5), b.epoch_indices(5))
     assert not np.array_equal(a.epoch_indices(5), a.epoch_indices(6))
     assert not np.array_equal(a.epoch_indices(5), c.epoch_indices(5))
 
 
 def test_shuffle_none_is_file_order() -> None:
-    assert np.array_equal(IndexSampler(100, SamplerOptions(shuffle="none")).epoch_indices(3), np.arange(100))
+    s = sampler(100, shuffle=False, batch_size=7)
+    assert np.array_equal(s.epoch_indices(3), np.arange(100))
+    assert np.array_equal(np.concatenate(all_batches(s, 3)), np.arange(100))
 
 
 def test_batches_in_any_order_match_the_epoch_order() -> None:
     """Keras shuffles batch order and workers compute batches out of order: data must not change."""
-    sampler = IndexSampler(50_000, SamplerOptions(batch_size=64))
-    expected = sampler.epoch_indices(2)
-    fresh = IndexSampler(50_000, SamplerOptions(batch_size=64))
+    expected = sampler(50_000, batch_size=64).epoch_indices(2)
+    fresh = sampler(50_000, batch_size=64)
     for b in np.random.default_rng(0).permutation(fresh.num_batches)[:200]:
-        assert np.array_equal(fresh.batch_indices(2, int(b)), expected[b * 64:(b + 1) * 64])
+        assert np.array_equal(fresh.batch_indices(2, int(b)), np.sort(expected[b * 64:(b + 1) * 64]))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("start,stop", [(0, 640), (5, 100), (64, 64), (900, 1000)])
+def test_window_is_the_epoch_order_sorted_in_batches_counted_from_its_start(mode: str, start: int, stop: int) -> None:
+    s = sampler(1000, batch_size=64, shuffle=mode, block_size=50, window_blocks=2)
+    window = s.window(1, start, stop)
+    assert np.array_equal(window, batch_sorted(s.epoch_indices(1)[start:stop], 64))
+    assert not window.flags.writeable
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("n,batch,drop,pipelines", [(1000, 64, False, 1), (1000, 64, True, 1), (1003, 50, False, 3),
+                                                    (9000, 1, False, 1), (5000, 64, False, 1)])
+def test_a_resumed_epoch_covers_exactly_the_positions_from_its_offset(mode: str, n: int, batch: int, drop: bool,
+                                                                      pipelines: int) -> None:
+    s = sampler(n, batch_size=batch, shuffle=mode, seed=5, drop_remainder=drop, num_pipelines=pipelines,
+                pipeline_index=pipelines - 1, block_size=128, window_blocks=2)
+    order = s.epoch_indices(4)
+    assert len(order) == s.samples_per_epoch
+    for offset in sorted({0, 1, batch - 1, batch, 333, s.samples_per_epoch - 1}):
+        batches = all_batches(s, 4, offset)
+        assert len(batches) == math.ceil((s.samples_per_epoch - offset) / batch)
+        for b, indices in enumerate(batches):  # cut into batches from the offset, each sorted
+            assert np.array_equal(indices, np.sort(order[offset + b * batch:offset + (b + 1) * batch]))
+        assert np.array_equal(np.sort(np.concatenate(batches)), np.sort(order[offset:]))
+        with pytest.raises(IndexError):
+            s.batch_indices(4, -1, offset)
+    with pytest.raises(IndexError):
+        s.batch_indices(4, 0, s.samples_per_epoch)
+    with pytest.raises(IndexError):  # not positions before the epoch (Feistel would map them to some sample)
+        s.batch_indices(4, 1, -batch)
+
+
+def test_resumed_and_whole_epochs_do_not_mix_in_the_cache() -> None:
+    s = sampler(10_000, batch_size=32, seed=1)
+    resumed = s.batch_indices(0, 0, offset=10)
+    whole = s.batch_indices(0, 0)
+    order = s.epoch_indices(0)
+    assert np.array_equal(resumed, np.sort(order[10:42])) and np.array_equal(whole, np.sort(order[:32]))
 
 
 def test_permutation_is_close_to_uniform() -> None:
@@ -47,18 +126,26 @@ def test_permutation_is_close_to_uniform() -> None:
     assert chi2 < 140  # 81 +- 13 for a uniform shuffle; 4 Feistel rounds score ~700 here
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 1000, 1025, 65_536])
+def test_feistel_is_a_bijection_on_its_domain(n: int) -> None:
+    image = feistel_permute(np.arange(n), n, round_keys(7, 1, 0))
+    assert image.dtype == np.int64 and np.array_equal(np.sort(image), np.arange(n))
+
+
 def test_consecutive_positions_are_uncorrelated() -> None:
-    order = IndexSampler(1_000_000, SamplerOptions()).indices(0, np.arange(100_000))
+    order = sampler(1_000_000).indices(0, np.arange(100_000))
     assert abs(np.corrcoef(order[:-1], order[1:])[0, 1]) < 0.02
 
 
 @pytest.mark.parametrize("n,pipelines,batch", [(100, 3, 7), (1000, 4, 64), (10, 10, 1), (65_537, 5, 100), (7, 2, 3)])
-@pytest.mark.parametrize("mode", ["exact", "block"])
+@pytest.mark.parametrize("mode", ["exact", "block", "none"])
 def test_pipelines_are_disjoint_equal_and_cover_all_but_the_remainder(n: int, pipelines: int, batch: int,
                                                                        mode: str) -> None:
-    parts = [IndexSampler(n, SamplerOptions(batch_size=batch, shuffle=mode, num_pipelines=pipelines,
-                                            pipeline_index=k, block_size=8, window_blocks=2)).epoch_indices(1)
-             for k in range(pipelines)]
+    parts = []
+    for k in range(pipelines):
+        s = sampler(n, batch_size=batch, shuffle=mode, num_pipelines=pipelines, pipeline_index=k, block_size=8,
+                    window_blocks=2)
+        parts.append(np.concatenate(all_batches(s, 1)))
     joined = np.concatenate(parts)
     assert len(np.unique(joined)) == len(joined)  # disjoint, no duplicate inside an epoch
     assert {len(p) for p in parts} == {n // pipelines}  # equal shares: synchronous workers step together
@@ -67,8 +154,7 @@ def test_pipelines_are_disjoint_equal_and_cover_all_but_the_remainder(n: int, pi
 
 def test_skipped_remainder_changes_between_epochs() -> None:
     def skipped(e: int) -> set[int]:
-        seen = np.concatenate([IndexSampler(103, SamplerOptions(num_pipelines=4, pipeline_index=k)).epoch_indices(e)
-                               for k in range(4)])
+        seen = np.concatenate([sampler(103, num_pipelines=4, pipeline_index=k).epoch_indices(e) for k in range(4)])
         return set(range(103)) - set(seen.tolist())
 
     assert len({frozenset(skipped(e)) for e in range(5)}) > 1
@@ -76,17 +162,18 @@ def test_skipped_remainder_changes_between_epochs() -> None:
 
 @pytest.mark.parametrize("drop", [False, True])
 def test_batch_count_and_sizes(drop: bool) -> None:
-    sampler = IndexSampler(1000, SamplerOptions(batch_size=64, drop_remainder=drop))
-    sizes = [len(sampler.batch_indices(0, b)) for b in range(sampler.num_batches)]
+    s = sampler(1000, batch_size=64, drop_remainder=drop)
+    sizes = [len(s.batch_indices(0, b)) for b in range(s.num_batches)]
     assert sizes == ([64] * 15 if drop else [64] * 15 + [40])
-    with pytest.raises(IndexError):
-        sampler.batch_indices(0, sampler.num_batches)
+    assert s.samples_per_epoch == sum(sizes)
+    for outside in (s.num_batches, -1):
+        with pytest.raises(IndexError):
+            s.batch_indices(0, outside)
 
 
 def test_block_mode_keeps_blocks_together_within_windows() -> None:
     """Block order: each window of 4 blocks of 100 covers exactly 4 whole blocks."""
-    sampler = IndexSampler(4000, SamplerOptions(shuffle="block", block_size=100, window_blocks=4))
-    order = sampler.epoch_indices(0)
+    order = sampler(4000, shuffle="block", block_size=100, window_blocks=4).epoch_indices(0)
     for window in order.reshape(-1, 400):
         blocks = np.unique(window // 100)
         assert len(blocks) == 4 and np.array_equal(np.sort(window), np.concatenate([np.arange(b * 100, b * 100 + 100)
@@ -94,34 +181,42 @@ def test_block_mode_keeps_blocks_together_within_windows() -> None:
     assert not np.array_equal(order[:400], np.sort(order[:400]))  # shuffled inside the window
 
 
+def test_block_layout_orders_every_block_once_and_counts_window_sizes() -> None:
+    options = LoaderOptions(shuffle="block", block_size=100, window_blocks=3, seed=4)
+    n = 1050  # 11 blocks, the last one of 50 samples
+    block_perm, window_starts = block_layout(n, options, 2)
+    assert np.array_equal(np.sort(block_perm), np.arange(11))
+    sizes = np.minimum(100, n - block_perm * 100)
+    assert np.array_equal(window_starts, np.concatenate(([0], np.cumsum(sizes.reshape(-1)[:9].reshape(3, 3).sum(1)),
+                                                         [n])))
+    positions = np.arange(n)
+    assert np.array_equal(block_order(positions, n, options, 2), block_order(positions, n, options, 2,
+                                                                              (block_perm, window_starts)))
+
+
 def test_block_mode_is_deterministic_per_seed_and_epoch() -> None:
-    options = SamplerOptions(shuffle="block", block_size=64, window_blocks=2)
-    first, again = IndexSampler(5000, options), IndexSampler(5000, options)
+    first, again = (sampler(5000, shuffle="block", block_size=64, window_blocks=2) for _ in range(2))
     assert np.array_equal(first.epoch_indices(1), again.epoch_indices(1))
     assert not np.array_equal(first.epoch_indices(1), again.epoch_indices(2))
-
-
-@pytest.mark.parametrize("bad", [dict(batch_size=0), dict(shuffle="random"), dict(block_size=-1),
-                                 dict(num_pipelines=2, pipeline_index=2), dict(window_blocks=0)])
-def test_bad_options_fail_at_construction(bad: dict) -> None:
-    with pytest.raises(InvalidOptionError):
-        SamplerOptions(**bad)
-
-
-def test_shuffle_mode_accepts_booleans() -> None:
-    assert (shuffle_mode(True), shuffle_mode(False), shuffle_mode("block")) == ("exact", "none", "block")
 
 
 @pytest.mark.parametrize("mode", ["exact", "block"])
 def test_one_sampler_shared_by_threads_gives_the_same_batches(mode: str) -> None:
     """Keras' worker threads share one generator: the sampler's caches must survive racing trims."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    options = SamplerOptions(batch_size=8, shuffle=mode, block_size=64, window_blocks=2)
-    expected = IndexSampler(20_000, options).epoch_indices(3)
-    shared = IndexSampler(20_000, options)
+    options = dict(batch_size=8, shuffle=mode, block_size=64, window_blocks=2)
+    expected = sampler(20_000, **options).epoch_indices(3)
+    shared = sampler(20_000, **options)
     wanted = np.random.default_rng(1).permutation(shared.num_batches)
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda b: shared.batch_indices(3, int(b)), wanted))
     for batch, indices in zip(wanted, got):
-        assert np.array_equal(indices, expected[batch * 8:(batch + 1) * 8])
+        assert np.array_equal(indices, np.sort(expected[batch * 8:(batch + 1) * 8]))
+
+
+def test_sampler_pickles_without_its_caches() -> None:
+    s = sampler(1_000_000, batch_size=64, shuffle="block", block_size=512)
+    expected = [s.batch_indices(1, b).copy() for b in range(0, 3000, 97)]
+    blob = pickle.dumps(s)
+    assert len(blob) < 2_000  # the cached index blocks (4096 positions each) stay behind
+    clone = pickle.loads(blob)
+    assert all(np.array_equal(clone.batch_indices(1, b), want) for b, want in zip(range(0, 3000, 97), expected))

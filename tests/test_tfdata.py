@@ -7,10 +7,10 @@ import tensorflow as tf
 from shards import build
 
 import streamload
-from streamload import InvalidOptionError, StreamingGenerator, as_tf_dataset
-from streamload.batching import BatchOptions
+from streamload import ArraySource, BuildOptions, InvalidOptionError, as_tf_dataset, build_dataset
 from streamload.loader import BatchLoader
-from streamload.sampler import IndexSampler, SamplerOptions
+from streamload.options import LoaderOptions
+from streamload.sampler import IndexSampler
 from streamload.tfdata import ReadPlan, batches_per_epoch, loader_dataset, output_specs
 
 
@@ -19,18 +19,19 @@ def sample_ids(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(len(x), -1)[:, :4]).view("<u4").ravel()
 
 
-def generator_epochs(gen: StreamingGenerator, epochs: range) -> list:
-    batches = []
-    for epoch in epochs:
-        gen.set_epoch(epoch)
-        batches += [gen[i] for i in range(len(gen))]
+def loader_epochs(directory, epochs: range, **options) -> list:  # noqa: ANN001
+    """Batches ``0..num_batches`` of each epoch in ``epochs``, read by a BatchLoader with ``options``."""
+    loader = BatchLoader(directory, "train", **options)
+    batches = [loader.load(epoch, batch) for epoch in epochs for batch in range(loader.num_batches)]
+    loader.close()
     return batches
 
 
 def assert_same_batches(got: list, expected: list) -> None:
     assert len(got) == len(expected)
     for i, (ours, theirs) in enumerate(zip(got, expected)):
-        ours, theirs = (ours, theirs) if isinstance(ours, tuple) else ((ours,), (theirs,))
+        ours, theirs = tf.nest.flatten(ours), tf.nest.flatten(theirs)
+        assert len(ours) == len(theirs), f"batch {i} has other parts"
         for a, b in zip(ours, theirs):
             assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), f"batch {i} differs"
 
@@ -44,21 +45,20 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt,compression", [("npy", None), ("hdf5", None), ("hdf5", "gzip")])
-def test_epochs_equal_the_generators_epochs(tmp_path, fmt, compression) -> None:
+def test_epochs_equal_the_loaders_epochs(tmp_path, fmt, compression) -> None:
     directory, _ = build(tmp_path, 1003, fmt, 300, compression=compression)  # 1003 = 15 x 64 + 43
     dataset = as_tf_dataset(directory, batch_size=64, seed=7, epochs=3)
-    expected = generator_epochs(StreamingGenerator(directory, batch_size=64, seed=7), range(3))
+    expected = loader_epochs(directory, range(3), batch_size=64, seed=7)
     assert_same_batches(list(dataset.as_numpy_iterator()), expected)
     assert len(expected[15][0]) == 43 and not np.array_equal(expected[0][0], expected[16][0])  # epochs differ
 
 
 @pytest.mark.parametrize("shuffle", [True, False, "exact", "block", "none"])
-def test_shuffle_modes_and_first_epoch_match_the_generator(data, shuffle) -> None:
+def test_shuffle_modes_and_first_epoch_match_the_loader(data, shuffle) -> None:
     directory, _ = data
     options = dict(batch_size=50, shuffle=shuffle, seed=3, block_size=100, window_blocks=2, **RAW)
     dataset = as_tf_dataset(directory, epochs=2, first_epoch=4, **options)
-    assert_same_batches(list(dataset.as_numpy_iterator()),
-                        generator_epochs(StreamingGenerator(directory, **options), range(4, 6)))
+    assert_same_batches(list(dataset.as_numpy_iterator()), loader_epochs(directory, range(4, 6), **options))
 
 
 @pytest.mark.parametrize("options", [
@@ -66,22 +66,22 @@ def test_shuffle_modes_and_first_epoch_match_the_generator(data, shuffle) -> Non
     {"drop_remainder": True}, {"one_hot": True, "num_classes": 12}, {**RAW, "drop_remainder": True},
     {"prefetch_batches": 0}, {"prefetch_batches": 3, "shuffle": "block", "block_size": 64},
 ])
-def test_batch_options_match_the_generator(data, options) -> None:
+def test_batch_options_match_the_loader(data, options) -> None:
     directory, _ = data
     dataset = as_tf_dataset(directory, batch_size=64, seed=1, **options)
-    expected = generator_epochs(StreamingGenerator(directory, batch_size=64, seed=1, **options), range(1))
+    expected = loader_epochs(directory, range(1), batch_size=64, seed=1, **options)
     assert_same_batches(list(dataset.as_numpy_iterator()), expected)
 
 
 @pytest.mark.parametrize("read_samples", [1, 64, 150, 100_000])
 @pytest.mark.parametrize("drop", [False, True])
-def test_reads_of_several_batches_split_into_the_generators_batches(data, read_samples, drop) -> None:
+def test_reads_of_several_batches_split_into_the_loaders_batches(data, read_samples, drop) -> None:
     directory, _ = data
-    loader = BatchLoader(directory, "train", SamplerOptions(batch_size=50, seed=2, drop_remainder=drop),
-                         BatchOptions(one_hot=False))
-    dataset = loader_dataset(loader, epochs=3, first_epoch=1, read_samples=read_samples)
-    gen = StreamingGenerator(directory, batch_size=50, seed=2, drop_remainder=drop, one_hot=False)
-    assert_same_batches(list(dataset.as_numpy_iterator()), generator_epochs(gen, range(1, 4)))
+    options = LoaderOptions(batch_size=50, seed=2, drop_remainder=drop, one_hot=False)
+    dataset = loader_dataset(BatchLoader(directory, "train", options), epochs=3, first_epoch=1,
+                             read_samples=read_samples)
+    expected = loader_epochs(directory, range(1, 4), options=options)
+    assert_same_batches(list(dataset.as_numpy_iterator()), expected)
 
 
 @pytest.mark.parametrize("n,batch,read_samples,drop", [(1003, 50, 150, False), (1003, 50, 150, True),
@@ -89,8 +89,8 @@ def test_reads_of_several_batches_split_into_the_generators_batches(data, read_s
                                                        (1003, 64, 100_000, False), (1003, 1, 7, False)])
 def test_read_plan_covers_every_batch_once_in_order(tmp_path, n, batch, read_samples, drop) -> None:
     directory, _ = build(tmp_path, n, "npy", None)
-    loader = BatchLoader(directory, "train", SamplerOptions(batch_size=batch, drop_remainder=drop))
-    plan = ReadPlan.of(loader, output_specs(loader), read_samples)
+    loader = BatchLoader(directory, "train", batch_size=batch, drop_remainder=drop)
+    plan = ReadPlan.of(loader, tf.nest.flatten(output_specs(loader)), read_samples)
     for epoch in (0, 3):
         reads = [plan.batches(epoch * plan.reads_per_epoch + slot) for slot in range(plan.reads_per_epoch)]
         assert {read_epoch for read_epoch, _ in reads} == {epoch}
@@ -100,23 +100,50 @@ def test_read_plan_covers_every_batch_once_in_order(tmp_path, n, batch, read_sam
 
 
 def test_large_samples_are_read_one_batch_at_a_time(tmp_path) -> None:
-    from streamload import ArraySource, BuildOptions, build_dataset
-
     x = np.zeros((40, 512, 512), dtype=np.uint8)  # 1 MiB per finished sample: one batch of 8 is over READ_BYTES
     build_dataset({"train": ArraySource(x=x, y=np.zeros(40, np.uint8))}, tmp_path / "big",
                   BuildOptions(progress=False))
-    loader = BatchLoader(tmp_path / "big", "train", SamplerOptions(batch_size=8))
-    assert ReadPlan.of(loader, output_specs(loader)).batches_per_read == 1
+    loader = BatchLoader(tmp_path / "big", "train", batch_size=8)
+    assert ReadPlan.of(loader, tf.nest.flatten(output_specs(loader))).batches_per_read == 1
 
 
 def test_in_ram_reference_and_sparse_labels(data) -> None:
     directory, arrays = data
     dataset = as_tf_dataset(directory, batch_size=64, seed=2, **RAW)
-    sampler = IndexSampler(1003, SamplerOptions(batch_size=64, seed=2))
+    sampler = IndexSampler(1003, LoaderOptions(batch_size=64, seed=2))
     for batch, (x, y) in enumerate(dataset.as_numpy_iterator()):
         indices = sampler.batch_indices(0, batch)
         assert np.array_equal(x, arrays["x"][indices]) and np.array_equal(y, arrays["y"][indices].astype(np.int32))
         assert np.array_equal(sample_ids(x), indices)
+
+
+def test_dict_features_and_sample_weights_nest_like_the_loaders_batches(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    n = 203
+    source = ArraySource(image=rng.integers(0, 256, (n, 8, 8), dtype=np.uint8),
+                         meta=rng.standard_normal((n, 3)).astype(np.float32),
+                         label=rng.integers(0, 4, n, dtype=np.uint8), w=rng.random(n).astype(np.float32))
+    source.features, source.target, source.sample_weight = ("image", "meta"), "label", "w"
+    build_dataset({"train": source}, tmp_path / "nested", BuildOptions(progress=False))
+    dataset = as_tf_dataset(tmp_path / "nested", batch_size=32, seed=2, epochs=2)
+    x_spec, y_spec, w_spec = dataset.element_spec
+    assert set(x_spec) == {"image", "meta"} and x_spec["image"].shape.as_list() == [None, 8, 8, 1]
+    assert x_spec["meta"].shape.as_list() == [None, 3] and y_spec.shape.as_list() == [None, 4]
+    assert w_spec.shape.as_list() == [None] and w_spec.dtype == tf.float32
+    got = list(dataset.as_numpy_iterator())
+    assert_same_batches(got, loader_epochs(tmp_path / "nested", range(2), batch_size=32, seed=2))
+    assert isinstance(got[0][0], dict)
+
+
+def test_a_corrupt_label_surfaces_through_tf_data_naming_the_shard(tmp_path) -> None:
+    directory, _ = build(tmp_path, 300, "npy", 100)
+    path = directory / "train-00002.y.npy"
+    with open(path, "r+b") as stream:
+        stream.seek(np.load(path, mmap_mode="r").offset + 5)
+        stream.write(bytes([77]))
+    dataset = as_tf_dataset(directory, batch_size=64)
+    with pytest.raises(tf.errors.OpError, match=r"LabelRangeError.*sample 205 .*train-00002\.y\.npy.*--verify"):
+        list(dataset.as_numpy_iterator())
 
 
 @pytest.mark.parametrize("drop", [False, True])
@@ -139,8 +166,7 @@ def test_endless_dataset_runs_epoch_after_epoch(data) -> None:
     directory, _ = data
     endless = as_tf_dataset(directory, batch_size=100, seed=4, epochs=None, first_epoch=1, **RAW)
     got = [batch for batch, _ in zip(endless.as_numpy_iterator(), range(3 * 11))]
-    gen = StreamingGenerator(directory, batch_size=100, seed=4, **RAW)
-    assert_same_batches(got, generator_epochs(gen, range(1, 4)))
+    assert_same_batches(got, loader_epochs(directory, range(1, 4), batch_size=100, seed=4, **RAW))
 
 
 def test_each_iteration_starts_at_first_epoch(data) -> None:
@@ -159,8 +185,7 @@ def test_pipelines_read_disjoint_equal_shares_through_both_paths(tmp_path, n, pi
         for index in range(pipelines):
             options = dict(batch_size=batch, seed=8, num_pipelines=pipelines, pipeline_index=index, **RAW)
             dataset = list(as_tf_dataset(directory, first_epoch=epoch, **options).as_numpy_iterator())
-            gen = StreamingGenerator(directory, **options)
-            assert_same_batches(dataset, generator_epochs(gen, range(epoch, epoch + 1)))
+            assert_same_batches(dataset, loader_epochs(directory, range(epoch, epoch + 1), **options))
             shares.append(np.concatenate([sample_ids(x) for x, _ in dataset]))
         joined = np.concatenate(shares)
         assert {len(share) for share in shares} == {n // pipelines}  # equal shares: workers step together
@@ -173,10 +198,11 @@ def test_input_context_sets_the_share_and_the_per_replica_batch(data) -> None:
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4)
     dataset = as_tf_dataset(directory, batch_size=128, seed=6, input_context=context, drop_remainder=True, **RAW)
     assert dataset.element_spec[0].shape[0] == context.get_per_replica_batch_size(128) == 32
-    explicit = StreamingGenerator(directory, batch_size=32, seed=6, num_pipelines=2, pipeline_index=1,
-                                  drop_remainder=True, **RAW)
-    assert_same_batches(list(dataset.as_numpy_iterator()), generator_epochs(explicit, range(1)))
-    assert batches_per_epoch(directory, batch_size=128, drop_remainder=True, input_context=context) == len(explicit)
+    explicit = dict(batch_size=32, seed=6, num_pipelines=2, pipeline_index=1, drop_remainder=True, **RAW)
+    expected = loader_epochs(directory, range(1), **explicit)
+    assert_same_batches(list(dataset.as_numpy_iterator()), expected)
+    assert batches_per_epoch(directory, batch_size=128, drop_remainder=True, input_context=context) == len(expected)
+    assert int(dataset.cardinality()) == len(expected)
 
 
 @pytest.mark.parametrize("bad", [
