@@ -53,21 +53,23 @@ class BatchFinisher:
         self.weights = manifest.sample_weight if options.to_fit else None
         self.transform = transform
         self.keys = tuple(key for key in (*manifest.features, self.target, self.weights) if key is not None)
-        self._eye = self._one_hot_table(manifest, specs, options)
+        self.num_classes = self._class_count(manifest, specs, options)
+        self._eye = np.eye(self.num_classes, dtype=np.float32) if self.num_classes and options.one_hot else None
 
     @staticmethod
-    def _one_hot_table(manifest: Manifest, specs: Mapping[str, ArraySpec], options: LoaderOptions) -> np.ndarray | None:
+    def _class_count(manifest: Manifest, specs: Mapping[str, ArraySpec], options: LoaderOptions) -> int | None:
+        """Classes of an integer class-label target (None for other targets, which pass through as they are)."""
         target = manifest.target
-        if not options.to_fit or not options.one_hot or target is None:
+        if not options.to_fit or target is None:
             return None
         spec = specs[target]
         if np.dtype(spec.dtype).kind not in "iu" or spec.shape != ():
-            return None  # float or multi-dimensional targets (regression) pass through as they are
+            return None  # float or multi-dimensional targets (regression)
         labels = manifest.labels
         classes = options.num_classes or (labels.num_classes if labels is not None else None)
-        if classes is None:
+        if classes is None and options.one_hot:
             raise InvalidOptionError(f"the manifest records no class count for {target!r}; pass num_classes")
-        return np.eye(classes, dtype=np.float32)
+        return classes
 
     def __call__(self, arrays: Mapping[str, np.ndarray]) -> Batch:
         inputs = [feature.finish(arrays[feature.key]) for feature in self.features]
@@ -80,16 +82,22 @@ class BatchFinisher:
         return (x, y) if self.weights is None else (x, y, arrays[self.weights])
 
     def _labels(self, y: np.ndarray) -> np.ndarray:
-        if self._eye is None:
+        classes = self.num_classes
+        if classes is None:
             return y.astype(np.int32) if y.dtype.kind in "iu" and y.ndim == 1 else y
         if y.dtype.kind == "i" and len(y) and y.min() < 0:  # take() would wrap a negative index around
             position = int(np.argmin(y))
-            raise LabelOutOfRange(position, int(y[position]), len(self._eye))
+            raise LabelOutOfRange(position, int(y[position]), classes)
+        if self._eye is None:  # sparse labels: one comparison, so a corrupt label is never trained on silently
+            if len(y) and y.max() >= classes:
+                position = int(np.argmax(y))
+                raise LabelOutOfRange(position, int(y[position]), classes)
+            return y.astype(np.int32)
         try:
-            return self._eye.take(y, axis=0)
+            return self._eye.take(y, axis=0)  # raises for a label >= classes, at no cost to the others
         except IndexError:
             position = int(np.argmax(y))
-            raise LabelOutOfRange(position, int(y[position]), len(self._eye)) from None
+            raise LabelOutOfRange(position, int(y[position]), classes) from None
 
 
 def _feature(key: str, spec: ArraySpec, options: LoaderOptions) -> _Feature:

@@ -9,7 +9,9 @@ The dataset is also a Grain ``RandomAccessDataSource`` (``__len__``, ``__getitem
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +21,23 @@ from ._process import current_pid
 from .integrity import check_files, recorded
 from .manifest import Manifest, SplitInfo, read_manifest
 from .readers import ByteRanges, ShardReader, open_reader
+
+FILES_PER_MAPPED_ARRAY = 2  # our descriptor (for read hints) and the one Python's mmap keeps for itself
+_SPARE_FILES = 256
+
+
+def _allow_open_files(needed: int) -> None:
+    """Raise the soft limit on open files toward the hard one if every shard's maps would not fit.
+
+    A 40M-sample MNIST set has 468 shards, two arrays each: ~1,900 descriptors, over the common
+    default soft limit of 1,024 (the hard limit is usually far higher).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed + _SPARE_FILES
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
 
 
 class ShardedDataset:
@@ -34,6 +53,7 @@ class ShardedDataset:
         self.root = self.directory if self.manifest.generation is None else self.directory / self.manifest.generation
         self.advice: int | None = None
         self._starts = self.info.shard_starts
+        _allow_open_files(len(self.info.shards) * len(self.info.arrays) * FILES_PER_MAPPED_ARRAY)
         self._readers: list[ShardReader | None] = []
         self._verified: set[str] = set()
         self._pid: int | None = None
@@ -136,6 +156,8 @@ class ShardedDataset:
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
         arrays = self.gather(np.asarray(indices, dtype=np.int64))
         return [{key: array[i] for key, array in arrays.items()} for i in range(len(indices))]
+
+    _getitems = __getitems__  # the name Grain's batched-read protocol looks for (0.2: SupportsBatchedRead...)
 
     def __getstate__(self) -> dict[str, object]:
         return {**self.__dict__, "_readers": [], "_verified": set(), "_pid": None}  # re-opened in the new process

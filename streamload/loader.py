@@ -81,11 +81,12 @@ class BatchLoader:
 
     def _label_error(self, index: int, bad: LabelOutOfRange) -> LabelRangeError:
         shards, offsets = self.dataset.info.locate(np.array([index]))
-        shard = self.dataset.info.shards[int(shards[0])]
-        files = ", ".join(sorted(info.name for info in shard.files.values()))
+        files = self.dataset.info.shards[int(shards[0])].files
+        label_file = files.get(self.finish.target) or next(iter(files.values()))  # npy: the labels' own file
         return LabelRangeError(
-            f"{self.dataset.root}: sample {index} of split {self.dataset.split_name!r} (row {int(offsets[0])} of "
-            f"shard {files}) has label {bad.value}, outside [0, {bad.num_classes}); the shard may be corrupt: run "
+            f"{self.dataset.root / label_file.name}: sample {index} of split {self.dataset.split_name!r} (row "
+            f"{int(offsets[0])} of its shard) has label {bad.value}, outside [0, {bad.num_classes}); the shard may be "
+            f"corrupt: run "
             f"`build_shards.py --verify {self.dataset.directory}` (or pass num_classes if the labels are right)")
 
     def reference(self, arrays: dict[str, np.ndarray], epoch: int, batch: int) -> Batch:

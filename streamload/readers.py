@@ -134,8 +134,8 @@ class _ArraysReader:
 
     def take(self, key: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         mapped = self._mapped.get(key)
-        if mapped is not None:
-            return mapped.take(rows, axis=0, out=out)
+        if mapped is not None:  # "clip": rows are known to be in range, and it writes to out without a copy
+            return mapped.take(rows, axis=0, out=out, mode="clip")
         return self.arrays[key].take(rows, out)  # type: ignore[call-arg]
 
     def ranges(self, key: str, rows: np.ndarray) -> ByteRanges | None:

@@ -214,3 +214,24 @@ def test_grain_reads_the_dataset_as_a_source(tmp_path) -> None:
     assert sorted(ids) == list(range(300)) and ids != sorted(ids)
     batches = list(source.batch(64))
     assert np.array_equal(np.concatenate([b["x"] for b in batches]), arrays["x"])
+
+
+def test_the_open_file_limit_is_raised_when_every_map_would_not_fit(tmp_path) -> None:
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    directory, arrays = build(tmp_path, 400, "npy", 1)  # 400 shards x 2 arrays x 2 descriptors: 1,600
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    code = "\n".join([
+        "import resource, numpy as np",
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, (1024, {hard}))",
+        f"from streamload import ShardedDataset; d = ShardedDataset({str(directory)!r})",
+        "x = d.gather(np.arange(400))['x']",
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], int(x[:, 0, 0].astype(int).sum()))"])
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
+    assert result.returncode == 0, result.stderr[-2000:]
+    limit, checksum = map(int, result.stdout.split())
+    assert limit >= 1600 and checksum == int(arrays["x"][:, 0, 0].astype(int).sum())

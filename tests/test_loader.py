@@ -148,7 +148,7 @@ def test_a_corrupt_label_names_its_shard_file_sample_and_verify(tmp_path, fmt) -
     with pytest.raises(LabelRangeError) as caught:
         loader.load(0, bad_batch)
     message = str(caught.value)
-    assert f"sample {index} of split 'train' (row {row} of shard " in message
+    assert message.startswith(str(path)) and f"sample {index} of split 'train' (row {row} of its shard)" in message
     assert path.name in message and "has label 200, outside [0, 10)" in message
     assert f"--verify {directory}" in message
     assert isinstance(caught.value, ValueError) and caught.value.__cause__ is None

@@ -142,7 +142,7 @@ def test_a_corrupt_label_surfaces_through_tf_data_naming_the_shard(tmp_path) -> 
         stream.seek(np.load(path, mmap_mode="r").offset + 5)
         stream.write(bytes([77]))
     dataset = as_tf_dataset(directory, batch_size=64)
-    with pytest.raises(tf.errors.OpError, match=r"LabelRangeError.*sample 205 .*train-00002\.y\.npy.*--verify"):
+    with pytest.raises(tf.errors.OpError, match=r"LabelRangeError.*train-00002\.y\.npy: sample 205 .*--verify"):
         list(dataset.as_numpy_iterator())
 
 
