@@ -39,6 +39,7 @@ from .errors import StreamloadError
 from .readers import PAGE, ByteRanges
 from .sampler import IndexSampler
 
+SMALL_SAMPLES_PER_PAGE = 64  # arrays of samples this small (labels) are hinted whole, once per shard
 STREAM_SLACK = 8  # requests this close to the previous one count as in order (several workers interleave)
 _BLOCK_PROBES = 256  # samples of a group whose blocks are looked up: all of a window's blocks, almost surely
 _REMEMBERED = 1024  # hinted batches, groups and blocks remembered, so none is hinted twice while it matters
@@ -86,6 +87,7 @@ class _ProcessState:
     batches: _Bounded = field(default_factory=_Bounded)
     groups: _Bounded = field(default_factory=_Bounded)
     blocks: _Bounded = field(default_factory=_Bounded)
+    shards: _Bounded = field(default_factory=_Bounded)  # (epoch, shard) whose tiny arrays were hinted whole
     hinter: _SpanHinter | None = None
     calls: int = 0
     blocks_read: int = -1  # ru_inblock at the last look
@@ -106,6 +108,11 @@ class KernelHints:
 
     def __init__(self, dataset: ShardedDataset, sampler: IndexSampler, keys: tuple[str, ...], depth: int) -> None:
         self.dataset, self.sampler, self.keys, self.depth = dataset, sampler, keys, depth
+        arrays = dataset.info.arrays
+        # tiny samples (labels): a page holds a whole batch's worth, so read each shard's array once, sequentially,
+        # instead of one page per sample (which would double the pages an MNIST sample costs)
+        self.row_keys = tuple(key for key in keys if arrays[key].sample_bytes * SMALL_SAMPLES_PER_PAGE > PAGE)
+        self.whole_keys = tuple(key for key in keys if key not in self.row_keys)
         options = sampler.options
         self.block_mode = options.shuffle == "block"
         window_samples = options.block_size * options.window_blocks
@@ -126,7 +133,7 @@ class KernelHints:
                 state.last = None  # the next epoch starts afresh at its batch 0
                 fresh = state.batches.add((epoch, offset, batch))
             if fresh and not state.storage_idle():
-                issue(self.dataset.ranges(indices, self.keys))
+                self._hint_rows(state, epoch, [indices])
             return
         position = epoch * self.sampler.num_batches + batch
         if not self.block_mode and state.storage_idle():  # no lock: a race only shifts when we look
@@ -150,9 +157,19 @@ class KernelHints:
             issue(self._block_ranges(spans))
         if spans_ahead:
             state.hinter.submit(self._block_ranges(spans_ahead))
-        for wanted in pages:
+        self._hint_rows(state, epoch, pages)
+
+    def _hint_rows(self, state: _ProcessState, epoch: int, batches: list[np.ndarray]) -> None:
+        """The pages of each batch's rows, and the whole arrays of tiny samples in shards not hinted this epoch."""
+        for wanted in batches:
             try:
-                issue(self.dataset.ranges(wanted, self.keys))
+                issue(self.dataset.ranges(wanted, self.row_keys))
+                if self.whole_keys:
+                    shards = np.unique(np.searchsorted(self.dataset.info.shard_starts, wanted, side="right") - 1)
+                    starts = self.dataset.info.shard_starts
+                    for shard in shards.tolist():
+                        if state.shards.add((epoch, shard)):
+                            issue(self.dataset.span_ranges(int(starts[shard]), int(starts[shard + 1]), self.whole_keys))
             except (StreamloadError, OSError):  # hints are optional: the gather that needs the shard reports it
                 continue
 
