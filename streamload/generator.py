@@ -55,6 +55,12 @@ class StreamingGenerator(keras.utils.PyDataset):
         return self.loader.options
 
     @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The names of the label classes, as the build recorded them (image folders: the sorted folder names)."""
+        labels = self.loader.dataset.manifest.labels
+        return None if labels is None else labels.class_names
+
+    @property
     def epoch(self) -> int:
         """The data epoch that batch 0 of the current pass belongs to."""
         return self.stream.where(0)[0]
