@@ -69,13 +69,18 @@ def _bytes_read_by_child(path: Path, mode: str) -> str:
     return done.stdout.strip()
 
 
-def test_read_memory_and_io_parse_own_process() -> None:
-    mem = read_memory()
-    assert isinstance(mem, MemorySnapshot)
-    assert mem.rss_anon > 0 and mem.rss_file > 0 and mem.vm_hwm >= mem.rss_anon
-    assert read_memory(os.getpid()).rss_file > 0
-    io = read_io()
-    assert io.rchar > 0 and io.read_bytes >= 0
+def test_read_memory_and_io_follow_what_this_process_does(tmp_path: Path) -> None:
+    before = read_memory()
+    assert isinstance(before, MemorySnapshot)
+    block = np.ones(32 * MB, dtype=np.uint8)  # written, so resident and anonymous
+    after = read_memory(os.getpid())
+    assert after.rss_anon - before.rss_anon >= 31 * MB and after.vm_hwm >= after.rss_anon + after.rss_file
+    del block
+    path = tmp_path / "read-me"
+    path.write_bytes(b"x" * MB)
+    start = read_io()
+    assert len(path.read_bytes()) == MB
+    assert read_io().rchar - start.rchar >= MB  # rchar counts every byte read through read(2), cached or not
 
 
 def test_vm_data_grows_with_a_heap_allocation_and_meminfo_fields_are_bytes() -> None:
