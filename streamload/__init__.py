@@ -16,21 +16,34 @@ from .build import BuildOptions, build_dataset  # noqa: E402
 from .errors import (  # noqa: E402
     DatasetExistsError,
     IdxFormatError,
+    ImageDecodeError,
     InvalidOptionError,
     ManifestError,
     ManifestVersionError,
+    MissingDependencyError,
     ShardFormatError,
+    SourceFormatError,
     SourceMismatchError,
     SourceNotFoundError,
     StreamloadError,
+    WorkerError,
 )
 from .manifest import Manifest, read_manifest  # noqa: E402
 from .sources import (  # noqa: E402
     ArraySource,
+    CsvSource,
     IdxPairSource,
+    ImageFolderSource,
+    ImageOptions,
+    IterableSource,
+    NpyPairSource,
     NpzArraySource,
     SplitSource,
-    mnist_sources,  # noqa: E402
+    csv_sources,
+    image_folder_sources,
+    mnist_sources,
+    numpy_sources,
+    split_validation,
 )
 from .verify import verify_dataset  # noqa: E402
 
@@ -51,9 +64,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ArraySource", "BuildOptions", "DatasetExistsError", "IdxFormatError", "IdxPairSource",
-    "InvalidOptionError", "Manifest", "ManifestError", "ManifestVersionError", "NpzArraySource",
-    "ShardFormatError", "SourceMismatchError", "SourceNotFoundError", "SplitSource",
-    "StreamingGenerator", "StreamloadError", "__version__", "as_tf_dataset", "build_dataset",
-    "mnist_sources", "read_manifest", "verify_dataset",
+    "ArraySource", "BuildOptions", "CsvSource", "DatasetExistsError", "IdxFormatError", "IdxPairSource",
+    "ImageDecodeError", "ImageFolderSource", "ImageOptions", "InvalidOptionError", "IterableSource", "Manifest",
+    "ManifestError", "ManifestVersionError", "MissingDependencyError", "NpyPairSource", "NpzArraySource",
+    "ShardFormatError", "SourceFormatError", "SourceMismatchError", "SourceNotFoundError", "SplitSource",
+    "StreamingGenerator", "StreamloadError", "WorkerError", "__version__", "as_tf_dataset", "build_dataset",
+    "csv_sources", "image_folder_sources", "mnist_sources", "numpy_sources", "read_manifest", "split_validation",
+    "verify_dataset",
 ]

@@ -42,3 +42,19 @@ class InvalidOptionError(StreamloadError, ValueError):
 
 class DatasetExistsError(StreamloadError, FileExistsError):
     """The output folder already holds data and overwriting was not asked for (or is not safe)."""
+
+
+class SourceFormatError(StreamloadError, ValueError):
+    """A source file (a CSV table, a .npy array, an image) is malformed or holds what shards cannot store."""
+
+
+class ImageDecodeError(SourceFormatError):
+    """An image file cannot be decoded (unreadable, truncated, not an image); ``--strict`` refuses it."""
+
+
+class MissingDependencyError(StreamloadError, ImportError):
+    """An optional dependency (Pillow for image folders) is not installed; the message says what to install."""
+
+
+class WorkerError(StreamloadError, RuntimeError):
+    """A worker process (image decoding) failed or died; the message carries its last error line."""
