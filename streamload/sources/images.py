@@ -100,7 +100,9 @@ class ImageFolderSource:
     def _map(self, function: Callable, files: list[str], limit: int) -> Iterator[tuple[int, int, Any]]:
         """(start, stop, ``function``'s result) for batches ``files[start:stop]``, in order, on ``jobs`` processes."""
         options = self.options
-        spans = _spans(files, max(1, min(limit, -(-len(files) // (4 * self.pool.jobs)))))  # a few tasks per process
+        if self.pool.jobs > 1:  # small enough batches to give every process a few
+            limit = max(1, min(limit, -(-len(files) // (4 * self.pool.jobs))))
+        spans = _spans(files, limit)
         tasks = (DecodeTask(files[start:stop], options.image_size, options.color_mode, options.crop_to_aspect_ratio)
                  for start, stop in spans)
         results = self.pool.map(function, tasks, len(spans))

@@ -34,6 +34,7 @@ from .numpy_files import check_storable
 
 Row = dict[str, np.ndarray]
 _NOTHING = object()
+SPILL_BUFFER_BYTES = 8 * 2**20  # rows gathered before each write to the spill files
 
 
 def _named(values: Any, where: str) -> Row:
@@ -61,19 +62,18 @@ class _ChunkBuffer:
 
     def __init__(self, specs: Mapping[str, ArraySpec], rows: int) -> None:
         self.specs, self.rows, self.filled = dict(specs), rows, 0
-        self._arrays = self._empty()
-
-    def _empty(self) -> Row:
-        return {key: np.empty((self.rows, *spec.shape), spec.dtype) for key, spec in self.specs.items()}
+        self._arrays: Row | None = None  # allocated by the first row: a chunk handed out is never reused
 
     def add(self, row: Row) -> None:
+        if self._arrays is None:
+            self._arrays = {key: np.empty((self.rows, *spec.shape), spec.dtype) for key, spec in self.specs.items()}
         for key, value in row.items():
             self._arrays[key][self.filled] = value
         self.filled += 1
 
     def take(self) -> Chunk:
-        chunk = {key: array[:self.filled] for key, array in self._arrays.items()}
-        self._arrays, self.filled = self._empty(), 0
+        chunk = {key: array[:self.filled] for key, array in (self._arrays or {}).items()}
+        self._arrays, self.filled = None, 0
         return chunk
 
 
@@ -86,7 +86,8 @@ class _Spill:
         self.folder = Path(tempfile.mkdtemp(prefix="streamload-spill-", dir=directory))
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
         self.paths = {key: self.folder / f"{number}.raw" for number, key in enumerate(self.specs)}
-        buffer = _ChunkBuffer(self.specs, rows_per_chunk(self.specs, DEFAULT_CHUNK_ROWS))
+        sample_bytes = sum(spec.sample_bytes for spec in self.specs.values())
+        buffer = _ChunkBuffer(self.specs, max(1, min(DEFAULT_CHUNK_ROWS, SPILL_BUFFER_BYTES // max(1, sample_bytes))))
         streams = {key: open(path, "wb") for key, path in self.paths.items()}
         try:
             for row in rows:
@@ -94,7 +95,8 @@ class _Spill:
                 self.count += 1
                 if buffer.filled == buffer.rows:
                     self._write(buffer.take(), streams)
-            self._write(buffer.take(), streams)
+            if buffer.filled:
+                self._write(buffer.take(), streams)
         finally:
             for stream in streams.values():
                 stream.close()
