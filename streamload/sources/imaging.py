@@ -83,11 +83,12 @@ def fit_image(pixels: np.ndarray, size: tuple[int, int], crop_to_aspect_ratio: b
     return (resize_bilinear(pixels, size) + np.float32(0.5)).astype(np.uint8)  # values lie in [0, 255]
 
 
-def read_pixels(path: str, color_mode: str, *, quick: bool = False) -> np.ndarray:
+def read_pixels(path: str, color_mode: str, *, quick: bool = False) -> np.ndarray | None:
     """Decode the first frame of ``path`` into an (H, W, C) uint8 array in ``color_mode``.
 
-    ``quick`` decodes JPEGs at 1/8 scale: the whole entropy-coded stream is still read, so a
-    truncated or corrupt file fails just as it would at full size, for a fraction of the work.
+    ``quick`` only checks that the file decodes, returning None: JPEGs are decoded at 1/8 scale,
+    which still reads the whole entropy-coded stream, so a truncated or corrupt file fails just as
+    it would at full size, for a fraction of the work.
     """
     image_module = import_pillow()
     mode, channels = COLOR_MODES[color_mode]
@@ -99,6 +100,8 @@ def read_pixels(path: str, color_mode: str, *, quick: bool = False) -> np.ndarra
             image = image_module.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), "L")
         if image.mode != mode:
             image = image.convert(mode)
+        if quick:
+            return None
         pixels = np.asarray(image)
     return pixels.reshape(*pixels.shape[:2], channels)
 

@@ -72,7 +72,9 @@ def detect_source_type(source: Path | None) -> str:
         raise SourceFormatError(f"{source}: cannot tell what this file holds from its name (.npz, .npy, .csv, "
                                 ".tsv); pass --source-type")
     if not source.is_dir():
-        raise SourceNotFoundError(f"{source}: no such file or folder")
+        raise SourceNotFoundError(f"{source}: no such file or folder; --source takes a folder of images in class "
+                                  "subfolders, an .npz, .npy files, a CSV table, or MNIST as a folder of IDX files or "
+                                  f"mnist.npz (or leave it out and set ${MNIST_DIR_ENV})")
     names = os.listdir(source)
     if (source / "mnist.npz").is_file() or any("idx" in name and "ubyte" in name for name in names):
         return "idx"
