@@ -19,7 +19,14 @@ from streamload.build import BuildOptions, build_dataset
 from streamload.errors import ImageDecodeError, InvalidOptionError, MissingDependencyError, SourceFormatError
 from streamload.manifest import read_manifest
 from streamload.sources.base import label_dtype
-from streamload.sources.images import ImageFolderSource, ImageOptions, image_folder_sources
+from streamload.sources.images import (
+    MAX_TASK_FILES,
+    TASK_PATH_BYTES,
+    ImageFolderSource,
+    ImageOptions,
+    _spans,
+    image_folder_sources,
+)
 from streamload.sources.imaging import fit_image, read_pixels, resize_bilinear
 
 QUIET = {"progress": False, "jobs": 1}
@@ -322,3 +329,16 @@ def test_manifest_records_the_class_names(tmp_path: Path) -> None:
     labels = read_manifest(tmp_path / "ds").labels
     assert labels.class_names == ("ant", "bee", "cat") and labels.num_classes == 3
     assert (labels.minimum, labels.maximum) == (0, 2)
+
+
+def test_batches_of_long_paths_fit_in_a_task_message(tmp_path: Path) -> None:
+    long_folder = tmp_path / ("d" * 200) / ("e" * 200)
+    folder = ImageFolder(long_folder, ["c"])
+    for number in range(120):
+        folder.add(f"c/{'f' * 150}{number:03d}.png", random_pixels(2, 2, 3, number))
+    spans = _spans(folder.files, MAX_TASK_FILES)
+    assert [start for start, _ in spans][1:] == [stop for _, stop in spans][:-1] and spans[-1][1] == 120
+    assert len(spans) > 1 and all(sum(len(f) + 8 for f in folder.files[a:b]) <= TASK_PATH_BYTES for a, b in spans)
+    options = ImageOptions(image_size=(2, 2), jobs=2, progress=False)
+    (source,) = image_folder_sources(long_folder, options).values()
+    np.testing.assert_array_equal(_read_all(source)["x"], np.stack(folder.pixels))

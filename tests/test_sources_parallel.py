@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from streamload.errors import WorkerError
-from streamload.sources.parallel import TASKS_IN_FLIGHT_PER_JOB, WorkerPool
+from streamload.sources.parallel import MAX_TASK_BYTES, TASKS_IN_FLIGHT_PER_JOB, WorkerPool
 
 
 def square_with_pid(value: int) -> tuple[int, int]:
@@ -94,3 +94,9 @@ def test_leaving_a_map_early_kills_its_workers_and_the_next_map_starts_fresh() -
     assert not _alive(first_pid)
     assert [square for square, _ in pool.map(square_with_pid, range(3))] == [0, 1, 4]
     pool.close()
+
+
+def test_a_task_too_big_for_a_pipe_buffer_is_refused() -> None:
+    """A send must never wait on a worker that waits to be read: tasks fit in a pipe buffer."""
+    with pytest.raises(ValueError, match=f"larger than {MAX_TASK_BYTES} bytes pickled"):
+        list(WorkerPool(2).map(square_with_pid, [1, "x" * MAX_TASK_BYTES]))

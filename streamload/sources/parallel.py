@@ -64,20 +64,20 @@ class _Worker:
     def __init__(self) -> None:
         self.process = subprocess.Popen([sys.executable, "-c", _WORKER_MAIN], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE)
-        self._send(sys.path)
+        self._send(pickle.dumps(sys.path, protocol=pickle.HIGHEST_PROTOCOL))
 
-    def _send(self, message: object) -> None:
+    def _send(self, data: bytes) -> None:
         try:
-            self.process.stdin.write(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            self.process.stdin.write(data)
             self.process.stdin.flush()
         except BrokenPipeError as exc:
             raise self._died() from exc
 
     def submit(self, function: Callable[[Any], Any], task: object) -> None:
-        message = (function.__module__, function.__qualname__, task)
-        if len(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)) > MAX_TASK_BYTES:
+        data = pickle.dumps((function.__module__, function.__qualname__, task), protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) > MAX_TASK_BYTES:
             raise ValueError(f"a task of {function.__qualname__} is larger than {MAX_TASK_BYTES} bytes pickled")
-        self._send(message)
+        self._send(data)
 
     def result(self) -> Any:
         try:
