@@ -19,15 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
-_ERRORS = ("DatasetExistsError", "IdxFormatError", "InvalidOptionError", "LabelRangeError", "ManifestError",
-           "ManifestVersionError", "ShardCorruptError", "ShardFormatError", "SourceMismatchError",
-           "SourceNotFoundError", "StreamloadError")
+_ERRORS = ("DatasetExistsError", "IdxFormatError", "ImageDecodeError", "InvalidOptionError", "LabelRangeError",
+           "ManifestError", "ManifestVersionError", "MissingDependencyError", "ShardCorruptError", "ShardFormatError",
+           "SourceFormatError", "SourceMismatchError", "SourceNotFoundError", "StreamloadError", "WorkerError")
+_SOURCES = ("ArraySource", "AugmentedSource", "CsvSource", "IdxPairSource", "ImageFolderSource", "ImageOptions",
+            "IterableSource", "NpyPairSource", "NpzArraySource", "SplitSource", "csv_sources", "image_folder_sources",
+            "mnist_sources", "numpy_sources", "split_validation")
 _HOMES = {
-    **dict.fromkeys(_ERRORS, "errors"),
+    **dict.fromkeys(_ERRORS, "errors"), **dict.fromkeys(_SOURCES, "sources"),
     "BuildOptions": "build", "build_dataset": "build", "ShardedDataset": "dataset", "Manifest": "manifest",
     "read_manifest": "manifest", "LoaderOptions": "options", "BatchLoader": "loader", "batches_per_epoch": "loader",
-    "verify_dataset": "verify", "ArraySource": "sources", "AugmentedSource": "sources", "IdxPairSource": "sources",
-    "NpzArraySource": "sources", "SplitSource": "sources", "mnist_sources": "sources",
+    "verify_dataset": "verify",
     "StreamingGenerator": "generator", "EpochSync": "callbacks", "TrainingCheckpoint": "callbacks",
     "as_tf_dataset": "tfdata",
 }
@@ -53,7 +55,23 @@ if TYPE_CHECKING:
     from .loader import BatchLoader, batches_per_epoch
     from .manifest import Manifest, read_manifest
     from .options import LoaderOptions
-    from .sources import ArraySource, AugmentedSource, IdxPairSource, NpzArraySource, SplitSource, mnist_sources
+    from .sources import (
+        ArraySource,
+        AugmentedSource,
+        CsvSource,
+        IdxPairSource,
+        ImageFolderSource,
+        ImageOptions,
+        IterableSource,
+        NpyPairSource,
+        NpzArraySource,
+        SplitSource,
+        csv_sources,
+        image_folder_sources,
+        mnist_sources,
+        numpy_sources,
+        split_validation,
+    )
     from .tfdata import as_tf_dataset
     from .verify import verify_dataset
 
@@ -72,10 +90,12 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "ArraySource", "AugmentedSource", "BatchLoader", "BuildOptions", "DatasetExistsError", "EpochSync",
-    "IdxFormatError", "IdxPairSource", "InvalidOptionError", "LabelRangeError", "LoaderOptions", "Manifest",
-    "ManifestError", "ManifestVersionError", "NpzArraySource", "ShardCorruptError", "ShardFormatError",
-    "ShardedDataset", "SourceMismatchError", "SourceNotFoundError", "SplitSource", "StreamingGenerator",
-    "StreamloadError", "TrainingCheckpoint", "__version__", "as_tf_dataset", "batches_per_epoch", "build_dataset",
-    "mnist_sources", "read_manifest", "verify_dataset",
+    "ArraySource", "AugmentedSource", "BatchLoader", "BuildOptions", "CsvSource", "DatasetExistsError", "EpochSync",
+    "IdxFormatError", "IdxPairSource", "ImageDecodeError", "ImageFolderSource", "ImageOptions", "InvalidOptionError",
+    "IterableSource", "LabelRangeError", "LoaderOptions", "Manifest", "ManifestError", "ManifestVersionError",
+    "MissingDependencyError", "NpyPairSource", "NpzArraySource", "ShardCorruptError", "ShardFormatError",
+    "ShardedDataset", "SourceFormatError", "SourceMismatchError", "SourceNotFoundError", "SplitSource",
+    "StreamingGenerator", "StreamloadError", "TrainingCheckpoint", "WorkerError", "__version__", "as_tf_dataset",
+    "batches_per_epoch", "build_dataset", "csv_sources", "image_folder_sources", "mnist_sources", "numpy_sources",
+    "read_manifest", "split_validation", "verify_dataset",
 ]

@@ -133,8 +133,11 @@ def _label_facts(staging: Path, fmt: str, splits: Mapping[str, SplitInfo], targe
                     labels = handle[target][()]
             low = int(labels.min()) if low is None else min(low, int(labels.min()))
             high = int(labels.max()) if high is None else max(high, int(labels.max()))
+    if low is not None and low < 0:
+        return None  # negative integers are targets, not class numbers
     names = next((s.class_names for s in sources.values() if getattr(s, "class_names", None)), None)
-    classes = len(names) if names else (high + 1 if high is not None else 1)
+    declared = next((s.num_classes for s in sources.values() if getattr(s, "num_classes", None)), None)
+    classes = declared or (len(names) if names else (high + 1 if high is not None else 1))
     return LabelInfo(num_classes=max(classes, 1), minimum=low, maximum=high,
                      class_names=None if names is None else tuple(names))
 

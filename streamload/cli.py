@@ -23,7 +23,7 @@ from .writers import COMPRESSIONS
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="build_shards.py",
-        description="Write MNIST (or any dataset in the IDX layout) to verified HDF5 or .npy shards.",
+        description="Write MNIST, an image folder, NumPy files or a CSV table to verified HDF5 or .npy shards.",
     )
     parser.add_argument("--format", choices=FORMATS, default="npy", help="shard format (default: npy)")
     parser.add_argument("--out", type=Path, help="dataset folder to create; its manifest is OUT/manifest.json")

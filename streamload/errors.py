@@ -50,3 +50,19 @@ class LabelRangeError(StreamloadError, ValueError):
 
 class ShardCorruptError(StreamloadError, ValueError):
     """A shard's bytes do not match the checksum its manifest recorded."""
+
+
+class SourceFormatError(StreamloadError, ValueError):
+    """A source file (a CSV table, a .npy array, an image) is malformed or holds what shards cannot store."""
+
+
+class ImageDecodeError(SourceFormatError):
+    """An image file cannot be decoded (unreadable, truncated, not an image); ``--strict`` refuses it."""
+
+
+class MissingDependencyError(StreamloadError, ImportError):
+    """An optional dependency (Pillow for image folders) is not installed; the message says what to install."""
+
+
+class WorkerError(StreamloadError, RuntimeError):
+    """A worker process (image decoding) failed or died; the message carries its last error line."""

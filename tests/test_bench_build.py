@@ -118,7 +118,7 @@ def test_main_writes_every_figure_and_cleans_up(tmp_path: Path, mnist_dir: Path,
 
 
 def test_a_failing_build_is_reported_with_its_message(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="no such folder"):
+    with pytest.raises(RuntimeError, match="missing: no such file or folder"):
         augmented_build_benchmark(tmp_path, 100, "npy", tmp_path / "missing")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ShardFormatError, SourceMismatchError
 from ..manifest import ArraySpec
-from .base import DEFAULT_CHUNK_ROWS, Chunk
+from .base import DEFAULT_CHUNK_ROWS, Chunk, rows_per_chunk
 
 
 class ArraySource:
@@ -66,6 +66,7 @@ class NpzArraySource:
         return readers[version](stream)
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
+        chunk_rows = rows_per_chunk(self.specs, chunk_rows)
         with zipfile.ZipFile(self.path) as archive:
             streams = {key: self._open_member(archive, member) for key, member in self.members.items()}
             for key, stream in streams.items():

@@ -15,6 +15,7 @@ from ..manifest import ArraySpec
 
 Chunk = dict[str, np.ndarray]
 DEFAULT_CHUNK_ROWS = 8192
+CHUNK_BYTES = 64 * 2**20  # a chunk of large samples (photos) is cut to about this size
 # Optional attributes a source may set to say what its arrays are for (else ``x`` is the input and
 # ``y`` the target): ``features`` (tuple of array names), ``target`` and ``sample_weight`` (names or
 # None). Also optional: ``class_names`` (tuple of str, label i is class_names[i]) and ``skipped``
@@ -31,3 +32,14 @@ class SplitSource(Protocol):
     specs: dict[str, ArraySpec]
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]: ...
+
+
+def rows_per_chunk(specs: dict[str, ArraySpec], chunk_rows: int) -> int:
+    """At most ``chunk_rows`` rows, fewer when the samples are large: a chunk stays near ``CHUNK_BYTES``."""
+    sample_bytes = sum(spec.sample_bytes for spec in specs.values())
+    return max(1, min(chunk_rows, CHUNK_BYTES // max(1, sample_bytes)))
+
+
+def label_dtype(num_classes: int) -> np.dtype:
+    """The smallest unsigned integer type holding class labels 0..num_classes-1 (uint8 up to 256 classes)."""
+    return np.dtype(np.min_scalar_type(max(num_classes - 1, 0)))

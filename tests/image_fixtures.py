@@ -1,0 +1,66 @@
+"""Image folders written with Pillow for the source tests, with the pixels and labels they hold.
+
+Every file's expected position is declared by the test (the order Keras lists files in), so the
+library's own listing is checked against it, not reused to build it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def random_pixels(height: int, width: int, channels: int, seed: int) -> np.ndarray:
+    """Random uint8 pixels (H, W, C) over the full value range."""
+    return np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+
+
+def smooth_pixels(height: int, width: int, channels: int, seed: int) -> np.ndarray:
+    """Gradients plus a little noise: JPEG keeps these close, unlike pure noise."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    planes = [(cols * (3 + c) + rows * (2 + seed % 5) + 17 * c) % 256 for c in range(channels)]
+    noise = np.random.default_rng(seed).integers(-8, 9, (height, width, channels))
+    return np.clip(np.stack(planes, -1) + noise, 0, 255).astype(np.uint8)
+
+
+def save_image(path: Path, pixels: np.ndarray, **options: object) -> Path:
+    """Write (H, W, C) pixels with Pillow; the format comes from the file name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = MODES[pixels.shape[2]]
+    Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode).save(path, **options)
+    return path
+
+
+def truncated_jpeg(path: Path, pixels: np.ndarray) -> Path:
+    """A JPEG cut in half: Pillow's verify() accepts it, only decoding finds it truncated."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@dataclass
+class ImageFolder:
+    """A class-folder tree and, in the order Keras lists them, its files, labels and written pixels."""
+
+    root: Path
+    class_names: list[str]
+    files: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    pixels: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, relative: str, pixels: np.ndarray, **options: object) -> Path:
+        """Write ``class/.../name.ext`` and record it as the next file in listing order."""
+        path = save_image(self.root / relative, pixels, **options)
+        self.files.append(str(path))
+        self.labels.append(self.class_names.index(relative.split("/")[0]))
+        self.pixels.append(pixels)
+        return path
