@@ -42,3 +42,19 @@ class InvalidOptionError(StreamloadError, ValueError):
 
 class DatasetExistsError(StreamloadError, FileExistsError):
     """The output folder already holds data and overwriting was not asked for (or is not safe)."""
+
+
+class LabelRangeError(StreamloadError, ValueError):
+    """A class label lies outside ``[0, num_classes)``."""
+
+
+class DatasetBusyError(StreamloadError, BlockingIOError):
+    """Another build holds the dataset folder's build lock; builds of one folder never run at once."""
+
+
+class GenerationGoneError(StreamloadError, FileNotFoundError):
+    """A dataset generation a reader asked for no longer exists (it was garbage-collected)."""
+
+
+class OutOfSpaceError(StreamloadError, OSError):
+    """The device filled up while a build was writing; the message names the dataset folder."""

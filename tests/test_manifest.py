@@ -43,6 +43,8 @@ def test_manifest_records_counts_sizes_and_hashes(built: tuple[Path, Manifest]) 
     assert manifest.format_version == FORMAT_VERSION
     assert manifest.created_by == f"streamload {__version__}"
     expected_counts = {"train": [50, 50, 50, 50, 3], "test": [37]}
+    assert manifest.generation == "gen-000001"
+    gen = out / manifest.generation
     files_seen = set()
     for name, split in manifest.splits.items():
         assert [shard.num_samples for shard in split.shards] == expected_counts[name]
@@ -52,11 +54,13 @@ def test_manifest_records_counts_sizes_and_hashes(built: tuple[Path, Manifest]) 
             expected_roles = {"x", "y"} if manifest.format == "npy" else {"hdf5"}
             assert set(shard.files) == expected_roles
             for info in shard.files.values():
-                data = (out / info.name).read_bytes()
+                data = (gen / info.name).read_bytes()
                 assert info.bytes == len(data)
                 assert info.sha256 == hashlib.sha256(data).hexdigest()
                 files_seen.add(info.name)
-    assert files_seen | {MANIFEST_NAME} == {path.name for path in out.iterdir()}
+    assert {path.name for path in out.iterdir()} == {MANIFEST_NAME, ".build.lock", manifest.generation}
+    assert {path.name for path in gen.iterdir()} == files_seen | {MANIFEST_NAME, ".lock"}
+    assert read_manifest(gen) == manifest  # the generation's immutable copy
 
 
 def test_manifest_json_layout(built: tuple[Path, Manifest]) -> None:

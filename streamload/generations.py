@@ -1,0 +1,393 @@
+"""Immutable dataset generations: a rebuild never changes what a running reader reads.
+
+A dataset folder DIR (manifest format 2) holds::
+
+    DIR/manifest.json    names the current generation; replaced atomically as the last step of a build
+    DIR/gen-000007/      that generation's shards, an identical copy of its manifest and a ``.lock`` file
+    DIR/gen-000006/      an older generation, kept while a reader holds a shared lock on its ``.lock``
+    DIR/.build.lock      held exclusively by the one build of DIR running now
+    DIR/.staging-*       a build in progress (its ``.lock`` held exclusively), or an abandoned one
+
+A reader holds a :class:`GenerationLease`: a shared ``flock`` on its generation's ``.lock``. The
+kernel drops it when the process dies, so a killed reader never pins a generation. Garbage
+collection deletes a generation only when it can lock it exclusively and it is older than the
+current one. Version-1 datasets (shards beside the manifest) are read under a shared lock on
+``DIR/.flat.lock``; a build over one removes the old flat files once nobody holds that lock.
+Where the filesystem has no working ``flock``, leases hold no lock and garbage collection keeps the
+current and the previous generation, so only a reader older than two rebuilds can lose its files.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import uuid
+import weakref
+from pathlib import Path
+from typing import Any
+
+from .errors import GenerationGoneError, ManifestError, StreamloadError
+from .manifest import MANIFEST_NAME, Manifest, read_manifest
+
+LOCK_NAME = ".lock"
+BUILD_LOCK_NAME = ".build.lock"
+FLAT_LOCK_NAME = ".flat.lock"
+FLAT_LEFTOVERS_NAME = ".flat-leftovers.json"  # version-1 shard files a build left for garbage collection
+STAGING_PREFIX = ".staging-"
+TRASH_PREFIX = ".trash-"
+_GENERATION = re.compile(r"gen-(\d{6,})")
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
+_ACQUIRE_TRIES = 8
+
+
+def lock_file(path: Path, *, exclusive: bool, wait: bool, create: bool = False) -> int | None:
+    """Open and ``flock`` ``path``: the descriptor (closing it unlocks), or None where flock does not work.
+
+    Raises BlockingIOError when ``wait`` is False and another open file holds a conflicting lock,
+    FileNotFoundError when ``path`` is missing (and ``create`` is False).
+    """
+    fd = -1
+    if create:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError:
+            pass  # a reader without write access: lock the file if it exists
+    if fd < 0:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in _NO_LOCKS:
+            return None
+        raise
+    return fd
+
+
+def generation_name(number: int) -> str:
+    return f"gen-{number:06d}"
+
+
+def generation_number(name: str | None) -> int | None:
+    match = _GENERATION.fullmatch(name or "")
+    return int(match.group(1)) if match else None
+
+
+def list_generations(directory: str | os.PathLike) -> list[str]:
+    """The generation folders of ``directory``, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted((name for name in names if generation_number(name) is not None), key=generation_number)
+
+
+def next_generation(directory: str | os.PathLike) -> str:
+    """One more than any generation in ``directory``: numbers are never reused."""
+    numbers = [generation_number(name) or 0 for name in list_generations(directory)]
+    return generation_name(1 + max(numbers, default=0))
+
+
+def shard_root(directory: str | os.PathLike, manifest: Manifest) -> Path:
+    """Where the shard files of ``manifest`` live: its generation folder, or DIR itself for version 1."""
+    return Path(directory) / manifest.generation if manifest.generation else Path(directory)
+
+
+class GenerationLease:
+    """A reader's hold on one generation: while it is held, garbage collection keeps that generation.
+
+    Threads share a lease. A forked child inherits the lock with the descriptor (a flock belongs to
+    the open file, which fork shares), so it stays valid even after the parent releases; call
+    :meth:`for_this_process` in the child for a lease of its own. Pickled (spawn), a lease travels
+    as (folder, generation); unpickling locks that same generation again and reads its manifest
+    copy, or raises :class:`~streamload.errors.GenerationGoneError`.
+    """
+
+    def __init__(self, directory: Path, generation: str | None, manifest: Manifest, fd: int | None) -> None:
+        self.directory, self.generation, self.manifest = Path(directory), generation, manifest
+        self._fd, self._pid = fd, os.getpid()
+        self._closer = weakref.finalize(self, _close, fd)
+
+    @property
+    def root(self) -> Path:
+        return shard_root(self.directory, self.manifest)
+
+    @property
+    def locked(self) -> bool:
+        """False once released, and always where the filesystem has no working flock."""
+        return self._fd is not None and self._closer.alive
+
+    def release(self) -> None:
+        """Drop the lock (by closing: LOCK_UN would unlock forked children too), then collect garbage."""
+        if not self._closer.alive:
+            return
+        self._closer()
+        try:
+            collect_garbage(self.directory)
+        except (OSError, StreamloadError):
+            pass  # best effort (a read-only folder, a manifest being replaced): the next build collects
+
+    def for_this_process(self) -> GenerationLease:
+        """This lease in the process that took it; in a forked child, a new lease on the same generation."""
+        return self if os.getpid() == self._pid else _restore(*self._identity())
+
+    def _identity(self) -> tuple[str, str | None, Manifest | None]:
+        return str(self.directory), self.generation, self.manifest if self.generation is None else None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _restore, self._identity()
+
+    def __enter__(self) -> GenerationLease:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "locked" if self.locked else ("released" if not self._closer.alive else "unlocked")
+        return f"GenerationLease({str(self.directory)!r}, {self.generation!r}, {state})"
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def acquire(directory: str | os.PathLike) -> GenerationLease:
+    """Lock the current generation of ``directory`` for reading.
+
+    A garbage collector may delete the generation named by the manifest between reading the
+    manifest and locking it (after a rebuild switched away from it): then this tries again with the
+    new manifest, a few times, before it raises ManifestError naming the folder.
+    """
+    directory = Path(directory)
+    problem = ""
+    for _ in range(_ACQUIRE_TRIES):
+        before = _file_id(directory / MANIFEST_NAME)
+        manifest = read_manifest(directory)
+        try:
+            if manifest.generation is not None:
+                return _lock_generation(directory, manifest.generation, manifest)
+            lease = _lock_flat(directory, manifest)
+        except GenerationGoneError as exc:
+            problem = str(exc)
+            continue
+        if _file_id(directory / MANIFEST_NAME) == before:  # not replaced before our lock: its files stay
+            return lease
+        lease._closer()
+        problem = "the version-1 manifest was replaced while it was being opened"
+    raise ManifestError(f"{directory}: could not lock the current generation in {_ACQUIRE_TRIES} tries "
+                        f"(rebuilds keep replacing it): {problem}")
+
+
+def acquire_generation(directory: str | os.PathLike, generation: str | None) -> GenerationLease:
+    """Lock a given generation (a worker continuing its parent's reads); GenerationGoneError if it is gone.
+
+    ``None`` stands for the version-1 layout, which must still be the current manifest.
+    """
+    directory = Path(directory)
+    if generation is None:
+        manifest = read_manifest(directory)
+        if manifest.generation is not None:
+            raise GenerationGoneError(f"{directory}: the version-1 shards were replaced by {manifest.generation}")
+        return _restore(str(directory), None, manifest)
+    if generation_number(generation) is None:
+        raise GenerationGoneError(f"{directory}: {generation!r} is not a generation name (gen-NNNNNN)")
+    return _lock_generation(directory, generation, None)
+
+
+def _restore(directory: str, generation: str | None, manifest: Manifest | None) -> GenerationLease:
+    """A lease on exactly this generation (unpickling, a forked child)."""
+    if generation is not None:
+        return _lock_generation(Path(directory), generation, None)
+    assert manifest is not None
+    lease = _lock_flat(Path(directory), manifest)
+    missing = [name for name in _file_names(manifest) if not (lease.root / name).exists()]
+    if missing:
+        lease._closer()
+        raise GenerationGoneError(f"{directory}: the version-1 shards were removed by a rebuild ({missing[0]} is gone)")
+    return lease
+
+
+def _lock_generation(directory: Path, generation: str, manifest: Manifest | None) -> GenerationLease:
+    lock_path = directory / generation / LOCK_NAME
+    gone = GenerationGoneError(f"{directory}: generation {generation} is gone (deleted after a rebuild); "
+                               "open the dataset again to read the current one")
+    try:
+        fd = lock_file(lock_path, exclusive=False, wait=True)  # waits only while a build or a GC holds it
+    except FileNotFoundError:
+        raise gone from None
+    if fd is not None and _file_id(lock_path) != _fd_id(fd):  # renamed away for deletion before we locked
+        os.close(fd)
+        raise gone
+    try:
+        manifest = manifest or read_manifest(directory / generation)  # the generation's immutable copy
+        if manifest.generation != generation:
+            raise ManifestError(f"{directory / generation / MANIFEST_NAME}: names generation "
+                                f"{manifest.generation!r}, but lies in folder {generation}")
+    except BaseException:
+        _close(fd)
+        raise
+    return GenerationLease(directory, generation, manifest, fd)
+
+
+def _lock_flat(directory: Path, manifest: Manifest) -> GenerationLease:
+    try:
+        fd = lock_file(directory / FLAT_LOCK_NAME, exclusive=False, wait=True, create=True)
+    except PermissionError:
+        fd = None  # a read-only folder nobody can rebuild: nothing to protect against
+    return GenerationLease(directory, None, manifest, fd)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _fd_id(fd: int) -> tuple[int, int]:
+    stat = os.fstat(fd)
+    return stat.st_dev, stat.st_ino
+
+
+def _file_names(manifest: Manifest) -> list[str]:
+    return [info.name for split in manifest.splits.values() for shard in split.shards for info in shard.files.values()]
+
+
+# --- garbage collection --------------------------------------------------------------------------
+
+
+def collect_garbage(directory: str | os.PathLike, *, build_lock_held: bool = False) -> list[str]:
+    """Delete what no reader can need; return the names removed.
+
+    Removed: generations older than the current one that no reader holds, version-1 shard files a
+    build replaced (once no reader holds them), trash of interrupted collections, and, when no
+    build is running (``DIR/.build.lock`` is free, or held by the caller: ``build_lock_held``),
+    abandoned staging folders. The current generation is never removed.
+    """
+    directory = Path(directory)
+    if build_lock_held:
+        return _collect(directory, staging=True)
+    try:
+        build_fd = lock_file(directory / BUILD_LOCK_NAME, exclusive=True, wait=False)
+    except (BlockingIOError, FileNotFoundError, PermissionError):
+        return _collect(directory, staging=False)
+    try:
+        return _collect(directory, staging=build_fd is not None)  # without flock, live staging looks dead
+    finally:
+        _close(build_fd)
+
+
+def _collect(directory: Path, staging: bool) -> list[str]:
+    try:
+        current = read_manifest(directory).generation
+    except ManifestError:
+        return []  # not a dataset (yet): nothing is known to be garbage
+    removed = _collect_generations(directory, current)
+    if current is not None:
+        removed += _collect_flat_leftovers(directory, current)
+    names = sorted(os.listdir(directory))
+    removed += [name for name in names if name.startswith(TRASH_PREFIX) and _remove(directory / name)]
+    if staging:
+        removed += [name for name in names if name.startswith(STAGING_PREFIX) and _abandoned(directory / name)
+                    and _remove(directory / name)]
+    return removed
+
+
+def _collect_generations(directory: Path, current: str | None) -> list[str]:
+    newest = generation_number(current)
+    old = [name for name in list_generations(directory)
+           if newest is None or (generation_number(name) or 0) < newest]
+    removed = []
+    for name in old:
+        state, fd = _claim(directory / name / LOCK_NAME)
+        if state == "held" or (state == "unknown" and (newest is None or name == old[-1])):
+            continue  # a reader holds it; or no flock here: keep the previous generation
+        try:
+            if _retire(directory, name):
+                removed.append(name)
+        finally:
+            _close(fd)
+    return removed
+
+
+def _claim(path: Path) -> tuple[str, int | None]:
+    """Try to lock ``path`` exclusively without waiting.
+
+    ("free", fd) when it is ours now (fd None if the file is missing: nobody can hold it),
+    ("held", None) when someone holds it, ("unknown", None) where flock does not work.
+    """
+    try:
+        fd = lock_file(path, exclusive=True, wait=False)
+    except BlockingIOError:
+        return "held", None
+    except FileNotFoundError:
+        return "free", None
+    return ("unknown", None) if fd is None else ("free", fd)
+
+
+def _retire(directory: Path, name: str) -> bool:
+    """Rename first, so a reader that locks the old path afterwards sees it gone; then delete."""
+    trash = directory / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(directory / name, trash)
+    except FileNotFoundError:
+        return False  # another collector got there first
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def _abandoned(path: Path) -> bool:
+    """A staging folder whose lock nobody holds (the caller holds the build lock, so no build is starting)."""
+    if not path.is_dir():
+        return True  # a manifest temp file of a killed build
+    state, fd = _claim(path / LOCK_NAME)
+    _close(fd)
+    return state == "free"
+
+
+def _remove(path: Path) -> bool:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    return not os.path.lexists(path)
+
+
+def _collect_flat_leftovers(directory: Path, current: str) -> list[str]:
+    listing = directory / FLAT_LEFTOVERS_NAME
+    if not listing.exists():
+        return []
+    try:
+        fd = lock_file(directory / FLAT_LOCK_NAME, exclusive=True, wait=False, create=True)
+    except BlockingIOError:
+        return []  # a version-1 reader is still on
+    if fd is None and (generation_number(current) or 0) <= 1:
+        return []  # no flock: keep the previous layout
+    try:
+        names = json.loads(listing.read_text(encoding="utf-8"))
+        for name in names:
+            (directory / Path(name).name).unlink(missing_ok=True)
+        listing.unlink()
+    finally:
+        _close(fd)
+    return [Path(name).name for name in names]
+
+
+def note_flat_leftovers(directory: Path, manifest: Manifest) -> None:
+    """Before a build switches DIR away from a version-1 manifest: list its files for collection."""
+    listing = directory / FLAT_LEFTOVERS_NAME
+    names = json.loads(listing.read_text(encoding="utf-8")) if listing.exists() else []
+    names = sorted(set(names) | set(_file_names(manifest)))
+    temporary = directory / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}.json"
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(names, stream)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, listing)
