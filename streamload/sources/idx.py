@@ -115,7 +115,10 @@ def read_header(stream: IO[bytes], path: str | os.PathLike) -> IdxHeader:
         raise IdxFormatError(f"{path}: IDX header declares {ndim} dimensions; at most {MAX_DIMENSIONS} are supported")
     dims = struct.unpack(f">{ndim}I", _read_exact(stream, 4 * ndim, path, "IDX dimensions"))
     header = IdxHeader(path=path, dtype=IDX_DTYPES[code], shape=tuple(dims), header_bytes=4 + 4 * ndim)
-    if header.total_bytes >= 2**62:
+    if header.num_rows and not header.row_bytes:
+        raise IdxFormatError(f"{path}: IDX header declares {header.num_rows} samples of shape {header.row_shape}, "
+                             "which hold no data")
+    if header.total_bytes >= 2**62 or math.prod(d for d in header.shape if d) * header.dtype.itemsize >= 2**62:
         raise IdxFormatError(f"{path}: IDX header declares shape {header.shape}: {header.total_bytes} bytes, "
                              "more than any file holds")
     return header
