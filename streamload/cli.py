@@ -64,13 +64,19 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def report(program: str, exc: BaseException) -> int:
+    """Print ``exc`` as the one line ``PROGRAM: error: ...`` (h5py's and others' multi-line texts joined); 2."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    print(f"{program}: error: {text}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run_verify(args.verify, args.quiet) if args.verify else run_build(args)
     except (StreamloadError, OSError) as exc:  # OSError: e.g. no permission or no space at --out
-        print(f"build_shards.py: error: {exc}", file=sys.stderr)
-        return 2
+        return report("build_shards.py", exc)
 
 
 if __name__ == "__main__":
