@@ -14,11 +14,15 @@ __version__ = "0.1.0"
 
 from .build import BuildOptions, build_dataset  # noqa: E402
 from .errors import (  # noqa: E402
+    DatasetBusyError,
     DatasetExistsError,
+    GenerationGoneError,
     IdxFormatError,
     InvalidOptionError,
+    LabelRangeError,
     ManifestError,
     ManifestVersionError,
+    OutOfSpaceError,
     ShardFormatError,
     SourceMismatchError,
     SourceNotFoundError,
@@ -51,9 +55,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ArraySource", "BuildOptions", "DatasetExistsError", "IdxFormatError", "IdxPairSource",
-    "InvalidOptionError", "Manifest", "ManifestError", "ManifestVersionError", "NpzArraySource",
-    "ShardFormatError", "SourceMismatchError", "SourceNotFoundError", "SplitSource",
+    "ArraySource", "BuildOptions", "DatasetBusyError", "DatasetExistsError", "GenerationGoneError",
+    "IdxFormatError", "IdxPairSource", "InvalidOptionError", "LabelRangeError", "Manifest", "ManifestError",
+    "ManifestVersionError", "NpzArraySource", "OutOfSpaceError", "ShardFormatError", "SourceMismatchError",
+    "SourceNotFoundError", "SplitSource",
     "StreamingGenerator", "StreamloadError", "__version__", "as_tf_dataset", "build_dataset",
     "mnist_sources", "read_manifest", "verify_dataset",
 ]

@@ -174,6 +174,9 @@ def acquire(directory: str | os.PathLike) -> GenerationLease:
                 return _lock_generation(directory, manifest.generation, manifest)
             lease = _lock_flat(directory, manifest)
         except GenerationGoneError as exc:
+            if _file_id(directory / MANIFEST_NAME) == before:  # no rebuild switched away: it never existed
+                raise ManifestError(f"{directory / MANIFEST_NAME}: names generation {manifest.generation}, which "
+                                    f"is missing from {directory} (an incomplete copy?)") from exc
             problem = str(exc)
             continue
         if _file_id(directory / MANIFEST_NAME) == before:  # not replaced before our lock: its files stay

@@ -366,3 +366,13 @@ def test_without_flock_the_previous_generation_is_kept(tmp_path: Path, monkeypat
     assert list_generations(out) == ["gen-000002", "gen-000003"]  # older than the previous: deleted
     lease.release()
     assert list_generations(out) == ["gen-000002", "gen-000003"]
+
+
+def test_a_generation_missing_without_any_rebuild_is_a_manifest_error_at_once(tmp_path: Path) -> None:
+    out, copy = tmp_path / "ds", tmp_path / "copy"
+    _build(out, seed=1)
+    copy.mkdir()
+    shutil.copy(out / MANIFEST_NAME, copy / MANIFEST_NAME)  # the manifest without its generation folder
+    with pytest.raises(ManifestError, match=f"{copy / MANIFEST_NAME}: names generation gen-000001, which is "
+                                            f"missing from {copy}"):
+        acquire(copy)

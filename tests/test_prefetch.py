@@ -274,7 +274,7 @@ def test_chunked_hdf5_prefetch_reads_the_stored_chunks(tmp_path) -> None:
     import h5py
 
     directory, arrays = build(tmp_path, 20_000, "hdf5", compression="gzip")
-    path = next(directory.glob("train-*.h5"))
+    path = next(directory.glob("gen-*/train-*.h5"))
     with h5py.File(path, "r") as handle:
         chunk_rows = handle["x"].chunks[0]
         stored = {row: handle["x"].id.get_chunk_info_by_coord((row - row % chunk_rows, 0, 0)) for row in (10, 7000)}

@@ -7,9 +7,15 @@ import pytest
 from shards import build
 
 from streamload.errors import ShardFormatError
+from streamload.generations import shard_root
 from streamload.manifest import read_manifest
 from streamload.readers import Hdf5ShardReader, NpyShardReader, make_reader
 from streamload.storage import MappedArray
+
+
+def _root(directory):
+    """Where the shard files of the dataset's current generation lie."""
+    return shard_root(directory, read_manifest(directory))
 
 
 def first_shard(directory):
@@ -21,7 +27,7 @@ def first_shard(directory):
 def test_contiguous_hdf5_is_memory_mapped_and_file_closed(tmp_path) -> None:
     directory, arrays = build(tmp_path, 300, "hdf5")
     manifest, shard, specs = first_shard(directory)
-    reader = Hdf5ShardReader(directory, shard, specs)
+    reader = Hdf5ShardReader(_root(directory), shard, specs)
     rows = np.array([0, 5, 5, 299])
     assert np.array_equal(reader.read("x", rows), arrays["x"][rows])
     assert isinstance(reader.source("x"), MappedArray)
@@ -31,7 +37,7 @@ def test_contiguous_hdf5_is_memory_mapped_and_file_closed(tmp_path) -> None:
 def test_chunked_hdf5_reads_whole_chunks(tmp_path) -> None:
     directory, arrays = build(tmp_path, 500, "hdf5", compression="gzip")
     _, shard, specs = first_shard(directory)
-    reader = Hdf5ShardReader(directory, shard, specs)
+    reader = Hdf5ShardReader(_root(directory), shard, specs)
     rows = np.sort(np.random.default_rng(0).integers(0, 500, 100))
     assert np.array_equal(reader.read("x", rows), arrays["x"][rows])
     assert isinstance(reader.source("x"), h5py.Dataset)
@@ -40,7 +46,7 @@ def test_chunked_hdf5_reads_whole_chunks(tmp_path) -> None:
 def test_readers_reopen_after_fork(tmp_path) -> None:
     directory, arrays = build(tmp_path, 100, "hdf5", compression="lzf")
     _, shard, specs = first_shard(directory)
-    reader = Hdf5ShardReader(directory, shard, specs)
+    reader = Hdf5ShardReader(_root(directory), shard, specs)
     reader.read("x", np.array([1]))
     parent_handle = reader._opened
     read_end, write_end = os.pipe()
@@ -57,25 +63,25 @@ def test_readers_reopen_after_fork(tmp_path) -> None:
 def test_npy_reader_checks_the_file_against_the_manifest(tmp_path) -> None:
     directory, _ = build(tmp_path, 100, "npy")
     _, shard, specs = first_shard(directory)
-    np.save(directory / shard.files["x"].name, np.zeros((99, 28, 28), np.uint8))
+    np.save(_root(directory) / shard.files["x"].name, np.zeros((99, 28, 28), np.uint8))
     with pytest.raises(ShardFormatError, match="train-00000.x.npy"):
-        NpyShardReader(directory, shard, specs).read("x", np.array([0]))
+        NpyShardReader(_root(directory), shard, specs).read("x", np.array([0]))
 
 
 def test_truncated_shard_is_reported_not_mapped_past_its_end(tmp_path) -> None:
     directory, _ = build(tmp_path, 100, "hdf5")
     _, shard, specs = first_shard(directory)
-    path = directory / shard.files["hdf5"].name
+    path = _root(directory) / shard.files["hdf5"].name
     with open(path, "r+b") as stream:
         stream.truncate(path.stat().st_size - 1000)
     with pytest.raises(ShardFormatError, match="train-00000.h5"):
-        Hdf5ShardReader(directory, shard, specs).read("x", np.array([99]))
+        Hdf5ShardReader(_root(directory), shard, specs).read("x", np.array([99]))
 
 
 @pytest.mark.skipif(not hasattr(mmap, "MADV_RANDOM"), reason="madvise hints need Linux")
 def test_advice_applies_to_mappings_opened_later(tmp_path) -> None:
     directory, arrays = build(tmp_path, 100, "npy")
     manifest, shard, specs = first_shard(directory)
-    reader = make_reader(manifest.format, directory, shard, specs)
+    reader = make_reader(manifest.format, _root(directory), shard, specs)
     reader.advise(mmap.MADV_RANDOM)
     assert np.array_equal(reader.read("y", np.array([3, 4])), arrays["y"][[3, 4]])
