@@ -20,19 +20,19 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import DatasetExistsError, InvalidOptionError, ManifestError, OutOfSpaceError, StreamloadError
-from .generations import (
-    BUILD_LOCK_NAME,
-    FLAT_LOCK_NAME,
-    STAGING_PREFIX,
-    TRASH_PREFIX,
-    collect_garbage,
-    next_generation,
-    note_flat_leftovers,
-)
+from .generations import collect_garbage
 from .labels import LabelTracker, is_class_label
+from .layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME, STAGING_PREFIX, TRASH_PREFIX, next_generation
 from .manifest import MANIFEST_NAME, Manifest, SplitInfo, check_format, read_manifest
 from .sources.base import DEFAULT_CHUNK_ROWS, SOURCE_ROLES, SplitSource
-from .staging import Staging, build_lock, move_into_place, new_building_folder, remove_abandoned_folders
+from .staging import (
+    Staging,
+    build_lock,
+    move_into_place,
+    new_building_folder,
+    note_flat_leftovers,
+    remove_abandoned_folders,
+)
 from .writers import COMPRESSIONS, make_writer
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

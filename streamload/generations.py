@@ -1,29 +1,18 @@
 """Immutable dataset generations: a rebuild never changes what a running reader reads.
 
-A dataset folder DIR (manifest format 2) holds::
-
-    DIR/manifest.json    names the current generation; replaced atomically as the last step of a build
-    DIR/gen-000007/      that generation's shards, an identical copy of its manifest and a ``.lock`` file
-    DIR/gen-000006/      an older generation, kept while a reader holds a shared lock on its ``.lock``
-    DIR/.build.lock      held exclusively by the one build of DIR running now
-    DIR/.staging-*       a build in progress (its ``.lock`` held exclusively), or an abandoned one
-
-A reader holds a :class:`GenerationLease`: a shared ``flock`` on its generation's ``.lock``. The
-kernel drops it when the process dies, so a killed reader never pins a generation. Garbage
-collection deletes a generation only when it can lock it exclusively and it is older than the
-current one. Version-1 datasets (shards beside the manifest) are read under a shared lock on
-``DIR/.flat.lock``; a build over one removes the old flat files once nobody holds that lock.
-Where the filesystem has no working ``flock``, leases hold no lock and garbage collection keeps the
-current and the previous generation, so only a reader older than two rebuilds can lose its files.
+A reader holds a :class:`GenerationLease`: a shared ``flock`` on its generation's ``.lock`` (see
+layout.py for the folder layout). The kernel drops it when the process dies, so a killed reader never
+pins a generation. Garbage collection deletes a generation only when it can lock it exclusively and
+it is older than the current one. Version-1 datasets (shards beside the manifest) are read under a
+shared lock on ``DIR/.flat.lock``; a build over one removes the old flat files once nobody holds that
+lock. Where the filesystem has no working ``flock``, leases hold no lock and garbage collection keeps
+the current and the previous generation, so only a reader older than two rebuilds can lose its files.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import re
 import shutil
 import uuid
 import weakref
@@ -31,70 +20,24 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GenerationGoneError, ManifestError, StreamloadError
+from .layout import (
+    BUILD_LOCK_NAME,
+    FLAT_LEFTOVERS_NAME,
+    FLAT_LOCK_NAME,
+    LOCK_NAME,
+    STAGING_PREFIX,
+    TRASH_PREFIX,
+    claim,
+    file_names,
+    generation_number,
+    list_generations,
+    lock_file,
+    shard_root,
+)
 from .manifest import MANIFEST_NAME, Manifest, read_manifest
 
-LOCK_NAME = ".lock"
-BUILD_LOCK_NAME = ".build.lock"
-FLAT_LOCK_NAME = ".flat.lock"
-FLAT_LEFTOVERS_NAME = ".flat-leftovers.json"  # version-1 shard files a build left for garbage collection
-STAGING_PREFIX = ".staging-"
-TRASH_PREFIX = ".trash-"
-_GENERATION = re.compile(r"gen-(\d{6,})")
-_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
+__all__ = ["GenerationLease", "acquire", "acquire_generation", "collect_garbage", "list_generations", "shard_root"]
 _ACQUIRE_TRIES = 8
-
-
-def lock_file(path: Path, *, exclusive: bool, wait: bool, create: bool = False) -> int | None:
-    """Open and ``flock`` ``path``: the descriptor (closing it unlocks), or None where flock does not work.
-
-    Raises BlockingIOError when ``wait`` is False and another open file holds a conflicting lock,
-    FileNotFoundError when ``path`` is missing (and ``create`` is False).
-    """
-    fd = -1
-    if create:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except PermissionError:
-            pass  # a reader without write access: lock the file if it exists
-    if fd < 0:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in _NO_LOCKS:
-            return None
-        raise
-    return fd
-
-
-def generation_name(number: int) -> str:
-    return f"gen-{number:06d}"
-
-
-def generation_number(name: str | None) -> int | None:
-    match = _GENERATION.fullmatch(name or "")
-    return int(match.group(1)) if match else None
-
-
-def list_generations(directory: str | os.PathLike) -> list[str]:
-    """The generation folders of ``directory``, oldest first."""
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    return sorted((name for name in names if generation_number(name) is not None), key=generation_number)
-
-
-def next_generation(directory: str | os.PathLike) -> str:
-    """One more than any generation in ``directory``: numbers are never reused."""
-    numbers = [generation_number(name) or 0 for name in list_generations(directory)]
-    return generation_name(1 + max(numbers, default=0))
-
-
-def shard_root(directory: str | os.PathLike, manifest: Manifest) -> Path:
-    """Where the shard files of ``manifest`` live: its generation folder, or DIR itself for version 1."""
-    return Path(directory) / manifest.generation if manifest.generation else Path(directory)
 
 
 class GenerationLease:
@@ -209,7 +152,7 @@ def _restore(directory: str, generation: str | None, manifest: Manifest | None) 
         return _lock_generation(Path(directory), generation, None)
     assert manifest is not None
     lease = _lock_flat(Path(directory), manifest)
-    missing = [name for name in _file_names(manifest) if not (lease.root / name).exists()]
+    missing = [name for name in file_names(manifest) if not (lease.root / name).exists()]
     if missing:
         lease._closer()
         raise GenerationGoneError(f"{directory}: the version-1 shards were removed by a rebuild ({missing[0]} is gone)")
@@ -259,10 +202,6 @@ def _fd_id(fd: int) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-def _file_names(manifest: Manifest) -> list[str]:
-    return [info.name for split in manifest.splits.values() for shard in split.shards for info in shard.files.values()]
-
-
 # --- garbage collection --------------------------------------------------------------------------
 
 
@@ -309,7 +248,7 @@ def _collect_generations(directory: Path, current: str | None) -> list[str]:
            if newest is None or (generation_number(name) or 0) < newest]
     removed = []
     for name in old:
-        state, fd = _claim(directory / name / LOCK_NAME)
+        state, fd = claim(directory / name / LOCK_NAME)
         if state == "held" or (state == "unknown" and (newest is None or name == old[-1])):
             continue  # a reader holds it; or no flock here: keep the previous generation
         try:
@@ -318,21 +257,6 @@ def _collect_generations(directory: Path, current: str | None) -> list[str]:
         finally:
             _close(fd)
     return removed
-
-
-def _claim(path: Path) -> tuple[str, int | None]:
-    """Try to lock ``path`` exclusively without waiting.
-
-    ("free", fd) when it is ours now (fd None if the file is missing: nobody can hold it),
-    ("held", None) when someone holds it, ("unknown", None) where flock does not work.
-    """
-    try:
-        fd = lock_file(path, exclusive=True, wait=False)
-    except BlockingIOError:
-        return "held", None
-    except FileNotFoundError:
-        return "free", None
-    return ("unknown", None) if fd is None else ("free", fd)
 
 
 def _retire(directory: Path, name: str) -> bool:
@@ -350,7 +274,7 @@ def _abandoned(path: Path) -> bool:
     """A staging folder whose lock nobody holds (the caller holds the build lock, so no build is starting)."""
     if not path.is_dir():
         return True  # a manifest temp file of a killed build
-    state, fd = _claim(path / LOCK_NAME)
+    state, fd = claim(path / LOCK_NAME)
     _close(fd)
     return state == "free"
 
@@ -381,16 +305,3 @@ def _collect_flat_leftovers(directory: Path, current: str) -> list[str]:
     finally:
         _close(fd)
     return [Path(name).name for name in names]
-
-
-def note_flat_leftovers(directory: Path, manifest: Manifest) -> None:
-    """Before a build switches DIR away from a version-1 manifest: list its files for collection."""
-    listing = directory / FLAT_LEFTOVERS_NAME
-    names = json.loads(listing.read_text(encoding="utf-8")) if listing.exists() else []
-    names = sorted(set(names) | set(_file_names(manifest)))
-    temporary = directory / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}.json"
-    with open(temporary, "w", encoding="utf-8") as stream:
-        json.dump(names, stream)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, listing)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import glob
+import json
 import os
 import shutil
 import socket
@@ -23,7 +24,7 @@ import uuid
 from pathlib import Path
 
 from .errors import DatasetBusyError
-from .generations import BUILD_LOCK_NAME, LOCK_NAME, STAGING_PREFIX, lock_file
+from .layout import BUILD_LOCK_NAME, FLAT_LEFTOVERS_NAME, LOCK_NAME, STAGING_PREFIX, file_names, lock_file
 from .manifest import MANIFEST_NAME, Manifest
 from .writers import fsync_path
 
@@ -163,3 +164,16 @@ def remove_abandoned_folders(out: Path) -> list[str]:
             os.close(fd)
         removed.append(folder.name)
     return removed
+
+
+def note_flat_leftovers(directory: Path, manifest: Manifest) -> None:
+    """Before a build switches DIR away from a version-1 manifest: list its files for collection."""
+    listing = directory / FLAT_LEFTOVERS_NAME
+    names = json.loads(listing.read_text(encoding="utf-8")) if listing.exists() else []
+    names = sorted(set(names) | set(file_names(manifest)))
+    temporary = directory / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}.json"
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(names, stream)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, listing)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamload.generations import (
+from streamload.layout import (
     BUILD_LOCK_NAME,
     FLAT_LOCK_NAME,
     LOCK_NAME,

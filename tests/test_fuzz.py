@@ -25,6 +25,7 @@ from streamload.manifest import MANIFEST_NAME, Manifest, read_manifest
 from streamload.sources import ArraySource
 from streamload.sources.idx import IDX_DTYPES, IdxPairSource, iter_idx_rows, read_idx, read_idx_header, write_idx
 
+pytestmark = pytest.mark.fuzz
 EXAMPLES = 1000
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -32,14 +32,13 @@ from streamload import generations
 from streamload.build import BuildOptions, build_dataset
 from streamload.errors import GenerationGoneError, ManifestError, StreamloadError
 from streamload.generations import (
-    BUILD_LOCK_NAME,
-    FLAT_LOCK_NAME,
     GenerationLease,
     acquire,
     acquire_generation,
     collect_garbage,
     list_generations,
 )
+from streamload.layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME
 from streamload.manifest import MANIFEST_NAME, read_manifest
 from streamload.sources import ArraySource
 

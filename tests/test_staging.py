@@ -28,7 +28,7 @@ from conftest import (
 
 from streamload.build import BuildOptions, build_dataset
 from streamload.errors import DatasetBusyError, OutOfSpaceError
-from streamload.generations import BUILD_LOCK_NAME, LOCK_NAME, list_generations
+from streamload.layout import BUILD_LOCK_NAME, LOCK_NAME, list_generations
 from streamload.manifest import MANIFEST_NAME, read_manifest
 from streamload.sources import ArraySource
 from streamload.sources.mnist import sources_from_path
