@@ -38,8 +38,9 @@ class LabelTracker:
             return
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or (self.num_classes is not None and high >= self.num_classes):
-            bad = low if low < 0 else high
-            position = first_sample + int(np.argmax(labels == bad))
+            outside = (labels < 0) if self.num_classes is None else ((labels < 0) | (labels >= self.num_classes))
+            index = int(np.argmax(outside))  # the first offending sample, only computed on failure
+            bad, position = int(labels[index]), first_sample + index
             allowed = f"[0, {self.num_classes})" if self.num_classes is not None else "[0, num_classes)"
             raise LabelRangeError(f"{where}: label {bad} at sample {position} lies outside the class range "
                                   f"{allowed}; fix the labels or pass the right --num-classes")

@@ -321,7 +321,8 @@ def test_class_names_and_num_classes_must_agree(tmp_path: Path) -> None:
     ([0, 1, 2, 3, 10, 4], "u1", 10, "split 'test'): label 10 at sample 4 lies outside the class range [0, 10)"),
     ([0, 1, 2, 3, 4, -2], "i1", None, "split 'test'): label -2 at sample 5 lies outside the class range"),
     ([0, 1, 2, 3, 4, 5], "i8", 5, "label 5 at sample 5 lies outside the class range [0, 5)"),
-], ids=["over", "negative", "last"])
+    ([0, 7, 3, 12, 1, 1], "u1", 5, "label 7 at sample 1 lies outside"),  # the first offender, not the largest
+], ids=["over", "negative", "last", "first-offender"])
 def test_labels_outside_the_class_range_fail_the_build(tmp_path: Path, labels: list[int], dtype: str,
                                                         num_classes: int | None, message: str) -> None:
     out = tmp_path / "ds"
