@@ -41,6 +41,7 @@ from streamload.generations import (
 from streamload.layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME
 from streamload.manifest import MANIFEST_NAME, read_manifest
 from streamload.sources import ArraySource
+from streamload.verify import verify_dataset
 
 
 def _build(out: Path, seed: int, n: int = 200, fmt: str = "npy", shard_size: int = 50) -> dict[str, np.ndarray]:
@@ -320,7 +321,7 @@ def test_version_1_dataset_opens_and_its_readers_survive_an_overwrite(tmp_path: 
     out = tmp_path / "ds"
     old = _make_version_1(out, seed=1)
     flat_files = {name for name in os.listdir(out) if name.endswith(".npy")}
-    assert len(flat_files) == 8
+    assert len(flat_files) == 8 and verify_dataset(out, progress=False) == []
     lease = acquire(out)
     assert (lease.generation, lease.root, lease.manifest.format_version) == (None, out, 1)
     spawned = pickle.loads(pickle.dumps(lease))
