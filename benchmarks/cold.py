@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from streamload.generations import shard_root
 from streamload.manifest import HDF5_FILE_ROLE, read_manifest
 from streamload.options import LoaderOptions
 from streamload.procstats import drop_page_cache, read_io
@@ -152,7 +153,8 @@ class PlainGatherLoader:
         self.sampler = IndexSampler(self.info.num_samples, sampling)
         self.sample_bytes = sum(self.info.arrays[key].sample_bytes for key in keys)
         self._handles: list[Any] = []  # open h5py files
-        self._shards = [self._open(Path(directory), shard) for shard in self.info.shards]
+        root = shard_root(directory, manifest)
+        self._shards = [self._open(root, shard) for shard in self.info.shards]
 
     def _open(self, directory: Path, shard) -> dict[str, Any]:  # noqa: ANN001 - a ShardInfo
         if self.format == "npy":

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from streamload.generations import shard_root
 from streamload.loader import BatchLoader
 from streamload.manifest import read_manifest
 from streamload.options import LoaderOptions
@@ -39,8 +40,9 @@ def _cold_figures(result: ColdResult) -> Result:
 
 def shard_files(directory: Path) -> list[Path]:
     """Every train shard file of a dataset, in shard order."""
-    train = read_manifest(directory).split("train")
-    return [directory / file.name for shard in train.shards for file in shard.files.values()]
+    manifest = read_manifest(directory)
+    root = shard_root(directory, manifest)
+    return [root / file.name for shard in manifest.split("train").shards for file in shard.files.values()]
 
 
 def _streamload(directory: Path, sampling: LoaderOptions) -> BatchLoader:

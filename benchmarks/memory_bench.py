@@ -116,7 +116,7 @@ def prepare_cache(directory: Path, cache: str) -> None:
         drop_page_cache(directory)
         return
     buffer = bytearray(WARM_BLOCK)
-    for path in sorted(directory.iterdir()):
+    for path in sorted(path for path in directory.rglob("*") if path.is_file()):  # the generation folder too
         with open(path, "rb", buffering=0) as stream:
             while stream.readinto(buffer):
                 pass

@@ -18,7 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, apps/ beside streamload/
 
 from apps.multiworker import MODELS, WorkerConfig, launch_local_workers, run_worker  # noqa: E402
+from streamload.cli import report  # noqa: E402
+from streamload.errors import InvalidOptionError, StreamloadError  # noqa: E402
+from streamload.manifest import read_manifest  # noqa: E402
 from streamload.options import SHUFFLE_MODES  # noqa: E402
+
+POSITIVE = ("workers", "epochs", "batch_size", "steps_per_epoch", "timeout")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,13 +48,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Numbers that must be positive, and a dataset that opens: checked before any worker starts."""
+    for name in POSITIVE:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise InvalidOptionError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    read_manifest(args.data)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not args.worker:
-        command = [sys.executable, str(Path(__file__).resolve()), *(sys.argv[1:] if argv is None else argv), "--worker"]
-        codes = launch_local_workers(command, args.workers, timeout=args.timeout)
-        print(f"workers exited with {codes}", file=sys.stderr if any(codes) else sys.stdout)
-        return 0 if all(code == 0 for code in codes) else 1
+    try:
+        check_options(args)
+        return launch(args, argv) if not args.worker else work(args)
+    except (StreamloadError, OSError) as exc:  # bad options or data, unwritable --out-dir: one line, exit 2
+        return report("train_multiworker.py", exc)
+
+
+def launch(args: argparse.Namespace, argv: list[str] | None) -> int:
+    command = [sys.executable, str(Path(__file__).resolve()), *(sys.argv[1:] if argv is None else argv), "--worker"]
+    codes = launch_local_workers(command, args.workers, timeout=args.timeout)
+    print(f"workers exited with {codes}", file=sys.stderr if any(codes) else sys.stdout)
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+def work(args: argparse.Namespace) -> int:
     result = run_worker(WorkerConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                                      steps_per_epoch=args.steps_per_epoch, model=args.model, shuffle=args.shuffle,
                                      seed=args.seed, out_dir=args.out_dir, record_indices=args.record_indices))

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
-_ERRORS = ("DatasetExistsError", "IdxFormatError", "ImageDecodeError", "InvalidOptionError", "LabelRangeError",
-           "ManifestError", "ManifestVersionError", "MissingDependencyError", "ShardCorruptError", "ShardFormatError",
-           "SourceFormatError", "SourceMismatchError", "SourceNotFoundError", "StreamloadError", "WorkerError")
+_ERRORS = ("DatasetBusyError", "DatasetExistsError", "GenerationGoneError", "IdxFormatError", "ImageDecodeError",
+           "InvalidOptionError", "LabelRangeError", "ManifestError", "ManifestVersionError", "MissingDependencyError",
+           "OutOfSpaceError", "ShardCorruptError", "ShardFormatError", "SourceFormatError", "SourceMismatchError",
+           "SourceNotFoundError", "StreamloadError", "WorkerError")
 _SOURCES = ("ArraySource", "AugmentedSource", "CsvSource", "IdxPairSource", "ImageFolderSource", "ImageOptions",
             "IterableSource", "NpyPairSource", "NpzArraySource", "SplitSource", "csv_sources", "image_folder_sources",
             "mnist_sources", "numpy_sources", "split_validation")
@@ -39,17 +40,24 @@ if TYPE_CHECKING:
     from .callbacks import EpochSync, TrainingCheckpoint
     from .dataset import ShardedDataset
     from .errors import (
+        DatasetBusyError,
         DatasetExistsError,
+        GenerationGoneError,
         IdxFormatError,
+        ImageDecodeError,
         InvalidOptionError,
         LabelRangeError,
         ManifestError,
         ManifestVersionError,
+        MissingDependencyError,
+        OutOfSpaceError,
         ShardCorruptError,
         ShardFormatError,
+        SourceFormatError,
         SourceMismatchError,
         SourceNotFoundError,
         StreamloadError,
+        WorkerError,
     )
     from .generator import StreamingGenerator
     from .loader import BatchLoader, batches_per_epoch
@@ -90,12 +98,13 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "ArraySource", "AugmentedSource", "BatchLoader", "BuildOptions", "CsvSource", "DatasetExistsError", "EpochSync",
-    "IdxFormatError", "IdxPairSource", "ImageDecodeError", "ImageFolderSource", "ImageOptions", "InvalidOptionError",
-    "IterableSource", "LabelRangeError", "LoaderOptions", "Manifest", "ManifestError", "ManifestVersionError",
-    "MissingDependencyError", "NpyPairSource", "NpzArraySource", "ShardCorruptError", "ShardFormatError",
-    "ShardedDataset", "SourceFormatError", "SourceMismatchError", "SourceNotFoundError", "SplitSource",
-    "StreamingGenerator", "StreamloadError", "TrainingCheckpoint", "WorkerError", "__version__", "as_tf_dataset",
-    "batches_per_epoch", "build_dataset", "csv_sources", "image_folder_sources", "mnist_sources", "numpy_sources",
-    "read_manifest", "split_validation", "verify_dataset",
+    "ArraySource", "AugmentedSource", "BatchLoader", "BuildOptions", "CsvSource", "DatasetBusyError",
+    "DatasetExistsError", "EpochSync", "GenerationGoneError", "IdxFormatError", "IdxPairSource", "ImageDecodeError",
+    "ImageFolderSource", "ImageOptions", "InvalidOptionError", "IterableSource", "LabelRangeError", "LoaderOptions",
+    "Manifest", "ManifestError", "ManifestVersionError", "MissingDependencyError", "NpyPairSource", "NpzArraySource",
+    "OutOfSpaceError", "ShardCorruptError", "ShardFormatError", "ShardedDataset", "SourceFormatError",
+    "SourceMismatchError", "SourceNotFoundError", "SplitSource", "StreamingGenerator", "StreamloadError",
+    "TrainingCheckpoint", "WorkerError", "__version__", "as_tf_dataset", "batches_per_epoch", "build_dataset",
+    "csv_sources", "image_folder_sources", "mnist_sources", "numpy_sources", "read_manifest", "split_validation",
+    "verify_dataset",
 ]

@@ -7,6 +7,7 @@ such as ``DIR/manifest.json: splits.train.shards[3].files.x.bytes: must be an in
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import PurePath
 from typing import Any
@@ -95,8 +96,10 @@ class Field:
     def dtype(self) -> str:
         """A numeric numpy dtype string (bool, integer, float, complex), as ``np.dtype(...).str`` writes it."""
         try:
-            dtype = np.dtype(self.value) if isinstance(self.value, str) else None
-        except (TypeError, ValueError, SyntaxError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a deprecated alias ('a') is refused, not half-accepted
+                dtype = np.dtype(self.value) if isinstance(self.value, str) else None
+        except (TypeError, ValueError, SyntaxError, Warning):
             dtype = None
         self._expect(dtype is not None and dtype.kind in "biufc", "a numeric numpy dtype such as '|u1' or '<f4'")
         return self.value

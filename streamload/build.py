@@ -1,30 +1,42 @@
-"""Building a dataset: write every split into a temporary folder, then swap it in atomically.
+"""Building a dataset: every split is written into a new generation, published by one atomic switch.
 
-A build killed at any point leaves the previous dataset complete at the target path, and a
-half-built one only under a hidden temporary name that the next build cleans up.
+A build never changes what a running reader reads: readers hold the generation they opened (see
+generations.py) and the build writes the next one beside it (see staging.py). A build killed at any
+point leaves the previous dataset complete, plus at most a hidden staging folder whose lock died
+with the build, which the next build removes. Sources are checked as they stream (label range,
+sample counts); any failure, a full disk included, leaves the dataset as it was.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import glob
+import errno
 import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import DatasetExistsError, InvalidOptionError
-from .manifest import MANIFEST_NAME, LabelInfo, Manifest, SplitInfo, check_format
+from .errors import DatasetExistsError, InvalidOptionError, ManifestError, OutOfSpaceError, StreamloadError
+from .generations import collect_garbage
+from .labels import LabelTracker, is_class_label
+from .layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME, STAGING_PREFIX, TRASH_PREFIX, next_generation
+from .manifest import MANIFEST_NAME, Manifest, SplitInfo, check_format, read_manifest
 from .sources.base import DEFAULT_CHUNK_ROWS, SOURCE_ROLES, SplitSource
-from .writers import COMPRESSIONS, fsync_path, make_writer
+from .staging import (
+    Staging,
+    build_lock,
+    move_into_place,
+    new_building_folder,
+    note_flat_leftovers,
+    remove_abandoned_folders,
+)
+from .writers import COMPRESSIONS, make_writer
 
-_RENAME_EXCHANGE = 2  # from <linux/fs.h>
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_OURS = (BUILD_LOCK_NAME, FLAT_LOCK_NAME)  # files a build leaves in a folder besides the dataset itself
 
 
 @dataclass(frozen=True)
@@ -37,9 +49,13 @@ class BuildOptions:
     overwrite: bool = False
     chunk_rows: int = DEFAULT_CHUNK_ROWS  # rows read from the source at a time
     progress: bool = True
+    num_classes: int | None = None  # class labels must lie in [0, num_classes); None: largest label + 1
 
     def __post_init__(self) -> None:
         check_format(self.format)
+        if self.num_classes is not None and (isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int)
+                                             or self.num_classes <= 0):
+            raise InvalidOptionError(f"number of classes must be a positive integer, got {self.num_classes!r}")
         if self.shard_size is not None and self.shard_size <= 0:
             raise InvalidOptionError(f"shard size must be a positive number of samples, got {self.shard_size}")
         if self.chunk_rows <= 0:
@@ -53,54 +69,126 @@ class BuildOptions:
 
 def build_dataset(sources: Mapping[str, SplitSource], out: str | os.PathLike,
                   options: BuildOptions = BuildOptions()) -> Manifest:
-    """Write ``sources`` (split name -> source) as a sharded dataset at ``out``."""
+    """Write ``sources`` (split name -> source) as a new generation of the dataset at ``out``."""
     out = Path(out).absolute()
-    _remove_abandoned_builds(out)  # first: it may put a dataset retired by a killed swap back at ``out``
+    remove_abandoned_folders(out)
     check_target(out, options.overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.building-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     try:
-        splits = {name: _write_split(name, source, staging, options) for name, source in sources.items()}
-        roles = _roles(sources)
-        manifest = Manifest(format=options.format, splits=splits, created_by=f"streamload {__version__}",
-                            labels=_label_facts(staging, options.format, splits, roles["target"], sources),
-                            **roles)
-        _write_durably(staging / MANIFEST_NAME, manifest.to_json())
-        fsync_path(staging)
-        check_target(out, options.overwrite)  # the target may have appeared while we were writing
-        _swap_into_place(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+        return _build_in_place(sources, out, options) if out.is_dir() else _build_new(sources, out, options)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE and not isinstance(exc, StreamloadError):
+            raise _out_of_space(out, exc, sources) from None
+        raise
 
 
 def check_target(out: Path, overwrite: bool) -> None:
-    """Refuse to replace anything but a streamload dataset, and that only with ``overwrite``."""
+    """Refuse to write into anything but a streamload dataset, and into one only with ``overwrite``."""
     if not out.exists():
         return
     if not out.is_dir():
         raise DatasetExistsError(f"{out}: exists and is not a folder; choose another --out")
-    if not any(out.iterdir()):
-        return
+    if all(entry.name in _OURS or entry.name.startswith((STAGING_PREFIX, TRASH_PREFIX)) for entry in out.iterdir()):
+        return  # empty, or only what an earlier failed build left
     if not (out / MANIFEST_NAME).is_file():
         raise DatasetExistsError(f"{out}: folder is not empty and holds no {MANIFEST_NAME}; refusing to replace it")
     if not overwrite:
         raise DatasetExistsError(f"{out}: a dataset is already there; pass --overwrite to replace it")
 
 
-def _write_split(name: str, source: SplitSource, staging: Path, options: BuildOptions) -> SplitInfo:
+def _build_in_place(sources: Mapping[str, SplitSource], out: Path, options: BuildOptions) -> Manifest:
+    """A new generation beside the current one, under the folder's build lock."""
+    lock = build_lock(out)
+    try:
+        check_target(out, options.overwrite)  # the build that held the lock before may have created it
+        collect_garbage(out, build_lock_held=True)  # staging folders of killed builds first
+        with Staging(out, next_generation(out)) as staging:
+            return _publish(staging, _write_splits(sources, staging.path, options))
+    finally:
+        _close(lock)
+
+
+def _build_new(sources: Mapping[str, SplitSource], out: Path, options: BuildOptions) -> Manifest:
+    """A whole new folder next to ``out``, renamed into place only once complete."""
+    building = new_building_folder(out)
+    try:
+        lock = build_lock(building)
+        try:
+            with Staging(building, next_generation(building)) as staging:
+                manifest = _publish(staging, _write_splits(sources, staging.path, options))
+            check_target(out, options.overwrite)  # another build may have created it meanwhile
+            if move_into_place(building, out):
+                return manifest
+        finally:
+            _close(lock)
+        return _adopt(building / str(manifest.generation), out, manifest, options)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _adopt(folder: Path, out: Path, manifest: Manifest, options: BuildOptions) -> Manifest:
+    """``out`` appeared while we built it (a concurrent build finished first): publish ours as its next generation."""
+    lock = build_lock(out)
+    try:
+        check_target(out, options.overwrite)
+        with Staging(out, next_generation(out), path=folder) as staging:
+            return _publish(staging, manifest)
+    finally:
+        _close(lock)
+
+
+def _publish(staging: Staging, manifest: Manifest) -> Manifest:
+    directory = staging.directory
+    try:
+        previous = read_manifest(directory) if (directory / MANIFEST_NAME).exists() else None
+    except ManifestError:
+        previous = None  # unreadable: its files cannot be known, so they stay
+    if previous is not None and previous.generation is None:
+        note_flat_leftovers(directory, previous)  # version-1 files go once no reader holds them
+    manifest = staging.publish(manifest)
+    collect_garbage(directory, build_lock_held=True)
+    return manifest
+
+
+def _write_splits(sources: Mapping[str, SplitSource], folder: Path, options: BuildOptions) -> Manifest:
+    roles = _roles(sources)
+    labels = _label_tracker(sources, roles["target"], options)  # type: ignore[arg-type]
+    target = roles["target"] if labels is not None else None
+    splits = {name: _write_split(name, source, folder, options, target, labels) for name, source in sources.items()}
+    return Manifest(format=options.format, splits=splits, created_by=f"streamload {__version__}",
+                    labels=None if labels is None else labels.info(), **roles)  # type: ignore[arg-type]
+
+
+def _write_split(name: str, source: SplitSource, folder: Path, options: BuildOptions, target: str | None,
+                 labels: LabelTracker | None) -> SplitInfo:
     action = getattr(source, "action", "reading")
+    where = f"{source.description} (split {name!r})"
     with tqdm(total=source.num_samples, desc=f"{name}: {action} + writing {options.format}", unit="sample",
               unit_scale=True, disable=not options.progress, leave=True) as bar:
-        writer = make_writer(options.format, staging, name, source.specs, source.num_samples,
+        writer = make_writer(options.format, folder, name, source.specs, source.num_samples,
                              options.shard_size, options.compression, on_rows=bar.update)
         with writer:
+            done = 0
             for chunk in source.iter_chunks(options.chunk_rows):
+                if labels is not None and target in chunk:
+                    labels.update(chunk[target], where, done)
+                    done += len(chunk[target])
                 writer.write(chunk)
             shards = writer.close()
         return SplitInfo(arrays=dict(source.specs), shards=shards, skipped=getattr(source, "skipped", 0))
+
+
+def _label_tracker(sources: Mapping[str, SplitSource], target: str | None,
+                   options: BuildOptions) -> LabelTracker | None:
+    """A tracker when the target holds class labels (integer scalars) in every split, else None."""
+    specs = [source.specs.get(target) for source in sources.values()] if target else []
+    if not specs or any(spec is None or not is_class_label(spec) for spec in specs):
+        if options.num_classes is not None:
+            raise InvalidOptionError(f"--num-classes {options.num_classes} applies to integer class labels, but the "
+                                     f"target {target!r} holds {[spec and spec.dtype for spec in specs]}")
+        return None
+    named = next((source for source in sources.values() if getattr(source, "class_names", None)), None)
+    names = tuple(named.class_names) if named is not None else None  # type: ignore[attr-defined]
+    return LabelTracker(options.num_classes, names, named.description if named is not None else "")
 
 
 def _roles(sources: Mapping[str, SplitSource]) -> dict[str, object]:
@@ -113,93 +201,21 @@ def _roles(sources: Mapping[str, SplitSource]) -> dict[str, object]:
     return {**inferred, **declared}
 
 
-def _label_facts(staging: Path, fmt: str, splits: Mapping[str, SplitInfo], target: object,
-                 sources: Mapping[str, SplitSource]) -> LabelInfo | None:
-    """Range and class count of integer labels (rank 1), read back from the written shards."""
-    specs = [split.arrays.get(target) for split in splits.values()] if isinstance(target, str) else [None]
-    if any(spec is None or spec.shape != () or np.dtype(spec.dtype).kind not in "iu" for spec in specs):
-        return None
-    low, high = None, None
-    for split in splits.values():
-        for shard in split.shards:
-            if not shard.num_samples:
-                continue
-            if fmt == "npy":
-                labels = np.load(staging / shard.files[target].name, mmap_mode="r")
-            else:
-                import h5py
-
-                with h5py.File(staging / shard.files["hdf5"].name, "r") as handle:
-                    labels = handle[target][()]
-            low = int(labels.min()) if low is None else min(low, int(labels.min()))
-            high = int(labels.max()) if high is None else max(high, int(labels.max()))
-    if low is not None and low < 0:
-        return None  # negative integers are targets, not class numbers
-    names = next((s.class_names for s in sources.values() if getattr(s, "class_names", None)), None)
-    declared = next((s.num_classes for s in sources.values() if getattr(s, "num_classes", None)), None)
-    classes = declared or (len(names) if names else (high + 1 if high is not None else 1))
-    return LabelInfo(num_classes=max(classes, 1), minimum=low, maximum=high,
-                     class_names=None if names is None else tuple(names))
-
-
-def _write_durably(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as stream:
-        stream.write(text)
-        stream.flush()
-        os.fsync(stream.fileno())
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where the OS lacks it."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd = -100
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    errno = ctypes.get_errno()
-    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this filesystem cannot exchange
-        return False
-    raise OSError(errno, os.strerror(errno), str(b))
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    """Put ``staging`` at ``out``; an old dataset there is replaced in one atomic step where possible."""
-    if not out.exists():
-        os.rename(staging, out)
-    elif _exchange(staging, out):
-        pass  # ``staging`` now holds the old dataset, removed by the caller
-    else:
-        retired = out.parent / f".{out.name}.retired-{os.getpid()}"
-        os.rename(out, retired)
-        os.rename(staging, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    fsync_path(out.parent)
-
-
-def _remove_abandoned_builds(out: Path) -> None:
-    """Clean up after builds of ``out`` whose process is gone (killed builds).
-
-    Their staging folders are deleted. A dataset retired by the non-atomic fallback swap, killed
-    between its two renames, is put back at ``out`` if nothing took its place.
-    """
-    for marker in ("retired", "building"):
-        for folder in out.parent.glob(f"{glob.escape(f'.{out.name}.{marker}-')}*"):
-            pid = folder.name.rsplit("-", 1)[-1]
-            if not pid.isdigit() or _process_alive(int(pid)):
-                continue
-            if marker == "retired" and not out.exists():
-                os.rename(folder, out)
-            else:
-                shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
+def _out_of_space(out: Path, exc: OSError, sources: Mapping[str, SplitSource]) -> OutOfSpaceError:
+    """One line naming the dataset folder, instead of a bare ENOSPC or h5py's multi-line report."""
+    needed = sum(source.num_samples * sum(spec.sample_bytes for spec in source.specs.values())
+                 for source in sources.values())
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        free = f"{shutil.disk_usage(out if out.exists() else out.parent).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    error = OutOfSpaceError(f"{out}: no space left on the device while writing the dataset (it needs about "
+                            f"{needed / 2**20:.1f} MiB uncompressed, {free}); nothing changed at {out}; "
+                            "free some space or choose another --out")
+    error.errno = exc.errno
+    return error
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)

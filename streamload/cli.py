@@ -30,6 +30,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shard-size", type=int, help="samples per shard (default: about 64 MB per shard)")
     parser.add_argument("--compression", choices=COMPRESSIONS, help="HDF5 only: compress, stored in chunks")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    parser.add_argument("--num-classes", type=int, metavar="N",
+                        help="class labels must lie in [0, N) (default: the largest label + 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     add_source_arguments(parser)
     parser.add_argument("--verify", type=Path, metavar="DIR", help="check every shard of DIR instead of building")
@@ -44,13 +46,13 @@ def run_verify(directory: Path, quiet: bool) -> int:
     for problem in problems:
         print(f"BAD {problem}", file=sys.stderr)
     if not problems and not quiet:
-        print(f"{directory}: every shard matches its size and SHA-256")
+        print(f"{directory}: every shard matches its size, header and checksums")
     return 1 if problems else 0
 
 
 def run_build(args: argparse.Namespace) -> int:
     options = BuildOptions(format=args.format, shard_size=args.shard_size, compression=args.compression,
-                           overwrite=args.overwrite, progress=not args.quiet)
+                           overwrite=args.overwrite, progress=not args.quiet, num_classes=args.num_classes)
     sources = sources_from_args(args)
     started = time.perf_counter()
     manifest = build_dataset(sources, args.out, options)
@@ -62,13 +64,19 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def report(program: str, exc: BaseException) -> int:
+    """Print ``exc`` as the one line ``PROGRAM: error: ...`` (h5py's and others' multi-line texts joined); 2."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    print(f"{program}: error: {text}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run_verify(args.verify, args.quiet) if args.verify else run_build(args)
     except (StreamloadError, OSError) as exc:  # OSError: e.g. no permission or no space at --out
-        print(f"build_shards.py: error: {exc}", file=sys.stderr)
-        return 2
+        return report("build_shards.py", exc)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Random access to one split of a sharded dataset: ``gather(indices)`` reads exactly those samples.
 
-Only the manifest is read on construction. Shard readers are opened on first use and kept in the
-one per-process cache (a forked or unpickled copy opens its own), so the dataset pickles as its
-path, split and options, never as data. Sorted indices are read shard by shard in file order
-straight into the output array; unsorted ones are sorted first and put back in the order asked for.
+Only the manifest is read on construction, and the dataset's current generation is leased (a
+shared lock): it reads that generation until it is closed, whatever rebuilds happen meanwhile, and
+a pickled copy (a spawned worker) locks the same generation again. Shard readers are opened on first
+use and kept in the one per-process cache (a forked or unpickled copy opens its own), so the
+dataset pickles as its path, generation, split and options, never as data. Sorted indices are read
+shard by shard in file order straight into the output array; unsorted ones are sorted first and
+put back in the order asked for.
 The dataset is also a Grain ``RandomAccessDataSource`` (``__len__``, ``__getitem__``, ``__getitems__``).
 """
 
@@ -18,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ._process import current_pid
+from .generations import acquire
 from .integrity import check_files, recorded
-from .manifest import Manifest, SplitInfo, read_manifest
+from .manifest import Manifest, SplitInfo
 from .readers import ByteRanges, ShardReader, open_reader
 
 FILES_PER_MAPPED_ARRAY = 2  # our descriptor (for read hints) and the one Python's mmap keeps for itself
@@ -43,20 +47,30 @@ def _allow_open_files(needed: int) -> None:
 class ShardedDataset:
     """One split of a dataset on disk."""
 
-    def __init__(self, directory: str | os.PathLike, split: str = "train", manifest: Manifest | None = None,
-                 verify: bool = False) -> None:
+    def __init__(self, directory: str | os.PathLike, split: str = "train", verify: bool = False) -> None:
         self.directory = Path(directory)
-        self.verify = verify  # check each shard's checksum before its first use (streamload.integrity)
         self.split_name = split
-        self.manifest = manifest if manifest is not None else read_manifest(self.directory)
+        self.verify = verify  # check each shard's checksum before its first use (streamload.integrity)
+        self.lease = acquire(self.directory)  # this generation stays on disk until the dataset is closed
+        self.manifest: Manifest = self.lease.manifest
         self.info: SplitInfo = self.manifest.split(split)
-        self.root = self.directory if self.manifest.generation is None else self.directory / self.manifest.generation
+        self.root = self.lease.root
         self.advice: int | None = None
         self._starts = self.info.shard_starts
         _allow_open_files(len(self.info.shards) * len(self.info.arrays) * FILES_PER_MAPPED_ARRAY)
         self._readers: list[ShardReader | None] = []
         self._verified: set[str] = set()
         self._pid: int | None = None
+
+    @property
+    def generation(self) -> str | None:
+        """The generation this dataset reads, fixed at construction: a rebuild never changes what it serves."""
+        return self.lease.generation
+
+    def close(self) -> None:
+        """Let go of the generation (a newer one may then be collected); reading again is an error."""
+        self._readers, self._pid = [], None
+        self.lease.release()
 
     def __len__(self) -> int:
         return self.info.num_samples

@@ -45,7 +45,8 @@ class DatasetExistsError(StreamloadError, FileExistsError):
 
 
 class LabelRangeError(StreamloadError, ValueError):
-    """A label read from a shard lies outside ``[0, num_classes)``: a corrupt shard or a wrong class count."""
+    """A class label lies outside ``[0, num_classes)``: at build (a bad source or --num-classes) or at read
+    (a corrupt shard)."""
 
 
 class ShardCorruptError(StreamloadError, ValueError):
@@ -66,3 +67,15 @@ class MissingDependencyError(StreamloadError, ImportError):
 
 class WorkerError(StreamloadError, RuntimeError):
     """A worker process (image decoding) failed or died; the message carries its last error line."""
+
+
+class DatasetBusyError(StreamloadError, BlockingIOError):
+    """Another build holds the dataset folder's build lock; builds of one folder never run at once."""
+
+
+class GenerationGoneError(StreamloadError, FileNotFoundError):
+    """A dataset generation a reader asked for no longer exists (it was garbage-collected)."""
+
+
+class OutOfSpaceError(StreamloadError, OSError):
+    """The device filled up while a build was writing; the message names the dataset folder."""

@@ -32,6 +32,7 @@ FORMAT_VERSION = 2
 FORMATS = ("npy", "hdf5")
 HDF5_FILE_ROLE = "hdf5"  # an HDF5 shard is one file holding every array; npy shards have one file per array
 _HASH_BLOCK = 4 * 2**20
+MAX_SAMPLES = 2**48  # per shard and per split: far beyond any dataset, far below int64 overflow
 
 
 def check_format(fmt: str) -> str:
@@ -204,6 +205,8 @@ def _split(node: Field, fmt: str) -> SplitInfo:
         raise node.get("arrays").error("a split needs at least one array")
     roles = set(arrays) if fmt == "npy" else {HDF5_FILE_ROLE}
     shards = tuple(_shard(shard, roles) for shard in node.get("shards").items())
+    if sum(shard.num_samples for shard in shards) > MAX_SAMPLES:  # sample indices are int64
+        raise node.get("shards").error(f"hold more than {MAX_SAMPLES} samples in all")
     split = SplitInfo(arrays=arrays, shards=shards, skipped=node.optional("skipped", 0).integer(minimum=0))
     total = node.optional("num_samples", split.num_samples)
     if total.integer(minimum=0) != split.num_samples:
@@ -220,7 +223,7 @@ def _shard(node: Field, roles: set[str]) -> ShardInfo:
                             sha256=info.get("sha256").hex_digest(64),
                             crc32=info.optional("crc32", None).integer(minimum=0, maximum=2**32 - 1, nullable=True))
              for role, info in ((role, files_node.get(role).object()) for role in sorted(roles))}
-    return ShardInfo(num_samples=node.get("num_samples").integer(minimum=0), files=files)
+    return ShardInfo(num_samples=node.get("num_samples").integer(minimum=0, maximum=MAX_SAMPLES), files=files)
 
 
 def _labels(node: Field) -> LabelInfo | None:

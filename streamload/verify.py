@@ -1,15 +1,28 @@
-"""Checking a built dataset against its manifest: every file present, of the right size and hash."""
+"""Checking a built dataset against its manifest: everything reading relies on, file by file.
+
+Every shard file must be present, of the recorded size, SHA-256 and CRC-32, and its header must
+agree with the manifest: the ``.npy`` header's dtype, shape (rows = the shard's sample count) and
+payload size, or the HDF5 file's dataset names, shapes and dtypes. Class labels must lie in the
+range the manifest records. The check holds a lease on the generation, so a rebuild running at the
+same time cannot delete the files being checked.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
-from .manifest import FileInfo, read_manifest, sha256_file
+from .errors import ManifestError
+from .generations import acquire
+from .manifest import HDF5_FILE_ROLE, MANIFEST_NAME, FileInfo, LabelInfo, Manifest, hash_file, read_manifest
+
+Layout = dict[str, tuple[tuple[int, ...], np.dtype]]  # array name -> (full shape, dtype) in one file
 
 
 @dataclass(frozen=True)
@@ -22,33 +35,60 @@ class ShardProblem:
     problem: str
 
     def __str__(self) -> str:
-        return f"{self.file} (split {self.split!r}, shard {self.shard}): {self.problem}"
+        where = f" (split {self.split!r}, shard {self.shard})" if self.shard >= 0 else ""
+        return f"{self.file}{where}: {self.problem}"
 
 
 def verify_dataset(directory: str | os.PathLike, *, progress: bool = True) -> list[ShardProblem]:
-    """Recompute every size and SHA-256; an empty list means the dataset is sound.
+    """Check every file of the current generation; an empty list means the dataset is sound.
 
     An unreadable manifest raises :class:`~streamload.errors.ManifestError` instead, since then no
     shard can be checked at all.
     """
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    files = [(split_name, index, info)
-             for split_name, split in manifest.splits.items()
-             for index, shard in enumerate(split.shards)
-             for info in shard.files.values()]
-    problems = []
-    total = sum(info.bytes for _, _, info in files)
-    with tqdm(total=total, desc="verifying", unit="B", unit_scale=True, disable=not progress) as bar:
-        for split_name, index, info in files:
-            problem = check_file(directory / info.name, info, bar.update)
-            if problem:
-                problems.append(ShardProblem(split_name, index, info.name, problem))
+    with acquire(directory) as lease:
+        manifest, root = lease.manifest, lease.root
+        files = [(split_name, index, role, info)
+                 for split_name, split in manifest.splits.items()
+                 for index, shard in enumerate(split.shards)
+                 for role, info in shard.files.items()]
+        problems = _check_manifest_copy(lease.directory, manifest)
+        total = sum(info.bytes for *_, info in files)
+        with tqdm(total=total, desc="verifying", unit="B", unit_scale=True, disable=not progress) as bar:
+            for split_name, index, role, info in files:
+                layout = expected_layout(manifest, split_name, index, role)
+                problem = check_file(root / info.name, info, bar.update, layout, manifest.format)
+                if problem is None and manifest.labels is not None and manifest.target in layout:
+                    problem = check_labels(root / info.name, manifest.format, manifest.target, manifest.labels)
+                if problem:
+                    problems.append(ShardProblem(split_name, index, info.name, problem))
     return problems
 
 
-def check_file(path: Path, info: FileInfo, on_bytes: Callable[[int], object] | None = None) -> str | None:
-    """What is wrong with ``path`` compared to its manifest entry, or None."""
+def _check_manifest_copy(directory: Path, manifest: Manifest) -> list[ShardProblem]:
+    """Processes that continue a reader's generation (spawned workers) read its copy: it must be the same."""
+    if manifest.generation is None:
+        return []
+    name = f"{manifest.generation}/{MANIFEST_NAME}"
+    try:
+        copy = read_manifest(directory / manifest.generation)
+    except ManifestError as exc:
+        return [ShardProblem("", -1, name, f"unreadable copy of the manifest: {exc}")]
+    if copy != manifest:
+        return [ShardProblem("", -1, name, f"differs from {directory / MANIFEST_NAME}")]
+    return []
+
+
+def expected_layout(manifest: Manifest, split: str, shard: int, role: str) -> Layout:
+    """What the file of ``role`` in a shard must hold, by the manifest: array -> (shape, dtype)."""
+    info = manifest.splits[split]
+    rows = info.shards[shard].num_samples
+    keys = list(info.arrays) if role == HDF5_FILE_ROLE else [role]
+    return {key: ((rows, *info.arrays[key].shape), np.dtype(info.arrays[key].dtype)) for key in keys}
+
+
+def check_file(path: Path, info: FileInfo, on_bytes: Callable[[int], object] | None = None,
+               layout: Layout | None = None, fmt: str = "npy") -> str | None:
+    """What is wrong with ``path`` compared to its manifest entry (and ``layout``), or None."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -56,7 +96,86 @@ def check_file(path: Path, info: FileInfo, on_bytes: Callable[[int], object] | N
     if size != info.bytes:
         kind = "truncated" if size < info.bytes else "too long"
         return f"{kind}: {size} bytes, the manifest says {info.bytes}"
-    actual = sha256_file(path, on_bytes)
-    if actual != info.sha256:
-        return f"checksum mismatch: SHA-256 {actual[:16]}..., the manifest says {info.sha256[:16]}..."
+    problems = [] if layout is None else check_header(path, fmt, layout)
+    sha256, crc32 = hash_file(path, on_bytes)
+    if sha256 != info.sha256:
+        problems.append(f"checksum mismatch: SHA-256 {sha256[:16]}..., the manifest says {info.sha256[:16]}...")
+    elif info.crc32 is not None and crc32 != info.crc32:
+        problems.append(f"checksum mismatch: CRC-32 {crc32:08x}, the manifest says {info.crc32:08x}")
+    return "; ".join(problems) or None
+
+
+def check_header(path: Path, fmt: str, layout: Layout) -> list[str]:
+    """Disagreements between a shard file's own header and the manifest, each naming the field."""
+    if fmt == "npy":
+        ((key, (shape, dtype)),) = layout.items()
+        return _check_npy(path, key, shape, dtype)
+    return _check_hdf5(path, layout)
+
+
+def _check_npy(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) -> list[str]:
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as stream:
+            version = np.lib.format.read_magic(stream)
+            if version not in readers:
+                return [f"header: unsupported .npy version {version}"]
+            found_shape, fortran, found_dtype = readers[version](stream)
+            offset = stream.tell()
+    except (ValueError, SyntaxError, EOFError) as exc:
+        return [f"header: not a .npy header ({exc})"]
+    problems = []
+    if found_dtype != dtype:
+        problems.append(f"array {key!r}: header says dtype {found_dtype.str}, the manifest says {dtype.str}")
+    if tuple(found_shape) != shape:
+        problems.append(f"array {key!r}: header says shape {tuple(found_shape)}, the manifest says {shape}")
+    if fortran:
+        problems.append(f"array {key!r}: header says Fortran order, shards are C order")
+    payload = math.prod(found_shape) * found_dtype.itemsize
+    size = path.stat().st_size
+    if not problems and offset + payload != size:
+        problems.append(f"array {key!r}: header and data disagree: {offset} + {payload} bytes expected, "
+                        f"file has {size}")
+    return problems
+
+
+def _check_hdf5(path: Path, layout: Layout) -> list[str]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            names = sorted(handle.keys())
+            problems = [] if names == sorted(layout) else [
+                f"datasets: file holds {names}, the manifest says {sorted(layout)}"]
+            for key in sorted(set(names) & set(layout)):
+                shape, dtype = layout[key]
+                dataset = handle[key]
+                if not isinstance(dataset, h5py.Dataset):
+                    problems.append(f"array {key!r}: is a group, not a dataset")
+                    continue
+                if dataset.dtype != dtype:
+                    problems.append(f"array {key!r}: file says dtype {dataset.dtype.str}, "
+                                    f"the manifest says {dtype.str}")
+                if dataset.shape != shape:
+                    problems.append(f"array {key!r}: file says shape {dataset.shape}, the manifest says {shape}")
+            return problems
+    except OSError as exc:
+        return [f"header: not a readable HDF5 file ({str(exc).splitlines()[0]})"]
+
+
+def check_labels(path: Path, fmt: str, target: str, labels: LabelInfo) -> str | None:
+    """Class labels of one file outside the manifest's recorded range [min, max] (within [0, num_classes))."""
+    if fmt == "npy":
+        values = np.load(path, mmap_mode="r")
+    else:
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            values = handle[target][()]
+    if not values.size:
+        return None
+    low, high = int(values.min()), int(values.max())
+    if labels.minimum is None or labels.maximum is None or low < labels.minimum or high > labels.maximum:
+        return (f"array {target!r}: labels lie in [{low}, {high}], outside the manifest's labels range "
+                f"[{labels.minimum}, {labels.maximum}] of {labels.num_classes} classes")
     return None

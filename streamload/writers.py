@@ -94,6 +94,15 @@ class ShardWriter(ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self._hashing.shutdown(wait=True, cancel_futures=True)
+        if self._shard_rows:
+            self._abandon_shard()  # a failed build: close the open shard's files so their space can be freed
+
+    def _abandon_shard(self) -> None:
+        try:
+            self._end_shard()
+        except OSError:
+            pass  # closing a file on a full disk may fail too; the build reports the first error
+        self._shard_rows = 0
 
     def _check_chunk(self, chunk: Mapping[str, np.ndarray]) -> int:
         if set(chunk) != set(self.specs):
@@ -202,8 +211,9 @@ class Hdf5ShardWriter(ShardWriter):
             self._file[key][offset:offset + len(rows)] = rows
 
     def _end_shard(self) -> dict[str, Path]:
-        self._file.close()
-        self._file = None
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
         return {HDF5_FILE_ROLE: self._path}
 
 

@@ -3,6 +3,7 @@ and helpers that read shards back with plain numpy/h5py (independently of stream
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import importlib.util
@@ -10,14 +11,23 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from streamload.manifest import HDF5_FILE_ROLE, read_manifest
+from streamload.layout import (
+    BUILD_LOCK_NAME,
+    FLAT_LOCK_NAME,
+    LOCK_NAME,
+    STAGING_PREFIX,
+    TRASH_PREFIX,
+    list_generations,
+    shard_root,
+)
+from streamload.manifest import HDF5_FILE_ROLE, MANIFEST_NAME, Manifest, read_manifest
 from streamload.sources.idx import write_idx
 from streamload.sources.mnist import IDX_STEMS, MNIST_DIR_ENV
 
@@ -92,39 +102,60 @@ def mnist_dir() -> Path:
 
 
 def read_split(directory: Path, split: str) -> dict[str, np.ndarray]:
-    """Every array of ``split`` concatenated from its shards, read with np.load(mmap) or h5py."""
+    """Every array of ``split`` of the current generation, from its shards, read with np.load(mmap) or h5py."""
     manifest = read_manifest(directory)
+    return read_shards(shard_root(directory, manifest), manifest, split)
+
+
+def read_shards(root: Path, manifest: Manifest, split: str, shards: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays of the first ``shards`` shards (all by default) of ``split``, whose files lie in ``root``."""
     info = manifest.split(split)
     parts: dict[str, list[np.ndarray]] = {key: [] for key in info.arrays}
-    for shard in info.shards:
+    for shard in info.shards[:shards]:
         if manifest.format == "npy":
             for key in info.arrays:
-                mapped = np.load(directory / shard.files[key].name, mmap_mode="r")
+                mapped = np.load(root / shard.files[key].name, mmap_mode="r")
                 assert isinstance(mapped, np.memmap)
                 parts[key].append(np.array(mapped))
         else:
             import h5py
 
-            with h5py.File(directory / shard.files[HDF5_FILE_ROLE].name, "r") as handle:
+            with h5py.File(root / shard.files[HDF5_FILE_ROLE].name, "r") as handle:
                 for key in info.arrays:
                     parts[key].append(handle[key][()])
     return {key: np.concatenate(chunks) if chunks else np.empty((0, *info.arrays[key].shape), info.arrays[key].dtype)
             for key, chunks in parts.items()}
 
 
+_LOCKS = {LOCK_NAME, BUILD_LOCK_NAME, FLAT_LOCK_NAME}
+
+
 def tree_snapshot(path: Path) -> dict[str, str] | None:
-    """Relative path -> SHA-256 of every file under ``path`` (None when it does not exist)."""
+    """Relative path -> SHA-256 of every data file under ``path`` (None when it does not exist).
+
+    Left out: lock files (empty, or who holds them: coordination, not data) and hidden staging and
+    trash folders of builds (``leftovers`` lists those).
+    """
     if not path.exists():
         return None
     if path.is_file():
         return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
     return {str(file.relative_to(path)): hashlib.sha256(file.read_bytes()).hexdigest()
-            for file in sorted(path.rglob("*")) if file.is_file()}
+            for file in sorted(path.rglob("*")) if file.is_file() and file.name not in _LOCKS
+            and not file.relative_to(path).parts[0].startswith((STAGING_PREFIX, TRASH_PREFIX))}
 
 
 def leftovers(out: Path) -> list[str]:
-    """Staging or retired folders of builds of ``out`` that are still lying next to it."""
-    return sorted(p.name for p in out.parent.glob(f"{glob.escape(f'.{out.name}.')}*"))
+    """What builds of ``out`` left behind: folders next to it, and inside it staging and trash folders,
+    generations other than the current one and version-1 files waiting for collection."""
+    beside = sorted(p.name for p in out.parent.glob(f"{glob.escape(f'.{out.name}.')}*"))
+    if not (out / MANIFEST_NAME).is_file():
+        return beside
+    current = read_manifest(out).generation
+    inside = [name for name in sorted(os.listdir(out))
+              if name.startswith((STAGING_PREFIX, TRASH_PREFIX, ".flat-leftovers"))
+              or (name in list_generations(out) and name != current)]
+    return beside + inside
 
 
 def subprocess_env(**overrides: str | None) -> dict[str, str]:
@@ -141,6 +172,27 @@ def subprocess_env(**overrides: str | None) -> dict[str, str]:
 
 
 BUILD_SCRIPT = [sys.executable, str(REPO_ROOT / "scripts" / "build_shards.py")]
+
+
+LOCK_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX if sys.argv[2] == "ex" else fcntl.LOCK_SH)
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def lock_held(path: Path, mode: str = "ex") -> Iterator[subprocess.Popen[str]]:
+    """A real process holding an flock (``ex`` or ``sh``) on ``path`` until the block ends (SIGKILL)."""
+    child = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(path), mode], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+        yield child
+    finally:
+        child.kill()
+        child.wait()
 
 
 # --- model.fit on every installed Keras backend ------------------------------------------------------

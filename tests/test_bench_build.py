@@ -20,6 +20,8 @@ from benchmarks.build_bench import (
     time_np_save,
 )
 from streamload.dataset import ShardedDataset
+from streamload.generations import shard_root
+from streamload.manifest import read_manifest
 from streamload.sources.idx import read_idx, write_idx
 
 TRAIN, TEST = 300, 50
@@ -60,7 +62,8 @@ def test_np_save_and_builds_write_every_byte(tmp_path: Path) -> None:
         assert figures["mb_per_s"] == pytest.approx(on_disk / MB / figures["seconds"])
     for fmt in ("npy", "hdf5"):
         (result,) = time_build(x, y, tmp_path / fmt, fmt).values()
-        shards = [path for path in (tmp_path / fmt).iterdir() if path.name != "manifest.json"]
+        root = shard_root(tmp_path / fmt, read_manifest(tmp_path / fmt))
+        shards = [path for path in root.iterdir() if path.name not in ("manifest.json", ".lock")]
         assert result["bytes"] == sum(path.stat().st_size for path in shards) >= x.nbytes + y.nbytes
         assert result["mb_per_s"] == pytest.approx(result["bytes"] / MB / result["seconds"])
         back = ShardedDataset(tmp_path / fmt).gather(np.arange(len(x)))

@@ -44,7 +44,7 @@ def test_evict_refuses_while_this_process_maps_the_files(tmp_path) -> None:
 def test_sequential_pass_reads_every_byte_once(tmp_path) -> None:
     page = require_counted_reads(tmp_path)
     directory, _ = build(tmp_path, 6000, "npy", 2500)
-    files = sorted(directory.glob("train-*.x.npy"))
+    files = sorted(directory.glob("gen-*/train-*.x.npy"))
     sizes = [os.path.getsize(path) for path in files]
     result = sequential_pass(files, 784)
     assert result.delivered_bytes == sum(sizes) and result.samples == sum(sizes) // 784

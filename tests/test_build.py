@@ -1,28 +1,27 @@
 """Tests for streamload.build: exact round trips, bad input that leaves the output alone, overwrite,
-and builds killed part-way (a real process, SIGKILL) that never damage the dataset at the target."""
+and the label facts a build records (and the labels it refuses). Killed, concurrent and out-of-space
+builds are in test_staging.py."""
 
 from __future__ import annotations
 
+import gzip
 import math
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MakeMnist, SyntheticMnist, leftovers, read_split, subprocess_env, tree_snapshot
+from conftest import MakeMnist, SyntheticMnist, leftovers, read_split, tree_snapshot
 
 from streamload.build import BuildOptions, build_dataset
 from streamload.errors import (
     DatasetExistsError,
     IdxFormatError,
     InvalidOptionError,
+    LabelRangeError,
     SourceMismatchError,
     SourceNotFoundError,
 )
-from streamload.manifest import MANIFEST_NAME, read_manifest
+from streamload.manifest import MANIFEST_NAME, LabelInfo, read_manifest
 from streamload.sources import ArraySource
 from streamload.sources.idx import write_idx
 from streamload.sources.mnist import MNIST_DIR_ENV, mnist_sources, sources_from_path
@@ -130,12 +129,61 @@ def _no_source(mnist: SyntheticMnist) -> None:
     (mnist.folder / "train-images-idx3-ubyte.gz").unlink()
 
 
+def _swap_images_and_labels(mnist: SyntheticMnist) -> None:
+    images, labels = mnist.folder / "train-images-idx3-ubyte.gz", mnist.folder / "train-labels-idx1-ubyte.gz"
+    images.rename(mnist.folder / "swap")
+    labels.rename(images)
+    (mnist.folder / "swap").rename(labels)
+
+
+def _cut_gzip_trailer(mnist: SyntheticMnist) -> None:
+    path = mnist.folder / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-8])  # the payload is complete; its CRC-32 and length are gone
+
+
+def _flip_gzip_crc(mnist: SyntheticMnist) -> None:
+    path = mnist.folder / "train-labels-idx1-ubyte.gz"
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _append(name: str, extra: bytes, gz: bool) -> object:
+    def damage(mnist: SyntheticMnist) -> None:
+        path = mnist.folder / name
+        if gz:  # inside the compressed stream: the decompressed file is longer than its header says
+            path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + extra))
+        else:
+            path.write_bytes(path.read_bytes() + extra)
+    return damage
+
+
+def _label(value: int, dtype: str = "u1") -> object:
+    def damage(mnist: SyntheticMnist) -> None:
+        labels = mnist.arrays["train"]["y"].astype(dtype)
+        labels[2500] = value  # late: shards before it are written first
+        write_idx(mnist.folder / "train-labels-idx1-ubyte.gz", labels)
+    return damage
+
+
+# name -> (damage, error, raw IDX files?, build options, text the one-line message must hold)
 SOURCE_DAMAGE = {
-    "wrong-magic": (_wrong_magic, IdxFormatError, False),
-    "truncated-gz": (_truncate("train-images-idx3-ubyte.gz"), IdxFormatError, False),
-    "truncated-raw": (_truncate("train-images-idx3-ubyte"), IdxFormatError, True),
-    "count-mismatch": (_count_mismatch, SourceMismatchError, False),
-    "no-source": (_no_source, SourceNotFoundError, False),
+    "wrong-magic": (_wrong_magic, IdxFormatError, False, {}, "wrong IDX magic number"),
+    "truncated-gz": (_truncate("train-images-idx3-ubyte.gz"), IdxFormatError, False, {}, "IDX payload"),
+    "truncated-raw": (_truncate("train-images-idx3-ubyte"), IdxFormatError, True, {}, "truncated IDX payload"),
+    "count-mismatch": (_count_mismatch, SourceMismatchError, False, {}, "must pair up"),
+    "no-source": (_no_source, SourceNotFoundError, False, {}, "MNIST IDX files missing"),
+    "swapped-images-labels": (_swap_images_and_labels, SourceMismatchError, False, {}, "labels must have rank 1"),
+    "gzip-trailer-cut": (_cut_gzip_trailer, IdxFormatError, False, {}, "end of the gzip stream"),
+    "gzip-crc-wrong": (_flip_gzip_crc, IdxFormatError, False, {}, "CRC check failed"),
+    "raw-trailing-bytes": (_append("train-labels-idx1-ubyte", b"\0\0\0", False), IdxFormatError, True, {},
+                           "3 trailing bytes after the IDX payload"),
+    "gz-trailing-bytes": (_append("train-images-idx3-ubyte.gz", b"x" * 10, True), IdxFormatError, False, {},
+                          "trailing bytes after the IDX payload"),
+    "label-over-num-classes": (_label(10), LabelRangeError, False, {"num_classes": 10},
+                               "label 10 at sample 2500 lies outside the class range [0, 10)"),
+    "negative-label": (_label(-1, "i1"), LabelRangeError, False, {},
+                       "label -1 at sample 2500 lies outside the class range"),
 }
 BAD_OPTIONS = {
     "shard-size-0": ({"shard_size": 0}, InvalidOptionError),
@@ -162,13 +210,14 @@ def _attempt(src: Path, out: Path, options: dict[str, object]) -> None:
 
 @pytest.mark.parametrize("case", SOURCE_DAMAGE)
 def test_bad_source_leaves_target_untouched(make_mnist: MakeMnist, target: Path, case: str) -> None:
-    damage, error, raw = SOURCE_DAMAGE[case]
+    damage, error, raw, options, message = SOURCE_DAMAGE[case]
     mnist = make_mnist(gz=not raw, n_train=3000, n_test=10)
     damage(mnist)
     before = tree_snapshot(target)
     with pytest.raises(error) as caught:
-        _attempt(mnist.folder, target, {"overwrite": True, "shard_size": 100, "chunk_rows": 100})
-    assert str(mnist.folder) in str(caught.value)
+        _attempt(mnist.folder, target, {"overwrite": True, "shard_size": 100, "chunk_rows": 100, **options})
+    assert str(mnist.folder) in str(caught.value) and message in str(caught.value)
+    assert "\n" not in str(caught.value)
     assert tree_snapshot(target) == before
     assert leftovers(target) == []
     if before is not None:
@@ -221,13 +270,17 @@ def test_file_at_target_is_never_replaced(synthetic_mnist: SyntheticMnist, tmp_p
     assert out.read_text() == "not a folder" and leftovers(out) == []
 
 
-# --- abandoned builds ----------------------------------------------------------------------------
+# --- class labels --------------------------------------------------------------------------------
 
 
-class _RecordingSource(ArraySource):
-    """An ArraySource that counts the chunks a build has taken from it."""
+class _CountingSource(ArraySource):
+    """An ArraySource that counts the chunks a build takes from it, and may name its classes."""
 
-    chunks_read = 0
+    def __init__(self, class_names: tuple[str, ...] | None = None, **arrays: np.ndarray) -> None:
+        super().__init__(**arrays)
+        self.chunks_read = 0
+        if class_names is not None:
+            self.class_names = class_names
 
     def iter_chunks(self, chunk_rows: int = 8192):  # noqa: ANN201 - same as the base
         for chunk in super().iter_chunks(chunk_rows):
@@ -235,114 +288,59 @@ class _RecordingSource(ArraySource):
             yield chunk
 
 
-def _dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
+def _labelled(labels: list[int], dtype: str = "u1", **kwargs: object) -> _CountingSource:
+    y = np.array(labels, dtype=dtype)
+    return _CountingSource(x=np.zeros((len(y), 3), np.float32), y=y, **kwargs)  # type: ignore[arg-type]
 
 
-def test_staging_of_dead_builds_is_removed_and_of_live_ones_kept(synthetic_mnist: SyntheticMnist,
-                                                                   tmp_path: Path) -> None:
+def test_label_facts_are_recorded_in_one_pass(tmp_path: Path) -> None:
+    train, test = _labelled([3, 1, 4, 1, 5, 9, 2, 6]), _labelled([2, 7])
+    manifest = build_dataset({"train": train, "test": test}, tmp_path / "ds", BuildOptions(chunk_rows=3, **QUIET))
+    assert manifest.labels == LabelInfo(num_classes=10, minimum=1, maximum=9, class_names=None)
+    assert read_manifest(tmp_path / "ds").labels == manifest.labels
+    assert (train.chunks_read, test.chunks_read) == (3, 1)  # ceil(8 / 3), ceil(2 / 3): no second pass
+
+
+def test_num_classes_and_class_names_are_recorded(tmp_path: Path) -> None:
+    given = build_dataset({"train": _labelled([0, 3])}, tmp_path / "a", BuildOptions(num_classes=12, **QUIET))
+    assert given.labels == LabelInfo(num_classes=12, minimum=0, maximum=3)
+    names = tuple("abcde")
+    named = build_dataset({"train": _labelled([4, 0], class_names=names)}, tmp_path / "b", BuildOptions(**QUIET))
+    assert named.labels == LabelInfo(num_classes=5, minimum=0, maximum=4, class_names=names)
+    assert read_manifest(tmp_path / "b").labels == named.labels
+
+
+def test_class_names_and_num_classes_must_agree(tmp_path: Path) -> None:
+    with pytest.raises(InvalidOptionError, match="--num-classes is 3, but .* names 5 classes"):
+        build_dataset({"train": _labelled([0], class_names=tuple("abcde"))}, tmp_path / "ds",
+                      BuildOptions(num_classes=3, **QUIET))
+    assert not (tmp_path / "ds").exists() and leftovers(tmp_path / "ds") == []
+
+
+@pytest.mark.parametrize("labels, dtype, num_classes, message", [
+    ([0, 1, 2, 3, 10, 4], "u1", 10, "split 'test'): label 10 at sample 4 lies outside the class range [0, 10)"),
+    ([0, 1, 2, 3, 4, -2], "i1", None, "split 'test'): label -2 at sample 5 lies outside the class range"),
+    ([0, 1, 2, 3, 4, 5], "i8", 5, "label 5 at sample 5 lies outside the class range [0, 5)"),
+    ([0, 7, 3, 12, 1, 1], "u1", 5, "label 7 at sample 1 lies outside"),  # the first offender, not the largest
+], ids=["over", "negative", "last", "first-offender"])
+def test_labels_outside_the_class_range_fail_the_build(tmp_path: Path, labels: list[int], dtype: str,
+                                                        num_classes: int | None, message: str) -> None:
     out = tmp_path / "ds"
-    dead = tmp_path / f".ds.building-{_dead_pid()}"
-    other_target = tmp_path / f".other.building-{_dead_pid()}"
-    live_child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        live = tmp_path / f".ds.building-{live_child.pid}"
-        for folder in (dead, other_target, live):
-            (folder / "half").mkdir(parents=True)
-        _build(synthetic_mnist.folder, out)
-        assert not dead.exists()
-        assert live.exists() and other_target.exists()  # still being written / another dataset's
-    finally:
-        live_child.kill()
-        live_child.wait()
-    _assert_holds(out, synthetic_mnist)
+    sources = {"train": _labelled([0, 1], dtype), "test": _labelled(labels, dtype)}
+    with pytest.raises(LabelRangeError) as caught:
+        build_dataset(sources, out, BuildOptions(num_classes=num_classes, chunk_rows=2, **QUIET))
+    assert message in str(caught.value) and str(caught.value).startswith("arrays (split 'test')")
+    assert not out.exists() and leftovers(out) == []
 
 
-@pytest.mark.parametrize("overwrite", [False, True])
-def test_dataset_retired_by_a_killed_swap_is_put_back(make_mnist: MakeMnist, tmp_path: Path,
-                                                       overwrite: bool) -> None:
-    """The fallback swap renames out -> .out.retired-PID, then staging -> out; killed in between, the
-    next build must restore the old dataset, and without --overwrite refuse to replace it."""
-    old, new = make_mnist("old", seed=1), make_mnist("new", seed=2)
-    out = tmp_path / "ds"
-    _build(old.folder, out)
-    before = tree_snapshot(out)
-    out.rename(tmp_path / f".ds.retired-{_dead_pid()}")
-    if overwrite:
-        _build(new.folder, out, overwrite=True)
-        _assert_holds(out, new)
-    else:
-        source = _RecordingSource(x=new.arrays["train"]["x"], y=new.arrays["train"]["y"])
-        with pytest.raises(DatasetExistsError, match="--overwrite"):
-            build_dataset({"train": source}, out, BuildOptions(progress=False))
-        assert source.chunks_read == 0  # refused up front, not after writing a whole dataset
-        assert tree_snapshot(out) == before
-    assert leftovers(out) == []
+def test_float_targets_carry_no_label_facts(tmp_path: Path) -> None:
+    source = ArraySource(x=np.zeros((4, 2), np.float32), y=np.linspace(-1, 1, 4, dtype=np.float32))
+    assert build_dataset({"train": source}, tmp_path / "ds", BuildOptions(**QUIET)).labels is None
+    with pytest.raises(InvalidOptionError, match="--num-classes 3 applies to integer class labels"):
+        build_dataset({"train": source}, tmp_path / "other", BuildOptions(num_classes=3, **QUIET))
 
 
-KILLED_BUILD = """
-import sys, time
-import numpy as np
-from streamload import ArraySource, BuildOptions, build_dataset
-
-class SlowSource(ArraySource):
-    def iter_chunks(self, chunk_rows):
-        for chunk in super().iter_chunks(chunk_rows):
-            time.sleep(0.05)  # a build that takes seconds: stands in for a big or augmented source
-            yield chunk
-
-rng = np.random.default_rng(1)
-x, y = rng.integers(0, 256, (6000, 28, 28), dtype=np.uint8), rng.integers(0, 10, 6000, dtype=np.uint8)
-options = BuildOptions(format=sys.argv[2], shard_size=100, chunk_rows=100, overwrite=True, progress=False)
-build_dataset({"train": SlowSource(x=x, y=y)}, sys.argv[1], options)
-"""
-
-
-def _wait_for(path: Path, child: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert child.poll() is None, f"build exited early: {child.stderr.read() if child.stderr else ''}"
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.01)
-
-
-@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
-def test_killed_build_keeps_the_old_dataset(make_mnist: MakeMnist, tmp_path: Path, fmt: str) -> None:
-    old = make_mnist("old", n_train=50, n_test=5)
-    out = tmp_path / "ds"
-    _build(old.folder, out, shard_size=20)
-    before, manifest = tree_snapshot(out), read_manifest(out)
-    child = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(out), fmt], env=subprocess_env(),
-                             stderr=subprocess.PIPE)
-    staging = tmp_path / f".ds.building-{child.pid}"
-    try:
-        _wait_for(staging / ("train-00002.x.npy" if fmt == "npy" else "train-00002.h5"), child)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    assert child.returncode == -signal.SIGKILL
-    assert tree_snapshot(out) == before and read_manifest(out) == manifest
-    assert verify_dataset(out, progress=False) == []
-    _assert_holds(out, old)
-    assert staging.is_dir() and not (staging / MANIFEST_NAME).exists()  # abandoned, visibly incomplete
-    assert leftovers(out) == [staging.name]
-
-    x = np.arange(5 * 28 * 28, dtype=np.uint8).reshape(5, 28, 28)
-    build_dataset({"train": ArraySource(x=x, y=np.arange(5, dtype=np.uint8))}, out,
-                  BuildOptions(overwrite=True, progress=False))
-    assert leftovers(out) == [] and verify_dataset(out, progress=False) == []
-    np.testing.assert_array_equal(read_split(out, "train")["x"], x)
-
-
-def test_abandoned_staging_is_found_for_names_with_glob_characters(synthetic_mnist: SyntheticMnist,
-                                                                     tmp_path: Path) -> None:
-    out = tmp_path / "mnist[8m]"
-    dead = tmp_path / f".mnist[8m].building-{_dead_pid()}"
-    lookalike = tmp_path / f".mnist8.building-{_dead_pid()}"  # what the unescaped pattern would match
-    dead.mkdir()
-    lookalike.mkdir()
-    _build(synthetic_mnist.folder, out)
-    assert not dead.exists() and lookalike.exists()
-    _assert_holds(out, synthetic_mnist)
+@pytest.mark.parametrize("value", [0, -1, True, 2.5])
+def test_num_classes_must_be_a_positive_integer(value: object) -> None:
+    with pytest.raises(InvalidOptionError, match="number of classes must be a positive integer"):
+        BuildOptions(num_classes=value)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ the one clear message an offline machine without MNIST gets."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -14,6 +15,7 @@ from conftest import BUILD_SCRIPT, MakeMnist, SyntheticMnist, leftovers, read_sp
 
 from streamload.cli import main
 from streamload.manifest import read_manifest
+from streamload.sources.idx import write_idx
 from streamload.sources.mnist import MNIST_DIR_ENV
 from streamload.verify import verify_dataset
 
@@ -166,13 +168,14 @@ def test_verify_exit_codes_and_bad_file_names(existing: Path) -> None:
     quiet = _run("--verify", str(existing), "--quiet")
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
 
-    shards = read_manifest(existing).split("train").shards
+    manifest = read_manifest(existing)
+    root, shards = existing / str(manifest.generation), manifest.split("train").shards
     truncated, flipped = shards[0].files["x"].name, shards[0].files["y"].name
-    with open(existing / truncated, "r+b") as stream:
+    with open(root / truncated, "r+b") as stream:
         stream.truncate(10)
-    data = bytearray((existing / flipped).read_bytes())
-    data[len(data) // 2] ^= 0x80
-    (existing / flipped).write_bytes(bytes(data))
+    data = bytearray((root / flipped).read_bytes())
+    data[-3] ^= 0x80  # a label: the header is intact
+    (root / flipped).write_bytes(bytes(data))
     bad = _run("--verify", str(existing), "--quiet")
     assert bad.returncode == 1 and bad.stdout == ""
     lines = bad.stderr.splitlines()
@@ -219,20 +222,80 @@ def test_killed_cli_build_keeps_the_old_dataset(make_mnist: MakeMnist, existing:
     child = subprocess.Popen([*BUILD_SCRIPT, "--source", str(source), "--out", str(existing), "--overwrite",
                               "--augment-to", "2000000", "--shard-size", "5000", "--quiet"],
                              env=subprocess_env(), stderr=subprocess.PIPE, text=True)
-    staging = existing.parent / f".{existing.name}.building-{child.pid}"
     try:
         deadline = time.monotonic() + 60
-        while not (staging / "train-00001.x.npy").exists():  # shard 0 done, shard 1 being written
+        while not (found := list(existing.glob(".staging-gen-000002-*/train-00001.x.npy"))):  # shard 1 begun
             assert child.poll() is None, child.stderr.read() if child.stderr else ""
             assert time.monotonic() < deadline, "the build never got going"
             time.sleep(0.01)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+    staging = found[0].parent
+    assert leftovers(existing) == [staging.name] and not (staging / "manifest.json").exists()
     assert tree_snapshot(existing) == before and read_manifest(existing) == manifest
     assert verify_dataset(existing, progress=False) == []
-    assert leftovers(existing) == [staging.name] and not (staging / "manifest.json").exists()
 
     assert main(["--source", str(source), "--out", str(existing), "--overwrite", "--quiet"]) == 0
     assert leftovers(existing) == [] and verify_dataset(existing, progress=False) == []
     assert read_manifest(existing).split("train").num_samples == 500
+
+
+# --- sources refused at build time, in one line --------------------------------------------------
+
+
+def _swap(folder: Path) -> None:
+    images, labels = folder / "train-images-idx3-ubyte.gz", folder / "train-labels-idx1-ubyte.gz"
+    images.rename(folder / "tmp")
+    labels.rename(images)
+    (folder / "tmp").rename(labels)
+
+
+def _cut_trailer(folder: Path) -> None:
+    path = folder / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-8])
+
+
+def _label_12(folder: Path) -> None:
+    labels = np.zeros(203, np.uint8)
+    labels[150] = 12
+    write_idx(folder / "train-labels-idx1-ubyte.gz", labels)
+
+
+@pytest.mark.parametrize("damage, args, message", [
+    (_swap, [], "train-images-idx3-ubyte.gz: images must have rank >= 2"),
+    (_cut_trailer, [], "t10k-images-idx3-ubyte.gz: cannot read the end of the gzip stream"),
+    (_label_12, ["--num-classes", "10"], "label 12 at sample 150 lies outside the class range [0, 10)"),
+    (None, ["--num-classes", "0"], "number of classes must be a positive integer"),
+], ids=["swapped-files", "gzip-trailer-cut", "label-over-num-classes", "num-classes-0"])
+def test_refused_sources_exit_2_in_one_line(make_mnist: MakeMnist, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            damage: object, args: list[str], message: str) -> None:
+    mnist = make_mnist()
+    if damage is not None:
+        damage(mnist.folder)  # type: ignore[operator]
+    out = tmp_path / "ds"
+    assert main(["--source", str(mnist.folder), "--out", str(out), "--quiet", *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1
+    assert captured.err.startswith("build_shards.py: error: ") and message in captured.err
+    assert not out.exists() and leftovers(out) == []
+
+
+def test_num_classes_is_recorded(synthetic_mnist: SyntheticMnist, tmp_path: Path) -> None:
+    assert main(["--source", str(synthetic_mnist.folder), "--out", str(tmp_path / "ds"), "--quiet",
+                 "--num-classes", "12"]) == 0
+    labels = read_manifest(tmp_path / "ds").labels
+    y = np.concatenate([synthetic_mnist.arrays[split]["y"] for split in ("train", "test")])
+    assert labels is not None and (labels.num_classes, labels.minimum, labels.maximum) == (12, y.min(), y.max())
+
+
+def test_verify_names_the_shard_and_the_field_of_a_header_mismatch(existing: Path) -> None:
+    for path in (existing / "manifest.json", existing / str(read_manifest(existing).generation) / "manifest.json"):
+        data = json.loads(path.read_text())
+        data["splits"]["test"]["arrays"]["x"]["dtype"] = "<f4"  # still a valid manifest; not what the files hold
+        path.write_text(json.dumps(data))
+    result = _run("--verify", str(existing), "--quiet")
+    assert result.returncode == 1 and result.stdout == ""
+    name = read_manifest(existing).split("test").shards[0].files["x"].name
+    assert result.stderr == (f"BAD {name} (split 'test', shard 0): array 'x': header says dtype |u1, "
+                             "the manifest says <f4\n")

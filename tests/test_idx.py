@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamload.errors import IdxFormatError
-from streamload.sources.idx import IDX_DTYPES, iter_idx_rows, open_idx, read_idx, read_idx_header, write_idx
+from streamload.errors import IdxFormatError, SourceMismatchError
+from streamload.sources.idx import (
+    IDX_DTYPES,
+    IdxPairSource,
+    iter_idx_rows,
+    open_idx,
+    read_idx,
+    read_idx_header,
+    write_idx,
+)
 
 ALL_DTYPES = ["u1", "i1", ">i2", ">i4", ">f4", ">f8", "<i2", "<f4"]  # little-endian inputs are stored big-endian
 
@@ -142,3 +150,115 @@ def test_write_rejects_what_idx_cannot_store(tmp_path: Path, array: np.ndarray) 
 def test_dtype_table_is_big_endian_for_multibyte_types() -> None:
     for dtype in IDX_DTYPES.values():
         assert dtype.itemsize == 1 or dtype.byteorder == ">"
+
+
+# --- read to the end: the gzip trailer, trailing bytes, impossible headers -----------------------
+
+
+def _images(n: int = 20) -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, size=(n, 5, 4), dtype=np.uint8)
+
+
+def _read_all(path: Path) -> None:
+    for _ in iter_idx_rows(path, 7):
+        pass
+
+
+def test_gzip_trailer_cut_off_is_rejected(tmp_path: Path) -> None:
+    path = write_idx(tmp_path / "a.gz", _images())
+    path.write_bytes(path.read_bytes()[:-8])  # payload complete, CRC-32 and length gone
+    assert read_idx_header(path).shape == (20, 5, 4)
+    with pytest.raises(IdxFormatError, match="cannot read the end of the gzip stream .*ended before") as caught:
+        _read_all(path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("offset", [-8, -5, -4, -1], ids=["crc-low", "crc-high", "length-low", "length-high"])
+def test_gzip_trailer_that_disagrees_with_the_data_is_rejected(tmp_path: Path, offset: int) -> None:
+    path = write_idx(tmp_path / "a.gz", _images())
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(IdxFormatError, match="CRC check failed|Incorrect length") as caught:
+        read_idx(path)
+    assert str(path) in str(caught.value)
+
+
+def test_last_chunk_is_not_yielded_before_the_crc_is_checked(tmp_path: Path) -> None:
+    path = write_idx(tmp_path / "a.gz", _images())
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0x10
+    path.write_bytes(bytes(data))
+    chunks = []
+    with pytest.raises(IdxFormatError):
+        for chunk in iter_idx_rows(path, 7):
+            chunks.append(chunk)
+    assert [len(chunk) for chunk in chunks] == [7, 7]  # rows 14..19 never reached the caller
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+def test_trailing_bytes_are_rejected(tmp_path: Path, gz: bool) -> None:
+    whole = write_idx(tmp_path / "whole", _images(), compress=False).read_bytes() + b"\x00" * 5
+    path = tmp_path / "long"
+    path.write_bytes(gzip.compress(whole) if gz else whole)
+    with pytest.raises(IdxFormatError, match="trailing bytes after the IDX payload") as caught:
+        read_idx(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    if not gz:
+        assert "5 trailing bytes" in str(caught.value) and "the file has 421" in str(caught.value)
+
+
+def test_a_second_gzip_member_is_trailing_data(tmp_path: Path) -> None:
+    path = write_idx(tmp_path / "a.gz", _images())
+    path.write_bytes(path.read_bytes() + gzip.compress(b"more"))
+    with pytest.raises(IdxFormatError, match="trailing bytes"):
+        read_idx(path)
+
+
+def test_header_with_too_many_dimensions_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "deep"
+    path.write_bytes(struct.pack(">HBB", 0, 8, 40) + struct.pack(">40I", *[1] * 40))
+    with pytest.raises(IdxFormatError, match="declares 40 dimensions; at most 32"):
+        read_idx_header(path)
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+def test_header_claiming_terabytes_fails_without_allocating(tmp_path: Path, gz: bool) -> None:
+    data = struct.pack(">HBB3I", 0, 0x0E, 3, 2**32 - 1, 2**20, 2**10) + b"\x00" * 64  # 2**65 bytes of float64
+    path = tmp_path / "huge"
+    path.write_bytes(gzip.compress(data) if gz else data)
+    with pytest.raises(IdxFormatError, match="more than any file holds"):
+        read_idx(path)
+    data = struct.pack(">HBB2I", 0, 0x08, 2, 2**31, 2**20) + b"\x00" * 64  # 2 TiB: a valid header, no data
+    path.write_bytes(gzip.compress(data) if gz else data)
+    with pytest.raises(IdxFormatError, match="truncated IDX payload"):
+        read_idx(path)
+
+
+# --- images and labels that cannot pair up -------------------------------------------------------
+
+
+def test_swapped_images_and_labels_are_refused(tmp_path: Path) -> None:
+    images = write_idx(tmp_path / "images", _images())
+    labels = write_idx(tmp_path / "labels", np.arange(20, dtype=np.uint8))
+    with pytest.raises(SourceMismatchError) as caught:
+        IdxPairSource(labels, images)
+    message = str(caught.value)
+    assert f"{labels}: images must have rank >= 2 (samples, then pixels), this file has shape (20,)" in message
+    assert f"{images}: labels must have rank 1 (one per sample), this file has shape (20, 5, 4)" in message
+    assert message.endswith("(are the images and labels files swapped?)")
+
+
+def test_labels_of_higher_rank_are_refused(tmp_path: Path) -> None:
+    images = write_idx(tmp_path / "images", _images())
+    labels = write_idx(tmp_path / "labels", np.zeros((20, 2), np.uint8))
+    with pytest.raises(SourceMismatchError, match=r"labels must have rank 1 .* shape \(20, 2\)"):
+        IdxPairSource(images, labels)
+
+
+def test_raw_source_with_trailing_bytes_is_refused_before_reading(tmp_path: Path) -> None:
+    images = write_idx(tmp_path / "images", _images())
+    labels = write_idx(tmp_path / "labels", np.arange(20, dtype=np.uint8))
+    labels.write_bytes(labels.read_bytes() + b"\x01")
+    with pytest.raises(IdxFormatError, match="1 trailing bytes after the IDX payload"):
+        IdxPairSource(images, labels)

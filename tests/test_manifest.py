@@ -43,6 +43,8 @@ def test_manifest_records_counts_sizes_and_hashes(built: tuple[Path, Manifest]) 
     assert manifest.format_version == FORMAT_VERSION
     assert manifest.created_by == f"streamload {__version__}"
     expected_counts = {"train": [50, 50, 50, 50, 3], "test": [37]}
+    assert manifest.generation == "gen-000001"
+    gen = out / manifest.generation
     files_seen = set()
     for name, split in manifest.splits.items():
         assert [shard.num_samples for shard in split.shards] == expected_counts[name]
@@ -52,11 +54,13 @@ def test_manifest_records_counts_sizes_and_hashes(built: tuple[Path, Manifest]) 
             expected_roles = {"x", "y"} if manifest.format == "npy" else {"hdf5"}
             assert set(shard.files) == expected_roles
             for info in shard.files.values():
-                data = (out / info.name).read_bytes()
+                data = (gen / info.name).read_bytes()
                 assert info.bytes == len(data)
                 assert info.sha256 == hashlib.sha256(data).hexdigest()
                 files_seen.add(info.name)
-    assert files_seen | {MANIFEST_NAME} == {path.name for path in out.iterdir()}
+    assert {path.name for path in out.iterdir()} == {MANIFEST_NAME, ".build.lock", manifest.generation}
+    assert {path.name for path in gen.iterdir()} == files_seen | {MANIFEST_NAME, ".lock"}
+    assert read_manifest(gen) == manifest  # the generation's immutable copy
 
 
 def test_manifest_json_layout(built: tuple[Path, Manifest]) -> None:
@@ -123,6 +127,15 @@ def test_binary_garbage_is_a_manifest_error(tmp_path: Path) -> None:
 
 
 SHARD = r"splits\.train\.shards\[0\]"
+
+
+def _two_huge_shards(data: dict) -> None:
+    """Each shard's count is allowed, their sum is not (it would overflow int64 sample indices)."""
+    split = data["splits"]["train"]
+    split.pop("num_samples")
+    split["shards"][0]["num_samples"] = 2**48
+    split["shards"].append(json.loads(json.dumps(split["shards"][0])))
+
 DAMAGES = {  # what is broken -> the field the error must name
     "no splits": (lambda d: d.pop("splits"), "splits: must be a JSON object, missing"),
     "no sha256": (lambda d: d["splits"]["train"]["shards"][0]["files"]["x"].pop("sha256"),
@@ -135,14 +148,19 @@ DAMAGES = {  # what is broken -> the field the error must name
                       "splits.train.arrays.x.shape\\[0\\]: must be an integer >= 0"),
     "unknown dtype": (lambda d: d["splits"]["train"]["arrays"]["x"].update(dtype="nonsense"),
                       "splits.train.arrays.x.dtype: must be a numeric numpy dtype"),
+    "deprecated dtype alias": (lambda d: d["splits"]["train"]["arrays"]["x"].update(dtype="a"),  # numpy warns
+                               "splits.train.arrays.x.dtype: must be a numeric numpy dtype"),
     "object dtype": (lambda d: d["splits"]["train"]["arrays"]["x"].update(dtype="|O"),
                      "splits.train.arrays.x.dtype: must be a numeric numpy dtype"),
     "null count": (lambda d: d["splits"]["train"]["shards"][0].update(num_samples=None),
-                   f"{SHARD}.num_samples: must be an integer >= 0, got None"),
+                   f"{SHARD}.num_samples: must be an integer >= 0 <= {2**48}, got None"),
     "bytes as text": (lambda d: d["splits"]["train"]["shards"][0]["files"]["x"].update(bytes="134"),
                       f"{SHARD}.files.x.bytes: must be an integer >= 0, got '134'"),
     "negative count": (lambda d: d["splits"]["train"]["shards"][0].update(num_samples=-3),
-                       f"{SHARD}.num_samples: must be an integer >= 0, got -3"),
+                       f"{SHARD}.num_samples: must be an integer >= 0 <= {2**48}, got -3"),
+    "total beyond limits": (_two_huge_shards, f"splits.train.shards: hold more than {2**48} samples in all"),
+    "count beyond int64": (lambda d: d["splits"]["train"]["shards"][0].update(num_samples=2**64),  # found by fuzzing
+                           f"{SHARD}.num_samples: must be an integer >= 0 <= {2**48}, got {2**64}"),
     "total disagrees": (lambda d: d["splits"]["train"].update(num_samples=4),
                         "splits.train.num_samples: says 4 samples but the shards hold 3"),
     "file outside the folder": (lambda d: d["splits"]["train"]["shards"][0]["files"]["x"].update(name="../e.npy"),

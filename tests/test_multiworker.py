@@ -140,3 +140,23 @@ def test_two_workers_train_together_and_each_reads_only_its_share(tmp_path) -> N
             assert share == set(expected.epoch_indices(epoch).tolist())  # exactly its own share, nothing else
             shares.append(share)
         assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == n - 1  # disjoint; 1 left over
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "0"], "--workers must be positive, got 0"),
+    (["--epochs", "-1"], "--epochs must be positive, got -1"),
+], ids=["workers", "epochs"])
+def test_bad_options_are_one_line_before_any_worker_starts(tmp_path, args: list[str], message: str) -> None:
+    directory, _ = build(tmp_path, 20, "npy", 10)
+    result = subprocess.run([*TRAIN_SCRIPT, "--data", str(directory), *args], capture_output=True, text=True,
+                            env=subprocess_env(**CPU_ONLY), timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"train_multiworker.py: error: {message}\n"
+
+
+def test_missing_dataset_is_one_line_before_any_worker_starts(tmp_path) -> None:
+    result = subprocess.run([*TRAIN_SCRIPT, "--data", str(tmp_path / "nowhere")], capture_output=True, text=True,
+                            env=subprocess_env(**CPU_ONLY), timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"train_multiworker.py: error: {tmp_path / 'nowhere' / 'manifest.json'}: ")
+    assert len(result.stderr.splitlines()) == 1

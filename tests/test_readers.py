@@ -11,6 +11,7 @@ import pytest
 from shards import build, vm_flags_of_mappings
 
 from streamload.errors import ShardFormatError
+from streamload.layout import shard_root
 from streamload.manifest import ArraySpec, read_manifest
 from streamload.readers import ChunkedArray, MappedArray, npy_data_offset, open_reader
 
@@ -18,10 +19,15 @@ FORMATS = [("npy", None), ("hdf5", None), ("hdf5", "gzip"), ("hdf5", "lzf")]
 ROW_BYTES = 28 * 28
 
 
+def _root(directory: Path) -> Path:
+    """Where the shard files of the dataset's current generation lie."""
+    return shard_root(directory, read_manifest(directory))
+
+
 def first_reader(directory: Path):  # noqa: ANN201 - a ShardReader
     manifest = read_manifest(directory)
     split = manifest.split("train")
-    return open_reader(manifest.format, directory, split.shards[0], split.arrays)
+    return open_reader(manifest.format, _root(directory), split.shards[0], split.arrays)
 
 
 def first_shard(directory: Path):  # noqa: ANN201
@@ -101,11 +107,11 @@ def test_mapped_ranges_are_offset_plus_row_times_row_bytes(tmp_path, fmt) -> Non
     reader = first_reader(directory)
     _, shard, _ = first_shard(directory)
     if fmt == "npy":
-        mapped = np.load(directory / shard.files["x"].name, mmap_mode="r")
+        mapped = np.load(_root(directory) / shard.files["x"].name, mmap_mode="r")
         offset = mapped.offset
         del mapped
     else:
-        with h5py.File(directory / shard.files["hdf5"].name, "r") as handle:
+        with h5py.File(_root(directory) / shard.files["hdf5"].name, "r") as handle:
             offset = handle["x"].id.get_offset()
     rows = np.array([0, 7, 7, 150, 299])
     ranges = reader.ranges("x", rows)
@@ -122,7 +128,7 @@ def test_npy_offset_is_numpys(tmp_path) -> None:
     directory, _ = build(tmp_path, 50, "npy")
     _, shard, specs = first_shard(directory)
     for key in ("x", "y"):
-        path = directory / shard.files[key].name
+        path = _root(directory) / shard.files[key].name
         assert npy_data_offset(path, specs[key], 50) == np.load(path, mmap_mode="r").offset
 
 
@@ -134,7 +140,7 @@ def test_chunked_ranges_name_the_chunks_stored_bytes(tmp_path) -> None:
     ranges = reader.ranges("x", rows)
     chunks = np.unique(rows // chunk_rows)
     _, shard, _ = first_shard(directory)
-    with h5py.File(directory / shard.files["hdf5"].name, "r") as handle:
+    with h5py.File(_root(directory) / shard.files["hdf5"].name, "r") as handle:
         stored = [handle["x"].id.get_chunk_info_by_coord((int(c) * chunk_rows, 0, 0)) for c in chunks]
     assert ranges.starts.tolist() == [info.byte_offset for info in stored]
     assert ranges.ends.tolist() == [info.byte_offset + info.size for info in stored]
@@ -149,7 +155,7 @@ def test_chunked_ranges_name_the_chunks_stored_bytes(tmp_path) -> None:
 def test_truncated_npy_is_refused_naming_the_file(tmp_path) -> None:
     directory, _ = build(tmp_path, 100, "npy")
     _, shard, _ = first_shard(directory)
-    path = directory / shard.files["x"].name
+    path = _root(directory) / shard.files["x"].name
     os.truncate(path, path.stat().st_size - 1)
     with pytest.raises(ShardFormatError, match=rf"{path}: truncated: {path.stat().st_size} bytes"):
         first_reader(directory)
@@ -159,7 +165,7 @@ def test_truncated_npy_is_refused_naming_the_file(tmp_path) -> None:
 def test_truncated_hdf5_is_refused_naming_the_file(tmp_path, compression) -> None:
     directory, _ = build(tmp_path, 100, "hdf5", compression=compression)
     _, shard, _ = first_shard(directory)
-    path = directory / shard.files["hdf5"].name
+    path = _root(directory) / shard.files["hdf5"].name
     os.truncate(path, path.stat().st_size - 1000)
     with pytest.raises(ShardFormatError, match=f"^{path}: .*truncated"):
         first_reader(directory)
@@ -173,7 +179,7 @@ def test_truncated_hdf5_is_refused_naming_the_file(tmp_path, compression) -> Non
 def test_npy_header_disagreeing_with_the_manifest_is_refused(tmp_path, stored, expected) -> None:
     directory, _ = build(tmp_path, 100, "npy")
     _, shard, _ = first_shard(directory)
-    path = directory / shard.files["x"].name
+    path = _root(directory) / shard.files["x"].name
     np.save(path, stored)
     with pytest.raises(ShardFormatError, match=f"^{path}: {expected}"):
         first_reader(directory)
@@ -189,7 +195,7 @@ def test_a_file_that_is_not_npy_is_refused(tmp_path) -> None:
 def test_hdf5_dataset_missing_or_of_the_wrong_shape_is_refused(tmp_path) -> None:
     directory, _ = build(tmp_path, 100, "hdf5")
     _, shard, _ = first_shard(directory)
-    path = directory / shard.files["hdf5"].name
+    path = _root(directory) / shard.files["hdf5"].name
     with h5py.File(path, "r+") as handle:
         del handle["y"]
     with pytest.raises(ShardFormatError, match=f"^{path}: no dataset 'y'"):
@@ -203,7 +209,7 @@ def test_hdf5_dataset_missing_or_of_the_wrong_shape_is_refused(tmp_path) -> None
 def test_a_file_that_is_not_hdf5_is_refused(tmp_path) -> None:
     directory, _ = build(tmp_path, 10, "hdf5")
     _, shard, _ = first_shard(directory)
-    path = directory / shard.files["hdf5"].name
+    path = _root(directory) / shard.files["hdf5"].name
     path.write_bytes(b"\0" * 4096)
     with pytest.raises(ShardFormatError, match=f"^{path}: cannot open as HDF5"):
         first_reader(directory)

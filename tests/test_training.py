@@ -10,6 +10,8 @@ from shards import build, make_arrays
 
 from apps.training import make_optimizer, tutorial_cnn
 from streamload.errors import InvalidOptionError
+from streamload.generations import shard_root
+from streamload.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,3 +58,38 @@ def test_one_epoch_on_real_mnist_reaches_97_5_percent(tmp_path, mnist_dir) -> No
                        "--min-accuracy", "0.975", "--json", str(tmp_path / "metrics.json"))
     assert result.returncode == 0, result.stdout[-1000:] + result.stderr[-2000:]
     assert json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"] >= 0.975
+
+
+def _one_error_line(result: subprocess.CompletedProcess, program: str) -> str:
+    assert result.returncode == 2 and result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.startswith(program)]
+    assert len(lines) == 1 and lines[0].startswith(f"{program}: error: "), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "--epochs must be positive, got 0"),
+    (["--batch-size", "-5"], "--batch-size must be positive, got -5"),
+    (["--learning-rate", "0"], "--learning-rate must be positive, got 0.0"),
+], ids=["epochs", "batch-size", "learning-rate"])
+def test_train_script_reports_bad_options_in_one_line(tmp_path, args: list[str], message: str) -> None:
+    directory, _ = build(tmp_path, 20, "npy", 10, test_n=5)
+    line = _one_error_line(run_train("--data", str(directory), *args), "train.py")
+    assert line.endswith(message)
+
+
+def test_train_script_reports_a_missing_dataset_in_one_line(tmp_path) -> None:
+    line = _one_error_line(run_train("--data", str(tmp_path / "nowhere")), "train.py")
+    assert line.startswith(f"train.py: error: {tmp_path / 'nowhere' / 'manifest.json'}: no manifest")
+
+
+def test_train_script_reports_a_damaged_shard_in_one_line(tmp_path) -> None:
+    """The manifest opens; the fault shows only when training reads the shard (an OSError from the read path)."""
+    directory, _ = build(tmp_path, 640, "npy", 200, test_n=100)
+    manifest = read_manifest(directory)
+    shard = shard_root(directory, manifest) / manifest.split("train").shards[1].files["x"].name
+    shard.unlink()
+    line = _one_error_line(run_train("--data", str(directory), "--steps-per-epoch", "10", "--shuffle", "none",
+                                     "--model-out", str(tmp_path / "m.keras")), "train.py")
+    assert shard.name in line

@@ -1,9 +1,13 @@
 """Tests for streamload.verify: a sound dataset has no problems, and every damaged file is reported by
-name with what is wrong with it (size first, then SHA-256)."""
+name with what is wrong with it: size, header against the manifest (dtype, shape, row count, format,
+file roles), SHA-256 and CRC-32, and labels outside the recorded range. Manifests edited by hand so
+that they still load (every field valid) but disagree with the shard files are the main fault here."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,10 @@ def _shard_file(dataset: Path, split: str, shard: int) -> str:
     return files["x"].name if "x" in files else files["hdf5"].name
 
 
+def _root(dataset: Path) -> Path:
+    return dataset / str(read_manifest(dataset).generation)
+
+
 def _flip_middle_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -41,8 +49,8 @@ def test_sound_dataset_has_no_problems(dataset: Path) -> None:
 
 def test_truncated_shard(dataset: Path) -> None:
     name = _shard_file(dataset, "train", 1)
-    size = (dataset / name).stat().st_size
-    with open(dataset / name, "r+b") as stream:
+    size = (_root(dataset) / name).stat().st_size
+    with open(_root(dataset) / name, "r+b") as stream:
         stream.truncate(size - 100)
     problems = verify_dataset(dataset, progress=False)
     assert [(p.split, p.shard, p.file) for p in problems] == [("train", 1, name)]
@@ -51,7 +59,7 @@ def test_truncated_shard(dataset: Path) -> None:
 
 def test_shard_with_bytes_appended(dataset: Path) -> None:
     name = _shard_file(dataset, "test", 0)
-    with open(dataset / name, "ab") as stream:
+    with open(_root(dataset) / name, "ab") as stream:
         stream.write(b"\0")
     problems = verify_dataset(dataset, progress=False)
     assert [(p.split, p.shard, p.file) for p in problems] == [("test", 0, name)]
@@ -60,7 +68,7 @@ def test_shard_with_bytes_appended(dataset: Path) -> None:
 
 def test_bit_flip_in_the_middle_is_a_checksum_mismatch(dataset: Path) -> None:
     name = _shard_file(dataset, "train", 2)
-    _flip_middle_byte(dataset / name)
+    _flip_middle_byte(_root(dataset) / name)
     problems = verify_dataset(dataset, progress=False)
     assert [(p.split, p.shard, p.file) for p in problems] == [("train", 2, name)]
     assert problems[0].problem.startswith("checksum mismatch: SHA-256 ")
@@ -68,7 +76,7 @@ def test_bit_flip_in_the_middle_is_a_checksum_mismatch(dataset: Path) -> None:
 
 def test_missing_shard(dataset: Path) -> None:
     name = _shard_file(dataset, "train", 3)
-    (dataset / name).unlink()
+    (_root(dataset) / name).unlink()
     problems = verify_dataset(dataset, progress=False)
     assert problems == [ShardProblem("train", 3, name, "missing")]
     assert str(problems[0]) == f"{name} (split 'train', shard 3): missing"
@@ -76,8 +84,8 @@ def test_missing_shard(dataset: Path) -> None:
 
 def test_every_problem_is_reported_not_just_the_first(dataset: Path) -> None:
     gone, flipped = _shard_file(dataset, "train", 0), _shard_file(dataset, "test", 0)
-    (dataset / gone).unlink()
-    _flip_middle_byte(dataset / flipped)
+    (_root(dataset) / gone).unlink()
+    _flip_middle_byte(_root(dataset) / flipped)
     problems = verify_dataset(dataset, progress=False)
     assert [(p.file, p.problem.split(":")[0]) for p in problems] == [(gone, "missing"), (flipped, "checksum mismatch")]
 
@@ -100,5 +108,111 @@ def test_check_file_reports_progress_in_bytes(dataset: Path) -> None:
     info = read_manifest(dataset).split("train").shards[0].files
     first = next(iter(info.values()))
     seen: list[int] = []
-    assert check_file(dataset / first.name, first, seen.append) is None
+    assert check_file(_root(dataset) / first.name, first, seen.append) is None
     assert sum(seen) == first.bytes
+
+
+# --- the manifest disagrees with the shard files (edited, still a valid manifest) ----------------
+
+
+def _edit(dataset: Path, change: Callable[[dict], None], copy: bool = True) -> None:
+    """Change DIR/manifest.json (and, with ``copy``, the generation's copy the same way)."""
+    paths = [dataset / MANIFEST_NAME] + ([_root(dataset) / MANIFEST_NAME] if copy else [])
+    for path in paths:
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data))
+    read_manifest(dataset)  # still loads: only verify can tell it from the files
+
+
+def _problems(dataset: Path) -> list[tuple[str, int, str]]:
+    return [(p.split, p.shard, p.problem) for p in verify_dataset(dataset, progress=False)]
+
+
+def _move_one_sample(data: dict) -> None:
+    """Shard 0 of train says one sample fewer and shard 1 one more: totals and hashes stay right."""
+    shards = data["splits"]["train"]["shards"]
+    shards[0]["num_samples"] -= 1
+    shards[1]["num_samples"] += 1
+
+
+def test_sample_counts_that_disagree_with_the_headers(dataset: Path) -> None:
+    _edit(dataset, _move_one_sample)
+    fmt = read_manifest(dataset).format
+    said = "header" if fmt == "npy" else "file"
+    x_60 = f"array 'x': {said} says shape (60, 28, 28), the manifest says (59, 28, 28)"
+    y_60 = f"array 'y': {said} says shape (60,), the manifest says (59,)"
+    problems = _problems(dataset)
+    if fmt == "npy":
+        assert problems == [("train", 0, x_60), ("train", 0, y_60),
+                            ("train", 1, x_60.replace("(59", "(61")), ("train", 1, y_60.replace("(59", "(61"))]
+    else:
+        assert problems == [("train", 0, f"{x_60}; {y_60}"),
+                            ("train", 1, f"{x_60}; {y_60}".replace("(59", "(61"))]
+
+
+def test_dtype_and_shape_that_disagree_with_the_headers(dataset: Path) -> None:
+    def change(data: dict) -> None:
+        data["splits"]["test"]["arrays"]["x"] = {"dtype": "<f4", "shape": [784]}
+    _edit(dataset, change)
+    fmt = read_manifest(dataset).format
+    said = "header" if fmt == "npy" else "file"
+    expected = (f"array 'x': {said} says dtype |u1, the manifest says <f4; "
+                f"array 'x': {said} says shape (37, 28, 28), the manifest says (37, 784)")
+    assert _problems(dataset) == [("test", 0, expected)]
+
+
+def test_file_roles_swapped(dataset: Path) -> None:
+    """The manifest's x entry names the y file and the other way round (hashes swapped with them)."""
+    def change(data: dict) -> None:
+        files = data["splits"]["test"]["shards"][0]["files"]
+        if "x" in files:
+            files["x"], files["y"] = files["y"], files["x"]
+        else:
+            data["splits"]["test"]["arrays"] = {"y": data["splits"]["test"]["arrays"]["x"], "x": {"dtype": "|u1",
+                                                                                                  "shape": []}}
+    _edit(dataset, change)
+    problems = _problems(dataset)
+    assert [(split, shard) for split, shard, _ in problems] == [("test", 0)] * len(problems) and problems
+    text = " ".join(problem for *_, problem in problems)
+    assert "array 'x'" in text and "says shape (37,), the manifest says (37, 28, 28)" in text
+
+
+def test_format_that_disagrees_with_the_files(dataset: Path) -> None:
+    def change(data: dict) -> None:
+        npy = data["format"] == "npy"
+        data["format"] = "hdf5" if npy else "npy"
+        for split in data["splits"].values():
+            for shard in split["shards"]:
+                files = shard["files"]
+                shard["files"] = {"hdf5": files["x"]} if npy else {"x": files["hdf5"], "y": files["hdf5"]}
+    _edit(dataset, change)
+    problems = _problems(dataset)
+    assert len(problems) == (5 if read_manifest(dataset).format == "hdf5" else 10)  # every file of the 5 shards
+    expected = "not a readable HDF5 file" if read_manifest(dataset).format == "hdf5" else "not a .npy header"
+    assert all(expected in problem for *_, problem in problems), problems
+
+
+def test_crc32_mismatch_with_a_matching_sha256(dataset: Path) -> None:
+    def change(data: dict) -> None:
+        info = next(iter(data["splits"]["train"]["shards"][2]["files"].values()))
+        info["crc32"] ^= 1
+    _edit(dataset, change)
+    ((split, shard, problem),) = _problems(dataset)
+    assert (split, shard) == ("train", 2) and problem.startswith("checksum mismatch: CRC-32 ")
+
+
+def test_labels_outside_the_recorded_range(dataset: Path) -> None:
+    def change(data: dict) -> None:
+        data["labels"].update(num_classes=9, max=8)
+    _edit(dataset, change)
+    problems = _problems(dataset)
+    assert problems and all("array 'y': labels lie in [0, 9], outside the manifest's labels range [0, 8] of 9 "
+                            "classes" == problem for *_, problem in problems)
+
+
+def test_manifest_and_its_generation_copy_must_agree(dataset: Path) -> None:
+    _edit(dataset, _move_one_sample, copy=False)
+    problems = verify_dataset(dataset, progress=False)
+    assert str(problems[0]) == f"{read_manifest(dataset).generation}/{MANIFEST_NAME}: differs from " \
+                               f"{dataset / MANIFEST_NAME}"

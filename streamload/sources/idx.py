@@ -11,6 +11,7 @@ import gzip
 import math
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 _CODES_BY_KIND = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
+MAX_DIMENSIONS = 32  # numpy arrays have at most 64; no IDX dataset comes near
+_READ_PIECE = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -55,23 +58,47 @@ class IdxHeader:
     def row_bytes(self) -> int:
         return math.prod(self.row_shape) * self.dtype.itemsize
 
+    @property
+    def total_bytes(self) -> int:
+        """Size of the whole uncompressed file: header plus payload."""
+        return self.header_bytes + self.num_rows * self.row_bytes
+
+
+def is_gzip(path: str | os.PathLike) -> bool:
+    with open(path, "rb") as probe:
+        return probe.read(2) == b"\x1f\x8b"
+
 
 def open_idx(path: str | os.PathLike) -> IO[bytes]:
     """Open an IDX file for reading, transparently un-gzipping by magic bytes, not by name."""
-    path = Path(path)
-    with open(path, "rb") as probe:
-        is_gzip = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if is_gzip else open(path, "rb")
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
+def _read(stream: IO[bytes], size: int, path: Path, what: str) -> bytes:
+    """Up to ``size`` bytes, read in bounded pieces: a header claiming terabytes costs no memory."""
+    pieces = []
+    try:
+        while size > 0 and (piece := stream.read(min(size, _READ_PIECE))):
+            pieces.append(piece)
+            size -= len(piece)
+    except (EOFError, gzip.BadGzipFile, OSError, zlib.error) as exc:  # a truncated or corrupt gzip stream
+        raise IdxFormatError(f"{path}: cannot read {what}: {exc}") from exc
+    return b"".join(pieces)
 
 
 def _read_exact(stream: IO[bytes], size: int, path: Path, what: str) -> bytes:
-    try:
-        data = stream.read(size)
-    except (EOFError, gzip.BadGzipFile, OSError) as exc:  # a truncated or corrupt gzip stream
-        raise IdxFormatError(f"{path}: cannot read {what}: {exc}") from exc
+    data = _read(stream, size, path, what)
     if len(data) != size:
         raise IdxFormatError(f"{path}: truncated {what}: expected {size} bytes, found {len(data)}")
     return data
+
+
+def _read_to_end(stream: IO[bytes], header: IdxHeader) -> None:
+    """After the payload the file must end; for gzip, reading on checks the trailer's CRC-32 and length."""
+    extra = _read(stream, 1, header.path, "the end of the gzip stream (its CRC-32 and length trailer)")
+    if extra:
+        raise IdxFormatError(f"{header.path}: trailing bytes after the IDX payload: the header says {header.shape} "
+                             f"({header.total_bytes} bytes in all) but the data goes on")
 
 
 def read_header(stream: IO[bytes], path: str | os.PathLike) -> IdxHeader:
@@ -84,8 +111,31 @@ def read_header(stream: IO[bytes], path: str | os.PathLike) -> IdxHeader:
             f"{path}: wrong IDX magic number 0x{magic.hex()} (expected 0x0000TTNN with a known "
             f"dtype code TT in {sorted(hex(c) for c in IDX_DTYPES)} and NN >= 1 dimensions)"
         )
+    if ndim > MAX_DIMENSIONS:
+        raise IdxFormatError(f"{path}: IDX header declares {ndim} dimensions; at most {MAX_DIMENSIONS} are supported")
     dims = struct.unpack(f">{ndim}I", _read_exact(stream, 4 * ndim, path, "IDX dimensions"))
-    return IdxHeader(path=path, dtype=IDX_DTYPES[code], shape=tuple(dims), header_bytes=4 + 4 * ndim)
+    header = IdxHeader(path=path, dtype=IDX_DTYPES[code], shape=tuple(dims), header_bytes=4 + 4 * ndim)
+    if header.num_rows and not header.row_bytes:
+        raise IdxFormatError(f"{path}: IDX header declares {header.num_rows} samples of shape {header.row_shape}, "
+                             "which hold no data")
+    if header.total_bytes >= 2**62 or math.prod(d for d in header.shape if d) * header.dtype.itemsize >= 2**62:
+        raise IdxFormatError(f"{path}: IDX header declares shape {header.shape}: {header.total_bytes} bytes, "
+                             "more than any file holds")
+    return header
+
+
+def check_raw_size(header: IdxHeader) -> None:
+    """An uncompressed file must be exactly header + payload long: cut or with bytes after, it is refused."""
+    if is_gzip(header.path):
+        return  # sizes inside a gzip stream are checked while reading it to its end
+    size = os.path.getsize(header.path)
+    if size < header.total_bytes:
+        payload = header.total_bytes - header.header_bytes
+        raise IdxFormatError(f"{header.path}: truncated IDX payload: expected {payload} bytes, found "
+                             f"{max(0, size - header.header_bytes)} (after the {header.header_bytes}-byte header)")
+    if size > header.total_bytes:
+        raise IdxFormatError(f"{header.path}: {size - header.total_bytes} trailing bytes after the IDX payload: the "
+                             f"header says {header.shape} ({header.total_bytes} bytes in all), the file has {size}")
 
 
 def read_idx_header(path: str | os.PathLike) -> IdxHeader:
@@ -97,13 +147,18 @@ def iter_idx_rows(path: str | os.PathLike, chunk_rows: int) -> Iterator[np.ndarr
     """Yield consecutive native-endian chunks of at most ``chunk_rows`` rows; memory stays O(chunk)."""
     with open_idx(path) as stream:
         header = read_header(stream, path)
+        check_raw_size(header)
         native = header.dtype.newbyteorder("=")
         for start in range(0, header.num_rows, chunk_rows):
             count = min(chunk_rows, header.num_rows - start)
             what = f"IDX payload (rows {start}..{start + count - 1} of {header.num_rows})"
             raw = _read_exact(stream, count * header.row_bytes, header.path, what)
             chunk = np.frombuffer(raw, dtype=header.dtype).reshape((count, *header.row_shape))
+            if start + count == header.num_rows:
+                _read_to_end(stream, header)  # before the last chunk is used: a bad CRC fails the whole file
             yield chunk.astype(native, copy=False)
+        if header.num_rows == 0:
+            _read_to_end(stream, header)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -133,6 +188,9 @@ class IdxPairSource:
 
     def __init__(self, images: str | os.PathLike, labels: str | os.PathLike) -> None:
         self.images, self.labels = read_idx_header(images), read_idx_header(labels)
+        _check_ranks(self.images, self.labels)
+        check_raw_size(self.images)
+        check_raw_size(self.labels)
         if self.images.num_rows != self.labels.num_rows:
             raise SourceMismatchError(
                 f"{self.images.path} has {self.images.num_rows} images but {self.labels.path} has "
@@ -146,6 +204,19 @@ class IdxPairSource:
         pairs = zip(iter_idx_rows(self.images.path, chunk_rows), iter_idx_rows(self.labels.path, chunk_rows))
         for x, y in pairs:
             yield {"x": x, "y": y}
+
+
+def _check_ranks(images: IdxHeader, labels: IdxHeader) -> None:
+    """Images are samples of rank >= 1 (a file of rank >= 2), labels one number per sample (rank 1)."""
+    problems = []
+    if len(images.shape) < 2:
+        problems.append(f"{images.path}: images must have rank >= 2 (samples, then pixels), this file has shape "
+                        f"{images.shape}")
+    if len(labels.shape) != 1:
+        problems.append(f"{labels.path}: labels must have rank 1 (one per sample), this file has shape {labels.shape}")
+    if problems:
+        swapped = " (are the images and labels files swapped?)" if len(labels.shape) >= 2 else ""
+        raise SourceMismatchError("; ".join(problems) + swapped)
 
 
 def _spec_of(header: IdxHeader) -> ArraySpec:
