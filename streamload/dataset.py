@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._process import current_pid
+from .errors import ShardFormatError
 from .generations import acquire
 from .integrity import check_files, recorded
 from .manifest import Manifest, SplitInfo
@@ -44,6 +45,25 @@ def _allow_open_files(needed: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
 
 
+def _check_files(directory: Path, root: Path, info: SplitInfo) -> None:
+    """Every shard file of the split is there at its recorded size: a missing or cut file fails at open.
+
+    One ``stat`` per file (a millisecond for hundreds of shards), so a damaged dataset is reported
+    before training starts rather than deep inside it; mapping a file cut short would crash with SIGBUS.
+    """
+    for shard in info.shards:
+        for file in shard.files.values():
+            path = root / file.name
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise ShardFormatError(f"{path}: missing, though the manifest lists it; rebuild the dataset or restore "
+                                       f"the file (`build_shards.py --verify {directory}` checks all)") from None
+            if size != file.bytes:
+                raise ShardFormatError(f"{path}: {size} bytes, the manifest says {file.bytes}; the file is damaged "
+                                       f"(`build_shards.py --verify {directory}` checks all)")
+
+
 class ShardedDataset:
     """One split of a dataset on disk."""
 
@@ -57,6 +77,7 @@ class ShardedDataset:
         self.root = self.lease.root
         self.advice: int | None = None
         self._starts = self.info.shard_starts
+        _check_files(self.directory, self.root, self.info)
         _allow_open_files(len(self.info.shards) * len(self.info.arrays) * FILES_PER_MAPPED_ARRAY)
         self._readers: list[ShardReader | None] = []
         self._verified: set[str] = set()

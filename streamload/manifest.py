@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 
 from ._validate import Field
 from .errors import InvalidOptionError, ManifestError, ManifestVersionError
+from .specs import ArraySpec
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 2
@@ -39,23 +39,6 @@ def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise InvalidOptionError(f"unknown shard format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return fmt
-
-
-@dataclass(frozen=True)
-class ArraySpec:
-    """Dtype and per-sample shape of one array (``x``, ``y``, a named feature...) of a split."""
-
-    dtype: str
-    shape: tuple[int, ...]
-
-    @property
-    def sample_bytes(self) -> int:
-        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
-
-    @classmethod
-    def of(cls, array: np.ndarray) -> ArraySpec:
-        """The spec of the samples of ``array`` (its first axis counts samples)."""
-        return cls(dtype=np.dtype(array.dtype).newbyteorder("=").str, shape=tuple(array.shape[1:]))
 
 
 @dataclass(frozen=True)

@@ -58,3 +58,11 @@ def vm_flags_of_mappings(directory: Path) -> dict[str, list[set[str]]]:
             elif fields[0] == "VmFlags:" and current is not None:
                 flags.setdefault(Path(current).name, []).append(set(fields[1:]))
     return flags
+
+
+def shard_folder(directory: Path) -> Path:
+    """Where the shard files of the dataset's current generation lie (``DIR/gen-NNNNNN``)."""
+    from streamload.layout import shard_root
+    from streamload.manifest import read_manifest
+
+    return shard_root(directory, read_manifest(directory))

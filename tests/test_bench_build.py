@@ -20,7 +20,7 @@ from benchmarks.build_bench import (
     time_np_save,
 )
 from streamload.dataset import ShardedDataset
-from streamload.generations import shard_root
+from streamload.layout import shard_root
 from streamload.manifest import read_manifest
 from streamload.sources.idx import read_idx, write_idx
 
@@ -112,7 +112,9 @@ def test_main_writes_every_figure_and_cleans_up(tmp_path: Path, mnist_dir: Path,
     built = results["augmented_build"]
     assert built["train_samples"] == 2000 and built["all_samples"] == 2000 + TEST
     assert built["peak"]["polls"] >= 1 and built["goal_met"] is (built["peak"]["rss_anon"] < 10**9)
-    shards = [path for path in (workdir / "mnist8m").iterdir() if path.name != "manifest.json"]
+    manifest = read_manifest(workdir / "mnist8m")
+    shards = [shard_root(workdir / "mnist8m", manifest) / info.name for split in manifest.splits.values()
+              for shard in split.shards for info in shard.files.values()]
     assert built["dataset_bytes"] == sum(path.stat().st_size for path in shards) >= (2000 + TEST) * 785
     assert len(ShardedDataset(workdir / "mnist8m")) == 2000
     assert sorted(path.name for path in workdir.iterdir()) == ["mnist8m"]  # throughput outputs deleted

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shards import build
+from shards import build, shard_folder
 
 from streamload.dataset import ShardedDataset
 from streamload.kernel_hints import issue
@@ -59,7 +59,7 @@ def wait_resident(path: Path, byte_offsets: np.ndarray, seconds: float = 5.0) ->
 
 def x_file(directory: Path) -> tuple[Path, int]:
     """The images file of a one-shard npy dataset and where its data starts (numpy's own reading)."""
-    (path,) = directory.glob("train-*.x.npy")
+    (path,) = shard_folder(directory).glob("train-*.x.npy")
     mapped = np.load(path, mmap_mode="r")
     offset = mapped.offset
     del mapped
@@ -236,7 +236,7 @@ def test_block_mode_keeps_reading_ahead_while_storage_is_idle_inside_windows(tmp
 
 def test_warm_reads_pause_hinting_and_cold_reads_resume_it(tmp_path, hint_calls, counted_storage) -> None:
     directory, _ = build(tmp_path, 5000, "npy")  # 3.9 MB of images
-    for path in directory.glob("*.npy"):
+    for path in shard_folder(directory).glob("*.npy"):
         path.read_bytes()  # all in the page cache
     loader = BatchLoader(directory, "train", batch_size=16, seed=1, prefetch_batches=4, **RAW)
     for batch in range(64):  # warm-up: hinting runs until the storage reads are seen standing still
@@ -290,7 +290,7 @@ def test_cold_exact_order_reads_little_more_than_it_delivers(tmp_path, counted_s
     directory, _ = build(tmp_path, 10_000, "npy")  # 7.8 MB of images
     loader = BatchLoader(directory, "train", batch_size=4, seed=1, prefetch_batches=8, **RAW)
     batches = [loader.sampler.batch_indices(0, batch) for batch in range(200)]
-    x_path, y_path = (next(directory.glob(f"train-*.{key}.npy")) for key in ("x", "y"))
+    x_path, y_path = (next(shard_folder(directory).glob(f"train-*.{key}.npy")) for key in ("x", "y"))
     drop_page_cache(directory)
     delivered = sum(len(indices) for indices in batches) * (ROW_BYTES + 1)  # stored bytes: uint8 image and label
     x, y = np.load(x_path, mmap_mode="r"), np.load(y_path, mmap_mode="r")
@@ -424,7 +424,7 @@ def test_chunked_hdf5_hints_read_the_stored_chunks(tmp_path) -> None:
     import h5py
 
     directory, arrays = build(tmp_path, 20_000, "hdf5", compression="gzip")
-    path = next(directory.glob("train-*.h5"))
+    path = next(shard_folder(directory).glob("train-*.h5"))
     with h5py.File(path, "r") as handle:
         chunk_rows = handle["x"].chunks[0]
         stored = {row: handle["x"].id.get_chunk_info_by_coord((row - row % chunk_rows, 0, 0)) for row in (10, 7000)}

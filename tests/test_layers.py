@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "streamload"
 LAYERS = [  # lowest first; a module may import from its own layer and any earlier one
     {"errors", "_process", "_validate", "options", "procstats", "specs"},
     {"sources"},
-    {"manifest", "writers", "build", "verify", "generations", "staging", "cli"},
+    {"manifest", "layout", "labels", "writers", "generations", "staging", "build", "verify", "cli"},
     {"readers", "integrity", "dataset"},
     {"sampler", "kernel_hints"},
     {"batching", "loader", "epochs", "resume"},

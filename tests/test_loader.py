@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
-from shards import build, vm_flags_of_mappings
+from shards import build, shard_folder, vm_flags_of_mappings
 
 from streamload.errors import InvalidOptionError, LabelRangeError
 from streamload.loader import BatchLoader, access_advice, batches_per_epoch
@@ -132,12 +132,12 @@ def test_a_corrupt_label_names_its_shard_file_sample_and_verify(tmp_path, fmt) -
     directory, _ = build(tmp_path, 300, fmt, 100)
     index, row = 117, 17  # row 17 of the second shard
     if fmt == "npy":
-        path = directory / "train-00001.y.npy"
+        path = shard_folder(directory) / "train-00001.y.npy"
         position = np.load(path, mmap_mode="r").offset + row  # uint8 labels: one byte each
     else:
         import h5py
 
-        path = directory / "train-00001.h5"
+        path = shard_folder(directory) / "train-00001.h5"
         with h5py.File(path, "r") as handle:
             position = handle["y"].id.get_offset() + row
     with open(path, "r+b") as stream:  # one flipped byte, as a bad disk would

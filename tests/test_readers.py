@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from shards import build, vm_flags_of_mappings
+from shards import build, shard_folder, vm_flags_of_mappings
 
 from streamload.errors import ShardFormatError
 from streamload.layout import shard_root
@@ -78,14 +78,14 @@ def test_take_writes_into_the_buffer_it_is_given(tmp_path, fmt, compression) -> 
 
 def test_contiguous_hdf5_is_memory_mapped_and_h5py_closed(tmp_path) -> None:
     directory, arrays = build(tmp_path, 300, "hdf5")
-    path = next(directory.glob("train-*.h5"))
+    path = next(shard_folder(directory).glob("train-*.h5"))
     reader = first_reader(directory)
     assert all(isinstance(array, MappedArray) for array in reader.arrays.values())
     # each map's own descriptor and the duplicate mmap keeps: h5py's (a fifth) was closed
     assert open_descriptors_of(path) == 4
     chunked_directory, _ = build(tmp_path, 300, "hdf5", compression="gzip")
     chunked = first_reader(chunked_directory)
-    assert open_descriptors_of(next(chunked_directory.glob("train-*.h5"))) == 1  # h5py's, kept for the chunks
+    assert open_descriptors_of(next(shard_folder(chunked_directory).glob("train-*.h5"))) == 1  # h5py keeps it
     assert chunked.arrays["x"].fd is not None and chunked.arrays["x"].dataset.id.valid
     with h5py.File(path, "r") as handle:
         assert reader.arrays["x"].offset == handle["x"].id.get_offset()

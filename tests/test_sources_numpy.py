@@ -19,7 +19,7 @@ RNG = np.random.default_rng(0)
 
 def _arrays(count: int, x_shape: tuple[int, ...] = (4, 3), x_dtype: str = "<f2") -> tuple[np.ndarray, np.ndarray]:
     x = RNG.standard_normal((count, *x_shape)).astype(x_dtype)
-    return x, RNG.integers(-5, 5, count).astype(np.int64)
+    return x, RNG.integers(0, 10, count).astype(np.int64)  # signed storage, class labels 0..9
 
 
 def _round_trip(sources: dict, out: Path, fmt: str = "npy") -> dict[str, dict[str, np.ndarray]]:

@@ -11,7 +11,7 @@ import pytest
 from conftest import read_split
 
 from streamload.build import BuildOptions, build_dataset
-from streamload.errors import InvalidOptionError, SourceFormatError
+from streamload.errors import InvalidOptionError, LabelRangeError, SourceFormatError
 from streamload.sources import CsvSource, csv_sources, split_validation
 
 RNG = np.random.default_rng(0)
@@ -79,7 +79,11 @@ def test_float_and_negative_targets(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_round_trip(regression, tmp_path / "a")["y"], target)
     signed = CsvSource(path, label_column=-1)
     assert signed.label_kind == "integer" and signed.specs["y"].dtype == "<i2"  # -300..2 needs int16
-    np.testing.assert_array_equal(_round_trip(signed, tmp_path / "b")["y"], offset)
+    # integer scalars are class labels, so negative ones are refused at build, naming the file and sample
+    refused = r"r\.csv.*label -?\d+ at sample \d+ lies outside.*store the targets as floats"
+    with pytest.raises(LabelRangeError, match=refused):
+        _round_trip(signed, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
 
 
 def test_tsv_gzip_bom_crlf_quotes_and_blank_lines(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from shards import build
+from shards import build, shard_folder
 
 import streamload
 from streamload import ArraySource, BuildOptions, InvalidOptionError, as_tf_dataset, build_dataset
@@ -137,7 +137,7 @@ def test_dict_features_and_sample_weights_nest_like_the_loaders_batches(tmp_path
 
 def test_a_corrupt_label_surfaces_through_tf_data_naming_the_shard(tmp_path) -> None:
     directory, _ = build(tmp_path, 300, "npy", 100)
-    path = directory / "train-00002.y.npy"
+    path = shard_folder(directory) / "train-00002.y.npy"
     with open(path, "r+b") as stream:
         stream.seek(np.load(path, mmap_mode="r").offset + 5)
         stream.write(bytes([77]))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ShardFormatError, SourceMismatchError
-from ..manifest import ArraySpec
+from ..specs import ArraySpec
 from .base import DEFAULT_CHUNK_ROWS, Chunk, rows_per_chunk
 
 

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..manifest import ArraySpec
+from ..specs import ArraySpec
 
 Chunk = dict[str, np.ndarray]
 DEFAULT_CHUNK_ROWS = 8192

@@ -20,7 +20,7 @@ from typing import IO
 import numpy as np
 
 from ..errors import IdxFormatError, SourceMismatchError
-from ..manifest import ArraySpec
+from ..specs import ArraySpec
 from .base import DEFAULT_CHUNK_ROWS, Chunk
 
 # Dtype codes from the IDX specification; multi-byte types are stored big-endian.

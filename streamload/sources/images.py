@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import ImageDecodeError, InvalidOptionError, SourceFormatError, SourceNotFoundError
-from ..manifest import ArraySpec
+from ..specs import ArraySpec
 from .base import DEFAULT_CHUNK_ROWS, Chunk, label_dtype
 from .imaging import COLOR_MODES, IMAGE_EXTENSIONS, DecodeTask, check_images, decode_images, import_pillow
 from .parallel import MAX_TASK_BYTES, WorkerPool, usable_cpus

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceFormatError, SourceMismatchError
-from ..manifest import ArraySpec
+from ..specs import ArraySpec
 from .base import DEFAULT_CHUNK_ROWS, Chunk, rows_per_chunk
 from .numpy_files import check_storable
 

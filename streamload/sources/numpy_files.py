@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceFormatError, SourceMismatchError, SourceNotFoundError
-from ..manifest import ArraySpec
+from ..specs import ArraySpec
 from .arrays import NpzArraySource
 from .base import DEFAULT_CHUNK_ROWS, Chunk, SplitSource, rows_per_chunk
 

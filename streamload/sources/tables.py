@@ -25,7 +25,7 @@ from typing import IO
 import numpy as np
 
 from ..errors import InvalidOptionError, SourceFormatError, SourceNotFoundError
-from ..manifest import ArraySpec
+from ..specs import ArraySpec
 from .base import DEFAULT_CHUNK_ROWS, Chunk, label_dtype, rows_per_chunk
 
 SCAN_LINES = 65536
