@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import MakeMnist
 from readcount import require_counted_reads
-from shards import make_arrays
+from shards import make_arrays, shard_folder
 
 from benchmarks import loaders_bench as lb
 from benchmarks.loaders_fit import FIT_GOALS
@@ -183,7 +183,7 @@ def test_cold_benchmark_counts_delivered_and_read_bytes(cold_toy: Path) -> None:
     part = lb.cold_benchmark(root / "npy", root / "hdf5", batches=3, batch_size=BATCH, rounds=2)
     results = part["rounds"][0]["results"]
     assert len(results) == lb.COLD_CONTENDERS and part["samples"] == N
-    train_files = sorted((root / "npy").glob("train-*.npy"))
+    train_files = sorted(shard_folder(root / "npy").glob("train-*.npy"))
     assert len(train_files) == 2  # x and y of the one shard
     sizes = [os.path.getsize(path) for path in train_files]
     assert part["dataset_bytes"] == sum(sizes)
