@@ -10,7 +10,9 @@ Keras' signature and model-building probes, and batches prefetched but never tra
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from streamload import EpochSync, StreamingGenerator
+from streamload import ArraySource, BuildOptions, EpochSync, StreamingGenerator, build_dataset
 
 BATCH = 50
 
@@ -80,6 +82,22 @@ def scenarios(data: Path, tiny: Path) -> dict[str, Callable[[], Any]]:
         gen = generator()
         return fit(gen, epochs=4, initial_epoch=2, callbacks=[EpochSync(gen)])
 
+    def rebuilt_mid_fit() -> Any:
+        """Worker processes (a new pool every epoch) across a rebuild after epoch 0: still the old data."""
+        folder = Path(tempfile.mkdtemp()) / "ids"
+        shutil.copytree(data, folder)
+        ids = np.arange(1000, dtype=np.float32)[:, None]
+
+        class Rebuild(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                if epoch == 0:  # the new data's ids start at 5000
+                    build_dataset({"train": ArraySource(x=ids + 5000, y=np.zeros(1000, np.float32))}, folder,
+                                  BuildOptions(overwrite=True, progress=False))
+
+        epochs = fit(generator(folder, workers=2, use_multiprocessing=True), epochs=3, callbacks=[Rebuild()])
+        fresh = StreamingGenerator(folder, batch_size=BATCH, shuffle=False)[0][0][:, 0]
+        return {"epochs": epochs, "fresh": fresh.astype(int).tolist()}
+
     def tiny_synced() -> Any:
         gen = generator(tiny, batch_size=60)
         return fit(gen, epochs=3, callbacks=[EpochSync(gen)])
@@ -93,6 +111,7 @@ def scenarios(data: Path, tiny: Path) -> dict[str, Callable[[], Any]]:
         "tiny_synced": tiny_synced,
         "threads": lambda: fit(generator(workers=2), epochs=3),
         "processes": lambda: fit(generator(workers=2, use_multiprocessing=True), epochs=3),
+        "rebuilt_mid_fit": rebuilt_mid_fit,
     }
 
 

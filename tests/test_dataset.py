@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from shards import build, vm_flags_of_mappings
+from shards import build, make_arrays, vm_flags_of_mappings
 
 from streamload.dataset import ShardedDataset
 from streamload.errors import ManifestError
@@ -235,3 +235,43 @@ def test_the_open_file_limit_is_raised_when_every_map_would_not_fit(tmp_path) ->
     assert result.returncode == 0, result.stderr[-2000:]
     limit, checksum = map(int, result.stdout.split())
     assert limit >= 1600 and checksum == int(arrays["x"][:, 0, 0].astype(int).sum())
+
+
+# --- generations: a rebuild never changes what a running reader serves ------------------------------------
+
+
+def _read_all_in_spawned_process(dataset: ShardedDataset, out) -> None:  # noqa: ANN001 - a multiprocessing queue
+    out.put(dataset.gather(np.arange(len(dataset)))["x"][:, 0, 0].tolist())
+
+
+@pytest.mark.parametrize("new_layout", [dict(fmt="npy", shard_size=100), dict(fmt="hdf5", shard_size=70)])
+def test_a_reader_mid_epoch_keeps_its_generation_across_a_rebuild(tmp_path, new_layout) -> None:
+    import multiprocessing
+
+    from streamload import ArraySource, BatchLoader, BuildOptions, build_dataset
+    from streamload.generations import collect_garbage, list_generations
+
+    directory, old = build(tmp_path, 400, "npy", 100, name="ds")
+    loader = BatchLoader(directory, batch_size=50, shuffle=False, normalize=False, channel_axis=False, one_hot=False)
+    served = [loader.load(0, b)[0] for b in range(3)]  # mid-epoch: 3 of 8 batches read, one shard opened
+    new = make_arrays(400, seed=9)
+    build_dataset({"train": ArraySource(**new)}, directory,
+                  BuildOptions(format=new_layout["fmt"], shard_size=new_layout["shard_size"], overwrite=True,
+                               progress=False))
+    served += [loader.load(0, b)[0] for b in range(3, 8)]  # shards 1-3 are opened only now
+    assert np.array_equal(np.concatenate(served), old["x"])  # the whole epoch from the old generation
+    pickled = pickle.loads(pickle.dumps(loader.dataset))  # what a spawned worker gets
+    assert np.array_equal(pickled.gather(np.arange(400))["x"], old["x"])
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    worker = context.Process(target=_read_all_in_spawned_process, args=(loader.dataset, results))
+    worker.start()
+    assert results.get(timeout=120) == old["x"][:, 0, 0].tolist()
+    worker.join(timeout=60)
+    fresh = ShardedDataset(directory)
+    assert np.array_equal(fresh.gather(np.arange(400))["x"], new["x"])  # a new reader sees the new generation
+    assert len(list_generations(directory)) == 2  # the old one is held
+    for dataset in (loader.dataset, pickled):
+        dataset.close()
+    collect_garbage(directory)
+    assert list_generations(directory) == [fresh.generation]  # disk: only what readers still hold

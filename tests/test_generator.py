@@ -78,6 +78,15 @@ def test_keras_workers_train_on_the_same_epochs(fit_runs, sampler, workers, requ
     assert [e["batches"] for e in epochs] == [expected(sampler, k, range(20)) for k in range(3)]
 
 
+def test_fit_with_worker_processes_keeps_reading_its_generation_across_a_rebuild(fit_runs, sampler, request) -> None:
+    run = fit_runs["rebuilt_mid_fit"]
+    trained = [batch for epoch in run["epochs"] for batch in epoch["batches"]]
+    assert len(trained) == 60 and max(max(batch) for batch in trained) < 1000  # never a sample of the new build
+    if request.node.callspec.params["fit_runs"] == "tensorflow":  # (see the enqueuer note above for JAX)
+        assert [e["batches"] for e in run["epochs"]] == [expected(sampler, k, range(20)) for k in range(3)]
+    assert run["fresh"] == list(range(5000, 5000 + BATCH))  # a new generator reads the new generation
+
+
 # --- the generator's own API --------------------------------------------------------------------------
 
 
