@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, apps/ beside streamload/
 
+from apps.arguments import check_arguments  # noqa: E402
 from apps.multiworker import MODELS, WorkerConfig, launch_local_workers, run_worker  # noqa: E402
 from streamload.cli import report  # noqa: E402
-from streamload.errors import InvalidOptionError, StreamloadError  # noqa: E402
-from streamload.manifest import read_manifest  # noqa: E402
+from streamload.errors import StreamloadError  # noqa: E402
 from streamload.options import SHUFFLE_MODES  # noqa: E402
 
 POSITIVE = ("workers", "epochs", "batch_size", "steps_per_epoch", "timeout")
@@ -48,19 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def check_options(args: argparse.Namespace) -> None:
-    """Numbers that must be positive, and a dataset that opens: checked before any worker starts."""
-    for name in POSITIVE:
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise InvalidOptionError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    read_manifest(args.data)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        check_options(args)
+        check_arguments(args, POSITIVE)
         return launch(args, argv) if not args.worker else work(args)
     except (StreamloadError, OSError) as exc:  # bad options or data, unwritable --out-dir: one line, exit 2
         return report("train_multiworker.py", exc)

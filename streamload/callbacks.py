@@ -18,6 +18,7 @@ from typing import Any
 
 import keras
 
+from .durable import fsync_path, replace_durably, write_durably
 from .generator import StreamingGenerator
 
 _POINTER = "latest.json"
@@ -102,10 +103,9 @@ class TrainingCheckpoint(EpochSync):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         self.model.save_weights(folder / "model.weights.h5")
-        _write_durably(folder / "meta.json", json.dumps(meta, indent=2))
-        _write_durably(self.directory / f".{_POINTER}.tmp", json.dumps({"checkpoint": name}))
-        os.replace(self.directory / f".{_POINTER}.tmp", self.directory / _POINTER)
-        _fsync_folder(self.directory)
+        write_durably(folder / "meta.json", json.dumps(meta, indent=2))
+        fsync_path(folder)
+        replace_durably(self.directory / _POINTER, json.dumps({"checkpoint": name}))
         for old in self.directory.glob("checkpoint-*"):
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
@@ -117,18 +117,3 @@ class TrainingCheckpoint(EpochSync):
             return folder, json.loads((folder / "meta.json").read_text())
         except FileNotFoundError:
             return None
-
-
-def _write_durably(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as stream:
-        stream.write(text)
-        stream.flush()
-        os.fsync(stream.fileno())
-
-
-def _fsync_folder(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

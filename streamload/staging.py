@@ -23,19 +23,12 @@ import time
 import uuid
 from pathlib import Path
 
+from .durable import fsync_path, replace_durably, write_durably
 from .errors import DatasetBusyError
 from .layout import BUILD_LOCK_NAME, FLAT_LEFTOVERS_NAME, LOCK_NAME, STAGING_PREFIX, file_names, lock_file
 from .manifest import MANIFEST_NAME, Manifest
-from .writers import fsync_path
 
 FRESH_FOLDER_GRACE_S = 60.0  # a building folder without its lock file yet is this young at most
-
-
-def write_durably(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as stream:
-        stream.write(text)
-        stream.flush()
-        os.fsync(stream.fileno())
 
 
 def build_lock(directory: Path) -> int | None:
@@ -110,10 +103,7 @@ class Staging:
 
 def switch_manifest(directory: Path, text: str) -> None:
     """Replace ``DIR/manifest.json`` atomically and durably: readers see the old one or the new one."""
-    temporary = directory / f"{STAGING_PREFIX}manifest-{uuid.uuid4().hex[:8]}.json"
-    write_durably(temporary, text)
-    os.replace(temporary, directory / MANIFEST_NAME)
-    fsync_path(directory)
+    replace_durably(directory / MANIFEST_NAME, text, temporary_prefix=STAGING_PREFIX)
 
 
 def new_building_folder(out: Path) -> Path:
@@ -171,9 +161,4 @@ def note_flat_leftovers(directory: Path, manifest: Manifest) -> None:
     listing = directory / FLAT_LEFTOVERS_NAME
     names = json.loads(listing.read_text(encoding="utf-8")) if listing.exists() else []
     names = sorted(set(names) | set(file_names(manifest)))
-    temporary = directory / f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}.json"
-    with open(temporary, "w", encoding="utf-8") as stream:
-        json.dump(names, stream)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, listing)
+    replace_durably(listing, json.dumps(names), temporary_prefix=STAGING_PREFIX)

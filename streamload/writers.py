@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .durable import fsync_path
 from .errors import InvalidOptionError, SourceMismatchError
 from .manifest import HDF5_FILE_ROLE, ArraySpec, FileInfo, ShardInfo, check_format, hash_file
 
@@ -29,15 +30,6 @@ def default_shard_size(specs: Mapping[str, ArraySpec]) -> int:
     """Samples per shard so that a shard is about 64 MB, whatever the sample size."""
     sample_bytes = sum(spec.sample_bytes for spec in specs.values())
     return max(1, TARGET_SHARD_BYTES // max(1, sample_bytes))
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's (or a folder's entries') data to storage, so a crash cannot lose it."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def file_info(path: Path) -> FileInfo:
