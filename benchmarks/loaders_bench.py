@@ -37,6 +37,7 @@ from .common import emit, fail, log, machine_info, options_of
 from .loaders_cold import COLD_CONTENDERS, SEQUENTIAL, cold_benchmark, ensure_cold_dataset
 from .loaders_data import BenchData, SourcesFn, check_identical_batches, ensure_dataset, prepare_data
 from .loaders_fit import FIT_GOAL, fit_benchmark
+from .loaders_integrity import integrity_benchmark
 from .loaders_report import (
     FIT_ARRAYS,
     FIT_GENERATOR,
@@ -262,7 +263,7 @@ def machine(root: Path) -> Result:
 
 def _passes(args: argparse.Namespace) -> int:
     """Passes the progress bar counts: warm-up and timed, of every part that runs."""
-    return ((0 if args.skip_warm else len(LOADERS) * (args.rounds + 1))
+    return ((0 if args.skip_warm else (len(LOADERS) + 2) * (args.rounds + 1))
             + (0 if args.skip_fit else 2 * (args.fit_rounds + 1))
             + (COLD_CONTENDERS * args.cold_rounds if args.cold else 0))
 
@@ -277,6 +278,7 @@ def run(args: argparse.Namespace) -> Result:
     with tqdm(total=_passes(args), unit="pass", file=sys.stderr, disable=args.no_progress) as progress:
         if not args.skip_warm:
             results["warm"] = warm_benchmark(data, args.rounds, progress=progress)
+            results["integrity"] = integrity_benchmark(data, args.rounds, progress=progress)
         if not args.skip_fit:
             results["fit"] = fit_benchmark(data, root, args.fit_samples, args.fit_rounds, progress)
         if args.cold:

@@ -92,7 +92,9 @@ def markdown(results: Result) -> str:
     lines = [f"{cpus_and_ram(machine)}, {machine['workdir_mount']['fstype']} on {machine['workdir_mount']['device']}; "
              f"load average {machine['loadavg_start'][0]:.1f} at start, {machine['loadavg_end'][0]:.1f} at end (a "
              "shared machine: compare ratios within this run); MB = 2^20 bytes", ""]
-    for key, table in (("warm", warm_table), ("fit", fit_table), ("cold", cold_table)):
+    from .loaders_integrity import integrity_table
+
+    for key, table in (("warm", warm_table), ("integrity", integrity_table), ("fit", fit_table), ("cold", cold_table)):
         if key in results:
             lines += table(results[key]) + [""]
     return "\n".join(lines)

@@ -203,6 +203,21 @@ def test_cold_benchmark_counts_delivered_and_read_bytes(cold_toy: Path) -> None:
     assert all(f"| {name} |" in "\n".join(lb.cold_table(part)) for name in results)
 
 
+def test_integrity_benchmark_checks_every_shard_each_round_and_divides_medians(data: lb.BenchData) -> None:
+    from benchmarks.loaders_integrity import CHECKED, UNCHECKED, integrity_benchmark
+    from streamload.integrity import RECORD, crc32_file
+
+    part = integrity_benchmark(data, rounds=3)
+    per_round = _per_round(part["rounds"], "seconds")
+    medians = {name: statistics.median(values) for name, values in per_round.items()}
+    assert part["median_seconds"] == medians and part["ratio"] == medians[CHECKED] / medians[UNCHECKED]
+    root = shard_folder(data.npy)
+    files = sorted(path for path in root.iterdir() if path.suffix == ".npy")
+    recorded = dict(line.split() for line in (root / RECORD).read_text().splitlines())
+    assert recorded == {path.name: str(crc32_file(path)) for path in files}  # the last checked round hashed all
+    assert part["dataset_bytes"] == sum(path.stat().st_size for path in files)
+
+
 def test_options_must_be_positive() -> None:
     for option in ("--rounds", "--batch-size", "--cold-batches", "--fit-samples"):
         with pytest.raises(SystemExit):
@@ -221,7 +236,7 @@ def test_command_line_builds_data_and_writes_tables_and_json(
     stdout = capsys.readouterr().out
     assert "### Loaders, warm page cache: 150 train samples, batch 16" in stdout and "### Cold page cache" in stdout
     report = json.loads(out.read_text())
-    assert set(report) == {"machine", "options", "warm", "cold"}
+    assert set(report) == {"machine", "options", "warm", "integrity", "cold"}
     assert report["machine"]["usable_cpus"] == len(os.sched_getaffinity(0)) and "loadavg_end" in report["machine"]
     assert report["options"]["batch_size"] == 16 and report["cold"]["batch_size"] == 16
     _check_summary(report["warm"], "samples_per_s", "samples_per_cpu_s", lb.WARM_GOALS)
