@@ -10,6 +10,7 @@ updates were lost with the process), nothing is skipped and nothing else repeats
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 import keras
 
 from .durable import fsync_path, replace_durably, write_durably
+from .errors import InvalidOptionError
 from .generator import StreamingGenerator
 
 _POINTER = "latest.json"
@@ -51,7 +53,7 @@ class TrainingCheckpoint(EpochSync):
                  keep_on_success: bool = False) -> None:
         super().__init__(generator)
         if not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1:
-            raise ValueError(f"save_freq must be a positive number of batches, got {save_freq!r}")
+            raise InvalidOptionError(f"save_freq must be a positive number of batches, got {save_freq!r}")
         self.directory, self.generator, self.save_freq = Path(directory), generator, save_freq
         self.keep_on_success = keep_on_success
         self._since_save = 0
@@ -88,8 +90,11 @@ class TrainingCheckpoint(EpochSync):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.model._initial_epoch = None
-        if not self.keep_on_success:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        if not self.keep_on_success:  # only what this callback wrote: the folder may hold other files
+            self._remove_checkpoints(keep=None)
+            (self.directory / _POINTER).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()
 
     def _save(self, keras_epoch: int, batches_done: int) -> None:
         """Write a complete checkpoint in its own folder, then switch ``latest.json`` to it atomically.
@@ -103,12 +108,21 @@ class TrainingCheckpoint(EpochSync):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         self.model.save_weights(folder / "model.weights.h5")
+        fsync_path(folder / "model.weights.h5")
         write_durably(folder / "meta.json", json.dumps(meta, indent=2))
         fsync_path(folder)
         replace_durably(self.directory / _POINTER, json.dumps({"checkpoint": name}))
-        for old in self.directory.glob("checkpoint-*"):
-            if old.name != name:
+        self._remove_checkpoints(keep=name)
+
+    def _remove_checkpoints(self, keep: str | None) -> None:
+        """Older checkpoints, and pointer files a killed save left half-written."""
+        for old in [*self.directory.glob("checkpoint-*"), *self.directory.glob(f".{_POINTER}-*.tmp")]:
+            if old.name == keep:
+                continue
+            if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
 
     def _latest(self) -> tuple[Path, dict[str, Any]] | None:
         try:

@@ -64,3 +64,30 @@ def test_training_killed_mid_epoch_resumes_on_the_same_sample_sequence(tmp_path,
     expected = [epochs * n, epochs * ids.sum(), epochs * np.mod(ids * 7919, 1009).sum()]
     assert json.loads(out.read_text()) == expected  # every sample of every epoch trained exactly once in the end
     assert not checkpoints.exists()  # removed after a successful run
+
+
+def test_checkpoint_options_are_checked_and_a_finished_run_removes_only_its_own_files(tmp_path) -> None:
+    import keras
+
+    from streamload import InvalidOptionError, StreamingGenerator, TrainingCheckpoint
+
+    data = id_dataset(tmp_path / "ids", 300)
+    gen = StreamingGenerator(data, batch_size=50, seed=1)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(InvalidOptionError, match="save_freq"):
+            TrainingCheckpoint(tmp_path / "ck", gen, save_freq=bad)
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("the user's own file")
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    saves = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            saves.append(sorted(path.name for path in folder.iterdir()))
+
+    checkpoint = TrainingCheckpoint(folder, gen, save_freq=2)
+    model.fit(gen, epochs=2, verbose=0, shuffle=False, callbacks=[checkpoint, Watch()])
+    assert ["checkpoint-000000-000000004", "latest.json", "notes.txt"] in saves  # one checkpoint at a time
+    assert sorted(path.name for path in folder.iterdir()) == ["notes.txt"]
