@@ -180,6 +180,8 @@ def write_plot(results: Result, path: Path) -> Path:
         for key, label in (("rss_anon", "process RssAnon"), ("rss_file", "process RssFile"),
                            ("mem_available", "machine MemAvailable"), ("page_cache", "machine page cache")):
             bottom.plot(seconds, [r[key] / GB for r in readings], label=label)
+        if any(r["cgroup_usage"] is not None for r in readings):
+            bottom.plot(seconds, [(r["cgroup_usage"] or 0) / GB for r in readings], label="process' cgroup usage")
         bottom.axhline(results["dataset"]["ram_bytes"] / GB, color="grey", linestyle=":", label="RAM")
         bottom.set_ylabel("GB")
         bottom.set_xlabel("seconds since the process started")
