@@ -56,7 +56,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ram-bytes", type=int, help="the RAM the run plays against: default MemTotal; the tutorial's "
                                                       "RLIMIT_DATA and the base of the default size")
     parser.add_argument("--source", type=Path, help="MNIST folder (default: $STREAMLOAD_MNIST_DIR)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="samples per batch (default: 1024)")
+    parser.add_argument("--batch-size", type=int, default=4096, help="samples per batch (default: 4096)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="PyDataset worker threads feeding model.fit (default: 2: loading overlaps training)")
     parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "jax"),
                         help="Keras backend of the training processes (default: $KERAS_BACKEND, else jax)")
     parser.add_argument("--exact-seconds", type=float, default=120.0,
@@ -79,8 +81,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                                   "(default: WORKDIR/bigger-than-ram.png)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    positive = [args.batch_size, args.exact_seconds, args.sequential_gb, args.random_seconds, args.ram_ratio,
-                args.cold_samples, args.cold_cap_mb, args.ram_samples]
+    positive = [args.batch_size, args.workers, args.exact_seconds, args.sequential_gb, args.random_seconds,
+                args.ram_ratio, args.cold_samples, args.cold_cap_mb, args.ram_samples]
     if min(positive) <= 0 or any(value is not None and value <= 0 for value in
                                  (args.samples, args.ram_bytes, args.block_seconds, args.cgroup_cap_mb)):
         parser.error("sizes, counts, seconds and ratios must be positive")
@@ -174,7 +176,7 @@ def watched_pass(args: argparse.Namespace, directory: Path, role: str, shuffle: 
         counter.write_bytes(bytes(COUNTER_BYTES))
         command = [sys.executable, "-m", "benchmarks.beyond_child", role, "--data", str(directory), "--result",
                    str(result_path), "--counter", str(counter), "--shuffle", shuffle, "--batch-size",
-                   str(args.batch_size), "--ram-samples", str(args.ram_samples),
+                   str(args.batch_size), "--ram-samples", str(args.ram_samples), "--workers", str(args.workers),
                    *(["--max-seconds", str(seconds)] if seconds else [])]
         command = group.command(command) if group is not None else command
         env = {**child_env(), "KERAS_BACKEND": args.backend}

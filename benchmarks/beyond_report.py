@@ -128,7 +128,8 @@ def markdown(results: Result) -> str:
               f"{random['iops']['1']:,.0f} IOPS at depth 1, {random['iops']['64']:,.0f} at depth 64, "
               f"{random['iops']['buffered-64']:,.0f} with 64 threads reading through the page cache; a sample costs "
               f"{found['pages_per_sample']:.3f} pages when nothing is cached, so the depth-64 limit is "
-              f"{found['random_limit_samples_per_s']:,.0f} samples/s.", "",
+              f"{found['random_limit_samples_per_s']:,.0f} samples/s."
+              + (f" ({random['note']})" if random["note"] else ""), "",
               "| pass | samples | seconds | samples/s | vs ceiling | read amplification | storage pages/s "
               "| peak RssAnon MB | peak RssFile MB | cached before |", "|---|---:|---:|---:|---|" + "---:|" * 5]
     for label, figures_, versus in rows:

@@ -78,8 +78,15 @@ def _fio_iops(files: Sequence[Path], depth: int, seconds: float, buffered: bool 
               if buffered else ["--direct=1", "--ioengine=libaio", f"--iodepth={depth}"])
     command = ["fio", "--name=randread", f"--filename={names}", "--rw=randread", f"--bs={BLOCK}", *engine,
                f"--runtime={seconds:g}", "--time_based", "--file_service_type=random", "--output-format=json"]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return float(json.loads(output[output.index("{"):])["jobs"][0]["read"]["iops"])
+    for _attempt in range(2):  # once more before giving up: a busy shared machine makes fio fail now and then
+        run = subprocess.run(command, capture_output=True, text=True)
+        if run.returncode == 0:
+            return float(json.loads(run.stdout[run.stdout.index("{"):])["jobs"][0]["read"]["iops"])
+    raise FioError(f"fio exited with status {run.returncode}: {(run.stderr or run.stdout)[-300:].strip()}")
+
+
+class FioError(RuntimeError):
+    """fio ran and failed (the message has the end of what it printed)."""
 
 
 def _python_iops(files: Sequence[Path], depth: int, seconds: float, buffered: bool = False) -> float:
@@ -132,8 +139,8 @@ def random_read_limits(files: Sequence[Path], depths: Sequence[int] = (1, 64), s
     if use_fio:
         try:
             iops = _measure(_fio_iops, files, depths, seconds, progress)
-        except (subprocess.CalledProcessError, ValueError, KeyError) as exc:
-            use_fio, note = False, f"fio failed ({type(exc).__name__}): measured with Python threads instead"
+        except (FioError, ValueError, KeyError) as exc:
+            use_fio, note = False, f"fio failed ({exc}): measured with Python threads instead"
     if not use_fio:
         iops = _measure(_python_iops, files, depths, seconds, progress)
     described = ("fio randread, libaio, O_DIRECT, 4 KiB" if use_fio else
