@@ -38,7 +38,7 @@ from .cold import evict
 
 Result = dict[str, Any]
 BLOCK = 4096
-MAX_FILES = 64  # fio fails on very long --filename lists; 64 files spread over the set are as random for a disk
+MAX_FILES = 64  # fio fails on --filename lists much over 4 KiB; 64 files spread over the set are as random for a disk
 
 
 def row_pages(row_bytes: int, offset: int) -> float:
@@ -73,10 +73,12 @@ def pages_per_sample(dataset: ShardedDataset, keys: Sequence[str] | None = None)
 
 def _fio_iops(files: Sequence[Path], depth: int, seconds: float, buffered: bool = False) -> float:
     """O_DIRECT reads, ``depth`` in flight (libaio); ``buffered``: ``depth`` threads reading through the page cache."""
-    names = ":".join(str(path).replace(":", "\\:") for path in files)
+    folders = {path.parent for path in files}  # fio cuts --filename near 4 KiB: name the files from their folder
+    where = [f"--directory={folders.pop()}"] if len(folders) == 1 else []
+    names = ":".join((path.name if where else str(path)).replace(":", "\\:") for path in files)
     engine = ([f"--numjobs={depth}", "--group_reporting", "--direct=0", "--ioengine=psync", "--invalidate=1"]
               if buffered else ["--direct=1", "--ioengine=libaio", f"--iodepth={depth}"])
-    command = ["fio", "--name=randread", f"--filename={names}", "--rw=randread", f"--bs={BLOCK}", *engine,
+    command = ["fio", "--name=randread", *where, f"--filename={names}", "--rw=randread", f"--bs={BLOCK}", *engine,
                f"--runtime={seconds:g}", "--time_based", "--file_service_type=random", "--output-format=json"]
     for _attempt in range(2):  # once more before giving up: a busy shared machine makes fio fail now and then
         run = subprocess.run(command, capture_output=True, text=True)
