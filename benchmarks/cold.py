@@ -127,8 +127,8 @@ def cold_pass(make_loader: Callable[[], Loader], files: str | os.PathLike | Sequ
     return ColdResult(samples, seconds, read_bytes, samples * per_sample)
 
 
-def sequential_pass(files: Sequence[str | os.PathLike], sample_bytes: int,
-                    limit_bytes: int | None = None) -> ColdResult:
+def sequential_pass(files: Sequence[str | os.PathLike], sample_bytes: int, limit_bytes: int | None = None,
+                    on_bytes: Callable[[int], object] = lambda _: None) -> ColdResult:
     """The ceiling: read ``files`` front to back in 8 MiB reads, cold, as if every byte were a sample."""
     evict(files)
     total, before, start = 0, read_io().read_bytes, time.perf_counter()
@@ -136,8 +136,32 @@ def sequential_pass(files: Sequence[str | os.PathLike], sample_bytes: int,
         with open(path, "rb", buffering=0) as stream:
             while (limit_bytes is None or total < limit_bytes) and (block := stream.read(SEQUENTIAL_READ_BYTES)):
                 total += len(block)
+                on_bytes(len(block))
     seconds = time.perf_counter() - start
     return ColdResult(total // sample_bytes, seconds, read_io().read_bytes - before, total)
+
+
+def resident_fraction(files: Sequence[str | os.PathLike], most_files: int = 64) -> float:
+    """Share of the pages of ``files`` (up to ``most_files`` of them, spread) in the page cache now, by mincore:
+    ~0 right after an eviction that worked, more when another process keeps the files mapped."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    paths = [Path(path) for path in files if Path(path).stat().st_size]
+    paths = paths[::max(1, len(paths) // most_files)][:most_files]
+    resident = total = 0
+    for path in paths:
+        with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            pages = -(-len(mapped) // mmap.PAGESIZE)
+            flags = (ctypes.c_ubyte * pages)()
+            view = np.frombuffer(mapped, dtype=np.uint8)
+            status = libc.mincore(ctypes.c_void_p(view.ctypes.data), ctypes.c_size_t(len(mapped)), flags)
+            del view
+            if status == 0:
+                resident += int((np.frombuffer(flags, dtype=np.uint8) & 1).sum())
+                total += pages
+    return resident / total if total else 0.0
 
 
 class PlainGatherLoader:

@@ -31,10 +31,18 @@ from tqdm import tqdm
 
 from streamload.errors import StreamloadError
 from streamload.loader import BatchLoader
+from streamload.options import DEFAULT_PREFETCH_BATCHES
 from streamload.sources.mnist import mnist_sources
 
-from .common import emit, fail, log, machine_info, options_of
-from .loaders_cold import COLD_CONTENDERS, SEQUENTIAL, cold_benchmark, ensure_cold_dataset
+from .cgroups import CgroupUnavailableError
+from .common import MB, emit, fail, log, machine_info, options_of
+from .loaders_cold import (
+    COLD_CONTENDERS,
+    SEQUENTIAL,
+    capped_cold_benchmark,
+    cold_benchmark,
+    ensure_cold_dataset,
+)
 from .loaders_data import BenchData, SourcesFn, check_identical_batches, ensure_dataset, prepare_data
 from .loaders_fit import FIT_GOAL, fit_benchmark
 from .loaders_integrity import integrity_benchmark
@@ -243,35 +251,85 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cold-exact-batches", type=int, default=250,
                         help="batches per cold pass in exact order: short, as out of RAM (default: 250)")
     parser.add_argument("--cold-rounds", type=int, default=3, help="cold passes per reader (default: 3)")
+    parser.add_argument("--cold-prefetch", type=int, nargs="+", default=[DEFAULT_PREFETCH_BATCHES], metavar="N",
+                        help="streamload's prefetch_batches in the cold part, one row each; 0 = hints off "
+                             f"(default: {DEFAULT_PREFETCH_BATCHES})")
+    parser.add_argument("--cold-full-epochs", action="store_true",
+                        help="streamload's cold passes read whole epochs, the ceiling whole files (use with "
+                             "--cold-cap-mb, or a dataset larger than RAM)")
+    parser.add_argument("--cold-cap-mb", type=int, metavar="MB",
+                        help="run the cold part in a child whose memory cgroup (heap + page cache) is capped at MB, "
+                             "below the files' size; needs a writable cgroup")
+    parser.add_argument("--cold-formats", nargs="+", choices=("npy", "hdf5"), default=["npy", "hdf5"],
+                        help="shard formats of the cold part (default: npy hdf5)")
     parser.add_argument("--json", type=Path, help="also write every figure and the machine to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     counts = ("rounds", "batch_size", "fit_samples", "fit_rounds", "cold_samples", "cold_batches", "cold_exact_batches",
               "cold_rounds")
-    if any(getattr(args, name) < 1 for name in counts):
-        parser.error("--rounds, --batch-size, --fit-*, --cold-samples, --cold-batches, --cold-rounds must be positive")
+    if any(getattr(args, name) < 1 for name in counts) or (args.cold_cap_mb is not None and args.cold_cap_mb < 1):
+        parser.error("--rounds, --batch-size, --fit-*, --cold-samples, --cold-batches, --cold-rounds, --cold-cap-mb "
+                     "must be positive")
+    if min(args.cold_prefetch) < 0:
+        parser.error("--cold-prefetch takes batch counts of 0 or more")
+    if "npy" not in args.cold_formats:
+        parser.error("--cold-formats must include npy (the plain gather and the ceiling read it)")
     return args
 
 
-def machine(root: Path) -> Result:
-    import keras
-    import tensorflow as tf
+def cold_contender_count(args: argparse.Namespace) -> int:
+    """Passes of one cold round: streamload per format, order and depth, the plain gathers, the ceiling."""
+    formats = len(set(args.cold_formats))
+    return formats * 2 * len(set(args.cold_prefetch)) + formats + 1
 
-    return {**machine_info(root), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "loadavg_start": list(os.getloadavg())}
+
+def _inner_cold_argv(args: argparse.Namespace, npy: Path, hdf5: Path) -> list[str]:
+    """This command's cold options for the child that runs them in a capped cgroup."""
+    argv = ["--cold", "--skip-warm", "--skip-fit", "--data", str(args.data.absolute()), "--cold-npy", str(npy),
+            "--cold-hdf5", str(hdf5), "--cold-formats", *args.cold_formats, "--batch-size", str(args.batch_size),
+            "--seed", str(args.seed), "--cold-batches", str(args.cold_batches), "--cold-exact-batches",
+            str(args.cold_exact_batches), "--cold-rounds", str(args.cold_rounds), "--cold-prefetch",
+            *map(str, args.cold_prefetch)]
+    return argv + ["--cold-full-epochs"] * args.cold_full_epochs + ["--no-progress"] * args.no_progress
+
+
+def run_cold(args: argparse.Namespace, progress: Any) -> Result:
+    """The cold part here, or in a child inside a memory cgroup when ``--cold-cap-mb`` is given."""
+    npy = ensure_cold_dataset(args.cold_npy.absolute(), "npy", args.cold_samples, args.source)
+    hdf5 = ensure_cold_dataset(args.cold_hdf5.absolute(), "hdf5", args.cold_samples, args.source) \
+        if "hdf5" in args.cold_formats else None
+    if args.cold_cap_mb is not None:
+        part = capped_cold_benchmark(_inner_cold_argv(args, npy, args.cold_hdf5.absolute()), args.cold_cap_mb * MB)
+        progress.update(cold_contender_count(args) * args.cold_rounds)
+        return part
+    prefetch = list(dict.fromkeys(args.cold_prefetch))
+    return cold_benchmark(npy, hdf5, args.cold_batches, args.batch_size, args.seed, args.cold_rounds, progress,
+                          args.cold_exact_batches, prefetch, args.cold_full_epochs)
+
+
+def machine(root: Path, with_keras: bool = True) -> Result:
+    """The machine and versions; Keras' and TensorFlow's only when a part uses them (the cold part alone runs
+    without them, so that a capped cgroup holds its page cache, not TensorFlow's ~300 MB of heap)."""
+    found = {**machine_info(root), "loadavg_start": list(os.getloadavg())}
+    if with_keras:
+        import keras
+        import tensorflow as tf
+
+        found.update(tensorflow=tf.__version__, keras=keras.__version__)
+    return found
 
 
 def _passes(args: argparse.Namespace) -> int:
     """Passes the progress bar counts: warm-up and timed, of every part that runs."""
     return ((0 if args.skip_warm else (len(LOADERS) + 2) * (args.rounds + 1))
             + (0 if args.skip_fit else 2 * (args.fit_rounds + 1))
-            + (COLD_CONTENDERS * args.cold_rounds if args.cold else 0))
+            + (cold_contender_count(args) * args.cold_rounds if args.cold else 0))
 
 
 def run(args: argparse.Namespace) -> Result:
     root = args.data.absolute()
     root.mkdir(parents=True, exist_ok=True)
-    results: Result = {"machine": machine(root), "options": options_of(args)}
+    results: Result = {"machine": machine(root, not (args.skip_warm and args.skip_fit)), "options": options_of(args)}
     if not (args.skip_warm and args.skip_fit):
         log(f"preparing {root} (built once)")
         data = prepare_data(root, lambda: mnist_sources(args.source, download=False), args.batch_size, args.seed)
@@ -282,10 +340,7 @@ def run(args: argparse.Namespace) -> Result:
         if not args.skip_fit:
             results["fit"] = fit_benchmark(data, root, args.fit_samples, args.fit_rounds, progress)
         if args.cold:
-            npy = ensure_cold_dataset(args.cold_npy.absolute(), "npy", args.cold_samples, args.source)
-            hdf5 = ensure_cold_dataset(args.cold_hdf5.absolute(), "hdf5", args.cold_samples, args.source)
-            results["cold"] = cold_benchmark(npy, hdf5, args.cold_batches, args.batch_size, args.seed,
-                                             args.cold_rounds, progress, args.cold_exact_batches)
+            results["cold"] = run_cold(args, progress)
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     return results
 
@@ -294,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         results = run(args)
-    except (StreamloadError, subprocess.CalledProcessError) as exc:
+    except (StreamloadError, subprocess.CalledProcessError, CgroupUnavailableError) as exc:
         return fail("benchmark_loaders.py", exc)
     emit(results, markdown(results), args.json)
     return 0

@@ -72,12 +72,28 @@ def fit_table(part: Result) -> list[str]:
     return lines + [""] + goals_table(part["ratios"], part["cpu_ratios"])
 
 
+def _cold_passes(part: Result) -> str:
+    if part.get("full_epochs"):
+        return (f"streamload's passes read whole epochs ({part['batches']:,} batches), the plain gathers "
+                f"{part['exact_batches']:,} batches")
+    return (f"passes of {part.get('exact_batches', part['batches']):,} batches in exact order, {part['batches']:,} in "
+            "block order")
+
+
+def _cold_cap(part: Result) -> str:
+    group = part.get("cgroup")
+    if group is None:
+        return ""
+    peak = "" if group["peak_bytes"] is None else f", peak use {group['peak_bytes'] / MB:,.0f} MB"
+    return (f"; run in a memory cgroup (v{group['version']}) capped at {group['limit_bytes'] / MB:,.0f} MB, heap and "
+            f"page cache together{peak}, below the files' {part['dataset_bytes'] / MB:,.0f} MB")
+
+
 def cold_table(part: Result) -> list[str]:
     median = part["median"]
     lines = [f"### Cold page cache: batches of {part['batch_size']} from {part['samples']:,} samples "
-             f"({part['dataset_bytes'] / MB:,.0f} MB), evicted before each pass; passes of "
-             f"{part.get('exact_batches', part['batches']):,} batches in exact order, {part['batches']:,} in block "
-             f"order; median of {len(part['rounds'])} round(s)", "",
+             f"({part['dataset_bytes'] / MB:,.0f} MB), evicted before each pass; {_cold_passes(part)}; median of "
+             f"{len(part['rounds'])} round(s){_cold_cap(part)}", "",
              "| reader / shuffle | samples/s | delivered MB/s | storage MB read | read bytes per delivered byte "
              "| vs sequential |", "|---|---:|---:|---:|---:|---:|"]
     for name, rate in median["samples_per_s"].items():

@@ -1,14 +1,16 @@
 """Kernel read hints: ask for the pages of the next batches before they are gathered.
 
-This layer only issues ``posix_fadvise(WILLNEED)`` hints, which queue asynchronous reads into the
-page cache and return; it never reads or returns data, so the batches are the same with it or
+This layer only issues WILLNEED hints (:mod:`~streamload.readahead`: ``process_madvise`` for the
+pages of many rows at once, ``posix_fadvise`` for long ranges), which queue asynchronous reads into
+the page cache and return; it never reads or returns data, so the batches are the same with it or
 without it (``prefetch_batches=0``). It uses the loader's own sampler to know what comes next.
 
 * A requested batch not hinted yet gets its own pages hinted just before its gather, so its ~64
   scattered pages are read in parallel instead of one page fault after another.
-* While requests come in order, exact and unshuffled modes also hint the batch ``depth`` ahead.
+* While requests come in order, exact and unshuffled modes also hint the batches up to ``depth``
+  ahead, from a thread, so the device always has reads queued while this batch is gathered.
   Block mode instead hints whole blocks, for the batches being read and for those half a shuffle
-  window ahead (on a thread), so every window is read as a few long sequential runs.
+  window ahead (on the thread), so every window is read as a few long sequential runs.
 * Requests in random order (Keras shuffling the batch order) get no lookahead: it would be wasted.
 * Once the data is in the page cache, exact-order hints would cost ~60 system calls a batch for
   nothing: every ``_IO_CHECK_EVERY`` batches the process' storage reads (``getrusage``'s
@@ -23,7 +25,6 @@ bookkeeping is a few bounded tables. State is per process: a forked or unpickled
 from __future__ import annotations
 
 import math
-import os
 import queue
 import resource
 import threading
@@ -36,8 +37,11 @@ import numpy as np
 from ._process import current_pid
 from .dataset import ShardedDataset
 from .errors import StreamloadError
+from .readahead import PageRuns, PlainRows, advise_runs, issue
 from .readers import PAGE, ByteRanges
 from .sampler import IndexSampler
+
+__all__ = ["KernelHints", "issue"]
 
 SMALL_SAMPLES_PER_PAGE = 64  # arrays of samples this small (labels) are hinted whole, once per shard
 STREAM_SLACK = 8  # requests this close to the previous one count as in order (several workers interleave)
@@ -48,18 +52,21 @@ _IO_CHECK_EVERY = 16  # batches between looks at this process' storage reads
 _IDLE_CHECKS = 2  # looks without a block read from storage before hinting pauses
 
 
-def issue(ranges: list[ByteRanges]) -> None:
-    """Queue reads of the pages under ``ranges`` (merged per file when adjacent); returns at once."""
-    for found in ranges:
-        first, last = found.starts // PAGE, (found.ends - 1) // PAGE
-        if len(first) > 1 and (first[1:] < first[:-1]).any():  # the merge below needs ranges in file order
-            order = np.argsort(first, kind="stable")
-            first, last = first[order], last[order]
-        if len(first) > 1:  # merge runs of touching or overlapping pages into one hint each
-            breaks = np.flatnonzero(first[1:] > np.maximum.accumulate(last)[:-1] + 1) + 1
-            first, last = first[np.r_[0, breaks]], np.maximum.reduceat(last, np.r_[0, breaks])
-        for page, end in zip(first.tolist(), last.tolist()):
-            os.posix_fadvise(found.fd, page * PAGE, (end - page + 1) * PAGE, os.POSIX_FADV_WILLNEED)
+@dataclass
+class _Reads:
+    """Hints worked out by the caller (numpy, reader lookups), to be issued by whoever has the time."""
+
+    ranges: list[ByteRanges] = field(default_factory=list)  # each keeps its file open
+    pages: list[PageRuns] = field(default_factory=list)
+    owner: object = None  # keeps the files and maps of ``pages`` open until they are issued
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges or self.pages)
+
+    def issue(self) -> None:
+        issue(self.ranges)
+        for runs in self.pages:
+            advise_runs(runs)
 
 
 class _Bounded:
@@ -88,10 +95,16 @@ class _ProcessState:
     groups: _Bounded = field(default_factory=_Bounded)
     blocks: _Bounded = field(default_factory=_Bounded)
     shards: _Bounded = field(default_factory=_Bounded)  # (epoch, shard) whose tiny arrays were hinted whole
-    hinter: _SpanHinter | None = None
+    hinter: _Hinter | None = None
     calls: int = 0
     blocks_read: int = -1  # ru_inblock at the last look
     idle_checks: int = 0  # consecutive looks that found no read from storage
+    plain_rows: PlainRows | None = None
+
+    def rows(self, owner: KernelHints) -> PlainRows:
+        if self.plain_rows is None:
+            self.plain_rows = PlainRows(owner.dataset, owner.row_keys)
+        return self.plain_rows
 
     def storage_idle(self) -> bool:
         """True while the data comes from the page cache alone, so hints would be wasted system calls."""
@@ -133,7 +146,7 @@ class KernelHints:
                 state.last = None  # the next epoch starts afresh at its batch 0
                 fresh = state.batches.add((epoch, offset, batch))
             if fresh and not state.storage_idle():
-                self._hint_rows(state, epoch, [indices])
+                self._issue_now(self._row_reads(state, epoch, [indices]))
             return
         position = epoch * self.sampler.num_batches + batch
         if not self.block_mode and state.storage_idle():  # no lock: a race only shifts when we look
@@ -142,36 +155,53 @@ class KernelHints:
         with state.lock:
             in_order = batch == 0 if state.last is None else abs(position - state.last) <= max(self.depth, STREAM_SLACK)
             state.last = position
-            spans, spans_ahead, pages = [], [], []
+            spans, spans_ahead, pages, ahead = [], [], [], []
             if in_order and self.block_mode:
                 spans = self._new_blocks(state, position)
                 spans_ahead = self._new_blocks(state, position + self.window_lead)
-                if spans_ahead and state.hinter is None:
-                    state.hinter = _SpanHinter(self)
             else:
                 pages = [indices] if state.batches.add(position) else []
                 if in_order:
-                    pages += [self._indices(p) for p in range(position + 1, position + self.depth + 1)
-                              if state.batches.add(p)]
+                    ahead = [self._indices(p) for p in range(position + 1, position + self.depth + 1)
+                             if state.batches.add(p)]
+            if (spans_ahead or ahead) and state.hinter is None:
+                state.hinter = _Hinter(self)
         if spans:
             issue(self._block_ranges(spans))
         if spans_ahead:
-            state.hinter.submit(self._block_ranges(spans_ahead))
-        self._hint_rows(state, epoch, pages)
+            state.hinter.submit(_Reads(ranges=self._block_ranges(spans_ahead)))
+        self._issue_now(self._row_reads(state, epoch, pages))
+        if ahead:  # the system calls overlap with this batch's gather, on the hinting thread
+            state.hinter.submit(self._row_reads(state, epoch, ahead))
 
-    def _hint_rows(self, state: _ProcessState, epoch: int, batches: list[np.ndarray]) -> None:
+    @staticmethod
+    def _issue_now(reads: _Reads) -> None:
+        try:
+            reads.issue()
+        except OSError:  # hints are optional: the gather reports real errors
+            pass
+
+    def _row_reads(self, state: _ProcessState, epoch: int, batches: list[np.ndarray]) -> _Reads:
         """The pages of each batch's rows, and the whole arrays of tiny samples in shards not hinted this epoch."""
+        starts, reads = self.dataset.info.shard_starts, _Reads()
         for wanted in batches:
             try:
-                issue(self.dataset.ranges(wanted, self.row_keys))
-                if self.whole_keys:
-                    shards = np.unique(np.searchsorted(self.dataset.info.shard_starts, wanted, side="right") - 1)
-                    starts = self.dataset.info.shard_starts
-                    for shard in shards.tolist():
-                        if state.shards.add((epoch, shard)):
-                            issue(self.dataset.span_ranges(int(starts[shard]), int(starts[shard + 1]), self.whole_keys))
+                wanted = wanted if (wanted[1:] >= wanted[:-1]).all() else np.sort(wanted)
+                shards = np.searchsorted(starts, wanted, side="right") - 1
+                for key in self.row_keys:
+                    runs = state.rows(self).pages(shards, wanted - starts[shards], key)
+                    if runs is None:
+                        reads.ranges += self.dataset.ranges(wanted, (key,))
+                    else:
+                        reads.pages.append(runs)
+                        reads.owner = state.plain_rows
+                for shard in np.unique(shards).tolist() if self.whole_keys else ():
+                    if state.shards.add((epoch, shard)):
+                        reads.ranges += self.dataset.span_ranges(int(starts[shard]), int(starts[shard + 1]),
+                                                                 self.whole_keys)
             except (StreamloadError, OSError):  # hints are optional: the gather that needs the shard reports it
                 continue
+        return reads
 
     def _block_ranges(self, block_starts: list[int]) -> list[ByteRanges]:
         size = self.sampler.options.block_size
@@ -204,15 +234,17 @@ class KernelHints:
         return {**self.__dict__, "_states": {}}
 
 
-class _SpanHinter:
-    """One thread per process that issues the block hints of the next window.
+class _Hinter:
+    """One thread per process that issues the hints read ahead: block windows, exact-order batches.
 
-    A window is ~25 MB: queueing its reads costs the kernel ~10 ms (page allocation, request
-    building), which ``posix_fadvise`` spends with the GIL released, so here it overlaps with the
-    caller's gathers instead of stalling one of them. The thread only makes that system call (the
-    byte ranges, HDF5 chunk lookups included, are worked out by the caller), so it never holds a
-    library lock a ``fork`` could copy while held. Started on first use, never in ``__init__``;
-    it stops once its owner is garbage-collected or closed.
+    Queueing reads costs the kernel ~5 us a page (page allocation, request building), more when
+    the device queue is full and the call waits for a free slot: a 25 MB window ~10 ms, a batch
+    of 1,024 random samples ~10 ms. ``posix_fadvise`` spends that with the GIL released, so here
+    it overlaps with the caller's gathers instead of stalling them (in exact order, from the
+    caller's thread, it took ~60% of the time of a cold pass). The thread only makes that system
+    call (pages, byte ranges and HDF5 chunk lookups are worked out by the caller), so it never
+    holds a library lock a ``fork`` could copy while held. Started on first use, never in
+    ``__init__``; it stops once its owner is garbage-collected or closed.
     """
 
     def __init__(self, owner: KernelHints) -> None:
@@ -224,11 +256,13 @@ class _SpanHinter:
         # the thread holds no reference to the owner, so this fires once the loader is gone
         weakref.finalize(owner, _send_stop, self._jobs, self._stopped, current_pid())
 
-    def submit(self, ranges: list[ByteRanges]) -> None:
+    def submit(self, reads: _Reads) -> None:
+        if not reads:
+            return
         try:
-            self._jobs.put_nowait(ranges)
+            self._jobs.put_nowait(reads)
         except queue.Full:  # the thread is behind: do it here rather than drop it or wait
-            issue(ranges)
+            KernelHints._issue_now(reads)
 
     def stop(self, wait: bool) -> None:
         _send_stop(self._jobs, self._stopped, current_pid())
@@ -244,10 +278,7 @@ def _send_stop(jobs: queue.Queue, stopped: threading.Event, pid: int) -> None:
 
 
 def _serve_hints(jobs: queue.Queue, stopped: threading.Event) -> None:
-    while (ranges := jobs.get()) is not None:
+    while (reads := jobs.get()) is not None:
         if not stopped.is_set():
-            try:
-                issue(ranges)
-            except OSError:  # a hint is optional; the gather itself reports real errors
-                pass
-        del ranges  # the ranges hold their files' maps open: only while queued
+            KernelHints._issue_now(reads)
+        del reads  # the ranges hold their files' maps open: only while queued

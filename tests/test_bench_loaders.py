@@ -243,3 +243,36 @@ def test_command_line_builds_data_and_writes_tables_and_json(
     built = ShardedDataset(tmp_path / "data" / "hdf5", "train").gather(np.arange(150))
     np.testing.assert_array_equal(built["x"], source.arrays["train"]["x"])
     assert len(list((tmp_path / "data" / "tfrecord").glob("part-*.tfrecord"))) == 1
+
+
+@pytest.mark.slow
+def test_cold_full_epochs_put_hints_on_and_off_side_by_side(cold_toy: Path) -> None:
+    require_counted_reads(cold_toy)
+    part = lb.cold_benchmark(cold_toy / "npy", None, batches=2, batch_size=BATCH, exact_batches=3, prefetch=(8, 0),
+                             full_epochs=True)
+    results = part["rounds"][0]["results"]
+    streamload = [f"streamload npy / {order}{hints}" for order in ("exact", "block") for hints in ("", ", hints off")]
+    assert set(results) == {*streamload, "np.load mmap gather / exact", lb.SEQUENTIAL}  # npy only: no h5py row
+    for name in streamload:  # whole epochs, whatever --cold-batches says: every sample once
+        assert results[name]["samples"] == N and results[name]["read_bytes"] >= N * (28 * 28 + 1), name
+    assert results["np.load mmap gather / exact"]["samples"] == 3 * BATCH  # the plain gather keeps its short pass
+    assert part["full_epochs"] and part["batches"] == math.ceil(N / BATCH) and part["hdf5"] is None
+    assert "streamload's passes read whole epochs" in "\n".join(lb.cold_table(part))
+
+
+@pytest.mark.slow
+def test_cold_part_capped_by_a_cgroup_runs_in_a_child_and_removes_its_group(cold_toy: Path, tmp_path: Path) -> None:
+    from benchmarks.cgroups import find_parent
+
+    parent, reason = find_parent()
+    if parent is None:
+        pytest.skip(f"no writable memory cgroup: {reason}")
+    out = tmp_path / "report.json"
+    argv = ["--data", str(tmp_path / "data"), "--skip-warm", "--skip-fit", "--cold", "--cold-npy",
+            str(cold_toy / "npy"), "--cold-hdf5", str(cold_toy / "hdf5"), "--cold-batches", "2", "--cold-rounds", "1",
+            "--cold-cap-mb", "256", "--cold-prefetch", "8", "0", "--json", str(out), "--no-progress"]
+    assert lb.main(argv) == 0
+    cold = json.loads(out.read_text())["cold"]
+    assert cold["cgroup"]["limit_bytes"] == 256 * 2**20 and not Path(cold["cgroup"]["path"]).exists()
+    assert len(cold["rounds"][0]["results"]) == lb.cold_contender_count(lb.parse_args(argv))
+    assert "capped at 256 MB" in "\n".join(lb.cold_table(cold))

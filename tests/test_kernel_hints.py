@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from shards import build, shard_folder
 
+from streamload import readahead
 from streamload.dataset import ShardedDataset
 from streamload.kernel_hints import issue
 from streamload.loader import BatchLoader
@@ -92,9 +93,14 @@ def served_order(loader: BatchLoader, epoch: int) -> np.ndarray:
 
 @pytest.fixture()
 def hint_calls(monkeypatch) -> list[tuple[int, int, int]]:
-    """Every POSIX_FADV_WILLNEED call made from now on, as (fd, offset, length); the call still happens."""
+    """Every POSIX_FADV_WILLNEED call made from now on, as (fd, offset, length); the call still happens.
+
+    Row hints go through posix_fadvise here, not process_madvise (which names addresses, not files):
+    the same pages, in the fallback that kernels without process_madvise use (tests/test_readahead.py).
+    """
     calls: list[tuple[int, int, int]] = []
     real = os.posix_fadvise
+    monkeypatch.setattr(readahead._SELF, "usable", False)
 
     def counting(fd: int, offset: int, length: int, advice: int) -> None:
         if advice == os.POSIX_FADV_WILLNEED:

@@ -225,3 +225,36 @@ def test_advise_sets_the_flag_on_every_mapping_of_the_shard(tmp_path, advice, fl
     mapped = vm_flags_of_mappings(directory.resolve())
     assert sorted(mapped) == ["train-00000.x.npy", "train-00000.y.npy"]
     assert all(flag in flags for maps in mapped.values() for flags in maps), mapped
+
+
+def test_npy_headers_are_parsed_one_at_a_time_across_threads(tmp_path, monkeypatch) -> None:
+    """numpy parses headers with ast.literal_eval, which CPython < 3.13 cannot run in two threads at once
+    (gh-106905); the parse is wrapped so that at most one runs, whatever the number of threads opening shards."""
+    import threading
+    import time
+
+    from streamload.dataset import ShardedDataset
+
+    directory, _ = build(tmp_path, 1200, "npy", 100)  # 12 shards, 24 headers
+    real, inside, most = np.lib.format.read_array_header_1_0, [0], [0]
+    lock = threading.Lock()
+
+    def slow_parse(stream, *args, **kwargs):  # noqa: ANN001, ANN202 - numpy's signature
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.005)  # long enough for other threads to arrive while this one parses
+        try:
+            return real(stream, *args, **kwargs)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(np.lib.format, "read_array_header_1_0", slow_parse)
+    dataset = ShardedDataset(directory)
+    threads = [threading.Thread(target=lambda: [dataset.reader(s) for s in range(12)]) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1 and all(dataset.reader(s) is not None for s in range(12))
