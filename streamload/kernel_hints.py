@@ -224,6 +224,12 @@ class KernelHints:
         blocks = np.unique(self.sampler.indices(epoch, positions) // options.block_size).tolist()
         return [block * options.block_size for block in blocks if state.blocks.add((epoch, block))]
 
+    def flush(self) -> None:
+        """Wait until the hints this process queued so far are issued (tests and benchmarks start clean)."""
+        state = self._states.get(current_pid())
+        if state is not None and state.hinter is not None:
+            state.hinter.flush()
+
     def close(self) -> None:
         """Stop this process' hinting thread, if it started one; hints still queued are dropped."""
         state = self._states.pop(current_pid(), None)
@@ -264,6 +270,9 @@ class _Hinter:
         except queue.Full:  # the thread is behind: do it here rather than drop it or wait
             KernelHints._issue_now(reads)
 
+    def flush(self) -> None:
+        self._jobs.join()
+
     def stop(self, wait: bool) -> None:
         _send_stop(self._jobs, self._stopped, current_pid())
         if wait:
@@ -282,3 +291,4 @@ def _serve_hints(jobs: queue.Queue, stopped: threading.Event) -> None:
         if not stopped.is_set():
             KernelHints._issue_now(reads)
         del reads  # the ranges hold their files' maps open: only while queued
+        jobs.task_done()

@@ -1,5 +1,5 @@
 """Every module of the package imports only modules of its own layer or of the layers below it:
-sources -> manifest, writers, build -> readers -> sampler, hints -> loader -> Keras and tf.data adapters."""
+sources -> manifest, writers, build -> readers -> sampler, read hints -> loader -> Keras and tf.data adapters."""
 
 import ast
 from pathlib import Path
@@ -10,7 +10,7 @@ LAYERS = [  # lowest first; a module may import from its own layer and any earli
     {"sources"},
     {"manifest", "layout", "labels", "writers", "generations", "staging", "build", "verify", "cli"},
     {"readers", "integrity", "dataset"},
-    {"sampler", "kernel_hints"},
+    {"sampler", "readahead", "kernel_hints"},
     {"batching", "loader", "epochs", "resume"},
     {"generator", "callbacks", "tfdata"},
 ]

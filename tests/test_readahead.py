@@ -84,7 +84,7 @@ def test_advise_runs_reads_the_pages_of_the_runs_and_no_others(tmp_path, engine,
     dataset = ShardedDataset(directory)
     indices = np.sort(np.random.default_rng(2).choice(20_000, 300, replace=False))
     runs = PlainRows(dataset, ("x",)).pages(np.zeros(300, dtype=np.int64), indices, "x")
-    path = directory / dataset.info.shards[0].files["x"].name
+    path = dataset.root / dataset.info.shards[0].files["x"].name
     drop_page_cache(path)
     advise_runs(runs)
     hinted = np.concatenate([np.arange(first, first + count) for first, count
