@@ -15,8 +15,9 @@ without it (``prefetch_batches=0``). It uses the loader's own sampler to know wh
 * Once the data is in the page cache, exact-order hints would cost ~60 system calls a batch for
   nothing: every ``_IO_CHECK_EVERY`` batches the process' storage reads (``getrusage``'s
   ``ru_inblock``, the kernel's ``read_bytes`` / 512, one system call, no ``/proc`` parsing) are
-  looked at, and while they stand still hinting pauses; the first read that reaches storage again
-  resumes it. Block mode is exempt: storage is idle, by design, while a window read ahead is consumed.
+  looked at, and while they stand still hinting pauses. A later read from storage resumes it if
+  the batch at hand has pages outside the page cache (``mincore``: another reader of the process,
+  say a checkpoint, leaves a warm loader paused). Block mode is exempt: storage is idle, by design, while a window read ahead is consumed.
 
 Hinted pages are page cache (file pages the kernel may drop), never this process' heap; the
 bookkeeping is a few bounded tables. State is per process: a forked or unpickled copy starts afresh.
@@ -30,6 +31,7 @@ import resource
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +39,7 @@ import numpy as np
 from ._process import current_pid
 from .dataset import ShardedDataset
 from .errors import StreamloadError
-from .readahead import PageRuns, PlainRows, advise_runs, issue
+from .readahead import PageRuns, PlainRows, advise_runs, issue, resident
 from .readers import PAGE, ByteRanges
 from .sampler import IndexSampler
 
@@ -106,12 +108,19 @@ class _ProcessState:
             self.plain_rows = PlainRows(owner.dataset, owner.row_keys)
         return self.plain_rows
 
-    def storage_idle(self) -> bool:
-        """True while the data comes from the page cache alone, so hints would be wasted system calls."""
+    def storage_idle(self, cached: Callable[[], bool]) -> bool:
+        """True while the data comes from the page cache alone, so hints would be wasted system calls.
+
+        The storage reads counted are the whole process': once paused, a read by someone else (another
+        loader, a checkpoint) resumes hinting only if ``cached()`` says this batch's pages are not all cached.
+        """
         self.calls += 1
         if self.calls % _IO_CHECK_EVERY == 0:
             blocks_read = resource.getrusage(resource.RUSAGE_SELF).ru_inblock
-            self.idle_checks = self.idle_checks + 1 if blocks_read == self.blocks_read else 0
+            if blocks_read == self.blocks_read:
+                self.idle_checks += 1
+            elif self.idle_checks < _IDLE_CHECKS or not cached():
+                self.idle_checks = 0
             self.blocks_read = blocks_read
         return self.idle_checks >= _IDLE_CHECKS
 
@@ -145,11 +154,12 @@ class KernelHints:
             with state.lock:
                 state.last = None  # the next epoch starts afresh at its batch 0
                 fresh = state.batches.add((epoch, offset, batch))
-            if fresh and not state.storage_idle():
+            if fresh and not state.storage_idle(lambda: self._cached(state, indices)):
                 self._issue_now(self._row_reads(state, epoch, [indices]))
             return
         position = epoch * self.sampler.num_batches + batch
-        if not self.block_mode and state.storage_idle():  # no lock: a race only shifts when we look
+        # no lock: a race only shifts when the storage reads are looked at
+        if not self.block_mode and state.storage_idle(lambda: self._cached(state, indices)):
             state.last = position
             return
         with state.lock:
@@ -202,6 +212,16 @@ class KernelHints:
             except (StreamloadError, OSError):  # hints are optional: the gather that needs the shard reports it
                 continue
         return reads
+
+    def _cached(self, state: _ProcessState, indices: np.ndarray) -> bool:
+        """Whether the pages of a batch's rows are all in the page cache (plainly stored arrays only)."""
+        starts = self.dataset.info.shard_starts
+        shards = np.searchsorted(starts, indices, side="right") - 1
+        try:
+            runs = [state.rows(self).pages(shards, indices - starts[shards], key) for key in self.row_keys]
+        except (StreamloadError, OSError):
+            return False
+        return all(found is not None and resident(found) for found in runs)
 
     def _block_ranges(self, block_starts: list[int]) -> list[ByteRanges]:
         size = self.sampler.options.block_size

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -94,6 +95,38 @@ class _SelfMadvise:
 
 
 _SELF = _SelfMadvise()
+
+
+def _load_mincore() -> Callable[..., int] | None:
+    try:
+        mincore = ctypes.CDLL(None, use_errno=True).mincore
+    except (OSError, AttributeError):
+        return None
+    mincore.argtypes, mincore.restype = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p), ctypes.c_int
+    return mincore
+
+
+_MINCORE = _load_mincore()
+
+
+def resident(runs: PageRuns) -> bool:
+    """Whether the pages of ``runs`` are in the page cache: one ``mincore`` per shard's map; False if unknown.
+
+    The first and last page of each run are looked at (runs of rows span one or two pages).
+    """
+    if not len(runs.first) or _MINCORE is None:
+        return False
+    lasts = runs.first + runs.counts - 1
+    for base in np.unique(runs.bases).tolist():
+        mine = runs.bases == base
+        first, last = runs.first[mine], lasts[mine]
+        low, high = int(first.min()), int(last.max())
+        vector = np.zeros(high - low + 1, dtype=np.uint8)
+        if _MINCORE(base + low * PAGE, (high - low + 1) * PAGE, vector.ctypes.data) != 0:
+            return False
+        if not (vector[first - low] & vector[last - low] & 1).all():
+            return False
+    return True
 
 
 def advise_runs(runs: PageRuns) -> None:

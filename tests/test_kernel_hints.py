@@ -253,14 +253,23 @@ def test_warm_reads_pause_hinting_and_cold_reads_resume_it(tmp_path, hint_calls,
     for batch in range(64, 264):
         loader.load(0, batch)
     assert hint_calls == []  # 200 warm batches: no system call spent on hints
+    other = tmp_path / "someone_elses_file"  # another reader of this process reaches storage ...
+    other.write_bytes(os.urandom(4 << 20))
+    drop_page_cache(other)
+    before = read_io().read_bytes
+    other.read_bytes()
+    assert read_io().read_bytes > before
+    for batch in range(264, 313):  # three looks at the storage reads, to the end of the epoch
+        loader.load(0, batch)
+    assert hint_calls == []  # ... while this loader's pages are all cached: hinting stays paused
     path, offset = x_file(directory)
     for shard in range(len(loader.dataset.info.shards)):
         loader.dataset.reader(shard).advise(mmap.MADV_DONTNEED)  # unmap the pages, so they can be evicted
     drop_page_cache(directory)
     assert not resident_pages(path, offset + np.arange(0, 5000 * ROW_BYTES, PAGE)).any()
     before = read_io().read_bytes
-    for batch in range(264, 296):  # two looks at the storage reads
-        loader.load(0, batch)
+    for batch in range(32):  # two looks at the storage reads
+        loader.load(1, batch)
     assert read_io().read_bytes > before and hint_calls  # cold: reads reach storage, and hinting resumed
     loader.close()
 

@@ -117,3 +117,18 @@ def test_a_refused_process_madvise_falls_back_to_fadvise_for_good(tmp_path, monk
     advise_runs(runs)
     assert len(calls) == 1 and not fresh.usable  # asked once, then never again
     assert len(fadvised) == 2 * len(runs.first)  # every run hinted both times, through the fallback
+
+
+def test_resident_says_whether_every_run_is_cached(tmp_path) -> None:
+    directory, _ = build(tmp_path, 20_000, "npy")
+    dataset = ShardedDataset(directory)
+    indices = np.sort(np.random.default_rng(3).choice(20_000, 64, replace=False))
+    runs = PlainRows(dataset, ("x",)).pages(np.zeros(64, dtype=np.int64), indices, "x")
+    path = dataset.root / dataset.info.shards[0].files["x"].name
+    path.read_bytes()
+    assert readahead.resident(runs)
+    drop_page_cache(path)
+    assert not readahead.resident(runs)
+    advise_runs(runs)
+    assert wait_resident(path, np.r_[runs.first, runs.first + runs.counts - 1] * PAGE).all()
+    assert readahead.resident(runs)
