@@ -17,7 +17,8 @@ without it (``prefetch_batches=0``). It uses the loader's own sampler to know wh
   ``ru_inblock``, the kernel's ``read_bytes`` / 512, one system call, no ``/proc`` parsing) are
   looked at, and while they stand still hinting pauses. A later read from storage resumes it if
   the batch at hand has pages outside the page cache (``mincore``: another reader of the process,
-  say a checkpoint, leaves a warm loader paused). Block mode is exempt: storage is idle, by design, while a window read ahead is consumed.
+  say a checkpoint, leaves a warm loader paused). Block mode is exempt: storage is idle, by design,
+  while a window read ahead is consumed.
 
 Hinted pages are page cache (file pages the kernel may drop), never this process' heap; the
 bookkeeping is a few bounded tables. State is per process: a forked or unpickled copy starts afresh.
@@ -31,7 +32,6 @@ import resource
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,20 +108,21 @@ class _ProcessState:
             self.plain_rows = PlainRows(owner.dataset, owner.row_keys)
         return self.plain_rows
 
-    def storage_idle(self, cached: Callable[[], bool]) -> bool:
+    def storage_idle(self, owner: KernelHints, indices: np.ndarray) -> bool:
         """True while the data comes from the page cache alone, so hints would be wasted system calls.
 
         The storage reads counted are the whole process': once paused, a read by someone else (another
-        loader, a checkpoint) resumes hinting only if ``cached()`` says this batch's pages are not all cached.
+        loader, a checkpoint) resumes hinting only if the pages of ``indices`` are not all cached.
         """
         self.calls += 1
-        if self.calls % _IO_CHECK_EVERY == 0:
-            blocks_read = resource.getrusage(resource.RUSAGE_SELF).ru_inblock
-            if blocks_read == self.blocks_read:
-                self.idle_checks += 1
-            elif self.idle_checks < _IDLE_CHECKS or not cached():
-                self.idle_checks = 0
-            self.blocks_read = blocks_read
+        if self.calls % _IO_CHECK_EVERY:  # the common case, kept to a few bytecodes
+            return self.idle_checks >= _IDLE_CHECKS
+        blocks_read = resource.getrusage(resource.RUSAGE_SELF).ru_inblock
+        if blocks_read == self.blocks_read:
+            self.idle_checks += 1
+        elif self.idle_checks < _IDLE_CHECKS or not owner.cached(self, indices):
+            self.idle_checks = 0
+        self.blocks_read = blocks_read
         return self.idle_checks >= _IDLE_CHECKS
 
 
@@ -149,17 +150,17 @@ class KernelHints:
 
     def before_batch(self, epoch: int, batch: int, indices: np.ndarray, offset: int = 0) -> None:
         """Call just before gathering ``indices``, batch ``batch`` of ``epoch`` counted from sample ``offset``."""
-        state = self._state()
+        state = self._states.get(current_pid()) or self._state()
         if offset:  # a resumed epoch: batch numbers are not epoch positions, so hint this batch only, no lookahead
             with state.lock:
                 state.last = None  # the next epoch starts afresh at its batch 0
                 fresh = state.batches.add((epoch, offset, batch))
-            if fresh and not state.storage_idle(lambda: self._cached(state, indices)):
+            if fresh and not state.storage_idle(self, indices):
                 self._issue_now(self._row_reads(state, epoch, [indices]))
             return
         position = epoch * self.sampler.num_batches + batch
         # no lock: a race only shifts when the storage reads are looked at
-        if not self.block_mode and state.storage_idle(lambda: self._cached(state, indices)):
+        if not self.block_mode and state.storage_idle(self, indices):
             state.last = position
             return
         with state.lock:
@@ -213,7 +214,7 @@ class KernelHints:
                 continue
         return reads
 
-    def _cached(self, state: _ProcessState, indices: np.ndarray) -> bool:
+    def cached(self, state: _ProcessState, indices: np.ndarray) -> bool:
         """Whether the pages of a batch's rows are all in the page cache (plainly stored arrays only)."""
         starts = self.dataset.info.shard_starts
         shards = np.searchsorted(starts, indices, side="right") - 1
