@@ -43,7 +43,7 @@ from .readahead import PageRuns, PlainRows, advise_runs, issue, resident
 from .readers import PAGE, ByteRanges
 from .sampler import IndexSampler
 
-__all__ = ["KernelHints", "issue"]
+__all__ = ["KernelHints"]
 
 SMALL_SAMPLES_PER_PAGE = 64  # arrays of samples this small (labels) are hinted whole, once per shard
 STREAM_SLACK = 8  # requests this close to the previous one count as in order (several workers interleave)
@@ -197,14 +197,12 @@ class KernelHints:
         starts, reads = self.dataset.info.shard_starts, _Reads()
         for wanted in batches:
             try:
-                wanted = wanted if (wanted[1:] >= wanted[:-1]).all() else np.sort(wanted)
-                shards = np.searchsorted(starts, wanted, side="right") - 1
-                for key in self.row_keys:
-                    runs = state.rows(self).pages(shards, wanted - starts[shards], key)
-                    if runs is None:
+                wanted, shards, runs = self._row_runs(state, wanted)
+                for key, found in runs.items():
+                    if found is None:
                         reads.ranges += self.dataset.ranges(wanted, (key,))
                     else:
-                        reads.pages.append(runs)
+                        reads.pages.append(found)
                         reads.owner = state.plain_rows
                 for shard in np.unique(shards).tolist() if self.whole_keys else ():
                     if state.shards.add((epoch, shard)):
@@ -216,13 +214,18 @@ class KernelHints:
 
     def cached(self, state: _ProcessState, indices: np.ndarray) -> bool:
         """Whether the pages of a batch's rows are all in the page cache (plainly stored arrays only)."""
-        starts = self.dataset.info.shard_starts
-        shards = np.searchsorted(starts, indices, side="right") - 1
         try:
-            runs = [state.rows(self).pages(shards, indices - starts[shards], key) for key in self.row_keys]
+            _, _, runs = self._row_runs(state, indices)
         except (StreamloadError, OSError):
             return False
-        return all(found is not None and resident(found) for found in runs)
+        return all(found is not None and resident(found) for found in runs.values())
+
+    def _row_runs(self, state: _ProcessState, indices: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, PageRuns | None]]:
+        """A batch's indices sorted, their shards, and each row key's page runs (None: stored in chunks)."""
+        indices = indices if (indices[1:] >= indices[:-1]).all() else np.sort(indices)
+        shards, rows = self.dataset.info.locate(indices)
+        return indices, shards, {key: state.rows(self).pages(shards, rows, key) for key in self.row_keys}
 
     def _block_ranges(self, block_starts: list[int]) -> list[ByteRanges]:
         size = self.sampler.options.block_size

@@ -20,9 +20,9 @@ from shards import build, shard_folder
 
 from streamload import readahead
 from streamload.dataset import ShardedDataset
-from streamload.kernel_hints import issue
 from streamload.loader import BatchLoader
 from streamload.procstats import drop_page_cache, read_io, read_memory
+from streamload.readahead import issue
 from streamload.readers import PAGE, ByteRanges
 
 RAW = {"one_hot": False, "normalize": False, "channel_axis": False}
