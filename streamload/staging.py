@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .durable import fsync_path, replace_durably, write_durably
 from .errors import DatasetBusyError
-from .layout import BUILD_LOCK_NAME, FLAT_LEFTOVERS_NAME, LOCK_NAME, STAGING_PREFIX, file_names, lock_file
+from .layout import BUILD_LOCK_NAME, FLAT_LEFTOVERS_NAME, LOCK_NAME, STAGING_PREFIX, claim, file_names, lock_file
 from .manifest import MANIFEST_NAME, Manifest
 
 FRESH_FOLDER_GRACE_S = 60.0  # a building folder without its lock file yet is this young at most
@@ -138,17 +138,11 @@ def remove_abandoned_folders(out: Path) -> list[str]:
     """Delete ``.NAME.building-*`` folders next to ``out`` whose build is dead (its build lock is free)."""
     removed = []
     for folder in out.parent.glob(f"{glob.escape(f'.{out.name}.building-')}*"):
-        try:
-            fd = lock_file(folder / BUILD_LOCK_NAME, exclusive=True, wait=False)
-        except BlockingIOError:
-            continue  # a live build, whatever PID namespace or machine it runs in
-        except FileNotFoundError:
-            if time.time() - folder.stat().st_mtime < FRESH_FOLDER_GRACE_S:
-                continue  # created an instant ago; its build is about to lock it
-            fd = None
-        else:
-            if fd is None:
-                continue  # no flock on this filesystem: cannot tell a live build from a dead one
+        state, fd = claim(folder / BUILD_LOCK_NAME)
+        if state != "free":
+            continue  # a live build, whatever PID namespace or machine it runs in; or no flock to tell
+        if fd is None and time.time() - folder.stat().st_mtime < FRESH_FOLDER_GRACE_S:
+            continue  # no lock file yet: created an instant ago, its build is about to lock it
         shutil.rmtree(folder, ignore_errors=True)
         if fd is not None:
             os.close(fd)
