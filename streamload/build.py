@@ -22,7 +22,7 @@ from . import __version__
 from .errors import DatasetExistsError, InvalidOptionError, ManifestError, OutOfSpaceError, StreamloadError
 from .generations import collect_garbage
 from .labels import LabelTracker, is_class_label
-from .layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME, STAGING_PREFIX, TRASH_PREFIX, next_generation
+from .layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME, STAGING_PREFIX, TRASH_PREFIX, next_generation, unlock
 from .manifest import MANIFEST_NAME, Manifest, SplitInfo, check_format, read_manifest
 from .sources.base import DEFAULT_CHUNK_ROWS, SOURCE_ROLES, SplitSource
 from .staging import (
@@ -104,7 +104,7 @@ def _build_in_place(sources: Mapping[str, SplitSource], out: Path, options: Buil
         with Staging(out, next_generation(out)) as staging:
             return _publish(staging, _write_splits(sources, staging.path, options))
     finally:
-        _close(lock)
+        unlock(lock)
 
 
 def _build_new(sources: Mapping[str, SplitSource], out: Path, options: BuildOptions) -> Manifest:
@@ -119,7 +119,7 @@ def _build_new(sources: Mapping[str, SplitSource], out: Path, options: BuildOpti
             if move_into_place(building, out):
                 return manifest
         finally:
-            _close(lock)
+            unlock(lock)
         return _adopt(building / str(manifest.generation), out, manifest, options)
     finally:
         shutil.rmtree(building, ignore_errors=True)
@@ -133,7 +133,7 @@ def _adopt(folder: Path, out: Path, manifest: Manifest, options: BuildOptions) -
         with Staging(out, next_generation(out), path=folder) as staging:
             return _publish(staging, manifest)
     finally:
-        _close(lock)
+        unlock(lock)
 
 
 def _publish(staging: Staging, manifest: Manifest) -> Manifest:
@@ -214,8 +214,3 @@ def _out_of_space(out: Path, exc: OSError, sources: Mapping[str, SplitSource]) -
                             "free some space or choose another --out")
     error.errno = exc.errno
     return error
-
-
-def _close(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)

@@ -33,6 +33,7 @@ from .layout import (
     list_generations,
     lock_file,
     shard_root,
+    unlock,
 )
 from .manifest import MANIFEST_NAME, Manifest, read_manifest
 
@@ -53,7 +54,7 @@ class GenerationLease:
     def __init__(self, directory: Path, generation: str | None, manifest: Manifest, fd: int | None) -> None:
         self.directory, self.generation, self.manifest = Path(directory), generation, manifest
         self._fd, self._pid = fd, os.getpid()
-        self._closer = weakref.finalize(self, _close, fd)
+        self._closer = weakref.finalize(self, unlock, fd)
 
     @property
     def root(self) -> Path:
@@ -93,11 +94,6 @@ class GenerationLease:
     def __repr__(self) -> str:
         state = "locked" if self.locked else ("released" if not self._closer.alive else "unlocked")
         return f"GenerationLease({str(self.directory)!r}, {self.generation!r}, {state})"
-
-
-def _close(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)
 
 
 def acquire(directory: str | os.PathLike) -> GenerationLease:
@@ -176,7 +172,7 @@ def _lock_generation(directory: Path, generation: str, manifest: Manifest | None
             raise ManifestError(f"{directory / generation / MANIFEST_NAME}: names generation "
                                 f"{manifest.generation!r}, but lies in folder {generation}")
     except BaseException:
-        _close(fd)
+        unlock(fd)
         raise
     return GenerationLease(directory, generation, manifest, fd)
 
@@ -223,7 +219,7 @@ def collect_garbage(directory: str | os.PathLike, *, build_lock_held: bool = Fal
     try:
         return _collect(directory, staging=build_fd is not None)  # without flock, live staging looks dead
     finally:
-        _close(build_fd)
+        unlock(build_fd)
 
 
 def _collect(directory: Path, staging: bool) -> list[str]:
@@ -255,7 +251,7 @@ def _collect_generations(directory: Path, current: str | None) -> list[str]:
             if _retire(directory, name):
                 removed.append(name)
         finally:
-            _close(fd)
+            unlock(fd)
     return removed
 
 
@@ -275,7 +271,7 @@ def _abandoned(path: Path) -> bool:
     if not path.is_dir():
         return True  # a manifest temp file of a killed build
     state, fd = claim(path / LOCK_NAME)
-    _close(fd)
+    unlock(fd)
     return state == "free"
 
 
@@ -303,5 +299,5 @@ def _collect_flat_leftovers(directory: Path, current: str) -> list[str]:
             (directory / Path(name).name).unlink(missing_ok=True)
         listing.unlink()
     finally:
-        _close(fd)
+        unlock(fd)
     return [Path(name).name for name in names]

@@ -56,6 +56,12 @@ def lock_file(path: Path, *, exclusive: bool, wait: bool, create: bool = False) 
     return fd
 
 
+def unlock(fd: int | None) -> None:
+    """Release a lock ``lock_file`` or ``claim`` returned (None: there was none to release)."""
+    if fd is not None:
+        os.close(fd)
+
+
 def generation_name(number: int) -> str:
     return f"gen-{number:06d}"
 

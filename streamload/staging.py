@@ -25,7 +25,16 @@ from pathlib import Path
 
 from .durable import fsync_path, replace_durably, write_durably
 from .errors import DatasetBusyError
-from .layout import BUILD_LOCK_NAME, FLAT_LEFTOVERS_NAME, LOCK_NAME, STAGING_PREFIX, claim, file_names, lock_file
+from .layout import (
+    BUILD_LOCK_NAME,
+    FLAT_LEFTOVERS_NAME,
+    LOCK_NAME,
+    STAGING_PREFIX,
+    claim,
+    file_names,
+    lock_file,
+    unlock,
+)
 from .manifest import MANIFEST_NAME, Manifest
 
 FRESH_FOLDER_GRACE_S = 60.0  # a building folder without its lock file yet is this young at most
@@ -96,9 +105,8 @@ class Staging:
     def __exit__(self, *exc_info: object) -> None:
         if not self.published:
             shutil.rmtree(self.path, ignore_errors=True)
-        if self._fd is not None:
-            os.close(self._fd)  # after the switch: a reader may wait for this lock a moment, never miss it
-            self._fd = None
+        unlock(self._fd)  # after the switch: a reader may wait for this lock a moment, never miss it
+        self._fd = None
 
 
 def switch_manifest(directory: Path, text: str) -> None:
@@ -144,8 +152,7 @@ def remove_abandoned_folders(out: Path) -> list[str]:
         if fd is None and time.time() - folder.stat().st_mtime < FRESH_FOLDER_GRACE_S:
             continue  # no lock file yet: created an instant ago, its build is about to lock it
         shutil.rmtree(folder, ignore_errors=True)
-        if fd is not None:
-            os.close(fd)
+        unlock(fd)
         removed.append(folder.name)
     return removed
 
