@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,20 +23,9 @@ import numpy as np
 
 from .errors import ShardFormatError
 from .manifest import HDF5_FILE_ROLE, ArraySpec, ShardInfo
+from .specs import read_npy_header
 
 PAGE = mmap.PAGESIZE
-# numpy parses a .npy header with ast.literal_eval, which CPython before 3.13 cannot run in two threads at once
-# (gh-106905: "SystemError: AST constructor recursion depth mismatch"); two Keras worker threads opening shards
-# hit it on a 468-shard set. One header at a time: a shard's header is parsed once per process.
-_HEADER_LOCK = threading.Lock()
-
-
-def _new_header_lock() -> None:
-    global _HEADER_LOCK
-    _HEADER_LOCK = threading.Lock()  # a fork copies the lock as it was, held if another thread held it
-
-
-os.register_at_fork(after_in_child=_new_header_lock)
 _FADVICE = {getattr(mmap, f"MADV_{name}"): getattr(os, f"POSIX_FADV_{name}")
             for name in ("NORMAL", "RANDOM", "SEQUENTIAL") if hasattr(mmap, f"MADV_{name}")}
 
@@ -165,12 +153,7 @@ class _ArraysReader:
 def npy_data_offset(path: Path, spec: ArraySpec, num_samples: int) -> int:
     """Where the array data of a ``.npy`` file starts, after checking its header against the manifest."""
     try:
-        with open(path, "rb") as stream:
-            version = np.lib.format.read_magic(stream)
-            read = np.lib.format.read_array_header_2_0 if version >= (2, 0) else np.lib.format.read_array_header_1_0
-            with _HEADER_LOCK:
-                shape, fortran, dtype = read(stream)
-            offset = stream.tell()
+        _, shape, fortran, dtype, offset = read_npy_header(path)
     except ValueError as exc:
         raise ShardFormatError(f"{path}: not a valid .npy file: {exc}") from exc
     if tuple(shape) != (num_samples, *spec.shape) or dtype != np.dtype(spec.dtype) or fortran:

@@ -1,12 +1,41 @@
 """What one sample of an array is: its dtype and shape. Sources describe their arrays with it, writers and
-readers check files against it, and the manifest records it."""
+readers check files against it, and the manifest records it. Also what a ``.npy`` file says it holds."""
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+# numpy parses a .npy header with ast.literal_eval, which CPython before 3.13 cannot run in two threads at once
+# (gh-106905: "SystemError: AST constructor recursion depth mismatch"); two Keras worker threads opening shards
+# hit it on a 468-shard set. One header at a time: a shard's header is parsed once per process.
+_HEADER_LOCK = threading.Lock()
+
+
+def _new_header_lock() -> None:
+    global _HEADER_LOCK
+    _HEADER_LOCK = threading.Lock()  # a fork copies the lock as it was, held if another thread held it
+
+
+os.register_at_fork(after_in_child=_new_header_lock)
+
+
+def read_npy_header(path: Path) -> tuple[tuple[int, int], tuple[int, ...], bool, np.dtype, int]:
+    """(format version, shape, Fortran order, dtype, where the data starts) from a ``.npy`` file's header.
+
+    Raises numpy's ValueError (or SyntaxError) when the file does not start with a readable header.
+    """
+    with open(path, "rb") as stream:
+        version = np.lib.format.read_magic(stream)
+        read = np.lib.format.read_array_header_2_0 if version >= (2, 0) else np.lib.format.read_array_header_1_0
+        with _HEADER_LOCK:
+            shape, fortran, dtype = read(stream)
+        return version, tuple(shape), fortran, dtype, stream.tell()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .errors import ManifestError
 from .generations import acquire
 from .manifest import HDF5_FILE_ROLE, MANIFEST_NAME, FileInfo, LabelInfo, Manifest, hash_file, read_manifest
+from .specs import read_npy_header
 
 Layout = dict[str, tuple[tuple[int, ...], np.dtype]]  # array name -> (full shape, dtype) in one file
 
@@ -114,21 +115,17 @@ def check_header(path: Path, fmt: str, layout: Layout) -> list[str]:
 
 
 def _check_npy(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) -> list[str]:
-    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     try:
-        with open(path, "rb") as stream:
-            version = np.lib.format.read_magic(stream)
-            if version not in readers:
-                return [f"header: unsupported .npy version {version}"]
-            found_shape, fortran, found_dtype = readers[version](stream)
-            offset = stream.tell()
+        version, found_shape, fortran, found_dtype, offset = read_npy_header(path)
     except (ValueError, SyntaxError, EOFError) as exc:
         return [f"header: not a .npy header ({exc})"]
+    if version not in ((1, 0), (2, 0)):
+        return [f"header: unsupported .npy version {version}"]
     problems = []
     if found_dtype != dtype:
         problems.append(f"array {key!r}: header says dtype {found_dtype.str}, the manifest says {dtype.str}")
-    if tuple(found_shape) != shape:
-        problems.append(f"array {key!r}: header says shape {tuple(found_shape)}, the manifest says {shape}")
+    if found_shape != shape:
+        problems.append(f"array {key!r}: header says shape {found_shape}, the manifest says {shape}")
     if fortran:
         problems.append(f"array {key!r}: header says Fortran order, shards are C order")
     payload = math.prod(found_shape) * found_dtype.itemsize
