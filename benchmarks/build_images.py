@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,9 +29,20 @@ import numpy as np
 
 from streamload.errors import StreamloadError
 from streamload.manifest import read_manifest
-from streamload.procstats import PeakMemorySampler, read_memory
+from streamload.procstats import read_memory
 
-from .common import MB, build_command, check_free_space, cpus_and_ram, emit, fail, log, machine_info, options_of
+from .common import (
+    MB,
+    build_command,
+    check_free_space,
+    cpus_and_ram,
+    emit,
+    fail,
+    log,
+    machine_info,
+    options_of,
+    run_sampled,
+)
 
 Result = dict[str, Any]
 MARKER = "benchmark-images.json"
@@ -84,13 +94,17 @@ def _exe(pid: int) -> str | None:
 
 
 class WorkerMemorySampler:
-    """Peak of the summed RssAnon of a process' decoding workers, polled in a thread."""
+    """Peak of the summed RssAnon of a process' decoding workers, polled in a thread while ``watching`` it."""
 
-    def __init__(self, pid: int, interval: float) -> None:
-        self.pid, self.interval = pid, interval
+    def __init__(self, interval: float) -> None:
+        self.pid, self.interval = -1, interval
         self.peak_rss_anon, self.most_workers = 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def watching(self, pid: int) -> WorkerMemorySampler:
+        self.pid = pid
+        return self
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -120,23 +134,16 @@ def _children_cpu() -> float:
 
 def run_build(command: list[str], interval: float) -> Result:
     """Run the CLI, polling it and its workers: status, seconds, peaks in bytes, and its output."""
+    workers = WorkerMemorySampler(interval)
     with tempfile.TemporaryFile() as output:
         cpu_before = _children_cpu()
-        started = time.perf_counter()
-        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            sampler = PeakMemorySampler(child.pid, interval).start()
-            with WorkerMemorySampler(child.pid, interval) as workers:
-                status = child.wait()
-        except BaseException:
-            child.kill()
-            child.wait()
-            raise
-        seconds = time.perf_counter() - started
+        status, seconds, sampler = run_sampled(command, interval, output, watch=workers.watching)
         cpu_seconds = _children_cpu() - cpu_before  # the build and its reaped workers
-        peak = sampler.stop()
         output.seek(0)
         text = output.read().decode(errors="replace")
+    if sampler is None:
+        raise RuntimeError(f"{' '.join(command)} exited before it could be polled (status {status}):\n{text}")
+    peak = sampler.peak
     return {"status": status, "seconds": seconds, "cpu_seconds": cpu_seconds, "output": text[-4000:],
             "peak": {"rss_anon": peak.rss_anon, "rss_file": peak.rss_file, "vm_hwm": peak.vm_hwm},
             "workers": {"peak_rss_anon_sum": workers.peak_rss_anon, "most_alive": workers.most_workers}}

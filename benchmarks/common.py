@@ -8,6 +8,7 @@ is called), so that importing it adds nothing to what a measured process holds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -15,6 +16,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,10 +83,12 @@ def _start_sampler(pid: int, interval: float) -> PeakMemorySampler | None:
         return None
 
 
-def run_sampled(command: list[str], interval: float, log_file: IO[bytes],
-                env: dict[str, str] | None = None) -> tuple[int, float, PeakMemorySampler | None]:
+def run_sampled(command: list[str], interval: float, log_file: IO[bytes], env: dict[str, str] | None = None,
+                watch: Callable[[int], AbstractContextManager[object]] | None = None,
+                ) -> tuple[int, float, PeakMemorySampler | None]:
     """Run ``command`` to its end, output in ``log_file``, polling its memory: exit status, seconds, sampler.
 
+    ``watch(pid)``, if given, is entered while the child runs (another poller, of its workers say).
     Not ``wait4``'s ru_maxrss: Linux carries the pre-exec peak of the forked (or vforked) parent
     into it, so it would report this benchmark's own arrays. VmHWM belongs to the exec'd image.
     """
@@ -91,7 +96,8 @@ def run_sampled(command: list[str], interval: float, log_file: IO[bytes],
     child = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     try:
         sampler = _start_sampler(child.pid, interval)
-        returncode = child.wait()
+        with watch(child.pid) if watch is not None else contextlib.nullcontext():
+            returncode = child.wait()
     except BaseException:
         child.kill()
         child.wait()
