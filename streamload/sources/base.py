@@ -34,10 +34,10 @@ class SplitSource(Protocol):
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]: ...
 
 
-def rows_per_chunk(specs: dict[str, ArraySpec], chunk_rows: int) -> int:
-    """At most ``chunk_rows`` rows, fewer when the samples are large: a chunk stays near ``CHUNK_BYTES``."""
+def rows_per_chunk(specs: dict[str, ArraySpec], chunk_rows: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """At most ``chunk_rows`` rows, fewer when the samples are large: a chunk stays near ``chunk_bytes``."""
     sample_bytes = sum(spec.sample_bytes for spec in specs.values())
-    return max(1, min(chunk_rows, CHUNK_BYTES // max(1, sample_bytes)))
+    return max(1, min(chunk_rows, chunk_bytes // max(1, sample_bytes)))
 
 
 def label_dtype(num_classes: int) -> np.dtype:

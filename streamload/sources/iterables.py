@@ -86,8 +86,7 @@ class _Spill:
         self.folder = Path(tempfile.mkdtemp(prefix="streamload-spill-", dir=directory))
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
         self.paths = {key: self.folder / f"{number}.raw" for number, key in enumerate(self.specs)}
-        sample_bytes = sum(spec.sample_bytes for spec in self.specs.values())
-        buffer = _ChunkBuffer(self.specs, max(1, min(DEFAULT_CHUNK_ROWS, SPILL_BUFFER_BYTES // max(1, sample_bytes))))
+        buffer = _ChunkBuffer(self.specs, rows_per_chunk(self.specs, DEFAULT_CHUNK_ROWS, SPILL_BUFFER_BYTES))
         streams = {key: open(path, "wb") for key, path in self.paths.items()}
         try:
             for row in rows:
