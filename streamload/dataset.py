@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,17 +49,22 @@ def _allow_open_files(needed: int) -> None:
 def _check_files(directory: Path, root: Path, info: SplitInfo) -> None:
     """Every shard file of the split is there at its recorded size: a missing or cut file fails at open.
 
-    One ``stat`` per file (a millisecond for hundreds of shards), so a damaged dataset is reported
+    One ``lstat`` per file (a millisecond for hundreds of shards), so a damaged dataset is reported
     before training starts rather than deep inside it; mapping a file cut short would crash with SIGBUS.
+    A link (which could lead outside the dataset) or a FIFO (whose opening waits forever) is refused.
     """
     for shard in info.shards:
         for file in shard.files.values():
             path = root / file.name
             try:
-                size = path.stat().st_size
+                status = os.lstat(path)
             except FileNotFoundError:
                 raise ShardFormatError(f"{path}: missing, though the manifest lists it; rebuild the dataset or restore "
                                        f"the file (`build_shards.py --verify {directory}` checks all)") from None
+            if not stat.S_ISREG(status.st_mode):
+                kind = "a symbolic link" if stat.S_ISLNK(status.st_mode) else "not a regular file"
+                raise ShardFormatError(f"{path}: is {kind}; shard files must be regular files inside the dataset")
+            size = status.st_size
             if size != file.bytes:
                 raise ShardFormatError(f"{path}: {size} bytes, the manifest says {file.bytes}; the file is damaged "
                                        f"(`build_shards.py --verify {directory}` checks all)")

@@ -79,3 +79,11 @@ class GenerationGoneError(StreamloadError, FileNotFoundError):
 
 class OutOfSpaceError(StreamloadError, OSError):
     """The device filled up while a build was writing; the message names the dataset folder."""
+
+
+class ShardChangedError(ShardFormatError):
+    """A shard file changed (truncated, rewritten, touched) after a reader opened it; its map is no longer safe."""
+
+
+class ShardDecodeError(ShardCorruptError):
+    """A compressed HDF5 chunk of a shard cannot be read back (its bytes were damaged)."""

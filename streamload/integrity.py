@@ -15,15 +15,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import ShardCorruptError
-from .manifest import FileInfo, sha256_file
+from .manifest import FileInfo, open_shard_file, sha256_file
 
 RECORD = ".verified"
 _BLOCK = 4 * 2**20
 
 
 def crc32_file(path: Path) -> int:
+    """CRC-32 of a shard file, opened as one (no link followed, no FIFO waited on)."""
     crc = 0
-    with open(path, "rb") as stream:
+    with os.fdopen(open_shard_file(path), "rb") as stream:
         while block := stream.read(_BLOCK):
             crc = zlib.crc32(block, crc)
     return crc
