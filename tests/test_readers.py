@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from shards import build, shard_folder, vm_flags_of_mappings
+from shards import build, make_writable, plant_foreign_hdf5, shard_folder, vm_flags_of_mappings
 
 from streamload.errors import ShardFormatError
 from streamload.layout import shard_root
@@ -259,3 +259,148 @@ def test_npy_headers_are_parsed_one_at_a_time_across_threads(tmp_path, monkeypat
     for thread in threads:
         thread.join()
     assert most[0] == 1 and all(dataset.reader(s) is not None for s in range(12))
+
+
+# --- shards that changed, lie outside the dataset or are damaged --------------------------------------
+
+CUT_UNDER_THE_MAP = """
+import os, sys
+import numpy as np
+from streamload.errors import ShardChangedError
+from streamload.dataset import ShardedDataset
+
+dataset = ShardedDataset(sys.argv[1])
+reader = dataset.reader(0)
+reader.take("x", np.array([0]))  # mapped and read
+os.chmod(sys.argv[2], 0o644)
+os.truncate(sys.argv[2], 4096)
+try:
+    reader.take("x", np.array([99]))  # a row whose pages are gone
+except ShardChangedError as exc:
+    print(exc)
+    sys.exit(3)
+print("served")
+"""
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_a_shard_cut_under_its_map_is_a_named_error_not_sigbus(tmp_path, fmt) -> None:
+    """In a child process: touching the unmapped pages would kill it with SIGBUS (exit -7), not fail a test."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    directory, _ = build(tmp_path, 100, fmt)
+    _, shard, _ = first_shard(directory)
+    path = _root(directory) / shard.files["x" if fmt == "npy" else "hdf5"].name
+    result = subprocess.run([sys.executable, "-c", CUT_UNDER_THE_MAP, str(directory), str(path)],
+                            capture_output=True, text=True, timeout=120, env=subprocess_env())
+    assert result.returncode == 3, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.startswith(f"{path}: the shard file changed while the dataset was reading it (cut from ")
+
+
+@pytest.mark.parametrize("fmt,compression", FORMATS)
+def test_a_shard_rewritten_in_place_after_opening_is_a_named_error(tmp_path, fmt, compression) -> None:
+    from streamload.errors import ShardChangedError
+
+    directory, arrays = build(tmp_path, 100, fmt, compression=compression)
+    reader = first_reader(directory)
+    assert np.array_equal(reader.take("x", np.array([5])), arrays["x"][[5]])
+    _, shard, _ = first_shard(directory)
+    path = _root(directory) / shard.files["x" if fmt == "npy" else "hdf5"].name
+    with open(make_writable(path), "r+b") as stream:  # same size, other bytes: no crash, wrong data
+        stream.seek(-10, os.SEEK_END)
+        stream.write(b"0123456789")
+    with pytest.raises(ShardChangedError, match=f"^{path}: the shard file changed .*written or touched in place"):
+        reader.take("x", np.array([5, 99]))
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf"])
+def test_a_chunk_that_fails_to_decompress_names_the_shard(tmp_path, compression) -> None:
+    from streamload.errors import ShardCorruptError, ShardDecodeError
+
+    from streamload import ArraySource, BuildOptions, build_dataset
+
+    arrays = {"x": np.repeat(np.arange(300, dtype=np.uint8), 28 * 28).reshape(300, 28, 28),  # compressible
+              "y": np.zeros(300, np.uint8)}
+    directory = tmp_path / "ds"
+    build_dataset({"train": ArraySource(**arrays)}, directory, BuildOptions(format="hdf5", compression=compression,
+                                                                          progress=False))
+    path = shard_folder(directory) / "train-00000.h5"
+    with h5py.File(path, "r") as handle:
+        chunk = handle["x"].id.get_chunk_info_by_coord((0, 0, 0))
+        chunk_rows = handle["x"].chunks[0]
+    assert chunk.filter_mask == 0  # stored compressed (a chunk that does not shrink is stored raw)
+    with open(make_writable(path), "r+b") as stream:  # the file keeps its size: only the chunk is damaged
+        stream.seek(chunk.byte_offset)
+        stream.write(b"\xff" * chunk.size)
+    reader = first_reader(directory)
+    assert np.array_equal(reader.take("x", np.array([chunk_rows])), arrays["x"][[chunk_rows]])  # other chunks read
+    with pytest.raises(ShardDecodeError, match=f"^{path}: dataset 'x', rows 0..{chunk_rows - 1}: a stored chunk "
+                                               "cannot be read back .*the file is damaged") as caught:
+        reader.take("x", np.array([1]))
+    assert isinstance(caught.value, ShardCorruptError) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_a_shard_that_is_a_symbolic_link_is_refused(tmp_path, fmt) -> None:
+    directory, _ = build(tmp_path, 100, fmt)
+    _, shard, _ = first_shard(directory)
+    path = _root(directory) / shard.files["x" if fmt == "npy" else "hdf5"].name
+    outside = tmp_path / "outside"
+    path.rename(outside)  # the same bytes, reached through a link: a link could as well lead to /etc/passwd
+    path.symlink_to(outside)
+    with pytest.raises(ShardFormatError, match=f"^{path}: is a symbolic link; shard files must be regular files"):
+        first_reader(directory)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_a_shard_that_is_a_fifo_is_refused_without_waiting(tmp_path, fmt) -> None:
+    import threading
+
+    directory, _ = build(tmp_path, 100, fmt)
+    _, shard, _ = first_shard(directory)
+    path = _root(directory) / shard.files["x" if fmt == "npy" else "hdf5"].name
+    path.unlink()
+    os.mkfifo(path)
+    outcome: list[BaseException | None] = []
+
+    def open_it() -> None:
+        try:
+            first_reader(directory)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    opener = threading.Thread(target=open_it, daemon=True)
+    opener.start()
+    opener.join(10)
+    if opener.is_alive():  # blocked opening the FIFO: a writer appearing and leaving releases it
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        opener.join(10)
+        pytest.fail("opening a shard that is a FIFO waited for a writer")
+    assert isinstance(outcome[0], ShardFormatError)
+    assert str(outcome[0]) == f"{path}: is not a regular file; shard files must be regular files"
+
+
+@pytest.mark.parametrize("kind", ["external", "virtual", "external_link"])
+def test_hdf5_data_stored_outside_the_shard_is_refused(tmp_path, kind) -> None:
+    from streamload.dataset import ShardedDataset
+
+    directory, _ = build(tmp_path, 100, "hdf5", name="ds")
+    secret = plant_foreign_hdf5(directory, kind)
+    words = {"external": "uses HDF5 external storage", "virtual": "is a virtual dataset",
+             "external_link": "is a ExternalLink to data elsewhere"}[kind]
+    dataset = ShardedDataset(directory)
+    with pytest.raises(ShardFormatError, match=f"^{shard_folder(directory) / 'train-00000.h5'}: dataset 'x' {words}"):
+        served = dataset.gather(np.arange(100))["x"]
+        assert served.tobytes() != secret  # what main did: the outside file as training data
+
+
+def test_errors_never_quote_the_bytes_of_a_file(tmp_path) -> None:
+    path = tmp_path / "bad.npy"
+    path.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(ShardFormatError) as caught:
+        npy_data_offset(path, ArraySpec("|u1", (28, 28)), 1)
+    assert str(caught.value) == f"{path}: not a valid .npy file (no readable .npy magic and header)"
