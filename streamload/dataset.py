@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from ._process import current_pid
 from .errors import ShardFormatError
 from .generations import acquire
 from .integrity import check_files, recorded
-from .manifest import Manifest, SplitInfo
+from .manifest import Manifest, SplitInfo, irregular_shard
 from .readers import ByteRanges, ShardReader, open_reader
 
 FILES_PER_MAPPED_ARRAY = 2  # our descriptor (for read hints) and the one Python's mmap keeps for itself
@@ -61,9 +60,9 @@ def _check_files(directory: Path, root: Path, info: SplitInfo) -> None:
             except FileNotFoundError:
                 raise ShardFormatError(f"{path}: missing, though the manifest lists it; rebuild the dataset or restore "
                                        f"the file (`build_shards.py --verify {directory}` checks all)") from None
-            if not stat.S_ISREG(status.st_mode):
-                kind = "a symbolic link" if stat.S_ISLNK(status.st_mode) else "not a regular file"
-                raise ShardFormatError(f"{path}: is {kind}; shard files must be regular files inside the dataset")
+            irregular = irregular_shard(path, status.st_mode)
+            if irregular is not None:
+                raise irregular
             size = status.st_size
             if size != file.bytes:
                 raise ShardFormatError(f"{path}: {size} bytes, the manifest says {file.bytes}; the file is damaged "

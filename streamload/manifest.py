@@ -54,6 +54,14 @@ class FileInfo:
     crc32: int | None = None  # zlib's CRC-32 of the whole file: fast enough to check before every first use
 
 
+def irregular_shard(path: Path, mode: int) -> ShardFormatError | None:
+    """The error for a shard file whose ``lstat``/``fstat`` mode is not a regular file's, or None."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+    return ShardFormatError(f"{path}: is {kind}; shard files must be regular files inside the dataset folder")
+
+
 def open_shard_file(path: Path) -> int:
     """A read-only descriptor of the shard file ``path``, which must be a regular file, not a link to one.
 
@@ -65,12 +73,12 @@ def open_shard_file(path: Path) -> int:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise ShardFormatError(f"{path}: is a symbolic link; shard files must be regular files inside the "
-                                   "dataset folder") from None
+            raise irregular_shard(path, stat.S_IFLNK) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    error = irregular_shard(path, os.fstat(fd).st_mode)
+    if error is not None:
         os.close(fd)
-        raise ShardFormatError(f"{path}: is not a regular file; shard files must be regular files") from None
+        raise error
     os.set_blocking(fd, True)
     return fd
 

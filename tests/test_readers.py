@@ -351,37 +351,49 @@ def test_a_shard_that_is_a_symbolic_link_is_refused(tmp_path, fmt) -> None:
     outside = tmp_path / "outside"
     path.rename(outside)  # the same bytes, reached through a link: a link could as well lead to /etc/passwd
     path.symlink_to(outside)
-    with pytest.raises(ShardFormatError, match=f"^{path}: is a symbolic link; shard files must be regular files"):
+    with pytest.raises(ShardFormatError, match=f"^{path}: is a symbolic link; shard files must be regular files inside the dataset folder$"):
         first_reader(directory)
+
+
+OPEN_FIRST_SHARD = """
+import sys
+from streamload.dataset import ShardedDataset
+from streamload.errors import ShardFormatError
+
+try:
+    ShardedDataset(sys.argv[1]).reader(0)
+except ShardFormatError as exc:
+    print(exc)
+"""
 
 
 @pytest.mark.parametrize("fmt", ["npy", "hdf5"])
 def test_a_shard_that_is_a_fifo_is_refused_without_waiting(tmp_path, fmt) -> None:
-    import threading
+    """In a child process with a time limit: h5py waits in open() holding the GIL, so no thread could end it."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    from streamload.manifest import MANIFEST_NAME
 
     directory, _ = build(tmp_path, 100, fmt)
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["x" if fmt == "npy" else "hdf5"].name
     path.unlink()
     os.mkfifo(path)
-    outcome: list[BaseException | None] = []
-
-    def open_it() -> None:
-        try:
-            first_reader(directory)
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            outcome.append(exc)
-
-    opener = threading.Thread(target=open_it, daemon=True)
-    opener.start()
-    opener.join(10)
-    if opener.is_alive():  # blocked opening the FIFO: a writer appearing and leaving releases it
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-        opener.join(10)
+    for manifest in (directory / MANIFEST_NAME, _root(directory) / MANIFEST_NAME):  # its recorded size: a FIFO's
+        data = json.loads(manifest.read_text())
+        data["splits"]["train"]["shards"][0]["files"]["x" if fmt == "npy" else "hdf5"]["bytes"] = 0
+        manifest.write_text(json.dumps(data))
+    try:
+        result = subprocess.run([sys.executable, "-c", OPEN_FIRST_SHARD, str(directory)], capture_output=True,
+                                text=True, timeout=60, env=subprocess_env())
+    except subprocess.TimeoutExpired:
         pytest.fail("opening a shard that is a FIFO waited for a writer")
-    assert isinstance(outcome[0], ShardFormatError)
-    assert str(outcome[0]) == f"{path}: is not a regular file; shard files must be regular files"
+    assert result.stdout.strip() == f"{path}: is not a regular file; shard files must be regular files inside the " \
+                                    "dataset folder", result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("kind", ["external", "virtual", "external_link"])
