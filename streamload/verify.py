@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from .manifest import (
     LabelInfo,
     Manifest,
     hash_file,
+    irregular_shard,
     open_shard_file,
     read_manifest,
 )
@@ -107,8 +107,9 @@ def check_file(path: Path, info: FileInfo, on_bytes: Callable[[int], object] | N
         status = os.lstat(path)
     except FileNotFoundError:
         return "missing"
-    if not stat.S_ISREG(status.st_mode):
-        return "is a symbolic link, not a regular file" if stat.S_ISLNK(status.st_mode) else "is not a regular file"
+    irregular = irregular_shard(path, status.st_mode)
+    if irregular is not None:
+        return str(irregular).removeprefix(f"{path}: ")
     if status.st_size != info.bytes:
         kind = "truncated" if status.st_size < info.bytes else "too long"
         return f"{kind}: {status.st_size} bytes, the manifest says {info.bytes}"
@@ -194,7 +195,7 @@ def foreign_storage(handle, key: str) -> str | None:  # noqa: ANN001 - an h5py.F
         if link is None:
             return None
         if not isinstance(link, h5py.HardLink):
-            return f"is a {type(link).__name__} to data elsewhere, not a dataset stored in the shard file"
+            return f"is an HDF5 {type(link).__name__} to data elsewhere, not a dataset stored in the shard file"
     dataset = handle[key]
     if not isinstance(dataset, h5py.Dataset):
         return "is a group, not a dataset"

@@ -403,7 +403,7 @@ def test_hdf5_data_stored_outside_the_shard_is_refused(tmp_path, kind) -> None:
     directory, _ = build(tmp_path, 100, "hdf5", name="ds")
     secret = plant_foreign_hdf5(directory, kind)
     words = {"external": "uses HDF5 external storage", "virtual": "is a virtual dataset",
-             "external_link": "is a ExternalLink to data elsewhere"}[kind]
+             "external_link": "is an HDF5 ExternalLink to data elsewhere"}[kind]
     dataset = ShardedDataset(directory)
     with pytest.raises(ShardFormatError, match=f"^{shard_folder(directory) / 'train-00000.h5'}: dataset 'x' {words}"):
         served = dataset.gather(np.arange(100))["x"]
