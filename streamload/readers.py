@@ -78,14 +78,21 @@ class _OpenFile:
         self.opened = _identity(fd)
 
     def check(self) -> None:
-        """Raise ShardChangedError if the file changed since it was opened (before its pages are touched)."""
-        now = _identity(self.fd)
-        if now != self.opened:
-            what = (f"cut from {self.opened[0]} to {now[0]} bytes" if now[0] < self.opened[0] else
-                    f"size {self.opened[0]} -> {now[0]} bytes" if now[0] != self.opened[0] else
-                    "written or touched in place")
-            raise ShardChangedError(f"{self.path}: the shard file changed while the dataset was reading it ({what}); "
-                                    "shards must not change while in use: restore the file or rebuild the dataset")
+        """Raise ShardChangedError if the file changed since it was opened (before its pages are touched).
+
+        Fields compared one by one, not as a tuple: this runs once per shard file per batch (~0.8 us).
+        """
+        status = os.fstat(self.fd)
+        size, modified, changed = self.opened
+        if status.st_size != size or status.st_mtime_ns != modified or status.st_ctime_ns != changed:
+            self._changed(status.st_size)
+
+    def _changed(self, size: int) -> None:
+        was = self.opened[0]
+        what = (f"cut from {was} to {size} bytes" if size < was else f"grown from {was} to {size} bytes"
+                if size > was else "written or touched in place")
+        raise ShardChangedError(f"{self.path}: the shard file changed while the dataset was reading it ({what}); "
+                                "shards must not change while in use: restore the file or rebuild the dataset")
 
 
 class MappedArray(_OpenFile):
