@@ -12,9 +12,10 @@ Shard files are opened without following links and must be regular files (no FIF
 HDF5 datasets must keep their bytes in the shard file itself. Touching a mapped page past the end of
 a file that was cut short kills the process with SIGBUS, so every read first compares the file's size
 and times (one ``fstat`` of the open descriptor, ~1 us) with those seen at open and raises
-:class:`~streamload.errors.ShardChangedError` when they differ. A file cut in the microseconds between
-that check and the gather can still crash the process: builds write shards read-only (0444), so only
-a deliberate ``chmod`` and truncate during training can do it.
+:class:`~streamload.errors.ShardChangedError` when they differ (a dataset replaces the per-read ``fstat``
+with one inotify read per batch while no file changed). A file cut in the microseconds between that
+check and the gather can still crash the process: builds write shards read-only (0444), so only a
+deliberate ``chmod`` and truncate during training can do it.
 """
 
 from __future__ import annotations
@@ -53,8 +54,13 @@ class ShardReader(Protocol):
     """The rows of one shard. ``rows`` are sorted ascending (repeats allowed) and within the shard."""
 
     num_samples: int
+    check_each_take: bool
 
     def take(self, key: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray: ...
+
+    def files(self) -> list[tuple[Path, int]]: ...
+
+    def check(self) -> None: ...
 
     def ranges(self, key: str, rows: np.ndarray) -> ByteRanges | None: ...
 
@@ -63,10 +69,10 @@ class ShardReader(Protocol):
     def advise(self, advice: int) -> None: ...
 
 
-def _identity(fd: int) -> tuple[int, int, int]:
-    """What changes when a file is cut, written or replaced in place: size, modification and change times."""
+def _identity(fd: int) -> tuple[int, int]:
+    """What changes when a file is cut or written in place: its size and modification time (not a chmod)."""
     status = os.fstat(fd)
-    return status.st_size, status.st_mtime_ns, status.st_ctime_ns
+    return status.st_size, status.st_mtime_ns
 
 
 class _OpenFile:
@@ -83,8 +89,8 @@ class _OpenFile:
         Fields compared one by one, not as a tuple: this runs once per shard file per batch (~0.8 us).
         """
         status = os.fstat(self.fd)
-        size, modified, changed = self.opened
-        if status.st_size != size or status.st_mtime_ns != modified or status.st_ctime_ns != changed:
+        size, modified = self.opened
+        if status.st_size != size or status.st_mtime_ns != modified:
             self._changed(status.st_size)
 
     def _changed(self, size: int) -> None:
@@ -188,13 +194,24 @@ class _ArraysReader:
     def __init__(self, arrays: Mapping[str, MappedArray | ChunkedArray], num_samples: int) -> None:
         self.arrays, self.num_samples = dict(arrays), num_samples
         self._mapped = {key: array.array for key, array in self.arrays.items() if isinstance(array, MappedArray)}
+        self.check_each_take = True  # off while a dataset watches the files for changes (inotify) instead
 
     def take(self, key: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         mapped = self._mapped.get(key)
         if mapped is not None:  # "clip": rows are known to be in range, and it writes to out without a copy
-            self.arrays[key].check()  # a page past the end of a file cut short would kill the process (SIGBUS)
+            if self.check_each_take:  # a page past the end of a file cut short would kill the process (SIGBUS)
+                self.arrays[key].check()
             return mapped.take(rows, axis=0, out=out, mode="clip")
         return self.arrays[key].take(rows, out)  # type: ignore[call-arg]
+
+    def files(self) -> list[tuple[Path, int]]:
+        """(path, open descriptor) of each file the reader reads."""
+        return [(array.path, array.fd) for array in self.arrays.values()]
+
+    def check(self) -> None:
+        """ShardChangedError if any of the shard's files changed since it was opened."""
+        for array in self.arrays.values():
+            array.check()
 
     def ranges(self, key: str, rows: np.ndarray) -> ByteRanges | None:
         return self.arrays[key].ranges(rows)

@@ -343,3 +343,29 @@ def test_a_shard_cut_while_fit_runs_ends_fit_with_a_named_error(tmp_path, worker
     assert result.returncode == 3, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
     assert result.stdout.startswith(f"ShardChangedError: {victim}: the shard file changed while the dataset was "
                                     "reading it (cut from 102528 to 4096 bytes)")
+
+
+@pytest.mark.parametrize("change", ["rewrite", "touch", "cut"])
+def test_a_shard_changed_after_opening_fails_the_next_gather_naming_it(tmp_path, change) -> None:
+    """The dataset watches its open shards (inotify) instead of an fstat per file per batch: a write, a touch
+    or a cut past the rows read must all still stop the next gather, before any page is touched."""
+    from shards import make_writable, shard_folder
+
+    from streamload.errors import ShardChangedError
+
+    directory, arrays = build(tmp_path, 400, "npy", 100, name="ds")
+    dataset = ShardedDataset(directory)
+    assert np.array_equal(dataset.gather(np.arange(0, 400, 7))["x"], arrays["x"][::7])  # every shard open
+    assert not any(dataset.reader(shard).check_each_take for shard in range(4))  # watched: no fstat per read
+    path = make_writable(shard_folder(directory) / "train-00002.x.npy")
+    assert np.array_equal(dataset.gather(np.arange(0, 400, 7))["x"], arrays["x"][::7])  # a chmod alone: not data
+    if change == "rewrite":
+        with open(path, "r+b") as stream:
+            stream.seek(-4, os.SEEK_END)
+            stream.write(b"\0\0\0\0")
+    elif change == "touch":
+        os.utime(path, ns=(0, 0))
+    else:
+        os.truncate(path, path.stat().st_size - 1)  # the last page stays mapped: no SIGBUS, so safe in-process
+    with pytest.raises(ShardChangedError, match=f"^{path}: the shard file changed while the dataset was reading"):
+        dataset.gather(np.array([250]))

@@ -266,16 +266,26 @@ def test_npy_headers_are_parsed_one_at_a_time_across_threads(tmp_path, monkeypat
 CUT_UNDER_THE_MAP = """
 import os, sys
 import numpy as np
-from streamload.errors import ShardChangedError
 from streamload.dataset import ShardedDataset
+from streamload.errors import ShardChangedError
+from streamload.layout import shard_root
+from streamload.manifest import read_manifest
+from streamload.readers import open_reader
 
-dataset = ShardedDataset(sys.argv[1])
-reader = dataset.reader(0)
-reader.take("x", np.array([0]))  # mapped and read
-os.chmod(sys.argv[2], 0o644)
-os.truncate(sys.argv[2], 4096)
+directory, victim, via = sys.argv[1:]
+if via == "reader":  # on its own: an fstat before every read
+    manifest = read_manifest(directory)
+    split = manifest.split("train")
+    reader = open_reader(manifest.format, shard_root(directory, manifest), split.shards[0], split.arrays)
+    read = lambda row: reader.take("x", np.array([row]))
+else:  # under a dataset: inotify says when to fstat
+    dataset = ShardedDataset(directory)
+    read = lambda row: dataset.gather(np.array([row]))
+read(0)  # mapped and read
+os.chmod(victim, 0o644)
+os.truncate(victim, 4096)
 try:
-    reader.take("x", np.array([99]))  # a row whose pages are gone
+    read(99)  # a row whose pages are gone
 except ShardChangedError as exc:
     print(exc)
     sys.exit(3)
@@ -283,8 +293,9 @@ print("served")
 """
 
 
+@pytest.mark.parametrize("via", ["reader", "dataset"])
 @pytest.mark.parametrize("fmt", ["npy", "hdf5"])
-def test_a_shard_cut_under_its_map_is_a_named_error_not_sigbus(tmp_path, fmt) -> None:
+def test_a_shard_cut_under_its_map_is_a_named_error_not_sigbus(tmp_path, fmt, via) -> None:
     """In a child process: touching the unmapped pages would kill it with SIGBUS (exit -7), not fail a test."""
     import subprocess
     import sys
@@ -294,7 +305,7 @@ def test_a_shard_cut_under_its_map_is_a_named_error_not_sigbus(tmp_path, fmt) ->
     directory, _ = build(tmp_path, 100, fmt)
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["x" if fmt == "npy" else "hdf5"].name
-    result = subprocess.run([sys.executable, "-c", CUT_UNDER_THE_MAP, str(directory), str(path)],
+    result = subprocess.run([sys.executable, "-c", CUT_UNDER_THE_MAP, str(directory), str(path), via],
                             capture_output=True, text=True, timeout=120, env=subprocess_env())
     assert result.returncode == 3, (result.returncode, result.stderr[-2000:])
     assert result.stdout.startswith(f"{path}: the shard file changed while the dataset was reading it (cut from ")
