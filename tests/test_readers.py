@@ -157,7 +157,7 @@ def test_truncated_npy_is_refused_naming_the_file(tmp_path) -> None:
     directory, _ = build(tmp_path, 100, "npy")
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["x"].name
-    os.truncate(path, path.stat().st_size - 1)
+    os.truncate(make_writable(path), path.stat().st_size - 1)
     with pytest.raises(ShardFormatError, match=rf"{path}: truncated: {path.stat().st_size} bytes"):
         first_reader(directory)
 
@@ -167,7 +167,7 @@ def test_truncated_hdf5_is_refused_naming_the_file(tmp_path, compression) -> Non
     directory, _ = build(tmp_path, 100, "hdf5", compression=compression)
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["hdf5"].name
-    os.truncate(path, path.stat().st_size - 1000)
+    os.truncate(make_writable(path), path.stat().st_size - 1000)
     with pytest.raises(ShardFormatError, match=f"^{path}: .*truncated"):
         first_reader(directory)
 
@@ -181,7 +181,7 @@ def test_npy_header_disagreeing_with_the_manifest_is_refused(tmp_path, stored, e
     directory, _ = build(tmp_path, 100, "npy")
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["x"].name
-    np.save(path, stored)
+    np.save(make_writable(path), stored)
     with pytest.raises(ShardFormatError, match=f"^{path}: {expected}"):
         first_reader(directory)
 
@@ -197,7 +197,7 @@ def test_hdf5_dataset_missing_or_of_the_wrong_shape_is_refused(tmp_path) -> None
     directory, _ = build(tmp_path, 100, "hdf5")
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["hdf5"].name
-    with h5py.File(path, "r+") as handle:
+    with h5py.File(make_writable(path), "r+") as handle:
         del handle["y"]
     with pytest.raises(ShardFormatError, match=f"^{path}: no dataset 'y'"):
         first_reader(directory)
@@ -211,7 +211,7 @@ def test_a_file_that_is_not_hdf5_is_refused(tmp_path) -> None:
     directory, _ = build(tmp_path, 10, "hdf5")
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["hdf5"].name
-    path.write_bytes(b"\0" * 4096)
+    make_writable(path).write_bytes(b"\0" * 4096)
     with pytest.raises(ShardFormatError, match=f"^{path}: cannot open as HDF5"):
         first_reader(directory)
 

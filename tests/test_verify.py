@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SyntheticMnist
-from shards import build, plant_foreign_hdf5, rehash_manifests, shard_folder
+from shards import build, make_writable, plant_foreign_hdf5, rehash_manifests, shard_folder
 
 from streamload.build import BuildOptions, build_dataset
 from streamload.errors import ManifestError
@@ -39,6 +39,7 @@ def _root(dataset: Path) -> Path:
 
 
 def _flip_middle_byte(path: Path) -> None:
+    make_writable(path)  # shards are written read-only
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
@@ -51,7 +52,7 @@ def test_sound_dataset_has_no_problems(dataset: Path) -> None:
 def test_truncated_shard(dataset: Path) -> None:
     name = _shard_file(dataset, "train", 1)
     size = (_root(dataset) / name).stat().st_size
-    with open(_root(dataset) / name, "r+b") as stream:
+    with open(make_writable(_root(dataset) / name), "r+b") as stream:
         stream.truncate(size - 100)
     problems = verify_dataset(dataset, progress=False)
     assert [(p.split, p.shard, p.file) for p in problems] == [("train", 1, name)]
@@ -60,7 +61,7 @@ def test_truncated_shard(dataset: Path) -> None:
 
 def test_shard_with_bytes_appended(dataset: Path) -> None:
     name = _shard_file(dataset, "test", 0)
-    with open(_root(dataset) / name, "ab") as stream:
+    with open(make_writable(_root(dataset) / name), "ab") as stream:
         stream.write(b"\0")
     problems = verify_dataset(dataset, progress=False)
     assert [(p.split, p.shard, p.file) for p in problems] == [("test", 0, name)]
