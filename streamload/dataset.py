@@ -27,8 +27,9 @@ from ._process import current_pid
 from .errors import ShardFormatError
 from .generations import acquire
 from .integrity import check_files, recorded
-from .manifest import Manifest, SplitInfo, irregular_shard
+from .manifest import Manifest, SplitInfo
 from .readers import ByteRanges, ShardReader, open_reader
+from .shardfiles import irregular_shard
 
 FILES_PER_MAPPED_ARRAY = 2  # our descriptor (for read hints) and the one Python's mmap keeps for itself
 _SPARE_FILES = 256
@@ -98,11 +99,14 @@ class _ChangeWatch:
         """Watch the files of a reader just opened; False when they cannot all be watched."""
         if self.fd < 0 or self.changed:
             return False
-        for path, fd in reader.files():
-            if self._add_watch(self.fd, os.fsencode(path), self._MASK) < 0:
-                return False
-            if os.lstat(path).st_ino != os.fstat(fd).st_ino:  # the name no longer leads to the open file
-                return False
+        try:
+            for path, fd in reader.files():
+                if self._add_watch(self.fd, os.fsencode(path), self._MASK) < 0:
+                    return False
+                if os.lstat(path).st_ino != os.fstat(fd).st_ino:  # the name no longer leads to the open file
+                    return False
+        except OSError:
+            return False
         return True
 
     def quiet(self) -> bool:

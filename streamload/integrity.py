@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import ShardCorruptError
-from .manifest import FileInfo, open_shard_file, sha256_file
+from .manifest import FileInfo, sha256_file
+from .shardfiles import open_shard_file
 
 RECORD = ".verified"
 _BLOCK = 4 * 2**20

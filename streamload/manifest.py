@@ -13,12 +13,10 @@ manifests are still read (their shards lie beside the manifest, with ``x`` and `
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from ._validate import Field
-from .errors import InvalidOptionError, ManifestError, ManifestVersionError, ShardFormatError
+from .errors import InvalidOptionError, ManifestError, ManifestVersionError
+from .shardfiles import open_shard_file
 from .specs import ArraySpec
 
 MANIFEST_NAME = "manifest.json"
@@ -52,35 +51,6 @@ class FileInfo:
     bytes: int
     sha256: str
     crc32: int | None = None  # zlib's CRC-32 of the whole file: fast enough to check before every first use
-
-
-def irregular_shard(path: Path, mode: int) -> ShardFormatError | None:
-    """The error for a shard file whose ``lstat``/``fstat`` mode is not a regular file's, or None."""
-    if stat.S_ISREG(mode):
-        return None
-    kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
-    return ShardFormatError(f"{path}: is {kind}; shard files must be regular files inside the dataset folder")
-
-
-def open_shard_file(path: Path) -> int:
-    """A read-only descriptor of the shard file ``path``, which must be a regular file, not a link to one.
-
-    ``O_NOFOLLOW``: a planted symbolic link never makes a reader serve (or an error show) a file from
-    outside the dataset. ``O_NONBLOCK``: opening a FIFO returns at once instead of waiting for a writer,
-    and ``fstat`` of the open descriptor refuses it (and any other non-regular file) without a race.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise irregular_shard(path, stat.S_IFLNK) from None
-        raise
-    error = irregular_shard(path, os.fstat(fd).st_mode)
-    if error is not None:
-        os.close(fd)
-        raise error
-    os.set_blocking(fd, True)
-    return fd
 
 
 def hash_file(path: Path, on_bytes: Callable[[int], object] | None = None) -> tuple[str, int]:

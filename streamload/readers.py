@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,8 @@ from typing import Protocol
 import numpy as np
 
 from .errors import ShardChangedError, ShardDecodeError, ShardFormatError
-from .manifest import HDF5_FILE_ROLE, ArraySpec, ShardInfo, open_shard_file
+from .manifest import HDF5_FILE_ROLE, ArraySpec, ShardInfo
+from .shardfiles import OpenShardFile, open_shard_file
 from .specs import read_npy_header
 from .verify import foreign_storage
 
@@ -69,39 +69,7 @@ class ShardReader(Protocol):
     def advise(self, advice: int) -> None: ...
 
 
-def _identity(fd: int) -> tuple[int, int]:
-    """What changes when a file is cut or written in place: its size and modification time (not a chmod)."""
-    status = os.fstat(fd)
-    return status.st_size, status.st_mtime_ns
-
-
-class _OpenFile:
-    """One open shard file (its own descriptor, closed with the object) and what it looked like at open."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path, self.fd = path, fd
-        weakref.finalize(self, os.close, fd)
-        self.opened = _identity(fd)
-
-    def check(self) -> None:
-        """Raise ShardChangedError if the file changed since it was opened (before its pages are touched).
-
-        Fields compared one by one, not as a tuple: this runs once per shard file per batch (~0.8 us).
-        """
-        status = os.fstat(self.fd)
-        size, modified = self.opened
-        if status.st_size != size or status.st_mtime_ns != modified:
-            self._changed(status.st_size)
-
-    def _changed(self, size: int) -> None:
-        was = self.opened[0]
-        what = (f"cut from {was} to {size} bytes" if size < was else f"grown from {was} to {size} bytes"
-                if size > was else "written or touched in place")
-        raise ShardChangedError(f"{self.path}: the shard file changed while the dataset was reading it ({what}); "
-                                "shards must not change while in use: restore the file or rebuild the dataset")
-
-
-class MappedArray(_OpenFile):
+class MappedArray(OpenShardFile):
     """A read-only memory map of an array stored plainly at ``offset`` in ``path``.
 
     The array is a plain ``ndarray`` over the map (not ``np.memmap``, whose subclass hooks cost more
@@ -133,7 +101,7 @@ class MappedArray(_OpenFile):
             self._map.madvise(advice)
 
 
-class ChunkedArray(_OpenFile):
+class ChunkedArray(OpenShardFile):
     """An HDF5 dataset stored in chunks (compressed): read whole chunks, gather the rows from them.
 
     ``fd`` is a descriptor of the same file as h5py's, for read hints and change checks.
@@ -264,19 +232,30 @@ def open_hdf5(root: Path, shard: ShardInfo, specs: Mapping[str, ArraySpec]) -> _
     fd = open_shard_file(path)  # checked first: h5py follows links and would wait on a FIFO
     try:
         handle = _open_same_file(h5py, path, fd)
-        arrays: dict[str, MappedArray | ChunkedArray] = {}
-        for key, spec in specs.items():
-            dataset = _checked_dataset(handle, path, key, spec, shard.num_samples)
-            offset = dataset.id.get_offset()
-            if dataset.chunks is None and dataset.compression is None and offset is not None:
-                arrays[key] = MappedArray(path, offset, spec, shard.num_samples, os.dup(fd))
-            else:
-                arrays[key] = ChunkedArray(dataset, path, os.dup(fd))
-        if all(isinstance(array, MappedArray) for array in arrays.values()):
+        try:
+            arrays = _hdf5_arrays(handle, path, fd, shard, specs)
+        except BaseException:
             handle.close()
+            raise
     finally:
         os.close(fd)
+    if all(isinstance(array, MappedArray) for array in arrays.values()):
+        handle.close()
     return _ArraysReader(arrays, shard.num_samples)
+
+
+def _hdf5_arrays(handle, path: Path, fd: int, shard: ShardInfo,  # noqa: ANN001 - an h5py.File
+                 specs: Mapping[str, ArraySpec]) -> dict[str, MappedArray | ChunkedArray]:
+    """Each array of an HDF5 shard, mapped when stored plainly, each with its own copy of ``fd``."""
+    arrays: dict[str, MappedArray | ChunkedArray] = {}
+    for key, spec in specs.items():
+        dataset = _checked_dataset(handle, path, key, spec, shard.num_samples)
+        offset = dataset.id.get_offset()
+        if dataset.chunks is None and dataset.compression is None and offset is not None:
+            arrays[key] = MappedArray(path, offset, spec, shard.num_samples, os.dup(fd))
+        else:
+            arrays[key] = ChunkedArray(dataset, path, os.dup(fd))
+    return arrays
 
 
 def _open_same_file(h5py, path: Path, fd: int):  # noqa: ANN001, ANN202 - the h5py module, an h5py.File

@@ -3,8 +3,11 @@
 Every shard file must be present, of the recorded size, SHA-256 and CRC-32, and its header must
 agree with the manifest: the ``.npy`` header's dtype, shape (rows = the shard's sample count) and
 payload size, or the HDF5 file's dataset names, shapes and dtypes. Class labels must lie in the
-range the manifest records. The check holds a lease on the generation, so a rebuild running at the
-same time cannot delete the files being checked.
+range the manifest records. A shard that is a symbolic link or not a regular file (a FIFO would make
+the check wait forever) is a problem, never followed or opened, and so is an HDF5 dataset whose bytes
+lie outside its file (external storage, a virtual dataset, a link): hashing the shard would not cover
+them. The check holds a lease on the generation, so a rebuild running at the same time cannot delete
+the files being checked.
 """
 
 from __future__ import annotations
@@ -27,10 +30,9 @@ from .manifest import (
     LabelInfo,
     Manifest,
     hash_file,
-    irregular_shard,
-    open_shard_file,
     read_manifest,
 )
+from .shardfiles import irregular_shard, open_shard_file
 from .specs import read_npy_header
 
 Layout = dict[str, tuple[tuple[int, ...], np.dtype]]  # array name -> (full shape, dtype) in one file

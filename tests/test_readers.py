@@ -329,9 +329,8 @@ def test_a_shard_rewritten_in_place_after_opening_is_a_named_error(tmp_path, fmt
 
 @pytest.mark.parametrize("compression", ["gzip", "lzf"])
 def test_a_chunk_that_fails_to_decompress_names_the_shard(tmp_path, compression) -> None:
-    from streamload.errors import ShardCorruptError, ShardDecodeError
-
     from streamload import ArraySource, BuildOptions, build_dataset
+    from streamload.errors import ShardCorruptError, ShardDecodeError
 
     arrays = {"x": np.repeat(np.arange(300, dtype=np.uint8), 28 * 28).reshape(300, 28, 28),  # compressible
               "y": np.zeros(300, np.uint8)}
@@ -362,7 +361,8 @@ def test_a_shard_that_is_a_symbolic_link_is_refused(tmp_path, fmt) -> None:
     outside = tmp_path / "outside"
     path.rename(outside)  # the same bytes, reached through a link: a link could as well lead to /etc/passwd
     path.symlink_to(outside)
-    with pytest.raises(ShardFormatError, match=f"^{path}: is a symbolic link; shard files must be regular files inside the dataset folder$"):
+    expected = f"^{path}: is a symbolic link; shard files must be regular files inside the dataset folder$"
+    with pytest.raises(ShardFormatError, match=expected):
         first_reader(directory)
 
 
