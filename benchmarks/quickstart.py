@@ -28,7 +28,7 @@ def timed(command: list[str]) -> float:
 def markdown(results: Result) -> str:
     build, train = results["build_seconds"], results["train_seconds"]
     return (f"`build_shards.py` then `train.py --epochs {results['options']['epochs']}`: {build + train:.0f} s end to "
-            f"end (build {build:.0f} s, training {train:.0f} s) on {cpus_and_ram(results['machine'])}, packages "
+            f"end (build {build:.1f} s, training {train:.1f} s) on {cpus_and_ram(results['machine'])}, packages "
             f"already installed; test accuracy {100 * results['metrics']['test_accuracy']:.1f}% "
             "(`scripts/time_quickstart.py`).\n")
 
