@@ -182,8 +182,9 @@ def test_each_pipeline_delivers_each_sample_of_its_share_once_per_epoch(tmp_path
                                 one_hot=False, **options)
         batches = [sample_ids(x) for x, _ in dataset.as_numpy_iterator()]
         assert len(batches) == epochs * sampler.num_batches
+        per = sampler.num_batches
         for epoch in range(epochs):
-            ids = Counter(np.concatenate(batches[epoch * sampler.num_batches:(epoch + 1) * sampler.num_batches]).tolist())
+            ids = Counter(np.concatenate(batches[epoch * per:(epoch + 1) * per]).tolist())
             assert ids == Counter(sampler.epoch_indices(epoch).tolist())
             delivered[epoch] += ids
     for counts in delivered:  # the pipelines together: every sample once, but the n % K left over
