@@ -94,3 +94,14 @@ def test_the_batch_loader_examples_run(tmp_path, path: Path) -> None:
     x, y = scope["x"], scope["y"]  # the last batch of the last epoch the loop read
     assert (scope["epoch"], scope["batch"]) == (1, 2) and len(x) == len(y) == 600 - 2 * 256
     assert x.dtype == np.float32 and x.shape[1:] == (28, 28, 1) and y.shape[1:] == (10,)
+
+
+def test_the_report_command_rewrites_stale_blocks_and_check_says_so(tmp_path) -> None:
+    from benchmarks.report import main
+
+    document = tmp_path / "doc.md"
+    document.write_text("Before.\n<!-- results: results/build-images.json -->\n| typed | 1 s |\n<!-- end results -->\n")
+    assert main(["--check", str(document)]) == 1 and "| typed | 1 s |" in document.read_text()
+    assert main([str(document)]) == 0
+    assert blocks(document.read_text()) == [("results/build-images.json", None, render("results/build-images.json"))]
+    assert main(["--check", str(document)]) == 0 and document.read_text().startswith("Before.\n")
