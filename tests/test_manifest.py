@@ -49,7 +49,7 @@ def test_manifest_records_counts_sizes_and_hashes(built: tuple[Path, Manifest]) 
     for name, split in manifest.splits.items():
         assert [shard.num_samples for shard in split.shards] == expected_counts[name]
         assert split.num_samples == sum(expected_counts[name])
-        assert split.arrays == {"x": ArraySpec("|u1", (28, 28)), "y": ArraySpec("|u1", ())}
+        assert split.arrays == {"x": ArraySpec("|u1", (28, 28), scale=1 / 255), "y": ArraySpec("|u1", ())}
         for shard in split.shards:
             expected_roles = {"x", "y"} if manifest.format == "npy" else {"hdf5"}
             assert set(shard.files) == expected_roles
@@ -68,7 +68,8 @@ def test_manifest_json_layout(built: tuple[Path, Manifest]) -> None:
     data = json.loads((out / MANIFEST_NAME).read_text())
     assert data["format_version"] == FORMAT_VERSION and data["format"] == manifest.format
     assert data["splits"]["train"]["num_samples"] == 203
-    assert data["splits"]["test"]["arrays"]["x"] == {"dtype": "|u1", "shape": [28, 28]}
+    assert data["splits"]["test"]["arrays"]["x"] == {"dtype": "|u1", "shape": [28, 28], "scale": 1 / 255}
+    assert data["splits"]["test"]["arrays"]["y"] == {"dtype": "|u1", "shape": []}  # targets get no scale
     first = data["splits"]["train"]["shards"][0]
     assert first["num_samples"] == 50
     assert all(set(info) == {"name", "bytes", "sha256", "crc32"} for info in first["files"].values())
