@@ -100,7 +100,7 @@ class LoaderOptions:
 
 
 def check_int(name: str, value: Any, minimum: int, limit: int | None = None) -> int:
-    """``value`` as an int: any integral number (``np.int64`` too, not a bool or a float), ``minimum <= value < limit``."""
+    """``value`` as an int, ``minimum <= value < limit``: any integral number (``np.int64`` too), not a bool or float."""
     if not isinstance(value, Integral) or isinstance(value, bool):
         raise InvalidOptionError(f"{name} must be an integer, got {value!r}")
     value = int(value)

@@ -64,8 +64,8 @@ class SplitValues:
         self.where, self.columns = where, dict(column_names or {})
         kinds = {key: np.dtype(spec.dtype) for key, spec in specs.items()}
         self.floats = () if allow_nonfinite else tuple(key for key, dtype in kinds.items() if dtype.kind == "f")
-        self.ranged = tuple(key for key in features if kinds[key].kind in "iu" and kinds[key] not in
-                            NATIVE_IMAGE_SCALES)
+        self.ranged = tuple(key for key in features if key in kinds and kinds[key].kind in "iu"
+                            and kinds[key] not in NATIVE_IMAGE_SCALES)
         self.ranges: dict[str, tuple[int, int]] = {}
         self.samples = 0
 
@@ -110,7 +110,8 @@ def input_scales(splits: Mapping[str, tuple[Mapping[str, ArraySpec], SplitValues
     for key in features:
         ranges = [values.ranges[key] for _, values in splits.values() if key in values.ranges]
         found = (min(low for low, _ in ranges), max(high for _, high in ranges)) if ranges else None
-        per_split = {name: _split_scale(np.dtype(specs[key].dtype), found) for name, (specs, _) in splits.items()}
+        per_split = {name: _split_scale(np.dtype(specs[key].dtype), found) for name, (specs, _) in splits.items()
+                     if key in specs}  # a split without it is refused when the manifest is read
         if declared is None and len(set(per_split.values())) > 1:
             shown = ", ".join(f"{name} {np.dtype(splits[name][0][key].dtype)} (scale {_shown(scale)})"
                               for name, scale in per_split.items())

@@ -75,7 +75,8 @@ def test_splits_normalised_differently_are_refused(tmp_path: Path) -> None:
 def test_integer_splits_share_the_scale_of_their_common_range(tmp_path: Path) -> None:
     low = np.zeros((4, 2), np.int64)
     high = np.full((4, 2), 300, np.int32)  # 300 is beyond 0..255: both splits take 1/65535
-    _build(tmp_path / "ds", {"train": {"x": low, "y": np.zeros(4, np.uint8)}, "test": {"x": high, "y": np.zeros(4, np.uint8)}})
+    labels = np.zeros(4, np.uint8)
+    _build(tmp_path / "ds", {"train": {"x": low, "y": labels}, "test": {"x": high, "y": labels}})
     assert {split.arrays["x"].scale for split in read_manifest(tmp_path / "ds").splits.values()} == {1 / 65535}
 
 

@@ -91,13 +91,12 @@ class NpzArraySource:
         readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
         try:
             version = np.lib.format.read_magic(stream)
-            if version not in readers:
-                raise ShardFormatError(f"{self.path}: array {member!r} uses unsupported .npy version {version}")
-            return readers[version](stream)
-        except (ValueError, SyntaxError) as exc:  # numpy's words for a truncated or garbled header
-            if isinstance(exc, ShardFormatError):
-                raise
-            raise ShardFormatError(f"{self.path}: array {member!r} has no readable .npy header ({exc})") from None
+            header = readers[version](stream) if version in readers else None
+        except (ValueError, SyntaxError):  # truncated or garbled; numpy's message would quote the file's bytes
+            raise ShardFormatError(f"{self.path}: array {member!r} has no readable .npy header") from None
+        if header is None:
+            raise ShardFormatError(f"{self.path}: array {member!r} uses unsupported .npy version {version}")
+        return header
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
         chunk_rows = rows_per_chunk(self.specs, chunk_rows)
