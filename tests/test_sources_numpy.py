@@ -191,3 +191,20 @@ def test_a_garbled_npz_header_is_one_line(tmp_path: Path) -> None:
         archive.writestr("y.npy", _npy_bytes(np.zeros(1, np.uint8)))
     with pytest.raises(ShardFormatError, match=rf"^{path}: array 'x' has no readable .npy header"):
         numpy_sources(path)
+
+
+def test_int64_pixels_from_an_npz_reach_the_model_as_the_uint8_pixels_do(tmp_path: Path) -> None:
+    from streamload import BatchLoader
+
+    pixels = RNG.integers(0, 256, (40, 6, 6))  # np.array of Python ints: int64, the case
+    pixels[0, 0, :2] = (0, 255)
+    labels = RNG.integers(0, 10, 40).astype(np.uint8)
+    batches = {}
+    for name, dtype in (("u8", np.uint8), ("i64", np.int64)):
+        np.savez(tmp_path / f"{name}.npz", x_train=pixels.astype(dtype), y_train=labels,
+                 x_test=pixels[:8].astype(dtype), y_test=labels[:8])
+        build_dataset(numpy_sources(tmp_path / f"{name}.npz"), tmp_path / name, BuildOptions(progress=False))
+        batches[name] = [BatchLoader(tmp_path / name, split, batch_size=16, shuffle=False).load(0, 0)[0]
+                         for split in ("train", "test")]
+    for u8, i64 in zip(batches["u8"], batches["i64"]):
+        assert i64.dtype == np.float32 and np.array_equal(i64, u8) and u8.max() == 1.0
