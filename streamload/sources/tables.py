@@ -223,18 +223,22 @@ class CsvSource:
         for lines, numbers in self._chunks(rows_per_chunk(self.specs, chunk_rows)):
             self._check_widths(lines, numbers)
             features = self._parse(lines, numbers, self.feature_indices, np.float32).reshape(len(lines), -1)
-            if not np.isfinite(features).all():
-                self._check_overflow(features, None, numbers, self.feature_indices, lines)
+            if not np.isfinite(features).all():  # texts are parsed again only on this rare path
+                texts = self._parse(lines, numbers, self.feature_indices, str).reshape(len(lines), -1)
+                self._check_overflow(features, texts, numbers, self.feature_indices)
             yield {"x": features, "y": self._labels(self._label_texts(lines, numbers), numbers)}
 
-    def _check_overflow(self, values: np.ndarray, texts: np.ndarray | None, numbers: list[int], columns: list[int],
-                        lines: list[str] | None = None) -> np.ndarray:
+    def _check_overflow(self, values: np.ndarray, texts: np.ndarray, numbers: list[int],
+                        columns: list[int]) -> np.ndarray:
         """Refuse a field whose number float32 cannot hold (``1e400`` parses as inf); literal nan/inf pass."""
-        for row, index in zip(*np.nonzero(~np.isfinite(values))):
-            text = texts[row, index] if texts is not None else self._fields(lines[row], numbers[row])[columns[index]]
-            if text.strip().lower() not in _NONFINITE_TEXTS:
-                raise SourceFormatError(f"{self.path}:{numbers[row]}: column {self.columns[columns[index]]!r}: "
-                                        f"{text.strip()!r} overflows float32 (largest {np.finfo(np.float32).max:.4g})")
+        rows, indices = np.nonzero(~np.isfinite(values))
+        written = np.char.lower(np.char.strip(texts[rows, indices]))
+        overflowed = np.flatnonzero(~np.isin(written, list(_NONFINITE_TEXTS)))
+        if len(overflowed):
+            row, index = rows[overflowed[0]], indices[overflowed[0]]
+            raise SourceFormatError(f"{self.path}:{numbers[row]}: column {self.columns[columns[index]]!r}: "
+                                    f"{texts[row, index].strip()!r} overflows float32 (largest "
+                                    f"{np.finfo(np.float32).max:.4g})")
         return values
 
 
