@@ -30,8 +30,8 @@ class LoaderOptions:
     blocks of ``block_size`` samples: sequential reads for cold storage), ``False``/``"none"``;
     ``seed``; ``drop_remainder``; ``num_pipelines``/``pipeline_index`` (this pipeline's disjoint share).
     Batches: ``to_fit`` (``(x, y)`` or ``x`` alone), ``one_hot`` labels (``num_classes`` from the
-    manifest when None), ``normalize`` integer images to float32 in [0, 1], ``channel_axis`` for 2-D
-    samples. Reading: ``prefetch_batches`` batches ahead hinted to the kernel (0: off), ``verify``
+    manifest when None), ``normalize`` inputs by the scale the build recorded (integer images to
+    float32 in [0, 1]), ``channel_axis`` for 2-D samples. Reading: ``prefetch_batches`` batches ahead hinted to the kernel (0: off), ``verify``
     ``"once"`` to check each shard's CRC-32 before its first use.
     """
 
