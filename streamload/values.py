@@ -51,8 +51,9 @@ def refuse_complex(specs: Mapping[str, ArraySpec], where: str) -> None:
 
 def _position(index: tuple[int, ...], columns: tuple[str, ...] | None) -> str:
     """Where in a sample: a source's column name when it declares one (a CSV table), else the index."""
-    if columns is not None and len(index) <= 1 and (index[0] if index else 0) < len(columns):
-        return f", column {columns[index[0] if index else 0]!r}"
+    column = index[0] if len(index) == 1 else (0 if not index else None)  # a scalar sample is its one column
+    if columns is not None and column is not None and column < len(columns):
+        return f", column {columns[column]!r}"
     return f", column {index[0]}" if len(index) == 1 else (f" at {index}" if index else "")
 
 
