@@ -56,7 +56,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     images.add_argument("--max-image-pixels", type=int, metavar="N",
                         help="images of more than N pixels (width x height) are unreadable: skipped, or refused with "
                              f"--strict; bounds each decoding process's memory (default: {DEFAULT_MAX_IMAGE_PIXELS}, "
-                             "about 10 bytes a pixel)")
+                             "a decoding process holds up to 16 bytes a pixel)")
     arrays = parser.add_argument_group("NumPy files and CSV tables")
     arrays.add_argument("--x-key", help="name of the inputs array (default: x, or x_train/x_test)")
     arrays.add_argument("--y-key", help="name of the targets array (default: y, or y_train/y_test)")
