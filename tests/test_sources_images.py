@@ -453,7 +453,8 @@ def test_the_pixel_limit_is_settable_and_inclusive(tmp_path: Path) -> None:
     with pytest.raises(ImageDecodeError, match=r"1.png: cannot decode image \(11x10 is 110 pixels, over the limit "
                                                r"of 100 .*--strict refuses it$"):
         image_folder_sources(folder.root, ImageOptions(max_image_pixels=100, strict=True, **QUIET))
-    for bad in (0, -1, 1.5, True):
+    assert ImageOptions(max_image_pixels=np.int64(100)).max_image_pixels == 100
+    for bad in (0, -1, 1.5, True, "100"):
         with pytest.raises(InvalidOptionError, match="--max-image-pixels must be a positive integer"):
             ImageOptions(max_image_pixels=bad)
 

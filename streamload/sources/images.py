@@ -14,13 +14,13 @@ every byte of the stream) finds the unreadable files, which are listed on stderr
 refused with ``strict``; the build's pass then decodes and resizes the rest. Files that are not
 regular files (FIFOs, devices, links to them), not BMP, GIF, JPEG or PNG whatever their name says,
 or larger than ``max_image_pixels`` are unreadable in the same way, found without decoding them
-(see :mod:`.imaging`). Both passes run on
-``jobs`` processes with a bounded number of batches in flight, so memory is bounded by the batch
-size (about 4 MB of pixels), not by the dataset.
+(see :mod:`.imaging`). Both passes run on ``jobs`` processes with a bounded number of batches in
+flight, so memory is bounded by the batch size (about 4 MB of pixels), not by the dataset.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -75,9 +75,10 @@ class ImageOptions:
             raise InvalidOptionError(f"--color-mode {self.color_mode!r}: choose one of {', '.join(COLOR_MODES)}")
         if self.jobs is not None and self.jobs < 1:
             raise InvalidOptionError(f"--jobs must be at least 1, got {self.jobs}")
-        if isinstance(self.max_image_pixels, bool) or not isinstance(self.max_image_pixels, int) \
-                or self.max_image_pixels < 1:
-            raise InvalidOptionError(f"--max-image-pixels must be a positive integer, got {self.max_image_pixels!r}")
+        pixels = self.max_image_pixels
+        if not isinstance(pixels, numbers.Integral) or isinstance(pixels, bool) or pixels < 1:
+            raise InvalidOptionError(f"--max-image-pixels must be a positive integer, got {pixels!r}")
+        object.__setattr__(self, "max_image_pixels", int(pixels))  # np.int64 too, as a plain int for the workers
 
     @property
     def channels(self) -> int:
