@@ -32,6 +32,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     parser.add_argument("--num-classes", type=int, metavar="N",
                         help="class labels must lie in [0, N) (default: the largest label + 1)")
+    parser.add_argument("--pixel-scale", type=_fraction, metavar="S",
+                        help="multiply every model input by S when reading, e.g. 1/255 or 1 (default: 1/255 for "
+                             "uint8 and 0..255 integers, 1/65535 for uint16 and 0..65535, floats as they are)")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="keep NaN and infinity in float arrays (default: refuse the build, naming the sample)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     add_source_arguments(parser)
     parser.add_argument("--verify", type=Path, metavar="DIR", help="check every shard of DIR instead of building")
@@ -39,6 +44,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.verify is None and args.out is None:
         parser.error("--out DIR is required (or --verify DIR)")
     return args
+
+
+def _fraction(text: str) -> float:
+    """A number or a fraction such as ``1/255``."""
+    top, _, bottom = text.partition("/")
+    try:
+        return float(top) / float(bottom) if bottom else float(top)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number or a fraction such as 1/255: {text!r}") from None
 
 
 def run_verify(directory: Path, quiet: bool) -> int:
@@ -52,7 +66,8 @@ def run_verify(directory: Path, quiet: bool) -> int:
 
 def run_build(args: argparse.Namespace) -> int:
     options = BuildOptions(format=args.format, shard_size=args.shard_size, compression=args.compression,
-                           overwrite=args.overwrite, progress=not args.quiet, num_classes=args.num_classes)
+                           overwrite=args.overwrite, progress=not args.quiet, num_classes=args.num_classes,
+                           pixel_scale=args.pixel_scale, allow_nonfinite=args.allow_nonfinite)
     sources = sources_from_args(args)
     started = time.perf_counter()
     manifest = build_dataset(sources, args.out, options)

@@ -79,3 +79,7 @@ class GenerationGoneError(StreamloadError, FileNotFoundError):
 
 class OutOfSpaceError(StreamloadError, OSError):
     """The device filled up while a build was writing; the message names the dataset folder."""
+
+
+class AmbiguousSourceError(StreamloadError, ValueError):
+    """A source folder holds two files for one role (an IDX file raw and gzipped); building would have to guess."""

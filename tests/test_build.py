@@ -344,3 +344,11 @@ def test_float_targets_carry_no_label_facts(tmp_path: Path) -> None:
 def test_num_classes_must_be_a_positive_integer(value: object) -> None:
     with pytest.raises(InvalidOptionError, match="number of classes must be a positive integer"):
         BuildOptions(num_classes=value)  # type: ignore[arg-type]
+
+
+def test_integral_numbers_of_any_type_are_taken_as_ints() -> None:
+    options = BuildOptions(shard_size=np.int64(5), num_classes=np.int32(10), chunk_rows=np.uint16(7))
+    assert (options.shard_size, options.num_classes, options.chunk_rows) == (5, 10, 7)
+    assert all(type(value) is int for value in (options.shard_size, options.num_classes, options.chunk_rows))
+    with pytest.raises(InvalidOptionError, match="shard size must be a positive number of samples, got 2.5"):
+        BuildOptions(shard_size=2.5)  # type: ignore[arg-type]

@@ -299,3 +299,26 @@ def test_verify_names_the_shard_and_the_field_of_a_header_mismatch(existing: Pat
     name = read_manifest(existing).split("test").shards[0].files["x"].name
     assert result.stderr == (f"BAD {name} (split 'test', shard 0): array 'x': header says dtype |u1, "
                              "the manifest says <f4\n")
+
+
+def test_pixel_scale_and_allow_nonfinite_reach_the_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    x[2, 1] = np.nan
+    np.savez(tmp_path / "data.npz", x=x, y=np.zeros(4, np.uint8))
+    out = tmp_path / "ds"
+    assert main(["--source", str(tmp_path / "data.npz"), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sample 2, column 1 holds nan" in err and "--allow-nonfinite" in err
+    assert main(["--source", str(tmp_path / "data.npz"), "--out", str(out), "--quiet", "--allow-nonfinite",
+                 "--pixel-scale", "1/255"]) == 0
+    assert read_manifest(out).split("train").arrays["x"].scale == 1 / 255
+
+
+@pytest.mark.parametrize("scale", ["abc", "1/0", "0", "-1"])
+def test_a_bad_pixel_scale_exits_2(scale: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "data.npz", x=np.zeros((2, 2), np.uint8), y=np.zeros(2, np.uint8))
+    try:
+        code = main(["--source", str(tmp_path / "data.npz"), "--out", str(tmp_path / "ds"), "--pixel-scale", scale])
+    except SystemExit as exit_:  # argparse's own usage error
+        code = exit_.code
+    assert code == 2 and "pixel" in capsys.readouterr().err and not (tmp_path / "ds").exists()

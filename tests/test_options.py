@@ -4,6 +4,7 @@ import dataclasses
 import pickle
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from streamload.errors import InvalidOptionError, StreamloadError
@@ -156,6 +157,20 @@ def _escaped(value: object) -> str:
     import re
 
     return re.escape(repr(value))
+
+
+@pytest.mark.parametrize("name", sorted(INT_FIELDS))
+@pytest.mark.parametrize("kind", [np.int64, np.int32, np.uint16, np.int8])
+def test_integer_fields_take_any_integral_number_as_a_plain_int(name: str, kind: type) -> None:
+    value = kind(INT_FIELDS[name] + 2)  # what arithmetic on numpy arrays hands back, e.g. len(x) // 10
+    stored = getattr(LoaderOptions(**{name: value}), name)
+    assert stored == INT_FIELDS[name] + 2 and type(stored) is int
+
+
+@pytest.mark.parametrize("bad", [np.bool_(True), np.float64(2.0)], ids=repr)
+def test_numpy_bools_and_floats_stay_refused(bad: object) -> None:
+    with pytest.raises(InvalidOptionError, match="^batch_size must be an integer"):
+        LoaderOptions(batch_size=bad)
 
 
 # --- the defaults the README documents (issue 18 §5): parsed from its text, not the modules' constants --------
