@@ -106,3 +106,15 @@ def test_the_report_command_rewrites_stale_blocks_and_check_says_so(tmp_path) ->
     assert main([str(document)]) == 0
     assert blocks(document.read_text()) == [("results/build-images.json", None, render("results/build-images.json"))]
     assert main(["--check", str(document)]) == 0 and document.read_text().startswith("Before.\n")
+
+
+def test_the_documented_checkpoint_default_is_the_class_default() -> None:
+    import inspect
+
+    from streamload.callbacks import TrainingCheckpoint
+
+    documented = re.search(r"`TrainingCheckpoint\(directory, generator, save_freq=(\d+)\)`",
+                           (ROOT / "docs" / "training.md").read_text())
+    assert documented, "docs/training.md no longer shows TrainingCheckpoint's signature"
+    default = inspect.signature(TrainingCheckpoint).parameters["save_freq"].default
+    assert int(documented.group(1)) == default
