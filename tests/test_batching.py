@@ -79,10 +79,12 @@ def test_num_classes_option_overrides_the_manifest(mnist) -> None:
     assert y.shape == (12, 12) and np.array_equal(y.argmax(1), raw["y"]) and (y[:, 10:] == 0).all()
 
 
+@pytest.mark.parametrize("one_hot", [True, False], ids=["one-hot", "sparse"])
 @pytest.mark.parametrize("labels,position,value", [([1, 10, 2], 1, 10), ([9, 0, 200], 2, 200), ([255, 3, 1], 0, 255)])
-def test_labels_outside_the_classes_raise(mnist, labels, position, value) -> None:
+def test_labels_outside_the_classes_raise(mnist, labels, position, value, one_hot) -> None:
+    """Sparse labels (one_hot=False) pass no np.take that would fail for them: their own check must catch them."""
     manifest, raw = mnist
-    finish = finisher(manifest)
+    finish = finisher(manifest, one_hot=one_hot)
     with pytest.raises(LabelOutOfRange) as caught:
         finish({"x": raw["x"][:3], "y": np.array(labels, np.uint8)})
     assert (caught.value.position, caught.value.value, caught.value.num_classes) == (position, value, 10)

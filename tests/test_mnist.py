@@ -176,3 +176,18 @@ def test_real_mnist_builds_with_the_published_facts(mnist_dir: Path, tmp_path: P
     for (split, key), stem in FILE_STEMS.items():
         decoded = write_idx(tmp_path / stem, {"train": train, "test": test}[split][key])  # raw IDX from the shards
         assert hashlib.sha256(decoded.read_bytes()).hexdigest() == published[stem], stem
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", "1 error"), ("", "1 skipped")], ids=["ci", "local"])
+def test_real_mnist_tests_fail_under_ci_when_the_copy_is_missing(tmp_path, ci: str, outcome: str) -> None:
+    """Under CI a missing MNIST copy must not turn the real-MNIST tests into silent skips."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             f"{__file__}::test_real_mnist_headers"], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path, env=subprocess_env(CI=ci, STREAMLOAD_MNIST_DIR=str(tmp_path / "none")))
+    assert outcome in result.stdout and result.returncode == (1 if ci else 0), result.stdout[-2000:]
+    assert ("CI=true: the real-MNIST tests must run" in result.stdout) == bool(ci)
