@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .build import BuildOptions, build_dataset
-from .errors import StreamloadError
+from .errors import InvalidOptionError, StreamloadError
 from .manifest import FORMATS
 from .sources.select import add_source_arguments, sources_from_args
 from .verify import verify_dataset
@@ -51,6 +51,8 @@ def run_verify(directory: Path, quiet: bool) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    if args.seed < 0:  # numpy's generators take seeds >= 0: refused before any work, not as a traceback mid-build
+        raise InvalidOptionError(f"--seed must be 0 or more, got {args.seed}")
     options = BuildOptions(format=args.format, shard_size=args.shard_size, compression=args.compression,
                            overwrite=args.overwrite, progress=not args.quiet, num_classes=args.num_classes)
     sources = sources_from_args(args)

@@ -79,3 +79,15 @@ class GenerationGoneError(StreamloadError, FileNotFoundError):
 
 class OutOfSpaceError(StreamloadError, OSError):
     """The device filled up while a build was writing; the message names the dataset folder."""
+
+
+class ForeignDataError(DatasetExistsError):
+    """Something streamload did not write is where it would replace or delete; it is left as it is."""
+
+
+class UnsafeFileError(ForeignDataError):
+    """A file streamload writes or locks is a symbolic link or not a regular file; it is never followed."""
+
+
+class CheckpointError(StreamloadError, ValueError):
+    """A training checkpoint file is unreadable, or names something outside its checkpoint folder."""

@@ -316,3 +316,31 @@ def test_full_disk_in_the_command_line_is_one_line_exit_2(small_disk: Path, make
         assert result.stderr.startswith(f"build_shards.py: error: {out}: no space left on the device"), result.stderr
         assert len(result.stderr.splitlines()) == 1, result.stderr  # not h5py's multi-line report
         assert not out.exists() and os.listdir(small_disk) == []
+
+
+# --- a planted link is never followed (issue 21, part 1) -----------------------------------------
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_build_lock_link_is_refused_and_its_target_untouched(tmp_path: Path, dangling: bool,
+                                                               existing: bool) -> None:
+    from streamload.errors import UnsafeFileError
+
+    out = tmp_path / "ds"
+    arrays = {"x": np.arange(40, dtype=np.uint8).reshape(20, 2), "y": np.arange(20, dtype=np.uint8) % 3}
+    if existing:  # a dataset of ours, or a folder holding only the link (no --overwrite needed today)
+        build_dataset({"train": ArraySource(**arrays)}, out, BuildOptions(**QUIET))
+        (out / BUILD_LOCK_NAME).unlink()
+    else:
+        out.mkdir()
+    target = tmp_path / ("site-packages-to-be.pth" if dangling else "thesis.tex")
+    if not dangling:
+        target.write_text("precious")
+    (out / BUILD_LOCK_NAME).symlink_to(target)
+    before = tree_snapshot(out)
+    with pytest.raises(UnsafeFileError, match=f"{out / BUILD_LOCK_NAME}: is a symbolic link") as caught:
+        build_dataset({"train": ArraySource(**arrays)}, out, BuildOptions(overwrite=True, **QUIET))
+    assert "\n" not in str(caught.value)
+    assert (target.read_text() == "precious") if not dangling else not os.path.lexists(target)
+    assert (out / BUILD_LOCK_NAME).is_symlink() and tree_snapshot(out) == before
