@@ -19,6 +19,8 @@ from pathlib import Path
 
 from .errors import UnsafeFileError
 
+_FOLDER_ONLY = getattr(os, "O_PATH", os.O_RDONLY)
+
 
 def open_in_folder(path: Path, flags: int, mode: int = 0o644, *, folder_may_be_link: bool = False) -> int:
     """Open ``path`` with ``flags`` without following a link at its name nor, by default, at its folder.
@@ -27,7 +29,8 @@ def open_in_folder(path: Path, flags: int, mode: int = 0o644, *, folder_may_be_l
     another disk); folders streamload makes inside it (generations, staging) never are.
     Raises UnsafeFileError naming a link or non-regular file; its target is never touched.
     """
-    folder_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if folder_may_be_link else os.O_NOFOLLOW)
+    # O_PATH: a folder the user may only search (no read permission) still serves as the anchor
+    folder_flags = _FOLDER_ONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if folder_may_be_link else os.O_NOFOLLOW)
     try:
         folder_fd = os.open(path.parent, folder_flags)
     except OSError as exc:
