@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .build import BuildOptions, build_dataset
 from .errors import InvalidOptionError, StreamloadError
-from .manifest import FORMATS
+from .layout import generation_number
+from .manifest import FORMATS, MANIFEST_NAME
 from .sources.select import add_source_arguments, sources_from_args
 from .verify import verify_dataset
 from .writers import COMPRESSIONS
@@ -42,6 +43,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run_verify(directory: Path, quiet: bool) -> int:
+    if generation_number(directory.name) is not None and (directory.parent / MANIFEST_NAME).is_file():
+        raise InvalidOptionError(f"{directory}: is a generation folder inside a dataset; --verify takes the dataset "
+                                 f"folder, which checks its current generation: --verify {directory.parent}")
     problems = verify_dataset(directory, progress=not quiet)
     for problem in problems:
         print(f"BAD {problem}", file=sys.stderr)

@@ -168,7 +168,8 @@ def check_own_dataset(out: Path) -> None:
     path = out / MANIFEST_NAME
     refusal = f"refusing to replace {out} (it is left as it is); move it away or choose another --out"
     if not is_regular_file(path):
-        raise ForeignDataError(f"{path}: is a symbolic link, not a manifest streamload wrote; {refusal}")
+        kind = "a symbolic link" if path.is_symlink() else "not a regular file"
+        raise ForeignDataError(f"{path}: is {kind}, not a manifest streamload wrote; {refusal}")
     try:
         manifest = read_manifest(out)
     except ManifestError as exc:
@@ -179,6 +180,7 @@ def check_own_dataset(out: Path) -> None:
     missing = [name for name in file_names(manifest) if manifest.generation is None and not is_regular_file(out / name)]
     if missing:
         raise ForeignDataError(f"{out / missing[0]}: a shard the version-1 {MANIFEST_NAME} lists is missing; {refusal}")
+
 
 def flat_leftovers(listing: Path) -> list[list]:
     """The [name, device, inode, size] entries of ``listing`` (none when it is missing or not in this form)."""

@@ -36,7 +36,6 @@ from .layout import (
     file_names,
     flat_leftovers,
     is_real_folder,
-    is_regular_file,
     lock_file,
     unlock,
 )

@@ -333,3 +333,11 @@ def test_refusals_exit_2_in_one_line_and_touch_nothing(synthetic_mnist: Syntheti
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("build_shards.py: error: ") and message in result.stderr
     assert tree_snapshot(tmp_path) == before and not list(tmp_path.glob(".ds.*"))
+
+
+def test_verify_of_a_generation_folder_names_the_command_that_works(existing: Path) -> None:
+    generation = existing / str(read_manifest(existing).generation)
+    result = _run("--verify", str(generation))
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.strip().endswith(f"--verify {existing}")
+    assert _run("--verify", str(existing)).returncode == 0

@@ -398,8 +398,8 @@ def test_collection_deletes_only_what_streamload_wrote(tmp_path: Path) -> None:
     _build(out, seed=1)
     planted = _user_files(out)
     size = (out / "train-00000-x.npy").stat().st_size  # a listing that came with the folder, not a build's:
-    (out / ".flat-leftovers.json").write_text(json.dumps([["train-00000-x.npy", 1, 1, size], ["../outside.txt", 1, 1, 7],
-                                                          [MANIFEST_NAME, 1, 1, 1]]))
+    listing = [["train-00000-x.npy", 1, 1, size], ["../outside.txt", 1, 1, 7], [MANIFEST_NAME, 1, 1, 1]]
+    (out / ".flat-leftovers.json").write_text(json.dumps(listing))
     (tmp_path / "outside.txt").write_text("outside")
     arrays = _build(out, seed=2)  # a rebuild collects the generation it replaced
     assert list_generations(out) == ["gen-000123", "gen-000124", "gen-000125"]  # numbers only grow
