@@ -20,10 +20,19 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import DatasetExistsError, InvalidOptionError, ManifestError, OutOfSpaceError, StreamloadError
+from .errors import DatasetExistsError, ForeignDataError, InvalidOptionError, ManifestError, OutOfSpaceError
+from .errors import StreamloadError, UnsafeFileError
 from .generations import collect_garbage
 from .labels import LabelTracker, is_class_label
-from .layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME, STAGING_PREFIX, TRASH_PREFIX, next_generation, unlock
+from .layout import (
+    BUILD_LOCK_NAME,
+    FLAT_LOCK_NAME,
+    check_own_dataset,
+    is_own_leftover,
+    is_regular_file,
+    next_generation,
+    unlock,
+)
 from .manifest import MANIFEST_NAME, Manifest, SplitInfo, check_format, read_manifest
 from .sources.base import DEFAULT_CHUNK_ROWS, SOURCE_ROLES, SplitSource
 from .staging import (
@@ -92,13 +101,21 @@ def build_dataset(sources: Mapping[str, SplitSource], out: str | os.PathLike,
 def check_target(out: Path, overwrite: bool) -> None:
     """Refuse to write into anything but a streamload dataset, and into one only with ``overwrite``."""
     if not out.exists():
+        if out.is_symlink():
+            raise ForeignDataError(f"{out}: is a symbolic link to {os.readlink(out)}, which does not exist; "
+                                   "create that folder, or choose another --out")
         return
     if not out.is_dir():
         raise DatasetExistsError(f"{out}: exists and is not a folder; choose another --out")
-    if all(entry.name in _OURS or entry.name.startswith((STAGING_PREFIX, TRASH_PREFIX)) for entry in out.iterdir()):
+    for planted in (out / name for name in _OURS if os.path.lexists(out / name) and not is_regular_file(out / name)):
+        kind = "a symbolic link" if planted.is_symlink() else "not a regular file"
+        raise UnsafeFileError(f"{planted}: is {kind}; streamload never writes or locks through it (it is left "
+                              "as it is: remove it)")
+    if all(entry.name in _OURS or is_own_leftover(entry.name) for entry in out.iterdir()):
         return  # empty, or only what an earlier failed build left
     if not (out / MANIFEST_NAME).is_file():
         raise DatasetExistsError(f"{out}: folder is not empty and holds no {MANIFEST_NAME}; refusing to replace it")
+    check_own_dataset(out)
     if not overwrite:
         raise DatasetExistsError(f"{out}: a dataset is already there; pass --overwrite to replace it")
 

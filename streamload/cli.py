@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .build import BuildOptions, build_dataset
-from .errors import StreamloadError
-from .manifest import FORMATS
+from .errors import InvalidOptionError, StreamloadError
+from .layout import generation_number
+from .manifest import FORMATS, MANIFEST_NAME
 from .sources.select import add_source_arguments, sources_from_args
 from .verify import verify_dataset
 from .writers import COMPRESSIONS
@@ -56,6 +57,9 @@ def _fraction(text: str) -> float:
 
 
 def run_verify(directory: Path, quiet: bool) -> int:
+    if generation_number(directory.name) is not None and (directory.parent / MANIFEST_NAME).is_file():
+        raise InvalidOptionError(f"{directory}: is a generation folder inside a dataset; --verify takes the dataset "
+                                 f"folder, which checks its current generation: --verify {directory.parent}")
     problems = verify_dataset(directory, progress=not quiet)
     for problem in problems:
         print(f"BAD {problem}", file=sys.stderr)
@@ -65,6 +69,8 @@ def run_verify(directory: Path, quiet: bool) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    if args.seed < 0:  # numpy's generators take seeds >= 0: refused before any work, not as a traceback mid-build
+        raise InvalidOptionError(f"--seed must be 0 or more, got {args.seed}")
     options = BuildOptions(format=args.format, shard_size=args.shard_size, compression=args.compression,
                            overwrite=args.overwrite, progress=not args.quiet, num_classes=args.num_classes,
                            pixel_scale=args.pixel_scale, allow_nonfinite=args.allow_nonfinite)

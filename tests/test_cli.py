@@ -322,3 +322,45 @@ def test_a_bad_pixel_scale_exits_2(scale: str, tmp_path: Path, capsys: pytest.Ca
     except SystemExit as exit_:  # argparse's own usage error
         code = exit_.code
     assert code == 2 and "pixel" in capsys.readouterr().err and not (tmp_path / "ds").exists()
+
+
+# --- refusals in one line (issues 18 and 21) -----------------------------------------------------
+
+
+def _users_file(tmp_path: Path) -> Path:
+    target = tmp_path / "thesis.tex"
+    target.write_text("precious")
+    return target
+
+
+@pytest.mark.parametrize("case", ["negative-seed", "dangling-out-link", "build-lock-link", "foreign-manifest"])
+def test_refusals_exit_2_in_one_line_and_touch_nothing(synthetic_mnist: SyntheticMnist, tmp_path: Path,
+                                                       case: str) -> None:
+    out, extra, message = tmp_path / "ds", [], ""
+    if case == "negative-seed":
+        extra, message = ["--seed", "-1", "--validation-split", "0.2"], "--seed must be 0 or more, got -1"
+    elif case == "dangling-out-link":
+        out.symlink_to(tmp_path / "unmounted" / "ds")
+        message = f"{out}: is a symbolic link to {tmp_path / 'unmounted' / 'ds'}, which does not exist"
+    elif case == "build-lock-link":
+        out.mkdir()
+        (out / ".build.lock").symlink_to(_users_file(tmp_path))
+        message = f"{out / '.build.lock'}: is a symbolic link"
+    else:
+        out.mkdir()
+        (out / "manifest.json").write_text('{"name": "my web app"}')
+        message = f"{out / 'manifest.json'}: not a streamload manifest"
+    before = tree_snapshot(tmp_path)
+    result = _run("--source", str(synthetic_mnist.folder), "--out", str(out), "--overwrite", "--quiet", *extra)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("build_shards.py: error: ") and message in result.stderr
+    assert tree_snapshot(tmp_path) == before and not list(tmp_path.glob(".ds.*"))
+
+
+def test_verify_of_a_generation_folder_names_the_command_that_works(existing: Path) -> None:
+    generation = existing / str(read_manifest(existing).generation)
+    result = _run("--verify", str(generation))
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.strip().endswith(f"--verify {existing}")
+    assert _run("--verify", str(existing)).returncode == 0

@@ -211,3 +211,21 @@ try:
 finally:
     sys.stderr.write(f"keras loaded: {'keras' in sys.modules}\\n")
 """
+
+
+def test_train_script_checkpoints_leave_the_users_files_and_refuse_a_pointer_outside(tmp_path) -> None:
+    directory, _ = build(tmp_path, 640, "npy", 200, test_n=100)
+    folder = tmp_path / "ck"
+    (folder / "checkpoint-best").mkdir(parents=True)
+    (folder / "checkpoint-best" / "model.keras").write_text("the user's best model")
+    (folder / "checkpoint-03.keras").write_text("the user's epoch 3")
+    common = ["--data", str(directory), "--steps-per-epoch", "3", "--model-out", str(tmp_path / "m.keras"),
+              "--checkpoint-dir", str(folder), "--save-freq", "1"]
+    result = run_train(*common)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (folder / "checkpoint-best" / "model.keras").read_text() == "the user's best model"
+    assert (folder / "checkpoint-03.keras").read_text() == "the user's epoch 3"
+    assert sorted(path.name for path in folder.iterdir()) == ["checkpoint-03.keras", "checkpoint-best"]
+    (folder / "latest.json").write_text(json.dumps({"checkpoint": str(tmp_path)}))  # weights from outside
+    line = _one_error_line(run_train(*common), "train.py")
+    assert f"{folder / 'latest.json'}: does not name a checkpoint folder" in line
