@@ -4,8 +4,9 @@ Model inputs are multiplied by the scale the build recorded for them (see values
 and for other integers spanning 0..255, as Keras' ``Rescaling(1/255)`` does), integers becoming
 float32 in [0, 1]; an integer input with no recorded scale is refused rather than guessed (a manifest
 from before scales were recorded keeps uint8 and uint16 at 1/255 and 1/65535). 2-D samples get a
-channel axis, integer class labels become one-hot float32 rows (or stay sparse int32). What each array is (model input, target, sample weight) and how many classes there
-are comes from the manifest, so nothing here assumes MNIST.
+channel axis, integer class labels become one-hot float32 rows (or stay sparse int32). What each
+array is (model input, target, sample weight) and how many classes there are comes from the
+manifest, so nothing here assumes MNIST.
 """
 
 from __future__ import annotations

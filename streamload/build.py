@@ -20,8 +20,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import DatasetExistsError, ForeignDataError, InvalidOptionError, ManifestError, OutOfSpaceError
-from .errors import StreamloadError, UnsafeFileError
+from .errors import (
+    DatasetExistsError,
+    ForeignDataError,
+    InvalidOptionError,
+    ManifestError,
+    OutOfSpaceError,
+    StreamloadError,
+    UnsafeFileError,
+)
 from .generations import collect_garbage
 from .labels import LabelTracker, is_class_label
 from .layout import (

@@ -31,8 +31,8 @@ class LoaderOptions:
     ``seed``; ``drop_remainder``; ``num_pipelines``/``pipeline_index`` (this pipeline's disjoint share).
     Batches: ``to_fit`` (``(x, y)`` or ``x`` alone), ``one_hot`` labels (``num_classes`` from the
     manifest when None), ``normalize`` inputs by the scale the build recorded (integer images to
-    float32 in [0, 1]), ``channel_axis`` for 2-D samples. Reading: ``prefetch_batches`` batches ahead hinted to the kernel (0: off), ``verify``
-    ``"once"`` to check each shard's CRC-32 before its first use.
+    float32 in [0, 1]), ``channel_axis`` for 2-D samples. Reading: ``prefetch_batches`` batches
+    ahead hinted to the kernel (0: off), ``verify`` ``"once"`` to check each shard's CRC-32 before its first use.
     """
 
     batch_size: int = 64
@@ -100,7 +100,10 @@ class LoaderOptions:
 
 
 def check_int(name: str, value: Any, minimum: int, limit: int | None = None) -> int:
-    """``value`` as an int, ``minimum <= value < limit``: any integral number (``np.int64`` too), not a bool or float."""
+    """``value`` as an int, ``minimum <= value < limit``.
+
+    Any integral number (``np.int64`` too) is taken; a bool or a float is refused.
+    """
     if not isinstance(value, Integral) or isinstance(value, bool):
         raise InvalidOptionError(f"{name} must be an integer, got {value!r}")
     value = int(value)
