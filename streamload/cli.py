@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._names import display_name
 from .build import BuildOptions, build_dataset
 from .errors import InvalidOptionError, StreamloadError
 from .layout import generation_number
@@ -86,8 +87,13 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def report(program: str, exc: BaseException) -> int:
-    """Print ``exc`` as the one line ``PROGRAM: error: ...`` (h5py's and others' multi-line texts joined); 2."""
+    """Print ``exc`` as the one line ``PROGRAM: error: ...`` (h5py's and others' multi-line texts joined); 2.
+
+    Whatever a message quotes (a file name from someone else's dataset, an OS error's path) is escaped
+    once more here, so no error line can carry a terminal control sequence.
+    """
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    text = display_name(text)
     print(f"{program}: error: {text}", file=sys.stderr)
     return 2
 
