@@ -92,8 +92,8 @@ def report(program: str, exc: BaseException) -> int:
     Whatever a message quotes (a file name from someone else's dataset, an OS error's path) is escaped
     once more here, so no error line can carry a terminal control sequence.
     """
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
-    text = display_name(text)
+    lines = (line.strip(" \t") for line in str(exc).split("\n"))  # only newlines join: a \r is escaped below
+    text = display_name(" ".join(line for line in lines if line) or type(exc).__name__)
     print(f"{program}: error: {text}", file=sys.stderr)
     return 2
 

@@ -367,8 +367,9 @@ def test_verify_of_a_generation_folder_names_the_command_that_works(existing: Pa
 
 
 def test_error_lines_never_carry_control_characters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    hostile = tmp_path / "x\x1b[2Jy\rz.npz"  # an escape sequence would clear the terminal, \r rewrite the line
-    code = main(["--source", str(hostile), "--out", str(tmp_path / "ds"), "--quiet"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1
-    assert "\x1b" not in err and "\r" not in err and "\\x1b[2Jy\\rz.npz" in err
+    hostile = tmp_path / "x\x1b[2Jy\rz"  # an escape sequence would clear the terminal, \r rewrite the line
+    for argv in (["--source", str(hostile / "a.npz"), "--out", str(tmp_path / "ds")], ["--verify", str(hostile)]):
+        code = main([*argv, "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1
+        assert "\x1b" not in err and "\r" not in err and "x\\x1b[2Jy\\rz" in err
