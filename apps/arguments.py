@@ -5,14 +5,26 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 
+from apps.plan import ModelPlan, plan_model
 from streamload.errors import InvalidOptionError
-from streamload.manifest import read_manifest
+from streamload.manifest import Manifest, read_manifest
 
 
-def check_arguments(args: argparse.Namespace, positive: Iterable[str]) -> None:
+def check_arguments(args: argparse.Namespace, positive: Iterable[str]) -> Manifest:
     """Numbers that must be positive, and a dataset whose manifest opens; errors name the option."""
     for name in positive:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise InvalidOptionError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    read_manifest(args.data)
+    return read_manifest(args.data)
+
+
+def check_trainable(args: argparse.Namespace, positive: Iterable[str]) -> ModelPlan:
+    """``check_arguments``, then the model ``train.py`` would build: a dataset it cannot train, or an
+    option that cannot apply to it (``--min-accuracy`` without class labels or an evaluation split), is
+    refused here in one line."""
+    plan = plan_model(check_arguments(args, positive), str(args.data))
+    if args.min_accuracy is not None and (plan.num_classes is None or plan.evaluate_on is None):
+        raise InvalidOptionError(f"--min-accuracy needs class labels and a test or validation split; {args.data} "
+                                 f"has {plan.task} and {plan.evaluate_on or 'no evaluation split'}")
+    return plan

@@ -1,4 +1,5 @@
-"""Training the tutorial's CNN from shards: the model, the optimizer that learns, and the loop.
+"""Training from shards: the model sized from the manifest (the tutorial's CNN on MNIST), the optimizer
+that learns, and the loop.
 
 The tutorial compiled with ``Adadelta()``, whose default learning rate became 0.001 in Keras 2.3+
 (it was 1.0): one epoch then barely moves the weights. We default to Adam at 1e-3, and keep
@@ -8,31 +9,20 @@ Adadelta available with the learning rate it was written for.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
+from apps.models import build_model, loss_and_metrics, tutorial_cnn
+from apps.plan import ModelPlan, plan_model
 from streamload.callbacks import TrainingCheckpoint
 from streamload.errors import InvalidOptionError
 from streamload.generator import StreamingGenerator
+from streamload.manifest import read_manifest
 
 OPTIMIZERS = {"adam": 1e-3, "adadelta": 1.0, "sgd": 0.05}  # name -> learning rate that learns MNIST in one epoch
-
-
-def tutorial_cnn(input_shape: tuple[int, ...] = (28, 28, 1), num_classes: int = 10) -> keras.Model:
-    """Conv32-Conv64-MaxPool-Dropout-Dense128-Dropout-Dense10, as in the tutorial (and Keras' mnist_cnn)."""
-    return keras.Sequential([
-        keras.Input(input_shape),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.Conv2D(64, 3, activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Dropout(0.25),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(num_classes, activation="softmax"),
-    ], name="tutorial_cnn")
 
 
 def make_optimizer(name: str, learning_rate: float | None = None) -> keras.optimizers.Optimizer:
@@ -73,31 +63,48 @@ class TrainConfig:
     model_out: Path | None = None
     checkpoint_dir: Path | None = None  # fault tolerance: resume mid-epoch after a crash (TrainingCheckpoint)
     save_freq: int = 500  # batches between checkpoints
-    verbose: int = 1
+    verbose: int | None = None  # None: Keras' progress bar on a terminal, one line per epoch in a log
 
 
-def train(config: TrainConfig) -> dict[str, float]:
-    """Fit on the train split, validate on the test split, save; return the final test metrics.
+def compile_model(plan: ModelPlan, optimizer: str = "adam", learning_rate: float | None = None) -> keras.Model:
+    model = build_model(plan)
+    loss, metrics = loss_and_metrics(plan)
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=loss, metrics=metrics)
+    return model
+
+
+def progress_verbosity() -> int:
+    """1 (a progress bar) on a terminal; 2 (one line per epoch) otherwise: the bar's thousands of \\r frames
+    would fill a log file."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def train(config: TrainConfig, plan: ModelPlan | None = None) -> dict[str, float]:
+    """Fit on the train split, evaluate on ``test`` (else ``validation``, else nothing), save; return the
+    final metrics keyed ``<split>_<metric>`` (empty when there is no split to evaluate on).
 
     Keras is seeded from ``config.seed`` (weights, dropout), and the data order comes from the same
     seed, so a run's accuracy is reproducible on one machine.
     """
+    plan = plan or plan_model(read_manifest(config.data), str(config.data))
     keras.utils.set_random_seed(config.seed)
     train_data = StreamingGenerator(config.data, "train", config.batch_size, shuffle=config.shuffle,
                                     seed=config.seed, workers=config.workers,
                                     use_multiprocessing=config.use_multiprocessing)
-    test_data = StreamingGenerator(config.data, "test", 1000, shuffle=False)
-    model = compile_tutorial_cnn(config.optimizer, config.learning_rate)
+    evaluation = (StreamingGenerator(config.data, plan.evaluate_on, 1000, shuffle=False)
+                  if plan.evaluate_on else None)
+    model = compile_model(plan, config.optimizer, config.learning_rate)
     callbacks = []
     if config.checkpoint_dir is not None:
         callbacks.append(TrainingCheckpoint(config.checkpoint_dir, train_data, save_freq=config.save_freq))
     # shuffle=False: the generator already shuffles exactly; Keras shuffling batch order would only
     # scatter the reads (harmless for correctness, costly for block shuffling on cold storage).
+    verbose = progress_verbosity() if config.verbose is None else config.verbose
     history = model.fit(train_data, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-                        validation_data=test_data, shuffle=False, verbose=config.verbose, callbacks=callbacks)
+                        validation_data=evaluation, shuffle=False, verbose=verbose, callbacks=callbacks)
     if config.model_out is not None:
         os.makedirs(config.model_out.parent, exist_ok=True)
         model.save(config.model_out)
-    # validation runs on the whole test split after the last epoch: those are the final test metrics
-    return {"test_loss": float(history.history["val_loss"][-1]),
-            "test_accuracy": float(history.history["val_accuracy"][-1])}
+    # validation runs on the whole evaluation split after the last epoch: those are the final metrics
+    return {f"{plan.evaluate_on}_{name[4:]}": float(values[-1])
+            for name, values in history.history.items() if name.startswith("val_")}

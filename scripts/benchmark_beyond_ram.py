@@ -1,10 +1,10 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Issue 13: a dataset larger than RAM, built, verified and trained on end to end, measured.
 
 Examples:
-    python scripts/benchmark_beyond_ram.py --json data/beyond-ram.json --plot docs/bigger-than-ram.png
-    python scripts/benchmark_beyond_ram.py --samples 2000000 --cgroup-cap-mb 1024   # a small set, capped
-    python scripts/benchmark_beyond_ram.py --data data/beyond-ram/mnist-41857000 --cold
+    python3 scripts/benchmark_beyond_ram.py --json data/beyond-ram.json --plot docs/bigger-than-ram.png
+    python3 scripts/benchmark_beyond_ram.py --samples 2000000 --cgroup-cap-mb 1024   # a small set, capped
+    python3 scripts/benchmark_beyond_ram.py --data data/beyond-ram/mnist-41857000 --cold
 """
 
 import sys

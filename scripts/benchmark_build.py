@@ -1,9 +1,9 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Issue 2's build benchmark: shard-writing MB/s next to np.save, and peak memory of an 8.1M build.
 
 Examples:
-    python scripts/benchmark_build.py --json data/bench-build.json
-    python scripts/benchmark_build.py --mb 64 --skip-augment
+    python3 scripts/benchmark_build.py --json data/bench-build.json
+    python3 scripts/benchmark_build.py --mb 64 --skip-augment
 """
 
 import sys

@@ -1,10 +1,10 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Issues 3, 5 and 6: samples/s of streamload's loaders next to the in-RAM bound, the tutorial's
 generator and a tuned tf.data TFRecord pipeline; model.fit epoch time; cold-cache reads (--cold).
 
 Examples:
-    python scripts/benchmark_loaders.py --json data/bench-loaders.json
-    python scripts/benchmark_loaders.py --cold --skip-warm --skip-fit --cold-batches 2000
+    python3 scripts/benchmark_loaders.py --json data/bench-loaders.json
+    python3 scripts/benchmark_loaders.py --cold --skip-warm --skip-fit --cold-batches 2000
 """
 
 import sys

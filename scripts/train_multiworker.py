@@ -1,11 +1,11 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Train with MultiWorkerMirroredStrategy on shards: N local workers on loopback, or one worker of a cluster.
 
 Examples:
     # two local worker processes on 127.0.0.1 (CPU only), global batch 128:
-    python scripts/train_multiworker.py --data data/mnist --workers 2 --epochs 1 --batch-size 128
+    python3 scripts/train_multiworker.py --data data/mnist --workers 2 --epochs 1 --batch-size 128
     # on each of several machines, with TF_CONFIG set for that machine and the shards on shared storage:
-    python scripts/train_multiworker.py --data /mnt/shared/mnist --worker --epochs 1 --batch-size 128
+    python3 scripts/train_multiworker.py --data /mnt/shared/mnist --worker --epochs 1 --batch-size 128
 """
 
 from __future__ import annotations

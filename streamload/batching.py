@@ -1,9 +1,12 @@
 """Turning gathered samples into what a model consumes, the same way for every adapter.
 
-Integer images become float32 in [0, 1] (multiplied by ``1 / max``, as Keras' ``Rescaling(1/255)``
-does), 2-D samples get a channel axis, integer class labels become one-hot float32 rows (or stay
-sparse int32). What each array is (model input, target, sample weight) and how many classes there
-are comes from the manifest, so nothing here assumes MNIST.
+Model inputs are multiplied by the scale the build recorded for them (see values.py: 1/255 for uint8
+and for other integers spanning 0..255, as Keras' ``Rescaling(1/255)`` does), integers becoming
+float32 in [0, 1]; an integer input with no recorded scale is refused rather than guessed (a manifest
+from before scales were recorded keeps uint8 and uint16 at 1/255 and 1/65535). 2-D samples get a
+channel axis, integer class labels become one-hot float32 rows (or stay sparse int32). What each
+array is (model input, target, sample weight) and how many classes there are comes from the
+manifest, so nothing here assumes MNIST.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 from .errors import InvalidOptionError
 from .manifest import ArraySpec, Manifest
 from .options import LoaderOptions
+from .values import NATIVE_IMAGE_SCALES, PIXEL_SCALE_OPTION
 
 Batch = Any  # x, (x, y) or (x, y, weights); x a dict of arrays when the model has several inputs
 Transform = Callable[[Any, Any], tuple[Any, Any]]
@@ -33,13 +37,14 @@ class LabelOutOfRange(ValueError):
 @dataclass(frozen=True)
 class _Feature:
     key: str
-    scale: np.float32 | None  # multiply integer data by this (1 / dtype max), or None to keep it
+    scale: float | None  # multiply by this (integers and booleans become float32 first), or None to keep it
     channel: bool  # add a trailing channel axis (2-D samples only)
 
     def finish(self, array: np.ndarray) -> np.ndarray:
-        if self.scale is not None:
-            array = array.astype(np.float32)
-            np.multiply(array, self.scale, out=array)
+        if self.scale is not None and (self.scale != 1 or array.dtype.kind in "iu"):  # floats, bools kept at 1
+            array = array.astype(np.float32 if array.dtype.kind in "iub" else array.dtype)  # a copy to scale in place
+            if self.scale != 1:
+                np.multiply(array, array.dtype.type(self.scale), out=array)
         return array.reshape((*array.shape, 1)) if self.channel else array
 
 
@@ -101,6 +106,19 @@ class BatchFinisher:
 
 
 def _feature(key: str, spec: ArraySpec, options: LoaderOptions) -> _Feature:
-    dtype = np.dtype(spec.dtype)
-    scale = np.float32(1 / np.iinfo(dtype).max) if options.normalize and dtype.kind in "iu" else None
+    scale = input_scale(key, spec) if options.normalize else None
     return _Feature(key, scale, options.channel_axis and len(spec.shape) == 2)
+
+
+def input_scale(key: str, spec: ArraySpec) -> float | None:
+    """The recorded scale; for a manifest without one, uint8/uint16's, floats and booleans kept, else refused."""
+    dtype = np.dtype(spec.dtype)
+    if spec.scale is not None:
+        return spec.scale
+    if dtype.kind not in "iu":
+        return None
+    if dtype in NATIVE_IMAGE_SCALES:
+        return NATIVE_IMAGE_SCALES[dtype]
+    raise InvalidOptionError(f"input {key!r} holds {dtype} values for which the build found no scale (not 0..255 "
+                             f"nor 0..65535); rebuild with {PIXEL_SCALE_OPTION}, or read raw values with "
+                             "normalize=False")

@@ -13,16 +13,33 @@ import errno
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from numbers import Integral
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import DatasetExistsError, InvalidOptionError, ManifestError, OutOfSpaceError, StreamloadError
+from .errors import (
+    DatasetExistsError,
+    ForeignDataError,
+    InvalidOptionError,
+    ManifestError,
+    OutOfSpaceError,
+    StreamloadError,
+    UnsafeFileError,
+)
 from .generations import collect_garbage
 from .labels import LabelTracker, is_class_label
-from .layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME, STAGING_PREFIX, TRASH_PREFIX, next_generation, unlock
+from .layout import (
+    BUILD_LOCK_NAME,
+    FLAT_LOCK_NAME,
+    check_own_dataset,
+    is_own_leftover,
+    is_regular_file,
+    next_generation,
+    unlock,
+)
 from .manifest import MANIFEST_NAME, Manifest, SplitInfo, check_format, read_manifest
 from .sources.base import DEFAULT_CHUNK_ROWS, SOURCE_ROLES, SplitSource
 from .staging import (
@@ -33,10 +50,14 @@ from .staging import (
     note_flat_leftovers,
     remove_abandoned_folders,
 )
+from .values import SplitValues, check_pixel_scale, input_scales, refuse_complex, with_scales
 from .writers import COMPRESSIONS, make_writer
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _OURS = (BUILD_LOCK_NAME, FLAT_LOCK_NAME)  # files a build leaves in a folder besides the dataset itself
+_POSITIVE = {"num_classes": "number of classes must be a positive integer",
+             "shard_size": "shard size must be a positive number of samples",
+             "chunk_rows": "chunk rows must be a positive integer"}
 
 
 @dataclass(frozen=True)
@@ -50,16 +71,19 @@ class BuildOptions:
     chunk_rows: int = DEFAULT_CHUNK_ROWS  # rows read from the source at a time
     progress: bool = True
     num_classes: int | None = None  # class labels must lie in [0, num_classes); None: largest label + 1
+    pixel_scale: float | None = None  # what readers multiply every model input by; None: decided from the data
+    allow_nonfinite: bool = False  # keep NaN and infinity in float arrays instead of refusing the build
 
     def __post_init__(self) -> None:
         check_format(self.format)
-        if self.num_classes is not None and (isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int)
-                                             or self.num_classes <= 0):
-            raise InvalidOptionError(f"number of classes must be a positive integer, got {self.num_classes!r}")
-        if self.shard_size is not None and self.shard_size <= 0:
-            raise InvalidOptionError(f"shard size must be a positive number of samples, got {self.shard_size}")
-        if self.chunk_rows <= 0:
-            raise InvalidOptionError(f"chunk rows must be positive, got {self.chunk_rows}")
+        for name, what in _POSITIVE.items():  # any integral number (np.int64 too), stored as an int
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, Integral) or isinstance(value, bool) or value <= 0):
+                raise InvalidOptionError(f"{what}, got {value!r}")
+            object.__setattr__(self, name, None if value is None else int(value))
+        object.__setattr__(self, "pixel_scale", check_pixel_scale(self.pixel_scale))
+        if not isinstance(self.allow_nonfinite, bool):
+            raise InvalidOptionError(f"allow_nonfinite must be True or False, got {self.allow_nonfinite!r}")
         if self.compression is not None and (self.format != "hdf5" or self.compression not in COMPRESSIONS):
             raise InvalidOptionError(
                 f"compression {self.compression!r} is not available for format {self.format!r}; "
@@ -84,13 +108,21 @@ def build_dataset(sources: Mapping[str, SplitSource], out: str | os.PathLike,
 def check_target(out: Path, overwrite: bool) -> None:
     """Refuse to write into anything but a streamload dataset, and into one only with ``overwrite``."""
     if not out.exists():
+        if out.is_symlink():
+            raise ForeignDataError(f"{out}: is a symbolic link to {os.readlink(out)}, which does not exist; "
+                                   "create that folder, or choose another --out")
         return
     if not out.is_dir():
         raise DatasetExistsError(f"{out}: exists and is not a folder; choose another --out")
-    if all(entry.name in _OURS or entry.name.startswith((STAGING_PREFIX, TRASH_PREFIX)) for entry in out.iterdir()):
+    for planted in (out / name for name in _OURS if os.path.lexists(out / name) and not is_regular_file(out / name)):
+        kind = "a symbolic link" if planted.is_symlink() else "not a regular file"
+        raise UnsafeFileError(f"{planted}: is {kind}; streamload never writes or locks through it (it is left "
+                              "as it is: remove it)")
+    if all(entry.name in _OURS or is_own_leftover(entry.name) for entry in out.iterdir()):
         return  # empty, or only what an earlier failed build left
     if not (out / MANIFEST_NAME).is_file():
         raise DatasetExistsError(f"{out}: folder is not empty and holds no {MANIFEST_NAME}; refusing to replace it")
+    check_own_dataset(out)
     if not overwrite:
         raise DatasetExistsError(f"{out}: a dataset is already there; pass --overwrite to replace it")
 
@@ -151,15 +183,25 @@ def _publish(staging: Staging, manifest: Manifest) -> Manifest:
 
 def _write_splits(sources: Mapping[str, SplitSource], folder: Path, options: BuildOptions) -> Manifest:
     roles = _roles(sources)
+    features: tuple[str, ...] = roles["features"]  # type: ignore[assignment]
+    for name, source in sources.items():
+        refuse_complex(source.specs, f"{source.description} (split {name!r})")
     labels = _label_tracker(sources, roles["target"], options)  # type: ignore[arg-type]
     target = roles["target"] if labels is not None else None
-    splits = {name: _write_split(name, source, folder, options, target, labels) for name, source in sources.items()}
+    checks = {name: SplitValues(source.specs, features, f"{source.description} (split {name!r})",
+                                options.allow_nonfinite, getattr(source, "column_names", None))
+              for name, source in sources.items()}
+    splits = {name: _write_split(name, source, folder, options, target, labels, checks[name])
+              for name, source in sources.items()}
+    scales = input_scales({name: (split.arrays, checks[name]) for name, split in splits.items()}, features,
+                          options.pixel_scale)
+    splits = {name: replace(split, arrays=with_scales(split.arrays, scales)) for name, split in splits.items()}
     return Manifest(format=options.format, splits=splits, created_by=f"streamload {__version__}",
                     labels=None if labels is None else labels.info(), **roles)  # type: ignore[arg-type]
 
 
 def _write_split(name: str, source: SplitSource, folder: Path, options: BuildOptions, target: str | None,
-                 labels: LabelTracker | None) -> SplitInfo:
+                 labels: LabelTracker | None, values: SplitValues) -> SplitInfo:
     action = getattr(source, "action", "reading")
     where = f"{source.description} (split {name!r})"
     with tqdm(total=source.num_samples, desc=f"{name}: {action} + writing {options.format}", unit="sample",
@@ -167,11 +209,10 @@ def _write_split(name: str, source: SplitSource, folder: Path, options: BuildOpt
         writer = make_writer(options.format, folder, name, source.specs, source.num_samples,
                              options.shard_size, options.compression, on_rows=bar.update)
         with writer:
-            done = 0
             for chunk in source.iter_chunks(options.chunk_rows):
                 if labels is not None and target in chunk:
-                    labels.update(chunk[target], where, done)
-                    done += len(chunk[target])
+                    labels.update(chunk[target], where, values.samples)
+                values.check(chunk)  # counts the chunk's samples, so it comes after the label check
                 writer.write(chunk)
             shards = writer.close()
         return SplitInfo(arrays=dict(source.specs), shards=shards, skipped=getattr(source, "skipped", 0))

@@ -6,6 +6,10 @@ killed at any moment and started again with the same command restores both and c
 same sample sequence: batches trained since the last checkpoint are trained again (their weight
 updates were lost with the process), nothing is skipped and nothing else repeats. Keras' own
 ``BackupAndRestore`` restarts an interrupted epoch from its first batch instead.
+
+A checkpoint folder may hold the user's own files (``checkpoint-best/``, ``checkpoint-03.keras``):
+the callback deletes only folders by its exact name pattern that hold nothing but the two files it
+writes, and loads only from such a folder, by a name in ``latest.json`` that stays inside it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,10 +25,14 @@ from typing import Any
 import keras
 
 from .durable import fsync_path, replace_durably, write_durably
-from .errors import InvalidOptionError
+from .errors import CheckpointError, ForeignDataError, InvalidOptionError
 from .generator import StreamingGenerator
+from .layout import is_real_folder, is_regular_file
 
 _POINTER = "latest.json"
+_WEIGHTS, _META = "model.weights.h5", "meta.json"
+_CHECKPOINT = re.compile(r"checkpoint-\d{6}-\d{9}")  # the names _save gives, and no other
+_POINTER_TEMPORARY = re.compile(re.escape(f".{_POINTER}-") + r"[0-9a-f]{8}\.tmp")  # replace_durably's
 
 
 class EpochSync(keras.callbacks.Callback):
@@ -66,7 +75,7 @@ class TrainingCheckpoint(EpochSync):
             folder, meta = saved
             if not self.model.optimizer.built:
                 self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(folder / "model.weights.h5")
+            self.model.load_weights(folder / _WEIGHTS)
             self.generator.load_state_dict(meta["loader"])
             self.model._initial_epoch = meta["keras_epoch"]  # as BackupAndRestore does: fit resumes this epoch
         epochs = self.params.get("epochs")
@@ -92,7 +101,8 @@ class TrainingCheckpoint(EpochSync):
         self.model._initial_epoch = None
         if not self.keep_on_success:  # only what this callback wrote: the folder may hold other files
             self._remove_checkpoints(keep=None)
-            (self.directory / _POINTER).unlink(missing_ok=True)
+            if is_regular_file(self.directory / _POINTER):
+                (self.directory / _POINTER).unlink()
             with contextlib.suppress(OSError):
                 self.directory.rmdir()
 
@@ -105,29 +115,66 @@ class TrainingCheckpoint(EpochSync):
         meta = {"keras_epoch": keras_epoch, "loader": self.generator.state_dict(batches_done, keras_epoch)}
         name = f"checkpoint-{keras_epoch:06d}-{batches_done:09d}"
         folder = self.directory / name
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        self.model.save_weights(folder / "model.weights.h5")
-        fsync_path(folder / "model.weights.h5")
-        write_durably(folder / "meta.json", json.dumps(meta, indent=2))
+        if os.path.lexists(folder):  # the same position saved by a run killed after it: only ours is replaced
+            if not self._is_own_checkpoint(name):
+                raise ForeignDataError(f"{folder}: not a checkpoint this callback wrote; it is left as it is "
+                                       "(move it away, or choose another checkpoint folder)")
+            shutil.rmtree(folder)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()  # a new folder of ours: the files below are created inside it, never through a link
+        self.model.save_weights(folder / _WEIGHTS)
+        fsync_path(folder / _WEIGHTS)
+        write_durably(folder / _META, json.dumps(meta, indent=2))
         fsync_path(folder)
         replace_durably(self.directory / _POINTER, json.dumps({"checkpoint": name}))
         self._remove_checkpoints(keep=name)
 
+    def _is_own_checkpoint(self, name: str) -> bool:
+        """A real folder by the exact name ``_save`` gives, holding nothing but the files it writes."""
+        folder = self.directory / name
+        return (_CHECKPOINT.fullmatch(name) is not None and is_real_folder(folder)
+                and all(entry.name in (_WEIGHTS, _META) and is_regular_file(entry) for entry in folder.iterdir()))
+
     def _remove_checkpoints(self, keep: str | None) -> None:
-        """Older checkpoints, and pointer files a killed save left half-written."""
-        for old in [*self.directory.glob("checkpoint-*"), *self.directory.glob(f".{_POINTER}-*.tmp")]:
-            if old.name == keep:
-                continue
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
+        """Older checkpoints of this callback, and pointer files a killed save left half-written; nothing else."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name != keep and self._is_own_checkpoint(name):
+                shutil.rmtree(self.directory / name, ignore_errors=True)
+            elif _POINTER_TEMPORARY.fullmatch(name) and is_regular_file(self.directory / name):
+                (self.directory / name).unlink(missing_ok=True)
 
     def _latest(self) -> tuple[Path, dict[str, Any]] | None:
-        try:
-            name = json.loads((self.directory / _POINTER).read_text())["checkpoint"]
-            folder = self.directory / name
-            return folder, json.loads((folder / "meta.json").read_text())
-        except FileNotFoundError:
+        """The newest checkpoint (folder, meta), None when there is none; CheckpointError when it cannot be used."""
+        pointer = self.directory / _POINTER
+        if not os.path.lexists(pointer):
             return None
+        name = _read_json(pointer).get("checkpoint") if is_regular_file(pointer) else None
+        if not isinstance(name, str) or not self._is_own_checkpoint(name):
+            raise CheckpointError(f"{pointer}: does not name a checkpoint folder of this callback inside "
+                                  f"{self.directory} (checkpoint-NNNNNN-NNNNNNNNN holding {_WEIGHTS} and {_META}); "
+                                  "remove it to start afresh")
+        folder = self.directory / name
+        if not (is_regular_file(folder / _WEIGHTS) and is_regular_file(folder / _META)):
+            raise CheckpointError(f"{folder}: incomplete checkpoint (needs {_WEIGHTS} and {_META}); "
+                                  f"remove {pointer} to start afresh")
+        meta = _read_json(folder / _META)
+        if not isinstance(meta.get("loader"), dict) or not isinstance(meta.get("keras_epoch"), int):
+            raise CheckpointError(f"{folder / _META}: lacks the loader state or the Keras epoch it needs; "
+                                  f"remove {pointer} to start afresh")
+        return folder, meta
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from one of the callback's files; anything else is one CheckpointError naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint file ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())}); remove it to start afresh") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: checkpoint file holds {type(data).__name__}, not a JSON object")
+    return data

@@ -12,9 +12,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._names import display_name
 from .build import BuildOptions, build_dataset
-from .errors import StreamloadError
-from .manifest import FORMATS
+from .errors import InvalidOptionError, StreamloadError
+from .layout import generation_number
+from .manifest import FORMATS, MANIFEST_NAME
 from .sources.select import add_source_arguments, sources_from_args
 from .verify import verify_dataset
 from .writers import COMPRESSIONS
@@ -32,6 +34,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     parser.add_argument("--num-classes", type=int, metavar="N",
                         help="class labels must lie in [0, N) (default: the largest label + 1)")
+    parser.add_argument("--pixel-scale", type=_fraction, metavar="S",
+                        help="multiply every model input by S when reading, e.g. 1/255 or 1 (default: 1/255 for "
+                             "uint8 and 0..255 integers, 1/65535 for uint16 and 0..65535, floats as they are)")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="keep NaN and infinity in float arrays (default: refuse the build, naming the sample)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     add_source_arguments(parser)
     parser.add_argument("--verify", type=Path, metavar="DIR", help="check every shard of DIR instead of building")
@@ -41,7 +48,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _fraction(text: str) -> float:
+    """A number or a fraction such as ``1/255``."""
+    top, _, bottom = text.partition("/")
+    try:
+        return float(top) / float(bottom) if bottom else float(top)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number or a fraction such as 1/255: {text!r}") from None
+
+
 def run_verify(directory: Path, quiet: bool) -> int:
+    if generation_number(directory.name) is not None and (directory.parent / MANIFEST_NAME).is_file():
+        raise InvalidOptionError(f"{directory}: is a generation folder inside a dataset; --verify takes the dataset "
+                                 f"folder, which checks its current generation: --verify {directory.parent}")
     problems = verify_dataset(directory, progress=not quiet)
     for problem in problems:
         print(f"BAD {problem}", file=sys.stderr)
@@ -51,8 +70,11 @@ def run_verify(directory: Path, quiet: bool) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    if args.seed < 0:  # numpy's generators take seeds >= 0: refused before any work, not as a traceback mid-build
+        raise InvalidOptionError(f"--seed must be 0 or more, got {args.seed}")
     options = BuildOptions(format=args.format, shard_size=args.shard_size, compression=args.compression,
-                           overwrite=args.overwrite, progress=not args.quiet, num_classes=args.num_classes)
+                           overwrite=args.overwrite, progress=not args.quiet, num_classes=args.num_classes,
+                           pixel_scale=args.pixel_scale, allow_nonfinite=args.allow_nonfinite)
     sources = sources_from_args(args)
     started = time.perf_counter()
     manifest = build_dataset(sources, args.out, options)
@@ -65,8 +87,13 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def report(program: str, exc: BaseException) -> int:
-    """Print ``exc`` as the one line ``PROGRAM: error: ...`` (h5py's and others' multi-line texts joined); 2."""
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    """Print ``exc`` as the one line ``PROGRAM: error: ...`` (h5py's and others' multi-line texts joined); 2.
+
+    Whatever a message quotes (a file name from someone else's dataset, an OS error's path) is escaped
+    once more here, so no error line can carry a terminal control sequence.
+    """
+    lines = (line.strip(" \t") for line in str(exc).split("\n"))  # only newlines join: a \r is escaped below
+    text = display_name(" ".join(line for line in lines if line) or type(exc).__name__)
     print(f"{program}: error: {text}", file=sys.stderr)
     return 2
 

@@ -81,6 +81,22 @@ class OutOfSpaceError(StreamloadError, OSError):
     """The device filled up while a build was writing; the message names the dataset folder."""
 
 
+class AmbiguousSourceError(StreamloadError, ValueError):
+    """A source folder holds two files for one role (an IDX file raw and gzipped); building would have to guess."""
+
+
+class ForeignDataError(DatasetExistsError):
+    """Something streamload did not write is where it would replace or delete; it is left as it is."""
+
+
+class UnsafeFileError(ForeignDataError):
+    """A file streamload writes or locks is a symbolic link or not a regular file; it is never followed."""
+
+
+class CheckpointError(StreamloadError, ValueError):
+    """A training checkpoint file is unreadable, or names something outside its checkpoint folder."""
+
+
 class ShardChangedError(ShardFormatError):
     """A shard file changed (truncated, rewritten, touched) after a reader opened it; its map is no longer safe."""
 

@@ -11,7 +11,6 @@ the current and the previous generation, so only a reader older than two rebuild
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
@@ -19,7 +18,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from .errors import GenerationGoneError, ManifestError, StreamloadError
+from .errors import GenerationGoneError, ManifestError, StreamloadError, UnsafeFileError
 from .layout import (
     BUILD_LOCK_NAME,
     FLAT_LEFTOVERS_NAME,
@@ -29,7 +28,12 @@ from .layout import (
     TRASH_PREFIX,
     claim,
     file_names,
+    flat_leftovers,
     generation_number,
+    is_own_generation,
+    is_own_leftover,
+    is_real_folder,
+    is_regular_file,
     list_generations,
     lock_file,
     shard_root,
@@ -162,6 +166,10 @@ def _lock_generation(directory: Path, generation: str, manifest: Manifest | None
     try:
         fd = lock_file(lock_path, exclusive=False, wait=True)  # waits only while a build or a GC holds it
     except FileNotFoundError:
+        if is_real_folder(directory / generation):  # a collector renames the folder away first: never this
+            raise ManifestError(f"{directory / generation}: holds no {LOCK_NAME} file, which every streamload "
+                                "generation has (copied without its hidden files? copy them too, e.g. cp -a, "
+                                "or rebuild)") from None
         raise gone from None
     if fd is not None and _file_id(lock_path) != _fd_id(fd):  # renamed away for deletion before we locked
         os.close(fd)
@@ -179,7 +187,7 @@ def _lock_generation(directory: Path, generation: str, manifest: Manifest | None
 
 def _lock_flat(directory: Path, manifest: Manifest) -> GenerationLease:
     try:
-        fd = lock_file(directory / FLAT_LOCK_NAME, exclusive=False, wait=True, create=True)
+        fd = lock_file(directory / FLAT_LOCK_NAME, exclusive=False, wait=True, create=True, in_dataset_folder=True)
     except PermissionError:
         fd = None  # a read-only folder nobody can rebuild: nothing to protect against
     return GenerationLease(directory, None, manifest, fd)
@@ -213,8 +221,8 @@ def collect_garbage(directory: str | os.PathLike, *, build_lock_held: bool = Fal
     if build_lock_held:
         return _collect(directory, staging=True)
     try:
-        build_fd = lock_file(directory / BUILD_LOCK_NAME, exclusive=True, wait=False)
-    except (BlockingIOError, FileNotFoundError, PermissionError):
+        build_fd = lock_file(directory / BUILD_LOCK_NAME, exclusive=True, wait=False, in_dataset_folder=True)
+    except (BlockingIOError, FileNotFoundError, PermissionError, UnsafeFileError):
         return _collect(directory, staging=False)
     try:
         return _collect(directory, staging=build_fd is not None)  # without flock, live staging looks dead
@@ -230,7 +238,7 @@ def _collect(directory: Path, staging: bool) -> list[str]:
     removed = _collect_generations(directory, current)
     if current is not None:
         removed += _collect_flat_leftovers(directory, current)
-    names = sorted(os.listdir(directory))
+    names = [name for name in sorted(os.listdir(directory)) if is_own_leftover(name)]  # never a user's name
     removed += [name for name in names if name.startswith(TRASH_PREFIX) and _remove(directory / name)]
     if staging:
         removed += [name for name in names if name.startswith(STAGING_PREFIX) and _abandoned(directory / name)
@@ -241,7 +249,7 @@ def _collect(directory: Path, staging: bool) -> list[str]:
 def _collect_generations(directory: Path, current: str | None) -> list[str]:
     newest = generation_number(current)
     old = [name for name in list_generations(directory)
-           if newest is None or (generation_number(name) or 0) < newest]
+           if (newest is None or (generation_number(name) or 0) < newest) and is_own_generation(directory, name)]
     removed = []
     for name in old:
         state, fd = claim(directory / name / LOCK_NAME)
@@ -268,9 +276,12 @@ def _retire(directory: Path, name: str) -> bool:
 
 def _abandoned(path: Path) -> bool:
     """A staging folder whose lock nobody holds (the caller holds the build lock, so no build is starting)."""
-    if not path.is_dir():
-        return True  # a manifest temp file of a killed build
-    state, fd = claim(path / LOCK_NAME)
+    if not is_real_folder(path):
+        return is_regular_file(path)  # a manifest temp file of a killed build (a link of that name stays)
+    try:
+        state, fd = claim(path / LOCK_NAME)
+    except UnsafeFileError:
+        return False  # a link planted as its lock: not ours to judge, so it stays
     unlock(fd)
     return state == "free"
 
@@ -285,19 +296,28 @@ def _remove(path: Path) -> bool:
 
 def _collect_flat_leftovers(directory: Path, current: str) -> list[str]:
     listing = directory / FLAT_LEFTOVERS_NAME
-    if not listing.exists():
+    if not is_regular_file(listing):
         return []
     try:
-        fd = lock_file(directory / FLAT_LOCK_NAME, exclusive=True, wait=False, create=True)
+        fd = lock_file(directory / FLAT_LOCK_NAME, exclusive=True, wait=False, create=True, in_dataset_folder=True)
     except BlockingIOError:
         return []  # a version-1 reader is still on
     if fd is None and (generation_number(current) or 0) <= 1:
         return []  # no flock: keep the previous layout
     try:
-        names = json.loads(listing.read_text(encoding="utf-8"))
+        names = [entry[0] for entry in flat_leftovers(listing) if _still_the_same_file(directory / entry[0], entry)]
         for name in names:
-            (directory / Path(name).name).unlink(missing_ok=True)
+            (directory / name).unlink(missing_ok=True)
         listing.unlink()
     finally:
         unlock(fd)
-    return [Path(name).name for name in names]
+    return names
+
+
+def _still_the_same_file(path: Path, entry: list) -> bool:
+    """The file a build listed (same device, inode and size), not another one put at its name since."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return [info.st_dev, info.st_ino, info.st_size] == entry[1:]

@@ -10,11 +10,14 @@ A shard that fails raises :class:`~streamload.errors.ShardCorruptError` naming t
 from __future__ import annotations
 
 import os
+import shlex
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import ShardCorruptError
+from .durable import open_in_folder
+from .errors import ShardCorruptError, UnsafeFileError
+from .layout import generation_number
 from .manifest import FileInfo, sha256_file
 from .shardfiles import open_shard_file
 
@@ -31,16 +34,34 @@ def crc32_file(path: Path) -> int:
     return crc
 
 
+def verify_command(root: Path) -> str:
+    """The command that checks every shard of the dataset ``root`` (a generation folder or the dataset) is in."""
+    dataset = root.parent if generation_number(root.name) is not None else root
+    return f"python3 -m streamload.cli --verify {shlex.quote(str(dataset))}"
+
+
 def _entry(info: FileInfo) -> str:
     return f"{info.name} {info.crc32 if info.crc32 is not None else info.sha256}"
 
 
 def recorded(root: Path) -> set[str]:
-    """The files of this generation that passed a check before (empty if none or unreadable)."""
+    """The files of this generation that passed a check before (empty if none or unreadable).
+
+    A record that is a link or not a regular file raises UnsafeFileError: it is never followed.
+    """
     try:
-        return set((root / RECORD).read_text().splitlines())
+        fd = open_in_folder(root / RECORD, os.O_RDONLY, folder_may_be_link=_is_dataset_folder(root))
+    except UnsafeFileError:
+        raise
     except OSError:
         return set()
+    with open(fd, "rb") as stream:
+        return set(stream.read().decode("utf-8", "replace").splitlines())
+
+
+def _is_dataset_folder(root: Path) -> bool:
+    """The folder the user named (version-1 shards lie there; it may be a link), not a generation folder."""
+    return generation_number(root.name) is None
 
 
 def check_files(root: Path, files: Iterable[FileInfo], passed: set[str]) -> None:
@@ -57,15 +78,18 @@ def check_files(root: Path, files: Iterable[FileInfo], passed: set[str]) -> None
             actual, expected, kind = sha256_file(path), info.sha256, "SHA-256"
         if actual != expected:
             raise ShardCorruptError(f"{path}: corrupt shard: its {kind} is {actual}, the manifest says {expected}; "
-                                    f"restore or rebuild it (`build_shards.py --verify {root}` checks every shard)")
+                                    f"restore or rebuild it (`{verify_command(root)}` checks every shard)")
+        _note(root, entry)  # first: a refused record (a planted link) fails every later use too, not only this one
         passed.add(entry)
-        _note(root, entry)
 
 
 def _note(root: Path, entry: str) -> None:
-    """Append to the record; a read-only dataset just checks again in the next process."""
+    """Append to the record, never through a link; a read-only dataset just checks again in the next process."""
     try:
-        fd = os.open(root / RECORD, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = open_in_folder(root / RECORD, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                            folder_may_be_link=_is_dataset_folder(root))
+    except UnsafeFileError:
+        raise
     except OSError:
         return
     try:

@@ -8,7 +8,8 @@ open with a :class:`~streamload.errors.ManifestError` naming the field, never la
 Format version 2 adds, beside version 1's splits and shards: the generation folder the shards live
 in, which arrays are model inputs (``features``), the target and optional sample weights, label
 facts (class count, names, range) and a fast CRC-32 per file beside its SHA-256. Version 1
-manifests are still read (their shards lie beside the manifest, with ``x`` and ``y``).
+manifests are still read (their shards lie beside the manifest, with ``x`` and ``y``). A model
+input's array entry may record its ``scale`` (see values.py); entries without one read as before.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ class Manifest:
 
         Two builds of the same data agree; a rebuild with other data, order or layout does not.
         """
-        body = {name: {"arrays": {k: asdict(s) for k, s in split.arrays.items()},
+        body = {name: {"arrays": {k: _spec_json(s) for k, s in split.arrays.items()},
                        "shards": [[shard.num_samples, sorted((r, f.sha256) for r, f in shard.files.items())]
                                   for shard in split.shards]}
                 for name, split in sorted(self.splits.items())}
@@ -150,7 +151,7 @@ class Manifest:
 
     def to_json(self) -> str:
         splits = {name: {"num_samples": split.num_samples, "skipped": split.skipped,
-                         "arrays": {key: asdict(spec) for key, spec in split.arrays.items()},
+                         "arrays": {key: _spec_json(spec) for key, spec in split.arrays.items()},
                          "shards": [asdict(shard) for shard in split.shards]}
                   for name, split in self.splits.items()}
         labels = None if self.labels is None else {
@@ -184,9 +185,29 @@ class Manifest:
         return manifest
 
 
+def _spec_json(spec: ArraySpec) -> dict[str, Any]:
+    """An array's entry; ``scale`` only when the build recorded one, so older manifests keep their fingerprint."""
+    data = asdict(spec)
+    if spec.scale is None:
+        del data["scale"]
+    return data
+
+
+def _scale(node: Field) -> float | None:
+    """A recorded input scale: a positive finite number, or null."""
+    value = node.value
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+    if not ok:
+        raise node.error(f"must be a positive number or null, got {value!r}"[:160])
+    return float(value)
+
+
 def _split(name: str, node: Field, fmt: str) -> SplitInfo:
     node = node.object()
-    arrays = {key: ArraySpec(dtype=spec.get("dtype").dtype(), shape=tuple(spec.get("shape").int_list(minimum=0)))
+    arrays = {key: ArraySpec(dtype=spec.get("dtype").dtype(), shape=tuple(spec.get("shape").int_list(minimum=0)),
+                             scale=_scale(spec.optional("scale", None)))
               for key, spec in node.get("arrays").entries()}
     if not arrays:
         raise node.get("arrays").error("a split needs at least one array")

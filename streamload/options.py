@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 from .errors import InvalidOptionError
@@ -29,9 +30,9 @@ class LoaderOptions:
     blocks of ``block_size`` samples: sequential reads for cold storage), ``False``/``"none"``;
     ``seed``; ``drop_remainder``; ``num_pipelines``/``pipeline_index`` (this pipeline's disjoint share).
     Batches: ``to_fit`` (``(x, y)`` or ``x`` alone), ``one_hot`` labels (``num_classes`` from the
-    manifest when None), ``normalize`` integer images to float32 in [0, 1], ``channel_axis`` for 2-D
-    samples. Reading: ``prefetch_batches`` batches ahead hinted to the kernel (0: off), ``verify``
-    ``"once"`` to check each shard's CRC-32 before its first use.
+    manifest when None), ``normalize`` inputs by the scale the build recorded (integer images to
+    float32 in [0, 1]), ``channel_axis`` for 2-D samples. Reading: ``prefetch_batches`` batches
+    ahead hinted to the kernel (0: off), ``verify`` ``"once"`` to check each shard's CRC-32 before its first use.
     """
 
     batch_size: int = 64
@@ -52,18 +53,22 @@ class LoaderOptions:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "block_size", "window_blocks", "num_pipelines"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("seed", self.seed, minimum=0, limit=_SEED_LIMIT)
-        _check_int("prefetch_batches", self.prefetch_batches, minimum=0)
-        _check_int("pipeline_index", self.pipeline_index, minimum=0, limit=self.num_pipelines)
+            self._set_int(name, minimum=1)
+        self._set_int("seed", minimum=0, limit=_SEED_LIMIT)
+        self._set_int("prefetch_batches", minimum=0)
+        self._set_int("pipeline_index", minimum=0, limit=self.num_pipelines)
         if self.num_classes is not None:
-            _check_int("num_classes", self.num_classes, minimum=1)
+            self._set_int("num_classes", minimum=1)
         for name in ("drop_remainder", "to_fit", "one_hot", "normalize", "channel_axis"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidOptionError(f"{name} must be True or False, got {getattr(self, name)!r}")
         object.__setattr__(self, "shuffle", _shuffle_mode(self.shuffle))
         if self.verify not in VERIFY_MODES:
             raise InvalidOptionError(f"verify must be one of {VERIFY_MODES}, got {self.verify!r}")
+
+    def _set_int(self, name: str, minimum: int, limit: int | None = None) -> None:
+        """Check an integer field and store it as a Python int (``np.int64(3)`` becomes ``3``)."""
+        object.__setattr__(self, name, check_int(name, getattr(self, name), minimum, limit))
 
     @classmethod
     def resolve(cls, options: LoaderOptions | None = None, input_context: Any = None,
@@ -94,13 +99,18 @@ class LoaderOptions:
                                    pipeline_index=context.input_pipeline_id)
 
 
-def _check_int(name: str, value: Any, minimum: int, limit: int | None = None) -> None:
-    """``value`` must be an int (not a bool or a float) with ``minimum <= value < limit``."""
-    if not isinstance(value, int) or isinstance(value, bool):
+def check_int(name: str, value: Any, minimum: int, limit: int | None = None) -> int:
+    """``value`` as an int, ``minimum <= value < limit``.
+
+    Any integral number (``np.int64`` too) is taken; a bool or a float is refused.
+    """
+    if not isinstance(value, Integral) or isinstance(value, bool):
         raise InvalidOptionError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
     if value < minimum or (limit is not None and value >= limit):
         upper = "" if limit is None else f" and below {limit}"
         raise InvalidOptionError(f"{name} must be at least {minimum}{upper}, got {value}")
+    return value
 
 
 def _shuffle_mode(shuffle: Any) -> str:

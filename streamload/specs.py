@@ -44,10 +44,15 @@ def read_npy_header(source: Path | BinaryIO) -> tuple[tuple[int, int], tuple[int
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """Dtype and per-sample shape of one array (``x``, ``y``, a named feature...) of a split."""
+    """Dtype and per-sample shape of one array (``x``, ``y``, a named feature...) of a split.
+
+    ``scale`` is what readers multiply a model input by when they normalise it, decided at build time
+    for every split alike (see values.py); None for targets, weights and manifests older than it.
+    """
 
     dtype: str
     shape: tuple[int, ...]
+    scale: float | None = None
 
     @property
     def sample_bytes(self) -> int:

@@ -17,14 +17,16 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import socket
+import stat
 import time
 import uuid
 from pathlib import Path
 
 from .durable import fsync_path, replace_durably, write_durably
-from .errors import DatasetBusyError
+from .errors import DatasetBusyError, UnsafeFileError
 from .layout import (
     BUILD_LOCK_NAME,
     FLAT_LEFTOVERS_NAME,
@@ -32,6 +34,8 @@ from .layout import (
     STAGING_PREFIX,
     claim,
     file_names,
+    flat_leftovers,
+    is_real_folder,
     lock_file,
     unlock,
 )
@@ -47,11 +51,11 @@ def build_lock(directory: Path) -> int | None:
     """
     path = directory / BUILD_LOCK_NAME
     try:
-        fd = lock_file(path, exclusive=True, wait=False, create=True)
+        fd = lock_file(path, exclusive=True, wait=False, create=True, in_dataset_folder=True)
     except BlockingIOError:
         raise DatasetBusyError(f"{directory}: another build is writing this dataset ({_holder(path)}); "
                                "wait for it to finish, or stop it") from None
-    if fd is not None:
+    if fd is not None and os.fstat(fd).st_nlink == 1:  # a hard link may be a user's file: lock it, never write
         try:
             os.ftruncate(fd, 0)
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -143,10 +147,19 @@ def move_into_place(building: Path, out: Path) -> bool:
 
 
 def remove_abandoned_folders(out: Path) -> list[str]:
-    """Delete ``.NAME.building-*`` folders next to ``out`` whose build is dead (its build lock is free)."""
+    """Delete ``.NAME.building-*`` folders next to ``out`` whose build is dead (its build lock is free).
+
+    Only real folders by the exact name ``new_building_folder`` gives, with a regular lock file or none.
+    """
     removed = []
+    pattern = re.compile(re.escape(f".{out.name}.building-") + "[0-9a-f]{12}")
     for folder in out.parent.glob(f"{glob.escape(f'.{out.name}.building-')}*"):
-        state, fd = claim(folder / BUILD_LOCK_NAME)
+        if not pattern.fullmatch(folder.name) or not is_real_folder(folder):
+            continue
+        try:
+            state, fd = claim(folder / BUILD_LOCK_NAME)
+        except UnsafeFileError:
+            continue  # a link planted as its lock: not a folder a build of ours left
         if state != "free":
             continue  # a live build, whatever PID namespace or machine it runs in; or no flock to tell
         if fd is None and time.time() - folder.stat().st_mtime < FRESH_FOLDER_GRACE_S:
@@ -158,8 +171,17 @@ def remove_abandoned_folders(out: Path) -> list[str]:
 
 
 def note_flat_leftovers(directory: Path, manifest: Manifest) -> None:
-    """Before a build switches DIR away from a version-1 manifest: list its files for collection."""
+    """Before a build switches DIR away from a version-1 manifest: list its files for collection.
+
+    Each file is listed with its identity (device, inode, size): collection deletes a file only while
+    it is still that very file, so a listing nobody here wrote (one unpacked with the folder) names
+    nothing that can be deleted.
+    """
     listing = directory / FLAT_LEFTOVERS_NAME
-    names = json.loads(listing.read_text(encoding="utf-8")) if listing.exists() else []
-    names = sorted(set(names) | set(file_names(manifest)))
-    replace_durably(listing, json.dumps(names), temporary_prefix=STAGING_PREFIX)
+    entries = {entry[0]: entry for entry in flat_leftovers(listing)}
+    for name in file_names(manifest):
+        info = os.lstat(directory / name)
+        if stat.S_ISREG(info.st_mode):
+            entries[name] = [name, info.st_dev, info.st_ino, info.st_size]
+    replace_durably(listing, json.dumps(sorted(entries.values())), temporary_prefix=STAGING_PREFIX)
+

@@ -92,12 +92,21 @@ def synthetic_mnist(request: pytest.FixtureRequest, make_mnist: MakeMnist) -> Sy
     return make_mnist(gz=request.param == "gz")
 
 
+def under_ci() -> bool:
+    """CI sets CI=true (.ci/run, and every CI service): there a missing dataset is a failure, not a skip."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 @pytest.fixture()
 def mnist_dir() -> Path:
-    """The real MNIST IDX folder: $STREAMLOAD_MNIST_DIR, else the shared copy; skipped when absent."""
+    """The real MNIST IDX folder: $STREAMLOAD_MNIST_DIR, else the shared copy; skipped when absent, except
+    under CI, where the real-MNIST tests would otherwise pass by not running."""
     folder = Path(os.environ.get(MNIST_DIR_ENV) or SHARED_MNIST)
     if not (folder / "train-images-idx3-ubyte.gz").is_file() and not (folder / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"real MNIST not found at {folder}; set {MNIST_DIR_ENV} to a folder of the four IDX files")
+        missing = f"real MNIST not found at {folder}; set {MNIST_DIR_ENV} to a folder of the four IDX files"
+        if under_ci():
+            pytest.fail(f"{missing} (CI=true: the real-MNIST tests must run)", pytrace=False)
+        pytest.skip(missing)
     return folder
 
 

@@ -7,6 +7,8 @@ library's own listing is checked against it, not reused to build it.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,41 @@ def truncated_jpeg(path: Path, pixels: np.ndarray) -> Path:
     data = buffer.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def eps_named_as_image(path: Path) -> Path:
+    """A minimal Encapsulated PostScript file (Pillow's EPS plugin opens it and hands it to Ghostscript to
+    render), under whatever image name ``path`` has."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\n"
+                     b"newpath 0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n")
+    return path
+
+
+def fake_ghostscript(folder: Path) -> tuple[Path, Path]:
+    """An executable ``gs`` in ``folder`` that records each call in a marker file and fails; put ``folder``
+    first on PATH and the marker shows whether anything ran Ghostscript. (folder, marker)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / "gs-was-run"
+    script = folder / "gs"
+    script.write_text(f'#!/bin/sh\necho "$@" >> "{marker}"\nexit 1\n')
+    script.chmod(0o755)
+    return folder, marker
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def one_colour_png(path: Path, height: int, width: int) -> Path:
+    """A black 1-bit PNG of any size, written row by row: kilobytes on disk, ``height * width`` pixels decoded."""
+    compressor, row = zlib.compressobj(9), b"\x00" * (1 + (width + 7) // 8)  # filter byte, then the bits
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, grayscale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data)
+                     + _png_chunk(b"IEND", b""))
     return path
 
 

@@ -1,5 +1,6 @@
 """BatchFinisher: what the manifest says each array is, turned into what a model consumes."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from streamload import ArraySource, BuildOptions, build_dataset
 from streamload.batching import BatchFinisher, LabelOutOfRange
 from streamload.errors import InvalidOptionError
-from streamload.manifest import Manifest
+from streamload.manifest import Manifest, read_manifest
 from streamload.options import LoaderOptions
 
 
@@ -78,10 +79,12 @@ def test_num_classes_option_overrides_the_manifest(mnist) -> None:
     assert y.shape == (12, 12) and np.array_equal(y.argmax(1), raw["y"]) and (y[:, 10:] == 0).all()
 
 
+@pytest.mark.parametrize("one_hot", [True, False], ids=["one-hot", "sparse"])
 @pytest.mark.parametrize("labels,position,value", [([1, 10, 2], 1, 10), ([9, 0, 200], 2, 200), ([255, 3, 1], 0, 255)])
-def test_labels_outside_the_classes_raise(mnist, labels, position, value) -> None:
+def test_labels_outside_the_classes_raise(mnist, labels, position, value, one_hot) -> None:
+    """Sparse labels (one_hot=False) pass no np.take that would fail for them: their own check must catch them."""
     manifest, raw = mnist
-    finish = finisher(manifest)
+    finish = finisher(manifest, one_hot=one_hot)
     with pytest.raises(LabelOutOfRange) as caught:
         finish({"x": raw["x"][:3], "y": np.array(labels, np.uint8)})
     assert (caught.value.position, caught.value.value, caught.value.num_classes) == (position, value, 10)
@@ -156,3 +159,67 @@ def test_empty_batch_keeps_shapes_and_dtypes(mnist) -> None:
     manifest, raw = mnist
     x, y = finisher(manifest)({"x": raw["x"][:0], "y": raw["y"][:0]})
     assert (x.shape, x.dtype, y.shape, y.dtype) == ((0, 28, 28, 1), np.float32, (0, 10), np.float32)
+
+
+# --- the scale each input gets: decided at build, the same for every split --------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.uint32])
+def test_integer_images_of_any_type_holding_0_to_255_give_the_uint8_batches(tmp_path, dtype) -> None:
+    raw = mnist_like(12)
+    wide = {"x": raw["x"].astype(dtype), "y": raw["y"]}  # np.array(list_of_lists) is int64
+    reference = finisher(dataset(tmp_path, "u8", **raw))(raw)
+    got = finisher(dataset(tmp_path, "wide", **wide))(wide)
+    assert np.array_equal(got[0], reference[0]) and got[0].dtype == np.float32 and np.array_equal(got[1], reference[1])
+    assert got[0].max() == 1.0
+
+
+def test_integers_spanning_0_to_65535_take_the_uint16_scale(tmp_path) -> None:
+    x = np.array([[0, 300, 65535]], dtype=np.int32).repeat(3, axis=0)
+    manifest = dataset(tmp_path, x=x, y=np.array([0, 1, 2], np.uint8))
+    finished, _ = finisher(manifest)({"x": x, "y": np.zeros(3, np.uint8)})
+    assert np.array_equal(finished, x.astype(np.float32) * np.float32(1 / 65535))
+
+
+@pytest.mark.parametrize("values", [[-1, 0, 5], [0, 7, 70_000]], ids=["negative", "above-65535"])
+def test_integers_no_scale_fits_are_refused_when_normalised_and_kept_raw_otherwise(tmp_path, values) -> None:
+    x = np.array([values] * 3, dtype=np.int64)
+    manifest = dataset(tmp_path, x=x, y=np.array([0, 1, 2], np.uint8))
+    with pytest.raises(InvalidOptionError, match="input 'x' holds int64 .*--pixel-scale.*normalize=False"):
+        finisher(manifest)
+    raw, _ = finisher(manifest, normalize=False)({"x": x, "y": np.zeros(3, np.uint8)})
+    assert np.array_equal(raw, x)
+
+
+def test_a_declared_scale_applies_to_integer_and_float_inputs(tmp_path) -> None:
+    x = np.array([[0, 2, 1000]] * 3, dtype=np.int64)
+    ints = build_dataset({"train": ArraySource(x=x, y=np.zeros(3, np.uint8))}, tmp_path / "i",
+                         BuildOptions(progress=False, pixel_scale=0.5))
+    floats = build_dataset({"train": ArraySource(x=x.astype(np.float64), y=np.zeros(3, np.uint8))}, tmp_path / "f",
+                           BuildOptions(progress=False, pixel_scale=0.5))
+    assert np.array_equal(finisher(ints)({"x": x, "y": np.zeros(3, np.uint8)})[0], x * 0.5)
+    halved = finisher(floats)({"x": x.astype(np.float64), "y": np.zeros(3, np.uint8)})[0]
+    assert halved.dtype == np.float64 and np.array_equal(halved, x * 0.5)
+
+
+def test_float_inputs_are_kept_as_they_are(tmp_path) -> None:
+    x = np.array([[0.5, 300.0]] * 3, dtype=np.float32)
+    manifest = dataset(tmp_path, x=x, y=np.array([0, 1, 2], np.uint8))
+    finished, _ = finisher(manifest)({"x": x, "y": np.zeros(3, np.uint8)})
+    assert np.array_equal(finished, x) and finished.dtype == np.float32
+    assert manifest.split("train").arrays["x"].scale == 1.0
+
+
+def test_a_manifest_without_scales_keeps_uint8_at_1_255_and_refuses_wider_integers(tmp_path) -> None:
+    raw = mnist_like(6)
+    for name, x in (("u8", raw["x"]), ("i32", raw["x"].astype(np.int32))):
+        dataset(tmp_path, name, x=x, y=raw["y"])
+        path = tmp_path / name / "manifest.json"
+        data = json.loads(path.read_text())
+        for split in data["splits"].values():
+            split["arrays"]["x"].pop("scale")  # as streamload wrote it before scales were recorded
+        path.write_text(json.dumps(data))
+    old_u8 = read_manifest(tmp_path / "u8")
+    assert np.array_equal(finisher(old_u8)(raw)[0][..., 0], raw["x"].astype(np.float32) * np.float32(1 / 255))
+    with pytest.raises(InvalidOptionError, match="input 'x' holds int32"):
+        finisher(read_manifest(tmp_path / "i32"))

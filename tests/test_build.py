@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from conftest import MakeMnist, SyntheticMnist, leftovers, read_split, tree_snap
 from streamload.build import BuildOptions, build_dataset
 from streamload.errors import (
     DatasetExistsError,
+    ForeignDataError,
     IdxFormatError,
     InvalidOptionError,
     LabelRangeError,
@@ -270,6 +272,49 @@ def test_file_at_target_is_never_replaced(synthetic_mnist: SyntheticMnist, tmp_p
     assert out.read_text() == "not a folder" and leftovers(out) == []
 
 
+def _foreign_manifest(out: Path) -> None:
+    (out / MANIFEST_NAME).write_text('{"name": "my web app", "start_url": "/"}')  # a web app's manifest
+
+
+def _generation_without_lock(out: Path) -> None:
+    """A streamload-looking manifest naming gen-000123, a folder of the user's (no .lock, no manifest copy)."""
+    import shutil
+
+    _build_arrays(out)
+    generation = read_manifest(out).generation
+    shutil.rmtree(out / str(generation))
+    (out / MANIFEST_NAME).write_text((out / MANIFEST_NAME).read_text().replace(str(generation), "gen-000123"))
+    (out / "gen-000123").mkdir()
+    (out / "gen-000123" / "results.csv").write_text("the user's own results")
+
+
+def _build_arrays(out: Path) -> None:
+    build_dataset({"train": ArraySource(x=np.zeros((4, 2), "u1"), y=np.arange(4, dtype="u1"))}, out,
+                  BuildOptions(**QUIET))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("plant", [_foreign_manifest, _generation_without_lock])
+def test_overwrite_never_replaces_what_streamload_did_not_write(synthetic_mnist: SyntheticMnist, tmp_path: Path,
+                                                                plant) -> None:
+    out = tmp_path / "app"
+    out.mkdir()
+    plant(out)
+    (out / "index.html").write_text("<html>the user's page</html>")
+    before = tree_snapshot(out)
+    with pytest.raises(ForeignDataError, match=f"refusing to replace {out}") as caught:
+        _build(synthetic_mnist.folder, out, overwrite=True)
+    assert isinstance(caught.value, DatasetExistsError) and "\n" not in str(caught.value)
+    assert tree_snapshot(out) == before and not list(tmp_path.glob(".app.*"))
+
+
+def test_a_dangling_out_link_is_one_clear_error(synthetic_mnist: SyntheticMnist, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    out.symlink_to(tmp_path / "unmounted" / "data")
+    with pytest.raises(ForeignDataError, match=f"{out}: is a symbolic link to .*unmounted.*which does not exist"):
+        _build(synthetic_mnist.folder, out)
+    assert os.readlink(out) == str(tmp_path / "unmounted" / "data") and not (tmp_path / "unmounted").exists()
+
+
 # --- class labels --------------------------------------------------------------------------------
 
 
@@ -344,3 +389,11 @@ def test_float_targets_carry_no_label_facts(tmp_path: Path) -> None:
 def test_num_classes_must_be_a_positive_integer(value: object) -> None:
     with pytest.raises(InvalidOptionError, match="number of classes must be a positive integer"):
         BuildOptions(num_classes=value)  # type: ignore[arg-type]
+
+
+def test_integral_numbers_of_any_type_are_taken_as_ints() -> None:
+    options = BuildOptions(shard_size=np.int64(5), num_classes=np.int32(10), chunk_rows=np.uint16(7))
+    assert (options.shard_size, options.num_classes, options.chunk_rows) == (5, 10, 7)
+    assert all(type(value) is int for value in (options.shard_size, options.num_classes, options.chunk_rows))
+    with pytest.raises(InvalidOptionError, match="shard size must be a positive number of samples, got 2.5"):
+        BuildOptions(shard_size=2.5)  # type: ignore[arg-type]

@@ -91,3 +91,87 @@ def test_checkpoint_options_are_checked_and_a_finished_run_removes_only_its_own_
     model.fit(gen, epochs=2, verbose=0, shuffle=False, callbacks=[checkpoint, Watch()])
     assert ["checkpoint-000000-000000004", "latest.json", "notes.txt"] in saves  # one checkpoint at a time
     assert sorted(path.name for path in folder.iterdir()) == ["notes.txt"]
+
+
+def _fit_with_checkpoints(tmp_path, folder: Path, epochs: int = 2, **options) -> list[list[str]]:
+    """model.fit with a TrainingCheckpoint in ``folder``; the folder's listing after every batch."""
+    import keras
+
+    from streamload import StreamingGenerator, TrainingCheckpoint
+
+    data = tmp_path / "ids" if (tmp_path / "ids").exists() else id_dataset(tmp_path / "ids", 300)
+    gen = StreamingGenerator(data, batch_size=50, seed=1)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    listings = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            listings.append(sorted(path.name for path in folder.iterdir()) if folder.exists() else [])
+
+    model.fit(gen, epochs=epochs, verbose=0, shuffle=False,
+              callbacks=[TrainingCheckpoint(folder, gen, save_freq=2, **options), Watch()])
+    return listings
+
+
+def test_checkpoints_never_touch_the_users_files_of_similar_names(tmp_path) -> None:
+    folder = tmp_path / "ck"
+    planted = {"checkpoint-best/model.keras": "the user's best model", "checkpoint-03.keras": "epoch 3",
+               "checkpoint-000000-000000008/notes.txt": "named like ours (never saved here), holds the user's file",
+               ".latest.json-mine.tmp": "the user's"}
+    for name, text in planted.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    listings = _fit_with_checkpoints(tmp_path, folder)
+    assert any("checkpoint-000000-000000004" in listing for listing in listings)  # it did save and remove its own
+    assert {name: (folder / name).read_text() for name in planted} == planted
+    assert sorted(path.name for path in folder.iterdir()) == sorted({name.split("/")[0] for name in planted})
+
+
+def test_a_checkpoint_name_of_ours_holding_the_users_files_is_refused_not_replaced(tmp_path) -> None:
+    from streamload.errors import ForeignDataError
+
+    folder = tmp_path / "ck" / "checkpoint-000000-000000002"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("the user's")
+    with pytest.raises(ForeignDataError, match=f"{folder}: not a checkpoint this callback wrote"):
+        _fit_with_checkpoints(tmp_path, tmp_path / "ck")
+    assert (folder / "notes.txt").read_text() == "the user's" and sorted(p.name for p in folder.iterdir()) == [
+        "notes.txt"]
+
+
+def _outside_checkpoint(tmp_path) -> Path:
+    """A complete checkpoint of an earlier run, moved outside the checkpoint folder."""
+    import shutil
+
+    folder = tmp_path / "elsewhere"
+    _fit_with_checkpoints(tmp_path, folder, epochs=1, keep_on_success=True)
+    name = json.loads((folder / "latest.json").read_text())["checkpoint"]
+    shutil.move(folder / name, tmp_path / "outside")
+    return tmp_path / "outside"
+
+
+@pytest.mark.parametrize("pointer", ["absolute", "dotdot", "garbage-bytes", "not-json", "list", "meta-garbage"])
+def test_a_hostile_or_damaged_pointer_is_one_line_naming_the_file(tmp_path, pointer) -> None:
+    from streamload.errors import CheckpointError
+
+    outside = _outside_checkpoint(tmp_path)
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    latest = folder / "latest.json"
+    named = {"absolute": str(outside), "dotdot": "../outside"}
+    if pointer in named:
+        latest.write_text(json.dumps({"checkpoint": named[pointer]}))
+    elif pointer == "meta-garbage":
+        (folder / "checkpoint-000000-000000002").mkdir()
+        (folder / "checkpoint-000000-000000002" / "model.weights.h5").write_bytes(b"")
+        (folder / "checkpoint-000000-000000002" / "meta.json").write_bytes(b"\xff\xfe{")
+        latest.write_text(json.dumps({"checkpoint": "checkpoint-000000-000000002"}))
+    else:
+        latest.write_bytes({"garbage-bytes": b"\xff\xfe\x00", "not-json": b"{oops", "list": b"[1]"}[pointer])
+    before = {path: path.read_bytes() for path in outside.iterdir()}
+    with pytest.raises(CheckpointError) as caught:
+        _fit_with_checkpoints(tmp_path, folder)
+    message = str(caught.value)
+    assert "\n" not in message and (str(latest) in message or "meta.json" in message)
+    assert {path: path.read_bytes() for path in outside.iterdir()} == before  # nothing loaded or changed there

@@ -299,3 +299,77 @@ def test_verify_names_the_shard_and_the_field_of_a_header_mismatch(existing: Pat
     name = read_manifest(existing).split("test").shards[0].files["x"].name
     assert result.stderr == (f"BAD {name} (split 'test', shard 0): array 'x': header says dtype |u1, "
                              "the manifest says <f4\n")
+
+
+def test_pixel_scale_and_allow_nonfinite_reach_the_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    x[2, 1] = np.nan
+    np.savez(tmp_path / "data.npz", x=x, y=np.zeros(4, np.uint8))
+    out = tmp_path / "ds"
+    assert main(["--source", str(tmp_path / "data.npz"), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sample 2, column 1 holds nan" in err and "--allow-nonfinite" in err
+    assert main(["--source", str(tmp_path / "data.npz"), "--out", str(out), "--quiet", "--allow-nonfinite",
+                 "--pixel-scale", "1/255"]) == 0
+    assert read_manifest(out).split("train").arrays["x"].scale == 1 / 255
+
+
+@pytest.mark.parametrize("scale", ["abc", "1/0", "0", "-1"])
+def test_a_bad_pixel_scale_exits_2(scale: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "data.npz", x=np.zeros((2, 2), np.uint8), y=np.zeros(2, np.uint8))
+    try:
+        code = main(["--source", str(tmp_path / "data.npz"), "--out", str(tmp_path / "ds"), "--pixel-scale", scale])
+    except SystemExit as exit_:  # argparse's own usage error
+        code = exit_.code
+    assert code == 2 and "pixel" in capsys.readouterr().err and not (tmp_path / "ds").exists()
+
+
+# --- refusals in one line (issues 18 and 21) -----------------------------------------------------
+
+
+def _users_file(tmp_path: Path) -> Path:
+    target = tmp_path / "thesis.tex"
+    target.write_text("precious")
+    return target
+
+
+@pytest.mark.parametrize("case", ["negative-seed", "dangling-out-link", "build-lock-link", "foreign-manifest"])
+def test_refusals_exit_2_in_one_line_and_touch_nothing(synthetic_mnist: SyntheticMnist, tmp_path: Path,
+                                                       case: str) -> None:
+    out, extra, message = tmp_path / "ds", [], ""
+    if case == "negative-seed":
+        extra, message = ["--seed", "-1", "--validation-split", "0.2"], "--seed must be 0 or more, got -1"
+    elif case == "dangling-out-link":
+        out.symlink_to(tmp_path / "unmounted" / "ds")
+        message = f"{out}: is a symbolic link to {tmp_path / 'unmounted' / 'ds'}, which does not exist"
+    elif case == "build-lock-link":
+        out.mkdir()
+        (out / ".build.lock").symlink_to(_users_file(tmp_path))
+        message = f"{out / '.build.lock'}: is a symbolic link"
+    else:
+        out.mkdir()
+        (out / "manifest.json").write_text('{"name": "my web app"}')
+        message = f"{out / 'manifest.json'}: not a streamload manifest"
+    before = tree_snapshot(tmp_path)
+    result = _run("--source", str(synthetic_mnist.folder), "--out", str(out), "--overwrite", "--quiet", *extra)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("build_shards.py: error: ") and message in result.stderr
+    assert tree_snapshot(tmp_path) == before and not list(tmp_path.glob(".ds.*"))
+
+
+def test_verify_of_a_generation_folder_names_the_command_that_works(existing: Path) -> None:
+    generation = existing / str(read_manifest(existing).generation)
+    result = _run("--verify", str(generation))
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.strip().endswith(f"--verify {existing}")
+    assert _run("--verify", str(existing)).returncode == 0
+
+
+def test_error_lines_never_carry_control_characters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hostile = tmp_path / "x\x1b[2Jy\rz"  # an escape sequence would clear the terminal, \r rewrite the line
+    for argv in (["--source", str(hostile / "a.npz"), "--out", str(tmp_path / "ds")], ["--verify", str(hostile)]):
+        code = main([*argv, "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1
+        assert "\x1b" not in err and "\r" not in err and "x\\x1b[2Jy\\rz" in err

@@ -256,7 +256,7 @@ def test_acquire_retries_when_the_generation_is_collected_before_it_is_locked(
             while not _blocked_on(inode) and time.monotonic() < deadline:
                 time.sleep(0.005)
             waited.append(_blocked_on(inode))
-            os.rename(out / "gen-000001", out / ".trash-gen-000001-test")
+            os.rename(out / "gen-000001", out / ".trash-gen-000001-0123abcd")
             collector.__exit__(None, None, None)  # killed: the waiting reader gets a lock on a renamed file
 
         threading.Thread(target=collect).start()
@@ -267,7 +267,7 @@ def test_acquire_retries_when_the_generation_is_collected_before_it_is_locked(
     assert lease.generation == "gen-000002"
     assert reads == ["gen-000001", "gen-000002"] and waited == [True]
     lease.release()
-    assert list_generations(out) == ["gen-000002"] and not (out / ".trash-gen-000001-test").exists()
+    assert list_generations(out) == ["gen-000002"] and not (out / ".trash-gen-000001-0123abcd").exists()
 
 
 def test_acquire_retries_when_the_generation_is_gone_before_it_is_opened(
@@ -376,3 +376,64 @@ def test_a_generation_missing_without_any_rebuild_is_a_manifest_error_at_once(tm
     with pytest.raises(ManifestError, match=f"{copy / MANIFEST_NAME}: names generation gen-000001, which is "
                                             f"missing from {copy}"):
         acquire(copy)
+
+
+# --- nothing of the user's is deleted (issue 18, part 3) ------------------------------------------
+
+
+def _user_files(out: Path) -> dict[str, str]:
+    """Things a user may keep in a dataset folder under names close to streamload's, and their contents."""
+    planted = {"gen-000123/notes.txt": "the user's own generation-like folder",
+               "gen-000124": "a user's file named like a generation",
+               ".staging-notes.txt": "a user's hidden file", ".trash-mine/keep.txt": "a user's trash",
+               "train-00000-x.npy": "not a shard this dataset lists"}
+    for name, text in planted.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    return planted
+
+
+def test_collection_deletes_only_what_streamload_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    _build(out, seed=1)
+    planted = _user_files(out)
+    size = (out / "train-00000-x.npy").stat().st_size  # a listing that came with the folder, not a build's:
+    listing = [["train-00000-x.npy", 1, 1, size], ["../outside.txt", 1, 1, 7], [MANIFEST_NAME, 1, 1, 1]]
+    (out / ".flat-leftovers.json").write_text(json.dumps(listing))
+    (tmp_path / "outside.txt").write_text("outside")
+    arrays = _build(out, seed=2)  # a rebuild collects the generation it replaced
+    assert list_generations(out) == ["gen-000123", "gen-000124", "gen-000125"]  # numbers only grow
+    assert {name: (out / name).read_text() for name in planted} == planted
+    assert (tmp_path / "outside.txt").read_text() == "outside"
+    with acquire(out) as lease:
+        _assert_equal(_read(lease), arrays)
+    assert not (out / "gen-000001").exists()  # its own old generation went
+
+
+def test_a_generation_without_its_lock_file_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    _build(out, seed=1)
+    (out / "gen-000001" / ".lock").unlink()  # e.g. copied by a tool that skips hidden files
+    with pytest.raises(ManifestError, match=r"gen-000001: holds no \.lock file.*hidden files") as caught:
+        acquire(out)
+    assert "missing" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_planted_lock_link_is_refused_and_its_target_untouched(tmp_path: Path, dangling: bool) -> None:
+    from streamload.errors import UnsafeFileError
+
+    out = tmp_path / "ds"
+    _build(out, seed=1)
+    target = tmp_path / ("nowhere" if dangling else "users-file.txt")
+    if not dangling:
+        target.write_text("the user's file")
+    for lock in (out / "gen-000001" / ".lock", out / FLAT_LOCK_NAME):
+        lock.unlink(missing_ok=True)
+        lock.symlink_to(target)
+        with pytest.raises(UnsafeFileError, match=f"{lock.name}: is a symbolic link"):
+            acquire(out) if lock.name == ".lock" else generations._lock_flat(out, read_manifest(out))
+        assert (target.read_text() == "the user's file") if not dangling else not os.path.lexists(target)
+        lock.unlink()
+        if lock.name == ".lock":
+            lock.write_text("")

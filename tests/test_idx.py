@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import read_split, subprocess_env
 
 from streamload.errors import IdxFormatError, SourceMismatchError
 from streamload.sources.idx import (
@@ -262,3 +265,44 @@ def test_raw_source_with_trailing_bytes_is_refused_before_reading(tmp_path: Path
     labels.write_bytes(labels.read_bytes() + b"\x01")
     with pytest.raises(IdxFormatError, match="1 trailing bytes after the IDX payload"):
         IdxPairSource(images, labels)
+
+
+def _write_large_images(path: Path, count: int, side: int) -> None:
+    """``count`` uint8 images of side x side, image i all of value i % 251, streamed: never all in memory."""
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(struct.pack(">HBB3I", 0, 0x08, 3, count, side, side))
+        for number in range(count):
+            out.write(bytes([number % 251]) * (side * side))
+
+
+_BUILD_AND_MEASURE = """
+import sys
+from streamload.build import BuildOptions, build_dataset
+from streamload.procstats import PeakMemorySampler
+from streamload.sources.idx import IdxPairSource
+sampler = PeakMemorySampler(interval=0.005).start()
+before = sampler.peak.rss_anon
+build_dataset({"train": IdxPairSource(sys.argv[1], sys.argv[2])}, sys.argv[3], BuildOptions(progress=False))
+print(sampler.stop().rss_anon - before)
+"""
+
+
+@pytest.mark.slow
+def test_building_large_images_holds_chunks_of_bytes_not_of_rows(tmp_path: Path) -> None:
+    """300 images of 1000x1000 (286 MiB): 8,192 rows a chunk held all of them, twice (579 MiB). Chunks of 64 MiB
+    read into one buffer: the one being read and the one being written (128 MiB; 139 MiB measured)."""
+    count, side = 300, 1000
+    _write_large_images(tmp_path / "images.gz", count, side)
+    write_idx(tmp_path / "labels", (np.arange(count) % 251).astype(np.uint8))  # image i's value, as its label
+    command = [sys.executable, "-c", _BUILD_AND_MEASURE, str(tmp_path / "images.gz"), str(tmp_path / "labels"),
+               str(tmp_path / "ds")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=subprocess_env())
+    assert result.returncode == 0, result.stderr
+    heap_growth = int(result.stdout)
+    # two 64 MiB chunks and room; a third (a copy of either) fails
+    assert heap_growth < 192 * 2**20, f"peak heap grew by {heap_growth / 2**20:.0f} MiB"
+    back = read_split(tmp_path / "ds", "train")
+    assert back["x"].shape == (count, side, side)
+    np.testing.assert_array_equal(back["y"], np.arange(count) % 251)
+    for corner in (back["x"][:, 0, 0], back["x"][:, -1, -1], back["x"][:, 517, 333]):  # every row where it belongs
+        np.testing.assert_array_equal(corner, back["y"])

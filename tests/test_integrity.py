@@ -48,3 +48,39 @@ def test_sound_shards_are_hashed_once_per_generation(tmp_path) -> None:
     second.dataset.reader(0)
     assert (root / RECORD).read_text().splitlines() == lines  # nothing hashed or recorded again
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches, (second.load(0, b) for b in range(6))))
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_planted_record_link_is_refused_and_its_target_untouched(tmp_path, dangling) -> None:
+    from streamload.errors import UnsafeFileError
+
+    directory, _ = build(tmp_path, 200, "npy", 100)
+    root = directory / read_manifest(directory).generation
+    target = tmp_path / ("usercustomize.pth" if dangling else "users-file.txt")  # a .pth line runs at startup
+    if not dangling:
+        target.write_text("the user's file\n")
+    (root / RECORD).symlink_to(target)
+    loader = BatchLoader(directory, batch_size=50, shuffle=False, verify="once")
+    with pytest.raises(UnsafeFileError, match=f"{RECORD}: is a symbolic link") as caught:
+        loader.load(0, 0)
+    assert "\n" not in str(caught.value)
+    assert (target.read_text() == "the user's file\n") if not dangling else not target.exists()
+
+
+def test_the_verify_command_a_corrupt_shard_suggests_works_as_printed(tmp_path) -> None:
+    import re
+    import shlex
+    import subprocess
+
+    from conftest import subprocess_env
+
+    directory, _ = build(tmp_path, 200, "npy", 100, name="my data")  # a space: the command must quote it
+    manifest = read_manifest(directory)
+    victim = directory / manifest.generation / manifest.split("train").shards[1].files["x"].name
+    flip_byte(victim, victim.stat().st_size - 10)
+    with pytest.raises(ShardCorruptError) as caught:
+        BatchLoader(directory, batch_size=50, shuffle=False, verify="once").load(0, 3)
+    command = re.search(r"`([^`]+)` checks every shard", str(caught.value)).group(1)
+    run = subprocess.run(shlex.split(command), capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert run.returncode == 1, run.stderr  # 1: it ran and found the bad shard (2 would be a usage error)
+    assert f"BAD {victim.name}" in run.stderr and "Traceback" not in run.stderr

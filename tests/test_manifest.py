@@ -50,7 +50,7 @@ def test_manifest_records_counts_sizes_and_hashes(built: tuple[Path, Manifest]) 
     for name, split in manifest.splits.items():
         assert [shard.num_samples for shard in split.shards] == expected_counts[name]
         assert split.num_samples == sum(expected_counts[name])
-        assert split.arrays == {"x": ArraySpec("|u1", (28, 28)), "y": ArraySpec("|u1", ())}
+        assert split.arrays == {"x": ArraySpec("|u1", (28, 28), scale=1 / 255), "y": ArraySpec("|u1", ())}
         for shard in split.shards:
             expected_roles = {"x", "y"} if manifest.format == "npy" else {"hdf5"}
             assert set(shard.files) == expected_roles
@@ -69,7 +69,8 @@ def test_manifest_json_layout(built: tuple[Path, Manifest]) -> None:
     data = json.loads((out / MANIFEST_NAME).read_text())
     assert data["format_version"] == FORMAT_VERSION and data["format"] == manifest.format
     assert data["splits"]["train"]["num_samples"] == 203
-    assert data["splits"]["test"]["arrays"]["x"] == {"dtype": "|u1", "shape": [28, 28]}
+    assert data["splits"]["test"]["arrays"]["x"] == {"dtype": "|u1", "shape": [28, 28], "scale": 1 / 255}
+    assert data["splits"]["test"]["arrays"]["y"] == {"dtype": "|u1", "shape": []}  # targets get no scale
     first = data["splits"]["train"]["shards"][0]
     assert first["num_samples"] == 50
     assert all(set(info) == {"name", "bytes", "sha256", "crc32"} for info in first["files"].values())
@@ -291,3 +292,25 @@ def test_sha256_file_matches_hashlib_across_blocks(tmp_path: Path) -> None:
     seen: list[int] = []
     assert sha256_file(path, seen.append) == hashlib.sha256(data).hexdigest()
     assert sum(seen) == len(data) and len(seen) == 3
+
+
+def test_an_input_scale_round_trips_and_its_absence_keeps_old_manifests_as_they_were(tmp_path: Path) -> None:
+    old = _valid_dict()  # written with no scale, as before scales were recorded
+    assert "scale" not in old["splits"]["train"]["arrays"]["x"]
+    old_manifest = Manifest.from_dict(old, tmp_path / MANIFEST_NAME)
+    assert old_manifest.split("train").arrays["x"].scale is None
+    assert json.loads(old_manifest.to_json()) == old  # nothing added: same text, same fingerprint
+    scaled = json.loads(json.dumps(old))
+    scaled["splits"]["train"]["arrays"]["x"]["scale"] = 1 / 255
+    manifest = Manifest.from_dict(scaled, tmp_path / MANIFEST_NAME)
+    assert manifest.split("train").arrays["x"].scale == 1 / 255 and json.loads(manifest.to_json()) == scaled
+    assert manifest.fingerprint != old_manifest.fingerprint  # another scale is other batches
+
+
+@pytest.mark.parametrize("bad", [0, -1, "1/255", True, [1], 1e400], ids=repr)
+def test_a_bad_input_scale_is_named(tmp_path: Path, bad: object) -> None:
+    data = _valid_dict()
+    data["splits"]["train"]["arrays"]["x"]["scale"] = bad
+    _write(tmp_path, json.dumps(data))
+    with pytest.raises(ManifestError, match=r"splits\.train\.arrays\.x\.scale: must be a positive number or null"):
+        read_manifest(tmp_path)

@@ -4,6 +4,7 @@ MNIST copy built end to end against the published facts of the dataset."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from conftest import MakeMnist, SyntheticMnist, read_split
 
 from streamload.build import BuildOptions, build_dataset
-from streamload.errors import SourceNotFoundError
+from streamload.errors import AmbiguousSourceError, SourceFormatError, SourceNotFoundError
 from streamload.sources import IdxPairSource, NpzArraySource, SplitSource
 from streamload.sources.idx import write_idx
 from streamload.sources.mnist import MNIST_DIR_ENV, mnist_sources, sources_from_path
@@ -75,6 +76,30 @@ def test_missing_idx_files_are_listed_with_the_help(make_mnist: MakeMnist) -> No
     assert str(mnist.folder) in message and "t10k-labels-idx1-ubyte" in message
     assert "train-images-idx3-ubyte," not in message.split(";")[0]  # only the missing one is listed
     assert "--source" in message and MNIST_DIR_ENV in message
+
+
+@pytest.mark.parametrize("second", ["train-images-idx3-ubyte", "train-images.idx3-ubyte.gz"])
+def test_the_same_idx_file_twice_is_refused_naming_both(make_mnist: MakeMnist, second: str) -> None:
+    """Beside train-images-idx3-ubyte.gz, a raw (or dotted) copy with other images: which one to build is no
+    guess to make. Refused even when the contents agree, without reading either."""
+    mnist = make_mnist(gz=True)
+    write_idx(mnist.folder / second, mnist.arrays["train"]["x"][::-1].copy(), compress=second.endswith(".gz"))
+    names = sorted(["train-images-idx3-ubyte.gz", second], key=["train-images-idx3-ubyte",
+                   "train-images-idx3-ubyte.gz", "train-images.idx3-ubyte.gz"].index)
+    with pytest.raises(AmbiguousSourceError, match=f"^{mnist.folder}: holds {names[0]} and {names[1]}, the same "
+                                                    "IDX file twice; keep one"):
+        sources_from_path(mnist.folder)
+    write_idx(mnist.folder / second, mnist.arrays["train"]["x"], compress=second.endswith(".gz"))  # equal now
+    with pytest.raises(AmbiguousSourceError):
+        sources_from_path(mnist.folder)
+
+
+def test_an_idx_name_that_is_no_regular_file_is_refused_unopened(make_mnist: MakeMnist) -> None:
+    mnist = make_mnist(gz=False)
+    (mnist.folder / "t10k-labels-idx1-ubyte").unlink()
+    os.mkfifo(mnist.folder / "t10k-labels-idx1-ubyte")  # opening it would wait for a writer forever
+    with pytest.raises(SourceFormatError, match="t10k-labels-idx1-ubyte: not a regular file"):
+        sources_from_path(mnist.folder)
 
 
 def test_nonexistent_path_is_source_not_found(tmp_path: Path) -> None:
@@ -151,3 +176,18 @@ def test_real_mnist_builds_with_the_published_facts(mnist_dir: Path, tmp_path: P
     for (split, key), stem in FILE_STEMS.items():
         decoded = write_idx(tmp_path / stem, {"train": train, "test": test}[split][key])  # raw IDX from the shards
         assert hashlib.sha256(decoded.read_bytes()).hexdigest() == published[stem], stem
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", "1 error"), ("", "1 skipped")], ids=["ci", "local"])
+def test_real_mnist_tests_fail_under_ci_when_the_copy_is_missing(tmp_path, ci: str, outcome: str) -> None:
+    """Under CI a missing MNIST copy must not turn the real-MNIST tests into silent skips."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             f"{__file__}::test_real_mnist_headers"], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path, env=subprocess_env(CI=ci, STREAMLOAD_MNIST_DIR=str(tmp_path / "none")))
+    assert outcome in result.stdout and result.returncode == (1 if ci else 0), result.stdout[-2000:]
+    assert ("CI=true: the real-MNIST tests must run" in result.stdout) == bool(ci)

@@ -4,6 +4,7 @@ import dataclasses
 import pickle
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from streamload.errors import InvalidOptionError, StreamloadError
@@ -156,3 +157,42 @@ def _escaped(value: object) -> str:
     import re
 
     return re.escape(repr(value))
+
+
+@pytest.mark.parametrize("name", sorted(INT_FIELDS))
+@pytest.mark.parametrize("kind", [np.int64, np.int32, np.uint16, np.int8])
+def test_integer_fields_take_any_integral_number_as_a_plain_int(name: str, kind: type) -> None:
+    value = kind(INT_FIELDS[name] + 2)  # what arithmetic on numpy arrays hands back, e.g. len(x) // 10
+    stored = getattr(LoaderOptions(**{name: value}), name)
+    assert stored == INT_FIELDS[name] + 2 and type(stored) is int
+
+
+@pytest.mark.parametrize("bad", [np.bool_(True), np.float64(2.0)], ids=repr)
+def test_numpy_bools_and_floats_stay_refused(bad: object) -> None:
+    with pytest.raises(InvalidOptionError, match="^batch_size must be an integer"):
+        LoaderOptions(batch_size=bad)
+
+
+# --- the defaults the README documents (issue 18 §5): parsed from its text, not the modules' constants --------
+
+def readme_number(pattern: str) -> int:
+    """The number ``pattern``'s group captures in README.md; a test failure when the README stops saying it."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    found = re.search(pattern, text)
+    assert found, f"README.md no longer documents {pattern!r}"
+    return int(found.group(1).replace(",", ""))
+
+
+def test_defaults_are_the_numbers_the_readme_documents() -> None:
+    from streamload.specs import ArraySpec
+    from streamload.writers import default_shard_size
+
+    options = LoaderOptions()
+    for name in ("batch_size", "prefetch_batches", "block_size", "window_blocks"):
+        assert getattr(options, name) == readme_number(rf"`{name}=([\d,]+)`"), name
+    shard_bytes = readme_number(r"shards of about ([\d,]+) MB") * 2**20
+    mnist_sample = {"x": ArraySpec("|u1", (28, 28)), "y": ArraySpec("|u1", ())}  # 785 bytes
+    assert shard_bytes - 785 < default_shard_size(mnist_sample) * 785 <= shard_bytes

@@ -132,3 +132,54 @@ def test_resident_says_whether_every_run_is_cached(tmp_path) -> None:
     advise_runs(runs)
     assert wait_resident(path, np.r_[runs.first, runs.first + runs.counts - 1] * PAGE).all()
     assert readahead.resident(runs)
+
+
+def kernel_process_madvise() -> str | None:
+    """Why ``process_madvise(MADV_WILLNEED)`` on this very process is unavailable here, or None when it works.
+
+    Asked directly (syscall 440, one page of an anonymous map), independently of streamload's own wrapper.
+    """
+    import mmap
+
+    if not hasattr(os, "pidfd_open"):
+        return "os.pidfd_open is missing (Python < 3.9 or a kernel < 5.3)"
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    syscall.restype = ctypes.c_long
+    page = mmap.mmap(-1, PAGE)
+    vector = np.array([[ctypes.addressof(ctypes.c_char.from_buffer(page)), PAGE]], dtype=np.uint64)
+    pidfd = os.pidfd_open(os.getpid())
+    try:
+        done = syscall(440, pidfd, ctypes.c_void_p(vector.ctypes.data), ctypes.c_size_t(1), 3, 0)
+        code = ctypes.get_errno()
+    finally:
+        os.close(pidfd)
+    if done == PAGE:
+        return None
+    return f"process_madvise on this process failed here: {errno.errorcode.get(code, code)} (kernel < 5.10, " \
+           "or a seccomp filter / missing CAP_SYS_NICE refusing it)"
+
+
+def test_process_madvise_itself_queues_the_reads_where_the_kernel_has_it(tmp_path, monkeypatch) -> None:
+    """The process_madvise branch alone: fadvise is forbidden, so a broken call (wrong number, vector,
+    advice or descriptor) cannot hide behind the fallback as it could in the test above."""
+    missing = kernel_process_madvise()
+    if missing:
+        pytest.skip(missing)
+    directory, _ = build(tmp_path, 20_000, "npy")
+    dataset = ShardedDataset(directory)
+    indices = np.sort(np.random.default_rng(5).choice(20_000, 300, replace=False))
+    runs = PlainRows(dataset, ("x",)).pages(np.zeros(300, dtype=np.int64), indices, "x")
+    path = dataset.root / dataset.info.shards[0].files["x"].name
+    fresh = readahead._SelfMadvise()
+    monkeypatch.setattr(readahead, "_SELF", fresh)
+
+    def forbidden(*args: object) -> None:
+        raise AssertionError(f"posix_fadvise{args}: the process_madvise path fell back")
+
+    drop_page_cache(path)
+    monkeypatch.setattr(os, "posix_fadvise", forbidden)
+    advise_runs(runs)
+    assert fresh.usable and fresh.worked
+    hinted = np.concatenate([np.arange(first, first + count) for first, count
+                             in zip(runs.first.tolist(), runs.counts.tolist())])
+    assert wait_resident(path, hinted * PAGE).all()

@@ -40,3 +40,18 @@ def test_state_in_samples_stays_exact_when_the_batch_size_changes(data) -> None:
     rest = np.concatenate([sample_ids(resumed[i][0]) for i in range(7)])  # 680 samples: 7 batches, the last short
     assert len(rest) == 680 and np.array_equal(np.sort(np.concatenate([served, rest])), np.arange(1000))
     assert len(resumed) == 10  # len() is the same in every pass
+
+
+@pytest.mark.parametrize("saved, resumed, field", [
+    ({"shuffle": "block", "block_size": 100}, {"shuffle": "block", "block_size": 50}, "block_size"),
+    ({"shuffle": "block", "window_blocks": 4}, {"shuffle": "block", "window_blocks": 2}, "window_blocks"),
+    ({"num_pipelines": 2, "pipeline_index": 0}, {"num_pipelines": 2, "pipeline_index": 1}, "pipeline_index"),
+], ids=["block_size", "window_blocks", "pipeline_index"])
+def test_a_state_saved_with_other_block_geometry_or_pipeline_is_refused(data, saved, resumed, field) -> None:
+    """Each of these changes which samples come next; the state of one loader must not resume the other."""
+    directory, _ = data
+    state = raw(directory, batch_size=64, seed=3, **saved).state_dict(batches_done=2)
+    other = raw(directory, batch_size=64, seed=3, **resumed)
+    with pytest.raises(InvalidOptionError, match=field):
+        other.load_state_dict(state)
+    raw(directory, batch_size=64, seed=3, **saved).load_state_dict(state)  # the same loader resumes it

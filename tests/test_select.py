@@ -120,3 +120,25 @@ def test_cli_strict_refuses_a_corrupt_image_and_writes_nothing(tmp_path: Path) -
     result = _run("--source", str(tmp_path / "images"), "--out", str(tmp_path / "ds"), "--strict", "--quiet")
     _assert_one_line_error(result, f"{tmp_path / 'images' / 'b' / '0.jpg'}: cannot decode image", "--strict")
     assert not (tmp_path / "ds").exists()
+
+
+def test_cli_max_image_pixels_skips_larger_images_and_applies_to_images_only(tmp_path: Path,
+                                                                            make_mnist: MakeMnist) -> None:
+    save_image(tmp_path / "images" / "a" / "0.png", random_pixels(5, 10, 3, 0))  # 50 pixels: kept
+    big = save_image(tmp_path / "images" / "a" / "1.png", random_pixels(6, 10, 3, 1))  # 60: over the limit
+    result = _run("--source", str(tmp_path / "images"), "--out", str(tmp_path / "ds"), "--image-size", "5", "10",
+                  "--max-image-pixels", "50", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (f"skipped unreadable image {big}: 10x6 is 60 pixels, over the limit of 50 "
+                             "(max_image_pixels, --max-image-pixels)\n")
+    assert read_manifest(tmp_path / "ds").split("train").skipped == 1
+    _assert_one_line_error(_run("--source", str(make_mnist().folder), "--out", str(tmp_path / "o"),
+                                "--max-image-pixels", "50"), "--max-image-pixels applies only to images sources")
+
+
+def test_cli_refuses_an_idx_file_present_raw_and_gzipped(make_mnist: MakeMnist, tmp_path: Path) -> None:
+    mnist = make_mnist(gz=True)
+    (mnist.folder / "t10k-labels-idx1-ubyte").write_bytes(b"anything")
+    _assert_one_line_error(_run("--source", str(mnist.folder), "--out", str(tmp_path / "o")),
+                           f"{mnist.folder}: holds t10k-labels-idx1-ubyte and t10k-labels-idx1-ubyte.gz")
+    assert not (tmp_path / "o").exists()

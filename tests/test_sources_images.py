@@ -4,15 +4,27 @@ and decoders, and keras.utils.image_dataset_from_directory itself."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import BUILD_SCRIPT, read_split, subprocess_env
-from image_fixtures import ImageFolder, random_pixels, save_image, smooth_pixels, truncated_jpeg
+from image_fixtures import (
+    ImageFolder,
+    eps_named_as_image,
+    fake_ghostscript,
+    one_colour_png,
+    random_pixels,
+    save_image,
+    smooth_pixels,
+    truncated_jpeg,
+)
 from PIL import Image
 
 from streamload.build import BuildOptions, build_dataset
@@ -27,7 +39,7 @@ from streamload.sources.images import (
     _spans,
     image_folder_sources,
 )
-from streamload.sources.imaging import fit_image, read_pixels, resize_bilinear
+from streamload.sources.imaging import DEFAULT_MAX_IMAGE_PIXELS, fit_image, read_pixels, resize_bilinear
 
 QUIET = {"progress": False, "jobs": 1}
 
@@ -194,7 +206,7 @@ def test_unreadable_images_are_listed_skipped_and_counted(tmp_path: Path, capsys
     assert len(stderr) == 3
     for path, line in zip(bad, stderr):
         assert line.startswith(f"skipped unreadable image {path}: ")
-    assert "truncated" in stderr[0] and "cannot identify image file" in stderr[1] and "truncated" in stderr[2]
+    assert "truncated" in stderr[0] and "not a BMP, GIF, JPEG or PNG image" in stderr[1] and "truncated" in stderr[2]
     assert sources["train"].skipped == 3 and sources["train"].num_samples == 3
     back = _build(sources, tmp_path / "ds")["train"]
     assert read_manifest(tmp_path / "ds").split("train").skipped == 3
@@ -310,8 +322,7 @@ def test_cli_builds_hundreds_of_images_with_two_jobs(tmp_path: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=subprocess_env())
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [f"skipped unreadable image {tmp_path / 'images' / 'class4' / '999.png'}: "
-                                          "UnidentifiedImageError: cannot identify image file "
-                                          f"'{tmp_path / 'images' / 'class4' / '999.png'}'"]
+                                          "not a BMP, GIF, JPEG or PNG image (the formats Keras reads)"]
     manifest = read_manifest(out)
     assert manifest.split("train").skipped == 1
     order = sorted(range(300), key=lambda i: folder.files[i])
@@ -339,3 +350,125 @@ def test_batches_of_long_paths_fit_in_a_task_message(tmp_path: Path) -> None:
     options = ImageOptions(image_size=(2, 2), jobs=2, progress=False)
     (source,) = image_folder_sources(long_folder, options).values()
     np.testing.assert_array_equal(_read_all(source)["x"], np.stack(folder.pixels))
+
+
+def _skip_lines(stderr: str) -> dict[str, str]:
+    """File -> reason of every ``skipped unreadable image FILE: REASON`` line."""
+    return dict(line.removeprefix("skipped unreadable image ").split(": ", 1) for line in stderr.splitlines())
+
+
+def test_an_eps_named_png_never_reaches_ghostscript(tmp_path: Path) -> None:
+    """Pillow would pick its EPS decoder from the content and run ``gs``; only Keras' decoders are offered."""
+    folder = ImageFolder(tmp_path / "images", ["cat"])
+    folder.add("cat/0.png", random_pixels(4, 4, 3, 0))
+    eps = eps_named_as_image(tmp_path / "images" / "cat" / "1.png")
+    assert Image.open(eps).format == "EPS"  # what Pillow makes of it when asked to guess
+    bin_folder, marker = fake_ghostscript(tmp_path / "bin")
+    command = [*BUILD_SCRIPT, "--source", str(folder.root), "--out", str(tmp_path / "ds"), "--image-size", "4", "4",
+               "--jobs", "1", "--quiet"]
+    env = subprocess_env(PATH=f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists(), f"Ghostscript ran: {marker.read_text()}"
+    assert _skip_lines(result.stderr) == {str(eps): "not a BMP, GIF, JPEG or PNG image (the formats Keras reads)"}
+    np.testing.assert_array_equal(read_split(tmp_path / "ds", "train")["x"], np.stack(folder.pixels))
+
+
+def test_only_keras_formats_decode_whatever_the_name_says(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A TIFF named .jpg is refused, as Keras refuses it; a PNG named .jpg decodes, as Keras decodes it."""
+    pixels = random_pixels(5, 4, 3, 1)
+    folder = ImageFolder(tmp_path / "images", ["a"])
+    folder.add("a/0.png", random_pixels(5, 4, 3, 0))
+    (tmp_path / "images" / "a" / "1.jpg").write_bytes((tmp_path / "images" / "a" / "0.png").read_bytes())
+    folder.files.append(str(tmp_path / "images" / "a" / "1.jpg"))
+    folder.labels.append(0)
+    folder.pixels.append(folder.pixels[0])
+    tiff = tmp_path / "images" / "a" / "2.jpg"
+    Image.fromarray(pixels).save(tiff, format="TIFF")
+    assert Image.open(tiff).format == "TIFF"
+    (source,) = image_folder_sources(folder.root, ImageOptions(image_size=(5, 4), **QUIET)).values()
+    assert _skip_lines(capsys.readouterr().err) == {str(tiff): "not a BMP, GIF, JPEG or PNG image "
+                                                                 "(the formats Keras reads)"}
+    assert source.files == folder.files and source.skipped == 1
+    np.testing.assert_array_equal(_read_all(source)["x"], np.stack(folder.pixels))
+
+
+def _special_files(folder: Path) -> list[Path]:
+    """A FIFO, a link to it and a socket, under image names: opening the first two blocks forever."""
+    fifo, link, sock = folder / "pipe.png", folder / "link.jpg", folder / "sock.png"
+    os.mkfifo(fifo)
+    link.symlink_to(fifo)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock))
+    server.close()  # the socket file stays
+    return [link, fifo, sock]  # listing order
+
+
+def test_fifos_links_to_them_and_sockets_are_skipped_unopened(tmp_path: Path) -> None:
+    """Run in a subprocess with a timeout: on a FIFO, a build that opens it never returns."""
+    folder = ImageFolder(tmp_path / "images", ["a"])
+    folder.add("a/0.png", random_pixels(3, 3, 3, 0))
+    special = _special_files(tmp_path / "images" / "a")
+    command = [*BUILD_SCRIPT, "--source", str(folder.root), "--out", str(tmp_path / "ds"), "--image-size", "3", "3",
+               "--jobs", "2", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=subprocess_env())
+    assert result.returncode == 0, result.stderr
+    kinds = ["a FIFO", "a FIFO", "a socket"]
+    assert _skip_lines(result.stderr) == {str(path): f"not a regular file but {kind}; left unopened"
+                                          for path, kind in zip(special, kinds)}
+    np.testing.assert_array_equal(read_split(tmp_path / "ds", "train")["x"], np.stack(folder.pixels))
+    strict = subprocess.run([*command, "--strict"], capture_output=True, text=True, timeout=120,
+                            env=subprocess_env())
+    assert strict.returncode == 2 and strict.stderr.strip() == (
+        f"build_shards.py: error: {special[0]}: cannot decode image (not a regular file but a FIFO; left unopened); "
+        "--strict refuses it")
+
+
+def test_images_over_the_pixel_limit_are_refused_from_their_header(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """13000x13000 of one colour is 20 KB on disk, 169 M pixels decoded: skipped, named, never decoded."""
+    folder = ImageFolder(tmp_path / "images", ["a"])
+    folder.add("a/0.png", random_pixels(10, 10, 1, 0))
+    huge = one_colour_png(tmp_path / "images" / "a" / "1.png", 13000, 13000)
+    assert huge.stat().st_size < 100_000
+    assert ImageOptions().max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS == 67_108_864  # docs/your-own-data.md
+    options = ImageOptions(image_size=(10, 10), color_mode="grayscale", **QUIET)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (source,) = image_folder_sources(folder.root, options).values()
+    assert not [warning for warning in caught if "decompression bomb" in str(warning.message)]  # names no file
+    assert _skip_lines(capsys.readouterr().err) == {
+        str(huge): "13000x13000 is 169,000,000 pixels, over the limit of 67,108,864 (max_image_pixels, "
+                   "--max-image-pixels)"}
+    assert source.files == folder.files[:1]
+
+
+def test_the_pixel_limit_is_settable_and_inclusive(tmp_path: Path) -> None:
+    folder = ImageFolder(tmp_path / "images", ["a"])
+    folder.add("a/0.png", random_pixels(10, 10, 3, 0))
+    folder.add("a/1.png", random_pixels(10, 11, 3, 1))
+    (source,) = image_folder_sources(folder.root, ImageOptions(image_size=(10, 10), max_image_pixels=100,
+                                                               progress=False, jobs=2)).values()
+    assert source.files == folder.files[:1] and source.skipped == 1
+    with pytest.raises(ImageDecodeError, match=r"1.png: cannot decode image \(11x10 is 110 pixels, over the limit "
+                                               r"of 100 .*--strict refuses it$"):
+        image_folder_sources(folder.root, ImageOptions(max_image_pixels=100, strict=True, **QUIET))
+    assert ImageOptions(max_image_pixels=np.int64(100)).max_image_pixels == 100
+    for bad in (0, -1, 1.5, True, "100"):
+        with pytest.raises(InvalidOptionError, match="--max-image-pixels must be a positive integer"):
+            ImageOptions(max_image_pixels=bad)
+
+
+def test_control_characters_in_file_names_are_escaped_in_messages(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A newline in a name must not forge a second line (here: a fake second "skipped" entry)."""
+    folder = ImageFolder(tmp_path / "images", ["a"])
+    folder.add("a/0.png", random_pixels(3, 3, 3, 0))
+    forged = tmp_path / "images" / "a" / "1.png\nskipped unreadable image \x1b[2Kall fine.png"
+    forged.write_bytes(b"not an image")
+    image_folder_sources(folder.root, ImageOptions(image_size=(3, 3), **QUIET))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"skipped unreadable image {tmp_path / 'images' / 'a'}/1.png\\nskipped unreadable image "
+                     "\\x1b[2Kall fine.png: not a BMP, GIF, JPEG or PNG image (the formats Keras reads)"]
+    with pytest.raises(ImageDecodeError, match=r"^[^\n\x1b]*1\.png\\nskipped[^\n\x1b]*$"):
+        image_folder_sources(folder.root, ImageOptions(strict=True, **QUIET))

@@ -3,7 +3,9 @@ shards and read back with plain numpy; dtypes and shapes kept exactly; memory bo
 
 from __future__ import annotations
 
+import io
 import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from conftest import read_split
 
 from streamload.build import BuildOptions, build_dataset
-from streamload.errors import SourceFormatError, SourceMismatchError, SourceNotFoundError
+from streamload.errors import ShardFormatError, SourceFormatError, SourceMismatchError, SourceNotFoundError
 from streamload.sources import NpyPairSource, numpy_sources, split_validation
 
 RNG = np.random.default_rng(0)
@@ -131,3 +133,78 @@ def test_validation_split_of_an_npz_streams_both_parts(tmp_path: Path) -> None:
     assert len(back["validation"]["y"]) == 40 and len(back["train"]["y"]) == 160
     assert sorted([*back["train"]["y"], *back["validation"]["y"]]) == list(range(200))
     np.testing.assert_array_equal(back["validation"]["x"], x[back["validation"]["y"]])
+
+
+def _npz_member(path: Path, name: str, shape: tuple[int, ...], data: bytes, dtype: str = "|u1") -> Path:
+    """An .npz whose member ``name`` has a header claiming ``shape`` over ``data``: what a hostile archive holds."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{name}.npy", header.getvalue() + data)  # the header writer adds the magic
+        archive.writestr("y.npy", _npy_bytes(np.zeros(1, np.uint8)))
+    return path
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    np.save(stream, array)
+    return stream.getvalue()
+
+
+def test_an_empty_npz_is_one_line(tmp_path: Path) -> None:
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(SourceFormatError, match=rf"^{tmp_path / 'empty.npz'}: the .npz archive holds no arrays$"):
+        numpy_sources(tmp_path / "empty.npz")
+
+
+def test_a_0d_array_in_an_npz_says_it_has_no_samples(tmp_path: Path) -> None:
+    np.savez(tmp_path / "scalar.npz", x=np.float32(3), y=np.zeros(1, np.uint8))
+    with pytest.raises(ShardFormatError, match=r"scalar.npz: array 'x' is 0-d \(a single value\): it has no samples"):
+        numpy_sources(tmp_path / "scalar.npz")
+
+
+def test_a_header_claiming_a_3_gib_sample_is_refused_before_reading(tmp_path: Path) -> None:
+    path = _npz_member(tmp_path / "huge.npz", "x", (1, 3 * 2**30), b"\0" * 64)  # 64 bytes, not 3 GiB
+    with pytest.raises(ShardFormatError, match=rf"^{path}: one sample of array 'x' is 3.0 GiB .*more than 1 GiB"):
+        numpy_sources(path)
+
+
+def test_a_header_claiming_more_than_the_member_holds_is_refused_before_reading(tmp_path: Path) -> None:
+    path = _npz_member(tmp_path / "short.npz", "x", (1, 1000), b"\0" * 10)
+    with pytest.raises(ShardFormatError, match=rf"^{path}: array 'x''s header claims \(1, 1000\) of uint8 \(1000 bytes"
+                                               r"\), but the member holds 10$"):
+        numpy_sources(path)
+
+
+def test_a_npy_file_with_a_3_gib_sample_is_refused(tmp_path: Path) -> None:
+    big = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=(1, 3 * 2**30))  # sparse
+    del big
+    np.save(tmp_path / "y.npy", np.zeros(1, np.uint8))
+    with pytest.raises(ShardFormatError, match=r"x.npy: one sample of array 'x' is 3.0 GiB"):
+        NpyPairSource(tmp_path / "x.npy", tmp_path / "y.npy")
+
+
+def test_a_garbled_npz_header_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "garbled.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", np.lib.format.magic(1, 0) + b"\xff\x00{'descr'")  # claims a 255-byte header
+        archive.writestr("y.npy", _npy_bytes(np.zeros(1, np.uint8)))
+    with pytest.raises(ShardFormatError, match=rf"^{path}: array 'x' has no readable .npy header"):
+        numpy_sources(path)
+
+
+def test_int64_pixels_from_an_npz_reach_the_model_as_the_uint8_pixels_do(tmp_path: Path) -> None:
+    from streamload import BatchLoader
+
+    pixels = RNG.integers(0, 256, (40, 6, 6))  # np.array of Python ints: int64, the issue's case
+    pixels[0, 0, :2] = (0, 255)
+    labels = RNG.integers(0, 10, 40).astype(np.uint8)
+    batches = {}
+    for name, dtype in (("u8", np.uint8), ("i64", np.int64)):
+        np.savez(tmp_path / f"{name}.npz", x_train=pixels.astype(dtype), y_train=labels,
+                 x_test=pixels[:8].astype(dtype), y_test=labels[:8])
+        build_dataset(numpy_sources(tmp_path / f"{name}.npz"), tmp_path / name, BuildOptions(progress=False))
+        batches[name] = [BatchLoader(tmp_path / name, split, batch_size=16, shuffle=False).load(0, 0)[0]
+                         for split in ("train", "test")]
+    for u8, i64 in zip(batches["u8"], batches["i64"]):
+        assert i64.dtype == np.float32 and np.array_equal(i64, u8) and u8.max() == 1.0

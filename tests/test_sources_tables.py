@@ -127,3 +127,51 @@ def test_validation_split_of_a_table(tmp_path: Path) -> None:
     train, validation = read_split(tmp_path / "ds", "train"), read_split(tmp_path / "ds", "validation")
     assert len(validation["y"]) == 9 and sorted([*train["y"], *validation["y"]]) == list(range(90))
     np.testing.assert_array_equal(validation["x"], x[validation["y"]])
+
+
+@pytest.mark.parametrize("text,line", [
+    ('a,b,label\n1,2,0\n3,"4,1\n5,6,1\n', 3),  # the quote hides no delimiter: the row looks 3 wide
+    ('a,b,label\n1,"2,0\n', 2),
+    ('a,"b,label\n1,2,0\n', 1),
+], ids=["middle", "last-row", "header"])
+def test_an_unterminated_quote_is_one_line_naming_the_line(tmp_path: Path, text: str, line: int) -> None:
+    path = tmp_path / "open.csv"
+    path.write_text(text)
+    with pytest.raises(SourceFormatError, match=rf"^{path}:{line}: not a valid CSV row: unexpected end of data$"):
+        list(CsvSource(path).iter_chunks())
+
+
+def test_a_field_over_the_csv_modules_limit_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text('a,b,label\n1,2,0\n3,"' + "9," * 100_000 + '",1\n')  # 200 kB in one quoted field
+    with pytest.raises(SourceFormatError, match=rf"^{path}:3: not a valid CSV row: field larger than field limit"):
+        list(CsvSource(path).iter_chunks())
+
+
+def test_an_endless_line_is_refused_without_reading_it_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamload.sources import tables
+
+    monkeypatch.setattr(tables, "MAX_LINE_CHARS", 1000)  # the real limit (64 Mi characters) at a test's size
+    path = tmp_path / "long.csv"
+    path.write_text("a,b,label\n1,2,0\n" + "7" * 5000 + ",2,1\n")
+    with pytest.raises(SourceFormatError, match=rf"^{path}:3: line is longer than 1000 characters"):
+        list(CsvSource(path).iter_chunks())
+
+
+@pytest.mark.parametrize("row,column,text", [("1e400,2,0", "a", "1e400"), ("1,-4e38,0", "b", "-4e38"),
+                                             ("1,2, 1e400", "label", "1e400")])
+def test_numbers_that_overflow_float32_are_refused_by_line_and_column(tmp_path: Path, row: str, column: str,
+                                                                      text: str) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text(f"a,b,label\nnan,2,0.5\n{row}\n")  # the literal nan before it is no overflow
+    with pytest.raises(SourceFormatError, match=rf"^{path}:3: column '{column}': '{text}' overflows float32"):
+        list(CsvSource(path).iter_chunks())
+
+
+def test_literal_nan_and_inf_fields_reach_the_builds_own_check(tmp_path: Path) -> None:
+    path = tmp_path / "nan.csv"
+    path.write_text("a,b,label\n1,nan,0\n-inf,2,1\n")
+    chunk = next(CsvSource(path).iter_chunks())
+    assert np.isnan(chunk["x"][0, 1]) and chunk["x"][1, 0] == -np.inf
+    build_dataset({"train": CsvSource(path)}, tmp_path / "ds", BuildOptions(progress=False, allow_nonfinite=True))
+    np.testing.assert_array_equal(read_split(tmp_path / "ds", "train")["x"], chunk["x"])

@@ -152,11 +152,13 @@ def test_killed_first_build_leaves_nothing_at_the_target(tmp_path: Path) -> None
 
 def test_building_folders_are_judged_by_their_lock(synthetic_mnist: SyntheticMnist, tmp_path: Path) -> None:
     out = tmp_path / "ds"
-    folders = {name: tmp_path / f".ds.building-{name}" for name in ("dead", "live", "fresh", "stale")}
-    other = tmp_path / ".other.building-dead"
-    for folder in (*folders.values(), other):
+    # named as new_building_folder names them (12 hex digits): other names are never a build's to remove
+    folders = {name: tmp_path / f".ds.building-{index:012x}" for index, name in enumerate(("dead", "live", "fresh",
+                                                                                         "stale"))}
+    other, users = tmp_path / f".other.building-{0:012x}", tmp_path / ".ds.building-notes"
+    for folder in (*folders.values(), other, users):
         (folder / "half").mkdir(parents=True)
-    for folder in (folders["dead"], other):
+    for folder in (folders["dead"], other, users):
         (folder / BUILD_LOCK_NAME).touch()  # a lock file nobody holds: its build died
     hour_ago = time.time() - 3600
     os.utime(folders["stale"], (hour_ago, hour_ago))  # no lock file, an hour old: killed before it locked
@@ -165,7 +167,7 @@ def test_building_folders_are_judged_by_their_lock(synthetic_mnist: SyntheticMni
         assert folders["live"].exists()  # whatever PID it has or lacks: its lock is held
     assert not folders["dead"].exists() and not folders["stale"].exists()
     assert folders["fresh"].exists()  # no lock yet but just created: its build may be about to lock it
-    assert other.exists()  # another dataset's
+    assert other.exists() and users.exists()  # another dataset's; a name no build of ours gives
     _assert_holds(out, synthetic_mnist.arrays["train"])
 
 
@@ -173,7 +175,7 @@ def test_staging_inside_is_removed_only_when_its_lock_is_free(synthetic_mnist: S
                                                                tmp_path: Path) -> None:
     out = tmp_path / "ds"
     _quick_build(synthetic_mnist, out)
-    dead, held = out / ".staging-gen-000005-dead", out / ".staging-gen-000006-held"
+    dead, held = out / f".staging-gen-000005-{5:012x}", out / f".staging-gen-000006-{6:012x}"
     for folder in (dead, held):
         (folder / "train-00000.x.npy").parent.mkdir()
         (folder / "train-00000.x.npy").write_bytes(b"half")
@@ -186,7 +188,7 @@ def test_staging_inside_is_removed_only_when_its_lock_is_free(synthetic_mnist: S
 
 def test_glob_characters_in_the_name_are_matched_literally(synthetic_mnist: SyntheticMnist, tmp_path: Path) -> None:
     out = tmp_path / "mnist[8m]"
-    dead, lookalike = tmp_path / ".mnist[8m].building-x", tmp_path / ".mnist8.building-x"
+    dead, lookalike = tmp_path / f".mnist[8m].building-{0:012x}", tmp_path / f".mnist8.building-{0:012x}"
     for folder in (dead, lookalike):
         folder.mkdir()
         (folder / BUILD_LOCK_NAME).touch()
@@ -316,3 +318,31 @@ def test_full_disk_in_the_command_line_is_one_line_exit_2(small_disk: Path, make
         assert result.stderr.startswith(f"build_shards.py: error: {out}: no space left on the device"), result.stderr
         assert len(result.stderr.splitlines()) == 1, result.stderr  # not h5py's multi-line report
         assert not out.exists() and os.listdir(small_disk) == []
+
+
+# --- a planted link is never followed (issue 21, part 1) -----------------------------------------
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_build_lock_link_is_refused_and_its_target_untouched(tmp_path: Path, dangling: bool,
+                                                               existing: bool) -> None:
+    from streamload.errors import UnsafeFileError
+
+    out = tmp_path / "ds"
+    arrays = {"x": np.arange(40, dtype=np.uint8).reshape(20, 2), "y": np.arange(20, dtype=np.uint8) % 3}
+    if existing:  # a dataset of ours, or a folder holding only the link (no --overwrite needed today)
+        build_dataset({"train": ArraySource(**arrays)}, out, BuildOptions(**QUIET))
+        (out / BUILD_LOCK_NAME).unlink()
+    else:
+        out.mkdir()
+    target = tmp_path / ("site-packages-to-be.pth" if dangling else "thesis.tex")
+    if not dangling:
+        target.write_text("precious")
+    (out / BUILD_LOCK_NAME).symlink_to(target)
+    before = tree_snapshot(out)
+    with pytest.raises(UnsafeFileError, match=f"{out / BUILD_LOCK_NAME}: is a symbolic link") as caught:
+        build_dataset({"train": ArraySource(**arrays)}, out, BuildOptions(overwrite=True, **QUIET))
+    assert "\n" not in str(caught.value)
+    assert (target.read_text() == "precious") if not dangling else not os.path.lexists(target)
+    assert (out / BUILD_LOCK_NAME).is_symlink() and tree_snapshot(out) == before

@@ -1,4 +1,9 @@
-"""Samples already in arrays: in memory or memory-mapped, or inside an ``.npz`` archive (Keras' ``mnist.npz``)."""
+"""Samples already in arrays: in memory or memory-mapped, or inside an ``.npz`` archive (Keras' ``mnist.npz``).
+
+A file's header says how large its arrays are; before anything is allocated that claim is checked
+against the bytes the file holds, and a single sample larger than ``MAX_SAMPLE_BYTES`` (which
+would be read whole) is refused, so a bad or hostile header is a one-line error, not a MemoryError.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,19 @@ import numpy as np
 from ..errors import ShardFormatError, SourceMismatchError
 from ..specs import ArraySpec
 from .base import DEFAULT_CHUNK_ROWS, Chunk, rows_per_chunk
+
+MAX_SAMPLE_BYTES = 2**30  # one sample is read whole: more than 1 GiB of it is refused
+
+
+def check_sample_size(where: str, key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse a sample too large to read at once, computed without numpy overflowing on a hostile shape."""
+    sample_bytes = dtype.itemsize
+    for side in shape[1:]:
+        sample_bytes *= side
+    if sample_bytes > MAX_SAMPLE_BYTES:
+        raise ShardFormatError(f"{where}: one sample of array {key!r} is {sample_bytes / 2**30:.1f} GiB "
+                               f"({shape[1:]} of {dtype}); more than {MAX_SAMPLE_BYTES // 2**30} GiB per sample is "
+                               "not read")
 
 
 class ArraySource:
@@ -54,16 +72,31 @@ class NpzArraySource:
     def _read_header(self, member: str) -> tuple[tuple[int, ...], np.dtype]:
         with zipfile.ZipFile(self.path) as archive, self._open_member(archive, member) as stream:
             shape, fortran, dtype = self._read_npy_header(stream, member)
-        if fortran or dtype.hasobject or not shape:
+            data_offset, member_bytes = stream.tell(), archive.getinfo(f"{member}.npy").file_size
+        if not shape:
+            raise ShardFormatError(f"{self.path}: array {member!r} is 0-d (a single value): it has no samples; "
+                                   "its first axis must count them")
+        if fortran or dtype.hasobject:
             raise ShardFormatError(f"{self.path}: array {member!r} must be a C-ordered array of numbers")
+        check_sample_size(str(self.path), member, tuple(shape), dtype)
+        claimed = dtype.itemsize
+        for side in shape:
+            claimed *= side
+        if data_offset + claimed != member_bytes:
+            raise ShardFormatError(f"{self.path}: array {member!r}'s header claims {tuple(shape)} of {dtype} "
+                                   f"({claimed} bytes), but the member holds {member_bytes - data_offset}")
         return tuple(shape), dtype
 
     def _read_npy_header(self, stream, member: str) -> tuple[tuple[int, ...], bool, np.dtype]:  # noqa: ANN001
         readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        version = np.lib.format.read_magic(stream)
-        if version not in readers:
+        try:
+            version = np.lib.format.read_magic(stream)
+            header = readers[version](stream) if version in readers else None
+        except (ValueError, SyntaxError):  # truncated or garbled; numpy's message would quote the file's bytes
+            raise ShardFormatError(f"{self.path}: array {member!r} has no readable .npy header") from None
+        if header is None:
             raise ShardFormatError(f"{self.path}: array {member!r} uses unsupported .npy version {version}")
-        return readers[version](stream)
+        return header
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
         chunk_rows = rows_per_chunk(self.specs, chunk_rows)

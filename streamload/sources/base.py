@@ -19,7 +19,8 @@ CHUNK_BYTES = 64 * 2**20  # a chunk of large samples (photos) is cut to about th
 # Optional attributes a source may set to say what its arrays are for (else ``x`` is the input and
 # ``y`` the target): ``features`` (tuple of array names), ``target`` and ``sample_weight`` (names or
 # None). Also optional: ``class_names`` (tuple of str, label i is class_names[i]) and ``skipped``
-# (samples of the source left out, e.g. unreadable images; read after ``iter_chunks`` is exhausted).
+# (samples of the source left out, e.g. unreadable images; read after ``iter_chunks`` is exhausted) and
+# ``column_names`` (array name -> names of a sample's columns, for messages; a CSV table's headers).
 SOURCE_ROLES = ("features", "target", "sample_weight")
 
 

@@ -19,9 +19,10 @@ from typing import IO
 
 import numpy as np
 
+from .._names import display_name
 from ..errors import IdxFormatError, SourceMismatchError
 from ..specs import ArraySpec
-from .base import DEFAULT_CHUNK_ROWS, Chunk
+from .base import CHUNK_BYTES, DEFAULT_CHUNK_ROWS, Chunk, rows_per_chunk
 
 # Dtype codes from the IDX specification; multi-byte types are stored big-endian.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -35,6 +36,8 @@ IDX_DTYPES: dict[int, np.dtype] = {
 _CODES_BY_KIND = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
 MAX_DIMENSIONS = 32  # numpy arrays have at most 64; no IDX dataset comes near
 _READ_PIECE = 16 * 2**20
+_PREALLOCATE_BYTES = 2 * CHUNK_BYTES
+_READ_INTO_PIECE = 2**20  # gzip decompresses each piece into a bytes object first: keep that small
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class IdxHeader:
     dtype: np.dtype
     shape: tuple[int, ...]
     header_bytes: int
+
+    @property
+    def name(self) -> str:
+        """The path as messages print it (control characters escaped)."""
+        return display_name(self.path)
 
     @property
     def num_rows(self) -> int:
@@ -82,14 +90,30 @@ def _read(stream: IO[bytes], size: int, path: Path, what: str) -> bytes:
             pieces.append(piece)
             size -= len(piece)
     except (EOFError, gzip.BadGzipFile, OSError, zlib.error) as exc:  # a truncated or corrupt gzip stream
-        raise IdxFormatError(f"{path}: cannot read {what}: {exc}") from exc
+        raise IdxFormatError(f"{display_name(path)}: cannot read {what}: {exc}") from exc
     return b"".join(pieces)
 
 
-def _read_exact(stream: IO[bytes], size: int, path: Path, what: str) -> bytes:
-    data = _read(stream, size, path, what)
+def _read_into(stream: IO[bytes], size: int, path: Path, what: str) -> bytearray:
+    """``size`` bytes read straight into one buffer: a chunk costs its own size, not its pieces plus their join."""
+    data = bytearray(size)
+    filled = 0
+    with memoryview(data) as view:
+        try:
+            while filled < size and (got := stream.readinto(view[filled:filled + _READ_INTO_PIECE])):
+                filled += got
+        except (EOFError, gzip.BadGzipFile, OSError, zlib.error) as exc:
+            raise IdxFormatError(f"{display_name(path)}: cannot read {what}: {exc}") from exc
+    return data if filled == size else data[:filled]
+
+
+def _read_exact(stream: IO[bytes], size: int, path: Path, what: str) -> bytes | bytearray:
+    """Exactly ``size`` bytes; sizes up to ``_PREALLOCATE_BYTES`` (every chunk of a source) into one buffer,
+    larger ones (``read_idx`` of a whole file, a lying header) piece by piece, so a short file costs its length."""
+    reader = _read_into if size <= _PREALLOCATE_BYTES else _read
+    data = reader(stream, size, path, what)
     if len(data) != size:
-        raise IdxFormatError(f"{path}: truncated {what}: expected {size} bytes, found {len(data)}")
+        raise IdxFormatError(f"{display_name(path)}: truncated {what}: expected {size} bytes, found {len(data)}")
     return data
 
 
@@ -97,29 +121,30 @@ def _read_to_end(stream: IO[bytes], header: IdxHeader) -> None:
     """After the payload the file must end; for gzip, reading on checks the trailer's CRC-32 and length."""
     extra = _read(stream, 1, header.path, "the end of the gzip stream (its CRC-32 and length trailer)")
     if extra:
-        raise IdxFormatError(f"{header.path}: trailing bytes after the IDX payload: the header says {header.shape} "
+        raise IdxFormatError(f"{header.name}: trailing bytes after the IDX payload: the header says {header.shape} "
                              f"({header.total_bytes} bytes in all) but the data goes on")
 
 
 def read_header(stream: IO[bytes], path: str | os.PathLike) -> IdxHeader:
     """Parse and validate the header at the current position of ``stream``."""
     path = Path(path)
+    name = display_name(path)
     magic = _read_exact(stream, 4, path, "IDX magic number")
     zero, code, ndim = struct.unpack(">HBB", magic)
     if zero != 0 or code not in IDX_DTYPES or ndim == 0:
         raise IdxFormatError(
-            f"{path}: wrong IDX magic number 0x{magic.hex()} (expected 0x0000TTNN with a known "
+            f"{name}: wrong IDX magic number 0x{magic.hex()} (expected 0x0000TTNN with a known "
             f"dtype code TT in {sorted(hex(c) for c in IDX_DTYPES)} and NN >= 1 dimensions)"
         )
     if ndim > MAX_DIMENSIONS:
-        raise IdxFormatError(f"{path}: IDX header declares {ndim} dimensions; at most {MAX_DIMENSIONS} are supported")
+        raise IdxFormatError(f"{name}: IDX header declares {ndim} dimensions; at most {MAX_DIMENSIONS} are supported")
     dims = struct.unpack(f">{ndim}I", _read_exact(stream, 4 * ndim, path, "IDX dimensions"))
     header = IdxHeader(path=path, dtype=IDX_DTYPES[code], shape=tuple(dims), header_bytes=4 + 4 * ndim)
     if header.num_rows and not header.row_bytes:
-        raise IdxFormatError(f"{path}: IDX header declares {header.num_rows} samples of shape {header.row_shape}, "
+        raise IdxFormatError(f"{name}: IDX header declares {header.num_rows} samples of shape {header.row_shape}, "
                              "which hold no data")
     if header.total_bytes >= 2**62 or math.prod(d for d in header.shape if d) * header.dtype.itemsize >= 2**62:
-        raise IdxFormatError(f"{path}: IDX header declares shape {header.shape}: {header.total_bytes} bytes, "
+        raise IdxFormatError(f"{name}: IDX header declares shape {header.shape}: {header.total_bytes} bytes, "
                              "more than any file holds")
     return header
 
@@ -131,10 +156,10 @@ def check_raw_size(header: IdxHeader) -> None:
     size = os.path.getsize(header.path)
     if size < header.total_bytes:
         payload = header.total_bytes - header.header_bytes
-        raise IdxFormatError(f"{header.path}: truncated IDX payload: expected {payload} bytes, found "
+        raise IdxFormatError(f"{header.name}: truncated IDX payload: expected {payload} bytes, found "
                              f"{max(0, size - header.header_bytes)} (after the {header.header_bytes}-byte header)")
     if size > header.total_bytes:
-        raise IdxFormatError(f"{header.path}: {size - header.total_bytes} trailing bytes after the IDX payload: the "
+        raise IdxFormatError(f"{header.name}: {size - header.total_bytes} trailing bytes after the IDX payload: the "
                              f"header says {header.shape} ({header.total_bytes} bytes in all), the file has {size}")
 
 
@@ -173,7 +198,8 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | No
     path = Path(path)
     native = array.dtype.newbyteorder("=")
     if native not in _CODES_BY_KIND or array.ndim == 0:
-        raise IdxFormatError(f"{path}: IDX cannot store an array of dtype {array.dtype} and rank {array.ndim}")
+        raise IdxFormatError(f"{display_name(path)}: IDX cannot store an array of dtype {array.dtype} and rank "
+                             f"{array.ndim}")
     code = _CODES_BY_KIND[native]
     header = struct.pack(f">HBB{array.ndim}I", 0, code, array.ndim, *array.shape)
     payload = np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
@@ -193,15 +219,17 @@ class IdxPairSource:
         check_raw_size(self.labels)
         if self.images.num_rows != self.labels.num_rows:
             raise SourceMismatchError(
-                f"{self.images.path} has {self.images.num_rows} images but {self.labels.path} has "
+                f"{self.images.name} has {self.images.num_rows} images but {self.labels.name} has "
                 f"{self.labels.num_rows} labels; they must pair up one to one"
             )
-        self.description = f"{self.images.path} + {self.labels.path.name}"
+        self.description = f"{self.images.name} + {display_name(self.labels.path.name)}"
         self.num_samples = self.images.num_rows
         self.specs = {"x": _spec_of(self.images), "y": _spec_of(self.labels)}
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
-        pairs = zip(iter_idx_rows(self.images.path, chunk_rows), iter_idx_rows(self.labels.path, chunk_rows))
+        """At most ``chunk_rows`` rows at a time, fewer when they are large: a chunk stays near ``CHUNK_BYTES``."""
+        rows = rows_per_chunk(self.specs, chunk_rows)
+        pairs = zip(iter_idx_rows(self.images.path, rows), iter_idx_rows(self.labels.path, rows))
         for x, y in pairs:
             yield {"x": x, "y": y}
 
@@ -210,10 +238,10 @@ def _check_ranks(images: IdxHeader, labels: IdxHeader) -> None:
     """Images are samples of rank >= 1 (a file of rank >= 2), labels one number per sample (rank 1)."""
     problems = []
     if len(images.shape) < 2:
-        problems.append(f"{images.path}: images must have rank >= 2 (samples, then pixels), this file has shape "
+        problems.append(f"{images.name}: images must have rank >= 2 (samples, then pixels), this file has shape "
                         f"{images.shape}")
     if len(labels.shape) != 1:
-        problems.append(f"{labels.path}: labels must have rank 1 (one per sample), this file has shape {labels.shape}")
+        problems.append(f"{labels.name}: labels must have rank 1 (one per sample), this file has shape {labels.shape}")
     if problems:
         swapped = " (are the images and labels files swapped?)" if len(labels.shape) >= 2 else ""
         raise SourceMismatchError("; ".join(problems) + swapped)

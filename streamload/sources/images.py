@@ -11,13 +11,16 @@ A shard writer must be told the sample count before the first sample, but whethe
 is only known by decoding it (a truncated JPEG passes Pillow's ``verify()`` and fails at ``load()``).
 So the source decodes twice: a check pass at construction (JPEGs at 1/8 scale, which still reads
 every byte of the stream) finds the unreadable files, which are listed on stderr and left out, or
-refused with ``strict``; the build's pass then decodes and resizes the rest. Both passes run on
-``jobs`` processes with a bounded number of batches in flight, so memory is bounded by the batch
-size (about 4 MB of pixels), not by the dataset.
+refused with ``strict``; the build's pass then decodes and resizes the rest. Files that are not
+regular files (FIFOs, devices, links to them), not BMP, GIF, JPEG or PNG whatever their name says,
+or larger than ``max_image_pixels`` are unreadable in the same way, found without decoding them
+(see :mod:`.imaging`). Both passes run on ``jobs`` processes with a bounded number of batches in
+flight, so memory is bounded by the batch size (about 4 MB of pixels), not by the dataset.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -29,10 +32,19 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._names import display_name
 from ..errors import ImageDecodeError, InvalidOptionError, SourceFormatError, SourceNotFoundError
 from ..specs import ArraySpec
 from .base import DEFAULT_CHUNK_ROWS, Chunk, label_dtype
-from .imaging import COLOR_MODES, IMAGE_EXTENSIONS, DecodeTask, check_images, decode_images, import_pillow
+from .imaging import (
+    COLOR_MODES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    IMAGE_EXTENSIONS,
+    DecodeTask,
+    check_images,
+    decode_images,
+    import_pillow,
+)
 from .parallel import MAX_TASK_BYTES, WorkerPool, usable_cpus
 from .splits import validation_count, validation_mask
 
@@ -51,6 +63,7 @@ class ImageOptions:
     crop_to_aspect_ratio: bool = False
     jobs: int | None = None  # decoding processes; None: every usable core
     strict: bool = False  # refuse unreadable images instead of skipping them
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images (width x height) are unreadable
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -62,6 +75,10 @@ class ImageOptions:
             raise InvalidOptionError(f"--color-mode {self.color_mode!r}: choose one of {', '.join(COLOR_MODES)}")
         if self.jobs is not None and self.jobs < 1:
             raise InvalidOptionError(f"--jobs must be at least 1, got {self.jobs}")
+        pixels = self.max_image_pixels
+        if not isinstance(pixels, numbers.Integral) or isinstance(pixels, bool) or pixels < 1:
+            raise InvalidOptionError(f"--max-image-pixels must be a positive integer, got {pixels!r}")
+        object.__setattr__(self, "max_image_pixels", int(pixels))  # np.int64 too, as a plain int for the workers
 
     @property
     def channels(self) -> int:
@@ -103,8 +120,8 @@ class ImageFolderSource:
         if self.pool.jobs > 1:  # small enough batches to give every process a few
             limit = max(1, min(limit, -(-len(files) // (4 * self.pool.jobs))))
         spans = _spans(files, limit)
-        tasks = (DecodeTask(files[start:stop], options.image_size, options.color_mode, options.crop_to_aspect_ratio)
-                 for start, stop in spans)
+        tasks = (DecodeTask(files[start:stop], options.image_size, options.color_mode, options.crop_to_aspect_ratio,
+                            options.max_image_pixels) for start, stop in spans)
         results = self.pool.map(function, tasks, len(spans))
         with closing(results):
             for result, (start, stop) in zip(results, spans):  # results first: zip then runs the map to its end
@@ -118,7 +135,7 @@ class ImageFolderSource:
                 disable=not self.options.progress, file=sys.stderr) as bar:
             for start, stop, failures in results:
                 for position, reason in failures:
-                    path = files[start + position]
+                    path = display_name(files[start + position])
                     if self.options.strict:
                         raise ImageDecodeError(f"{path}: cannot decode image ({reason}); --strict refuses it")
                     readable[start + position] = False
@@ -132,7 +149,8 @@ class ImageFolderSource:
             for start, stop, (pixels, failures) in results:
                 if failures:
                     position, reason = failures[0]
-                    raise ImageDecodeError(f"{self.files[start + position]}: decoded when checked, not now ({reason})")
+                    raise ImageDecodeError(f"{display_name(self.files[start + position])}: decoded when checked, "
+                                           f"not now ({reason})")
                 yield {"x": pixels, "y": self.labels[start:stop]}
 
 
@@ -162,15 +180,16 @@ def index_folder(folder: Path, class_names: Sequence[str]) -> tuple[list[str], n
     """Files of every class folder of ``folder`` and their labels (positions in ``class_names``)."""
     unknown = sorted(set(class_folders(folder)) - set(class_names))
     if unknown:
-        raise SourceFormatError(f"{folder / unknown[0]}: class folder not among the training classes "
-                                f"{list(class_names)}")
+        raise SourceFormatError(f"{display_name(folder / unknown[0])}: class folder not among the training "
+                                f"classes ({', '.join(display_name(name) for name in class_names)})")
     files, labels = [], []
     for label, name in enumerate(class_names):
         found = list_images(folder / name) if (folder / name).is_dir() else []
         files += found
         labels += [label] * len(found)
     if not files:
-        raise SourceFormatError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its class subfolders")
+        raise SourceFormatError(f"{display_name(folder)}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its class "
+                                "subfolders")
     return files, np.asarray(labels, dtype=np.int64)
 
 
@@ -180,7 +199,7 @@ def split_layout(root: Path) -> dict[str, Path]:
     if "train" not in names or not all(name in SPLIT_FOLDERS for name in names):
         return {"train": root}
     if {"val", "validation"} <= set(names):
-        raise SourceFormatError(f"{root}: has both val/ and validation/; keep one")
+        raise SourceFormatError(f"{display_name(root)}: has both val/ and validation/; keep one")
     order = ["train", "validation", "val", "test"]
     return {SPLIT_FOLDERS[name]: root / name for name in sorted(names, key=order.index)}
 
@@ -190,17 +209,18 @@ def image_folder_sources(root: str | os.PathLike, options: ImageOptions = ImageO
     """Split name -> source for an image folder; ``validation_split`` cuts validation off train's file list."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise SourceNotFoundError(f"{root}: no such folder")
+        raise SourceNotFoundError(f"{display_name(root)}: no such folder")
     layout = split_layout(root)
     class_names = class_folders(layout["train"])
     if not class_names:
-        raise SourceFormatError(f"{layout['train']}: no class subfolders; put each class's images in a subfolder "
-                                "named after it (the layout of keras.utils.image_dataset_from_directory)")
+        raise SourceFormatError(f"{display_name(layout['train'])}: no class subfolders; put each class's images "
+                                "in a subfolder named after it (keras.utils.image_dataset_from_directory's layout)")
     listed = {split: index_folder(folder, class_names) for split, folder in layout.items()}
     pool = WorkerPool(options.jobs or usable_cpus())  # one set of decoding processes for every split
     if validation_split is not None:
         if "validation" in listed:
-            raise InvalidOptionError(f"--validation-split: {layout['validation']} is already a validation split")
+            raise InvalidOptionError(f"--validation-split: {display_name(layout['validation'])} is already a "
+                                     "validation split")
         files, labels = listed.pop("train")
         mask = validation_mask(len(files), validation_count(len(files), validation_split), seed)
         listed = {"train": ([f for f, cut in zip(files, mask) if not cut], labels[~mask]),

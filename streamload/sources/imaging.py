@@ -13,21 +13,40 @@ Decoding is Pillow's. PNG, BMP and GIF pixels equal TensorFlow's; JPEG pixels eq
 by a few levels. Grayscale from colour is Pillow's ITU-R 601 luma (colour JPEGs are decoded straight
 to luma, as TensorFlow does); 16-bit PNGs keep their high byte, as TensorFlow does.
 
+Only Keras' formats are ever decoded. Pillow picks a decoder from a file's first bytes, not its
+name, so an EPS file named ``cat.png`` would reach Ghostscript and a TIFF named ``.jpg`` would be
+decoded though Keras refuses it; :func:`read_pixels` therefore offers Pillow only the BMP, GIF, JPEG
+and PNG decoders (the file's own extension's first). A PNG named ``.jpg`` still decodes, as it does
+in Keras, whose ``decode_image`` also reads any of the four by content. Only regular files are
+opened (a FIFO would block the build forever, a device would be read without end), and an image of
+more than ``max_pixels`` pixels is refused from its header, before a byte of it is decoded: a PNG of
+one colour is kilobytes on disk and gigabytes decoded, in every decoding process at once.
+
 The worker functions at the bottom run in child processes; Pillow is imported on first use so that
 ``import streamload`` never needs it.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from ..errors import MissingDependencyError
+from ..errors import ImageDecodeError, MissingDependencyError, StreamloadError
 
 COLOR_MODES = {"grayscale": ("L", 1), "rgb": ("RGB", 3), "rgba": ("RGBA", 4)}  # Keras' color_mode: Pillow mode, C
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what Keras' image_dataset_from_directory lists
+IMAGE_FORMATS = {".bmp": "BMP", ".gif": "GIF", ".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG"}  # Pillow's names
+IMAGE_EXTENSIONS = tuple(IMAGE_FORMATS)  # what Keras' image_dataset_from_directory lists
+# 64 Mi pixels (8192x8192): above every camera photo up to 61 MP, below Pillow's own warning (89.5 M).
+# Decoding costs 4 to 16 bytes per pixel (Pillow's 4-byte RGB, conversions, numpy's copy; measured:
+# 11 for rgb, 16 for rgba), so at most about 1 GiB per decoding process.
+DEFAULT_MAX_IMAGE_PIXELS = 2**26
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
 PILLOW_HINT = "reading image folders needs Pillow: pip install streamload[images] (or pip install pillow)"
 
 
@@ -83,7 +102,52 @@ def fit_image(pixels: np.ndarray, size: tuple[int, int], crop_to_aspect_ratio: b
     return (resize_bilinear(pixels, size) + np.float32(0.5)).astype(np.uint8)  # values lie in [0, 255]
 
 
-def read_pixels(path: str, color_mode: str, *, quick: bool = False) -> np.ndarray | None:
+def decoders_for(path: str) -> list[str]:
+    """The Pillow formats offered for ``path``: Keras' four, the one its extension names first."""
+    own = IMAGE_FORMATS.get(os.path.splitext(path)[1].lower())
+    return sorted(set(IMAGE_FORMATS.values()), key=lambda name: (name != own, name))
+
+
+def _kind(mode: int) -> str:
+    return next((kind for is_kind, kind in _FILE_KINDS if is_kind(mode)), f"file type {stat.S_IFMT(mode):o}")
+
+
+def open_regular(path: str) -> IO[bytes]:
+    """``path`` opened for reading, if it is (or links to) a regular file; anything else is never opened.
+
+    Opening a FIFO blocks until someone writes to it, and opening a device can act on it, so the
+    type is checked with ``stat`` first; the descriptor is opened non-blocking and checked again,
+    in case the file was swapped for a FIFO in between (a regular file reads the same either way).
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ImageDecodeError(f"not a regular file but {_kind(mode)}; left unopened")
+    file = open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK | os.O_NOCTTY))
+    mode = os.fstat(file.fileno()).st_mode
+    if not stat.S_ISREG(mode):
+        file.close()
+        raise ImageDecodeError(f"not a regular file but {_kind(mode)}; not read")
+    return file
+
+
+def _open_image(image_module: Any, file: IO[bytes], path: str, max_pixels: int) -> Any:
+    """Pillow's image of ``file`` with Keras' decoders only, refused from its header when too large."""
+    with warnings.catch_warnings():  # Pillow's bomb warning names no file; the size check below does
+        warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
+        try:
+            image = image_module.open(file, formats=decoders_for(path))
+        except image_module.UnidentifiedImageError:
+            raise ImageDecodeError("not a BMP, GIF, JPEG or PNG image (the formats Keras reads)") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageDecodeError(f"{width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
+                               "(max_image_pixels, --max-image-pixels)")
+    return image
+
+
+def read_pixels(path: str, color_mode: str, *, quick: bool = False,
+                max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray | None:
     """Decode the first frame of ``path`` into an (H, W, C) uint8 array in ``color_mode``.
 
     ``quick`` only checks that the file decodes, returning None: JPEGs are decoded at 1/8 scale,
@@ -92,7 +156,7 @@ def read_pixels(path: str, color_mode: str, *, quick: bool = False) -> np.ndarra
     """
     image_module = import_pillow()
     mode, channels = COLOR_MODES[color_mode]
-    with image_module.open(path) as image:
+    with open_regular(path) as file, _open_image(image_module, file, path, max_pixels) as image:
         if image.format == "JPEG" and (quick or mode == "L"):
             image.draft("L" if mode == "L" else image.mode, (1, 1) if quick else image.size)
         image.load()
@@ -113,13 +177,17 @@ class DecodeTask(NamedTuple):
     image_size: tuple[int, int]
     color_mode: str
     crop_to_aspect_ratio: bool
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
 
 Failures = list[tuple[int, str]]  # (position in the task, why the file could not be decoded)
 
 
 def _reason(error: Exception) -> str:
-    text = str(error).replace("\n", " ").strip()
+    """One line: the text of our own refusals, the exception's type and text for Pillow's errors."""
+    text = " ".join(str(error).split())
+    if isinstance(error, StreamloadError):
+        return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
@@ -128,7 +196,7 @@ def check_images(task: DecodeTask) -> Failures:
     failures = []
     for position, path in enumerate(task.paths):
         try:
-            read_pixels(path, task.color_mode, quick=True)
+            read_pixels(path, task.color_mode, quick=True, max_pixels=task.max_pixels)
         except Exception as error:  # noqa: BLE001 - OSError, SyntaxError, ValueError, DecompressionBombError...
             failures.append((position, _reason(error)))
     return failures
@@ -141,7 +209,8 @@ def decode_images(task: DecodeTask) -> tuple[np.ndarray, Failures]:
     failures = []
     for position, path in enumerate(task.paths):
         try:
-            out[position] = fit_image(read_pixels(path, task.color_mode), task.image_size, task.crop_to_aspect_ratio)
+            pixels = read_pixels(path, task.color_mode, max_pixels=task.max_pixels)
+            out[position] = fit_image(pixels, task.image_size, task.crop_to_aspect_ratio)
         except Exception as error:  # noqa: BLE001 - as in check_images
             failures.append((position, _reason(error)))
     return out, failures

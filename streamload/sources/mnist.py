@@ -12,7 +12,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..errors import SourceNotFoundError
+from .._names import display_name
+from ..errors import AmbiguousSourceError, SourceFormatError, SourceNotFoundError
 from .arrays import NpzArraySource
 from .base import SplitSource
 from .idx import IdxPairSource
@@ -33,12 +34,23 @@ _HELP = (
 
 
 def _find_idx_file(folder: Path, stem: str) -> Path | None:
-    """Accept the standard names, gzipped or not, and the common ``train-images.idx3-ubyte`` spelling."""
+    """The one file of ``stem`` under a standard name, gzipped or not, or the common ``train-images.idx3-ubyte``.
+
+    Two of them (``x`` and ``x.gz`` side by side, say) are refused, naming both, even when they hold
+    the same data: which one a build read would be a guess, and comparing them would read both.
+    """
     dotted = stem.replace("-idx", ".idx")
-    for name in (stem, f"{stem}.gz", dotted, f"{dotted}.gz"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
+    names = [name for name in dict.fromkeys((stem, f"{stem}.gz", dotted, f"{dotted}.gz"))
+             if os.path.lexists(folder / name)]
+    if len(names) > 1:
+        raise AmbiguousSourceError(f"{display_name(folder)}: holds {' and '.join(names)}, the same IDX file "
+                                   "twice; keep one (building would have to guess which)")
+    if not names:
+        return None
+    path = folder / names[0]
+    if not path.is_file():  # a FIFO would hang the build, a folder or a dangling link cannot be read
+        raise SourceFormatError(f"{display_name(path)}: not a regular file")
+    return path
 
 
 def sources_from_path(path: str | os.PathLike) -> dict[str, SplitSource]:
@@ -47,14 +59,14 @@ def sources_from_path(path: str | os.PathLike) -> dict[str, SplitSource]:
     if path.is_file() and path.suffix == ".npz":
         return {split: NpzArraySource(path, members) for split, members in NPZ_MEMBERS.items()}
     if not path.is_dir():
-        raise SourceNotFoundError(f"{path}: no such folder or .npz file; {_HELP}")
+        raise SourceNotFoundError(f"{display_name(path)}: no such folder or .npz file; {_HELP}")
     found = {split: [_find_idx_file(path, stem) for stem in stems] for split, stems in IDX_STEMS.items()}
     if all(None not in files for files in found.values()):
         return {split: IdxPairSource(*files) for split, files in found.items()}  # type: ignore[arg-type]
     if (path / KERAS_NPZ_NAME).is_file():
         return sources_from_path(path / KERAS_NPZ_NAME)
     missing = [stem for split, stems in IDX_STEMS.items() for stem, file in zip(stems, found[split]) if file is None]
-    raise SourceNotFoundError(f"{path}: MNIST IDX files missing: {', '.join(missing)}; {_HELP}")
+    raise SourceNotFoundError(f"{display_name(path)}: MNIST IDX files missing: {', '.join(missing)}; {_HELP}")
 
 
 def keras_mnist_npz() -> Path:

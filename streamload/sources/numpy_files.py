@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import SourceFormatError, SourceMismatchError, SourceNotFoundError
 from ..specs import ArraySpec
-from .arrays import NpzArraySource
+from .arrays import NpzArraySource, check_sample_size
 from .base import DEFAULT_CHUNK_ROWS, Chunk, SplitSource, rows_per_chunk
 
 SPLIT_SUFFIXES = {"train": "train", "test": "test", "validation": "validation", "val": "validation"}
@@ -45,6 +45,7 @@ def _open_npy(path: Path) -> np.memmap:
         raise SourceFormatError(f"{path}: cannot memory-map as a .npy array: {exc}") from exc
     if array.ndim == 0:
         raise SourceFormatError(f"{path}: a 0-d array has no samples; its first axis must count them")
+    check_sample_size(str(path), path.stem, array.shape, array.dtype)
     return array
 
 
@@ -89,6 +90,8 @@ def npz_sources(path: Path, x_key: str | None = None, y_key: str | None = None) 
             names = {name[:-4] for name in archive.namelist() if name.endswith(".npy")}
     except zipfile.BadZipFile as exc:
         raise SourceFormatError(f"{path}: not an .npz archive ({exc})") from exc
+    if not names:
+        raise SourceFormatError(f"{path}: the .npz archive holds no arrays")
     sources = {split: NpzArraySource(path, {"x": x, "y": y})
                for split, (x, y) in pair_names(names, x_key, y_key, path).items()}
     for source in sources.values():

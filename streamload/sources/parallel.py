@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .._names import display_name
 from ..errors import WorkerError
 
 TASKS_IN_FLIGHT_PER_JOB = 2
@@ -85,7 +86,8 @@ class _Worker:
         except (EOFError, pickle.UnpicklingError) as exc:
             raise self._died() from exc
         if not ok:
-            raise WorkerError(f"worker process {self.process.pid} failed: {value.strip().splitlines()[-1]}")
+            last_line = display_name(value.strip().splitlines()[-1])  # a traceback's last line may quote a path
+            raise WorkerError(f"worker process {self.process.pid} failed: {last_line}")
         return value
 
     def _died(self) -> WorkerError:

@@ -12,15 +12,16 @@ import argparse
 import os
 from pathlib import Path
 
+from .._names import display_name
 from ..errors import InvalidOptionError, SourceFormatError, SourceNotFoundError
 from .augment import AugmentedSource
 from .base import SplitSource
-from .imaging import COLOR_MODES
+from .imaging import COLOR_MODES, DEFAULT_MAX_IMAGE_PIXELS
 from .mnist import MNIST_DIR_ENV, mnist_sources
 from .splits import split_validation
 
 SOURCE_TYPES = ("auto", "idx", "mnist-npz", "npz", "npy", "images", "csv")
-_IMAGE_OPTIONS = ("image_size", "color_mode", "crop_to_aspect_ratio", "jobs", "strict")
+_IMAGE_OPTIONS = ("image_size", "color_mode", "crop_to_aspect_ratio", "jobs", "strict", "max_image_pixels")
 _ONLY_FOR = {  # option -> the source types it applies to (given for another type, it is an error)
     **dict.fromkeys(_IMAGE_OPTIONS, ("images",)),
     "x_key": ("npz", "npy"), "y_key": ("npz", "npy"), "label_column": ("csv",),
@@ -52,6 +53,10 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     images.add_argument("--jobs", type=int, help="decoding processes (default: every usable core)")
     images.add_argument("--strict", action="store_true",
                         help="refuse unreadable images (exit 2, nothing written) instead of skipping them")
+    images.add_argument("--max-image-pixels", type=int, metavar="N",
+                        help="images of more than N pixels (width x height) are unreadable: skipped, or refused with "
+                             f"--strict; bounds each decoding process's memory (default: {DEFAULT_MAX_IMAGE_PIXELS}, "
+                             "a decoding process holds up to 16 bytes a pixel)")
     arrays = parser.add_argument_group("NumPy files and CSV tables")
     arrays.add_argument("--x-key", help="name of the inputs array (default: x, or x_train/x_test)")
     arrays.add_argument("--y-key", help="name of the targets array (default: y, or y_train/y_test)")
@@ -69,12 +74,12 @@ def detect_source_type(source: Path | None) -> str:
         for suffix, kind in ((".npz", "npz"), (".npy", "npy"), (".csv", "csv"), (".tsv", "csv")):
             if suffix in suffixes:
                 return kind
-        raise SourceFormatError(f"{source}: cannot tell what this file holds from its name (.npz, .npy, .csv, "
-                                ".tsv); pass --source-type")
+        raise SourceFormatError(f"{display_name(source)}: cannot tell what this file holds from its name (.npz, "
+                                ".npy, .csv, .tsv); pass --source-type")
     if not source.is_dir():
-        raise SourceNotFoundError(f"{source}: no such file or folder; --source takes a folder of images in class "
-                                  "subfolders, an .npz, .npy files, a CSV table, or MNIST as a folder of IDX files or "
-                                  f"mnist.npz (or leave it out and set ${MNIST_DIR_ENV})")
+        raise SourceNotFoundError(f"{display_name(source)}: no such file or folder; --source takes a folder of "
+                                  "images in class subfolders, an .npz, .npy files, a CSV table, or MNIST as a folder "
+                                  f"of IDX files or mnist.npz (or leave it out and set ${MNIST_DIR_ENV})")
     names = os.listdir(source)
     if (source / "mnist.npz").is_file() or any("idx" in name and "ubyte" in name for name in names):
         return "idx"
@@ -82,8 +87,8 @@ def detect_source_type(source: Path | None) -> str:
         return "npy"
     if any(not name.startswith(".") and (source / name).is_dir() for name in names):
         return "images"
-    raise SourceFormatError(f"{source}: holds no IDX files, mnist.npz, .npy files or class subfolders of images; "
-                            "pass --source-type or another --source")
+    raise SourceFormatError(f"{display_name(source)}: holds no IDX files, mnist.npz, .npy files or class subfolders "
+                            "of images; pass --source-type or another --source")
 
 
 def _check_applicable(args: argparse.Namespace, kind: str) -> None:
@@ -92,7 +97,7 @@ def _check_applicable(args: argparse.Namespace, kind: str) -> None:
         if value not in (None, False) and kind not in kinds:
             flag = "--" + option.replace("_", "-")
             raise InvalidOptionError(f"{flag} applies only to {' and '.join(kinds)} sources; "
-                                     f"{args.source or 'MNIST'} is a source of type {kind}")
+                                     f"{display_name(args.source or 'MNIST')} is a source of type {kind}")
 
 
 def _image_sources(args: argparse.Namespace) -> dict[str, SplitSource]:

@@ -9,7 +9,10 @@ float32 with numpy's C parser. Memory is one chunk of lines, whatever the file s
 
 The first line is a header when one of its fields is not a number where the second line has one,
 or when none of its fields is a number. Fields may be quoted (``"``); blank lines are skipped;
-a row must not span lines. ``.tsv`` files are tab-separated; gzip-compressed files are read as is.
+a row must not span lines (an unterminated quote is an error) nor pass ``MAX_LINE_CHARS``, read
+in pieces so an endless line is refused before it fills memory. ``.tsv`` files are tab-separated;
+gzip-compressed files are read as is. A number that overflows float32 (``1e400``) is refused with
+its line and column; literal ``nan``/``inf`` fields are left to the build's non-finite check.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from .base import DEFAULT_CHUNK_ROWS, Chunk, label_dtype, rows_per_chunk
 
 SCAN_LINES = 65536
 MAX_CLASS_NAMES = 65536
+MAX_LINE_CHARS = 64 * 2**20  # one row of a table; longer is refused, never read whole
+_NONFINITE_TEXTS = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
 
 
 def _is_number(text: str) -> bool:
@@ -69,20 +74,26 @@ class CsvSource:
             self.num_classes = len(self.class_names)
         self.label_dtype = self._label_dtype(label_range)
         self.specs = {"x": ArraySpec("<f4", (len(self.feature_indices),)), "y": ArraySpec(self.label_dtype.str, ())}
+        self.column_names = {"x": tuple(self.columns[i] for i in self.feature_indices),
+                             "y": (self.columns[self.label_index],)}
         self.description = (f"{self.path}: {self.num_samples} rows, {len(self.feature_indices)} features, "
                             f"label column {self.columns[self.label_index]!r} ({self.label_kind})")
 
-    def _fields(self, line: str) -> list[str]:
-        return next(csv.reader([line], delimiter=self.delimiter))
+    def _fields(self, line: str, number: int) -> list[str]:
+        """The fields of one line; an unterminated quote or an over-long field is a one-line error."""
+        try:
+            return next(csv.reader([line], delimiter=self.delimiter, strict=True))
+        except csv.Error as exc:
+            raise SourceFormatError(f"{self.path}:{number}: not a valid CSV row: {exc}") from None
 
     def _read_columns(self) -> tuple[list[str], bool]:
         """Column names (from the header, else 0, 1, ...) and whether the first line is a header."""
         with _open_text(self.path) as stream:
-            first_two = list(islice((line for line in stream if line.strip()), 2))
+            first_two = list(islice(((n, line) for n, line in self._lines(stream) if line.strip()), 2))
         if not first_two:
             raise SourceFormatError(f"{self.path}: the table is empty")
-        first = self._fields(first_two[0])
-        second = self._fields(first_two[-1])
+        first = self._fields(first_two[0][1], first_two[0][0])
+        second = self._fields(first_two[-1][1], first_two[-1][0])
         header = not any(map(_is_number, first)) or any(
             not _is_number(above) and _is_number(below) for above, below in zip(first, second))
         return ([name.strip() for name in first] if header else [str(i) for i in range(len(first))]), header
@@ -102,11 +113,21 @@ class CsvSource:
                                      f"columns are {', '.join(self.columns)}")
         return index % width
 
+    def _lines(self, stream: IO[str]) -> Iterator[tuple[int, str]]:
+        """(1-based number, line) pairs; a line over ``MAX_LINE_CHARS`` is refused after reading only that much."""
+        number = 0
+        while line := stream.readline(MAX_LINE_CHARS + 1):
+            number += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise SourceFormatError(f"{self.path}:{number}: line is longer than {MAX_LINE_CHARS} characters; "
+                                        "is this a CSV table?")
+            yield number, line
+
     def _chunks(self, lines_per_chunk: int) -> Iterator[tuple[list[str], list[int]]]:
         """Consecutive chunks of data lines (no header, no blank lines) and their 1-based line numbers."""
         lines, numbers, header_left = [], [], self.has_header
         with _open_text(self.path) as stream:
-            for number, line in enumerate(stream, start=1):
+            for number, line in self._lines(stream):
                 if not line.strip():
                     continue
                 if header_left:
@@ -123,10 +144,12 @@ class CsvSource:
     def _check_widths(self, lines: list[str], numbers: list[int]) -> None:
         width = len(self.columns)
         for line, number in zip(lines, numbers):
-            if line.count(self.delimiter) != width - 1 and len(self._fields(line)) != width:  # quotes may hide some
+            if line.count(self.delimiter) == width - 1 and '"' not in line:
+                continue  # the common case, decided without the csv module
+            fields = self._fields(line, number)  # quotes may hide delimiters, or be left open
+            if len(fields) != width:
                 first = "header" if self.has_header else "first row"
-                raise SourceFormatError(f"{self.path}:{number}: has {len(self._fields(line))} fields, the {first} "
-                                        f"has {width}")
+                raise SourceFormatError(f"{self.path}:{number}: has {len(fields)} fields, the {first} has {width}")
 
     def _parse(self, lines: list[str], numbers: list[int], columns: list[int], dtype: type) -> np.ndarray:
         """``columns`` of the lines as ``dtype`` (2-D for features, 1-D for one column)."""
@@ -139,9 +162,9 @@ class CsvSource:
     def _explain(self, lines: list[str], numbers: list[int], columns: list[int], error: ValueError) -> str:
         """The first field that is not a number, by line and column name; else numpy's own message."""
         for line, number in zip(lines, numbers):
-            fields = self._fields(line)
+            fields = self._fields(line, number)
             for column in columns:
-                if not _is_number(fields[column]):
+                if column < len(fields) and not _is_number(fields[column]):
                     return f"{self.path}:{number}: column {self.columns[column]!r}: {fields[column]!r} is not a number"
         return f"{self.path}: lines {numbers[0]}-{numbers[-1]}: {error}"
 
@@ -186,7 +209,8 @@ class CsvSource:
         if self.label_kind == "integer":
             return texts.astype(np.int64).astype(self.label_dtype)
         if self.label_kind == "float":
-            return texts.astype(np.float32)
+            return self._check_overflow(texts.astype(np.float32)[:, None], texts[:, None], numbers,
+                                        [self.label_index])[:, 0]
         names = np.asarray(self.class_names)
         indices = np.minimum(np.searchsorted(names, texts), len(names) - 1)
         unknown = np.flatnonzero(names[indices] != texts)
@@ -198,8 +222,24 @@ class CsvSource:
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
         for lines, numbers in self._chunks(rows_per_chunk(self.specs, chunk_rows)):
             self._check_widths(lines, numbers)
-            features = self._parse(lines, numbers, self.feature_indices, np.float32)
-            yield {"x": features.reshape(len(lines), -1), "y": self._labels(self._label_texts(lines, numbers), numbers)}
+            features = self._parse(lines, numbers, self.feature_indices, np.float32).reshape(len(lines), -1)
+            if not np.isfinite(features).all():  # texts are parsed again only on this rare path
+                texts = self._parse(lines, numbers, self.feature_indices, str).reshape(len(lines), -1)
+                self._check_overflow(features, texts, numbers, self.feature_indices)
+            yield {"x": features, "y": self._labels(self._label_texts(lines, numbers), numbers)}
+
+    def _check_overflow(self, values: np.ndarray, texts: np.ndarray, numbers: list[int],
+                        columns: list[int]) -> np.ndarray:
+        """Refuse a field whose number float32 cannot hold (``1e400`` parses as inf); literal nan/inf pass."""
+        rows, indices = np.nonzero(~np.isfinite(values))
+        written = np.char.lower(np.char.strip(texts[rows, indices]))
+        overflowed = np.flatnonzero(~np.isin(written, list(_NONFINITE_TEXTS)))
+        if len(overflowed):
+            row, index = rows[overflowed[0]], indices[overflowed[0]]
+            raise SourceFormatError(f"{self.path}:{numbers[row]}: column {self.columns[columns[index]]!r}: "
+                                    f"{texts[row, index].strip()!r} overflows float32 (largest "
+                                    f"{np.finfo(np.float32).max:.4g})")
+        return values
 
 
 def _widen(kind: str, labels: np.ndarray) -> str:
