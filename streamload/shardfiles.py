@@ -9,13 +9,13 @@ each file looked like when they opened it and compare before reading.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import weakref
 from pathlib import Path
 
-from .errors import ShardChangedError, ShardFormatError
+from .durable import open_in_folder
+from .errors import ShardChangedError, ShardFormatError, UnsafeFileError
 
 
 def irregular_shard(path: Path, mode: int) -> ShardFormatError | None:
@@ -29,20 +29,15 @@ def irregular_shard(path: Path, mode: int) -> ShardFormatError | None:
 def open_shard_file(path: Path) -> int:
     """A read-only descriptor of the shard file ``path``, which must be a regular file, not a link to one.
 
-    ``O_NOFOLLOW``: a planted symbolic link never makes a reader serve (or an error show) a file from
-    outside the dataset. ``O_NONBLOCK``: opening a FIFO returns at once instead of waiting for a writer,
-    and ``fstat`` of the open descriptor refuses it (and any other non-regular file) without a race.
+    Opened as streamload opens its own files (:func:`~streamload.durable.open_in_folder`: ``O_NOFOLLOW``,
+    and ``O_NONBLOCK`` so that a FIFO is refused by ``fstat`` instead of waiting for a writer): a planted
+    link never makes a reader serve (or an error show) a file from outside the dataset.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise irregular_shard(path, stat.S_IFLNK) from None
-        raise
-    error = irregular_shard(path, os.fstat(fd).st_mode)
-    if error is not None:
-        os.close(fd)
-        raise error
+        fd = open_in_folder(path, os.O_RDONLY, folder_may_be_link=True)
+    except UnsafeFileError:
+        raise irregular_shard(path, os.lstat(path).st_mode) or ShardFormatError(f"{path}: is not a regular file") \
+            from None
     os.set_blocking(fd, True)
     return fd
 
