@@ -13,8 +13,11 @@ The dataset is also a Grain ``RandomAccessDataSource`` (``__len__``, ``__getitem
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
+import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from .generations import acquire
 from .integrity import check_files, recorded
 from .manifest import Manifest, SplitInfo
 from .readers import ByteRanges, ShardReader, open_reader
+from .shardfiles import irregular_shard
 
 FILES_PER_MAPPED_ARRAY = 2  # our descriptor (for read hints) and the one Python's mmap keeps for itself
 _SPARE_FILES = 256
@@ -48,20 +52,73 @@ def _allow_open_files(needed: int) -> None:
 def _check_files(directory: Path, root: Path, info: SplitInfo) -> None:
     """Every shard file of the split is there at its recorded size: a missing or cut file fails at open.
 
-    One ``stat`` per file (a millisecond for hundreds of shards), so a damaged dataset is reported
+    One ``lstat`` per file (a millisecond for hundreds of shards), so a damaged dataset is reported
     before training starts rather than deep inside it; mapping a file cut short would crash with SIGBUS.
+    A link (which could lead outside the dataset) or a FIFO (whose opening waits forever) is refused.
     """
     for shard in info.shards:
         for file in shard.files.values():
             path = root / file.name
             try:
-                size = path.stat().st_size
+                status = os.lstat(path)
             except FileNotFoundError:
                 raise ShardFormatError(f"{path}: missing, though the manifest lists it; rebuild the dataset or restore "
                                        f"the file (`build_shards.py --verify {directory}` checks all)") from None
+            irregular = irregular_shard(path, status.st_mode)
+            if irregular is not None:
+                raise irregular
+            size = status.st_size
             if size != file.bytes:
                 raise ShardFormatError(f"{path}: {size} bytes, the manifest says {file.bytes}; the file is damaged "
                                        f"(`build_shards.py --verify {directory}` checks all)")
+
+
+class _ChangeWatch:
+    """inotify watches on this process' open shard files: one ``read`` per batch says whether any was
+    written, cut or chmod-ed, where readers would otherwise ``fstat`` every shard file a batch touches
+    (~1 us each; a batch of random samples from a large set touches hundreds). Once a change is seen, or
+    where inotify is missing or out of watches, readers go back to an ``fstat`` before every read.
+    Not seen (nor by ``fstat``'s size): writes through another process' shared writable map.
+    """
+
+    _MASK = 0x2 | 0x4 | 0x02000000  # IN_MODIFY (writes, truncation), IN_ATTRIB (chmod, touch), IN_DONT_FOLLOW
+
+    def __init__(self) -> None:
+        self.fd, self.changed, self._lock = -1, False, threading.Lock()
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            self._add_watch = libc.inotify_add_watch
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return
+        if fd >= 0:
+            self.fd = fd
+            weakref.finalize(self, os.close, fd)
+
+    def watch(self, reader: ShardReader) -> bool:
+        """Watch the files of a reader just opened; False when they cannot all be watched."""
+        if self.fd < 0 or self.changed:
+            return False
+        try:
+            for path, fd in reader.files():
+                if self._add_watch(self.fd, os.fsencode(path), self._MASK) < 0:
+                    return False
+                if os.lstat(path).st_ino != os.fstat(fd).st_ino:  # the name no longer leads to the open file
+                    return False
+        except OSError:
+            return False
+        return True
+
+    def quiet(self) -> bool:
+        """True while no watched file has changed; after the first change, False for good."""
+        with self._lock:  # a thread must not see "quiet" while another has just taken the event away
+            if not self.changed:
+                try:
+                    os.read(self.fd, 65536)
+                except BlockingIOError:
+                    return True
+                self.changed = True
+            return False
 
 
 class ShardedDataset:
@@ -103,8 +160,9 @@ class ShardedDataset:
     def reader(self, shard: int) -> ShardReader:
         """Shard ``shard``'s reader in this process, opened on first use."""
         if self._pid != current_pid():
-            self._readers, self._pid = [None] * len(self.info.shards), current_pid()
+            self._watch = _ChangeWatch()  # before the pid: a thread that sees this process' pid finds the watch
             self._verified = recorded(self.root) if self.verify else set()
+            self._readers, self._pid = [None] * len(self.info.shards), current_pid()
         reader = self._readers[shard]
         if reader is None:
             if self.verify:
@@ -112,8 +170,18 @@ class ShardedDataset:
             reader = open_reader(self.manifest.format, self.root, self.info.shards[shard], self.info.arrays)
             if self.advice is not None:
                 reader.advise(self.advice)
+            if self._watch.watch(reader):
+                reader.check()  # a change between opening and watching is seen here
+                reader.check_each_take = False
             self._readers[shard] = reader  # threads racing here each open one; the last stored is kept
         return reader
+
+    def _check_unchanged(self) -> None:
+        """Once per batch: after any change to a watched file, every reader checks its files before each read."""
+        if self._pid == current_pid() and not self._watch.quiet():
+            for reader in self._readers:
+                if reader is not None:
+                    reader.check_each_take = True
 
     def gather(self, indices: np.ndarray, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Samples ``indices`` (any order, repeats allowed) as fresh C-contiguous arrays, in that order."""
@@ -132,6 +200,7 @@ class ShardedDataset:
 
     def take_sorted(self, indices: np.ndarray, keys: Sequence[str]) -> dict[str, np.ndarray]:
         """``gather`` for indices already sorted and in range (the sampler's): no checks, no reordering."""
+        self._check_unchanged()
         if len(self._starts) == 2:  # one shard: one take per array, no bookkeeping
             reader = self.reader(0)
             return {key: reader.take(key, indices) for key in keys}
@@ -195,7 +264,9 @@ class ShardedDataset:
     _getitems = __getitems__  # the name Grain's batched-read protocol looks for (0.2: SupportsBatchedRead...)
 
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "_readers": [], "_verified": set(), "_pid": None}  # re-opened in the new process
+        state = {**self.__dict__, "_readers": [], "_verified": set(), "_pid": None}  # re-opened in the new process
+        state.pop("_watch", None)
+        return state
 
     def __repr__(self) -> str:
         return (f"ShardedDataset({str(self.directory)!r}, split={self.split_name!r}, samples={len(self)}, "

@@ -95,3 +95,11 @@ class UnsafeFileError(ForeignDataError):
 
 class CheckpointError(StreamloadError, ValueError):
     """A training checkpoint file is unreadable, or names something outside its checkpoint folder."""
+
+
+class ShardChangedError(ShardFormatError):
+    """A shard file changed (truncated, rewritten, touched) after a reader opened it; its map is no longer safe."""
+
+
+class ShardDecodeError(ShardCorruptError):
+    """A compressed HDF5 chunk of a shard cannot be read back (its bytes were damaged)."""

@@ -19,14 +19,16 @@ from .durable import open_in_folder
 from .errors import ShardCorruptError, UnsafeFileError
 from .layout import generation_number
 from .manifest import FileInfo, sha256_file
+from .shardfiles import open_shard_file
 
 RECORD = ".verified"
 _BLOCK = 4 * 2**20
 
 
 def crc32_file(path: Path) -> int:
+    """CRC-32 of a shard file, opened as one (no link followed, no FIFO waited on)."""
     crc = 0
-    with open(path, "rb") as stream:
+    with os.fdopen(open_shard_file(path), "rb") as stream:
         while block := stream.read(_BLOCK):
             crc = zlib.crc32(block, crc)
     return crc

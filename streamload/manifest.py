@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 
 from ._validate import Field
 from .errors import InvalidOptionError, ManifestError, ManifestVersionError
+from .shardfiles import open_shard_file
 from .specs import ArraySpec
 
 MANIFEST_NAME = "manifest.json"
@@ -34,6 +36,8 @@ FORMATS = ("npy", "hdf5")
 HDF5_FILE_ROLE = "hdf5"  # an HDF5 shard is one file holding every array; npy shards have one file per array
 _HASH_BLOCK = 4 * 2**20
 MAX_SAMPLES = 2**48  # per shard and per split: far beyond any dataset, far below int64 overflow
+# The names the shard writers give files: SPLIT-NNNNN.KEY.npy or SPLIT-NNNNN.h5 (writers._shard_stem).
+SHARD_NAME = re.compile(r"(?P<split>.+)-[0-9]{5,}\.(?:.+\.npy|h5)")
 
 
 def check_format(fmt: str) -> str:
@@ -55,7 +59,7 @@ def hash_file(path: Path, on_bytes: Callable[[int], object] | None = None) -> tu
     import zlib
 
     digest, crc = hashlib.sha256(), 0
-    with open(path, "rb") as stream:
+    with os.fdopen(open_shard_file(path), "rb") as stream:
         while block := stream.read(_HASH_BLOCK):
             digest.update(block)
             crc = zlib.crc32(block, crc)
@@ -167,7 +171,7 @@ class Manifest:
             raise ManifestVersionError(f"{path}: manifest format version {version} is newer than this streamload "
                                        f"supports ({FORMAT_VERSION}); upgrade streamload to read it")
         fmt = root.get("format").choice(FORMATS)
-        splits = {name: _split(value, fmt) for name, value in root.get("splits").entries()}
+        splits = {name: _split(name, value, fmt) for name, value in root.get("splits").entries()}
         if version == 1:
             return cls(format=fmt, splits=splits, format_version=1, created_by=root.optional("created_by", "").text())
         manifest = cls(
@@ -200,7 +204,7 @@ def _scale(node: Field) -> float | None:
     return float(value)
 
 
-def _split(node: Field, fmt: str) -> SplitInfo:
+def _split(name: str, node: Field, fmt: str) -> SplitInfo:
     node = node.object()
     arrays = {key: ArraySpec(dtype=spec.get("dtype").dtype(), shape=tuple(spec.get("shape").int_list(minimum=0)),
                              scale=_scale(spec.optional("scale", None)))
@@ -208,7 +212,7 @@ def _split(node: Field, fmt: str) -> SplitInfo:
     if not arrays:
         raise node.get("arrays").error("a split needs at least one array")
     roles = set(arrays) if fmt == "npy" else {HDF5_FILE_ROLE}
-    shards = tuple(_shard(shard, roles) for shard in node.get("shards").items())
+    shards = tuple(_shard(shard, roles, name) for shard in node.get("shards").items())
     if sum(shard.num_samples for shard in shards) > MAX_SAMPLES:  # sample indices are int64
         raise node.get("shards").error(f"hold more than {MAX_SAMPLES} samples in all")
     split = SplitInfo(arrays=arrays, shards=shards, skipped=node.optional("skipped", 0).integer(minimum=0))
@@ -218,16 +222,26 @@ def _split(node: Field, fmt: str) -> SplitInfo:
     return split
 
 
-def _shard(node: Field, roles: set[str]) -> ShardInfo:
+def _shard(node: Field, roles: set[str], split: str) -> ShardInfo:
     node = node.object()
     files_node = node.get("files").object()
     if set(files_node.keys()) != roles:
         raise files_node.error(f"holds files for {sorted(files_node.keys())}, this format needs {sorted(roles)}")
-    files = {role: FileInfo(name=info.get("name").file_name(), bytes=info.get("bytes").integer(minimum=0),
+    files = {role: FileInfo(name=_shard_name(info.get("name"), split), bytes=info.get("bytes").integer(minimum=0),
                             sha256=info.get("sha256").hex_digest(64),
                             crc32=info.optional("crc32", None).integer(minimum=0, maximum=2**32 - 1, nullable=True))
              for role, info in ((role, files_node.get(role).object()) for role in sorted(roles))}
     return ShardInfo(num_samples=node.get("num_samples").integer(minimum=0, maximum=MAX_SAMPLES), files=files)
+
+
+def _shard_name(node: Field, split: str) -> str:
+    """A name a shard writer of this split gives, printable: names end up in messages and in ``.verified`` lines."""
+    name = node.file_name()
+    match = SHARD_NAME.fullmatch(name) if name.isprintable() else None
+    if match is None or match["split"] != split:
+        raise node.error(f"must be a shard file name as streamload writes them for split {split!r} "
+                         f"(SPLIT-NNNNN.KEY.npy or SPLIT-NNNNN.h5), got {ascii(name)[:120]}")
+    return name
 
 
 def _labels(node: Field) -> LabelInfo | None:

@@ -7,13 +7,21 @@ h5py reports once) are read through a memory map with one vectorised ``take``; c
 datasets are read whole chunk by whole chunk, never with h5py's per-index selection (~100x slower).
 Readers also say where the bytes of given rows lie (:class:`ByteRanges`), so a read-ahead layer can
 ask the kernel for them before they are needed, without knowing the format.
+
+Shard files are opened without following links and must be regular files (no FIFO, no device), and
+HDF5 datasets must keep their bytes in the shard file itself. Touching a mapped page past the end of
+a file that was cut short kills the process with SIGBUS, so every read first compares the file's size
+and times (one ``fstat`` of the open descriptor, ~1 us) with those seen at open and raises
+:class:`~streamload.errors.ShardChangedError` when they differ (a dataset replaces the per-read ``fstat``
+with one inotify read per batch while no file changed). A file cut in the microseconds between that
+check and the gather can still crash the process: builds write shards read-only (0444), so only a
+deliberate ``chmod`` and truncate during training can do it.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +29,11 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import ShardFormatError
+from .errors import ShardChangedError, ShardDecodeError, ShardFormatError
 from .manifest import HDF5_FILE_ROLE, ArraySpec, ShardInfo
+from .shardfiles import OpenShardFile, open_shard_file
 from .specs import read_npy_header
+from .verify import foreign_storage
 
 PAGE = mmap.PAGESIZE
 _FADVICE = {getattr(mmap, f"MADV_{name}"): getattr(os, f"POSIX_FADV_{name}")
@@ -44,8 +54,13 @@ class ShardReader(Protocol):
     """The rows of one shard. ``rows`` are sorted ascending (repeats allowed) and within the shard."""
 
     num_samples: int
+    check_each_take: bool
 
     def take(self, key: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray: ...
+
+    def files(self) -> list[tuple[Path, int]]: ...
+
+    def check(self) -> None: ...
 
     def ranges(self, key: str, rows: np.ndarray) -> ByteRanges | None: ...
 
@@ -54,19 +69,18 @@ class ShardReader(Protocol):
     def advise(self, advice: int) -> None: ...
 
 
-class MappedArray:
+class MappedArray(OpenShardFile):
     """A read-only memory map of an array stored plainly at ``offset`` in ``path``.
 
     The array is a plain ``ndarray`` over the map (not ``np.memmap``, whose subclass hooks cost more
     than a small gather). A descriptor stays open beside the map for ``posix_fadvise`` hints, which,
-    unlike ``madvise``, release the GIL while the kernel queues reads.
+    unlike ``madvise``, release the GIL while the kernel queues reads, and for the ``fstat`` checks.
     """
 
-    def __init__(self, path: Path, offset: int, spec: ArraySpec, num_samples: int) -> None:
-        self.path, self.offset, self.row_bytes = path, offset, spec.sample_bytes
-        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        weakref.finalize(self, os.close, self.fd)
-        size, needed = os.fstat(self.fd).st_size, offset + num_samples * spec.sample_bytes
+    def __init__(self, path: Path, offset: int, spec: ArraySpec, num_samples: int, fd: int | None = None) -> None:
+        super().__init__(path, open_shard_file(path) if fd is None else fd)
+        self.offset, self.row_bytes = offset, spec.sample_bytes
+        size, needed = self.opened[0], offset + num_samples * spec.sample_bytes
         if size < needed:
             raise ShardFormatError(f"{path}: truncated: {size} bytes, its array needs {needed}")
         self._map = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ) if size else None
@@ -87,24 +101,40 @@ class MappedArray:
             self._map.madvise(advice)
 
 
-class ChunkedArray:
-    """An HDF5 dataset stored in chunks (compressed): read whole chunks, gather the rows from them."""
+class ChunkedArray(OpenShardFile):
+    """An HDF5 dataset stored in chunks (compressed): read whole chunks, gather the rows from them.
 
-    def __init__(self, dataset, fd: int | None) -> None:  # noqa: ANN001 - an h5py.Dataset
-        self.dataset, self.fd = dataset, fd
+    ``fd`` is a descriptor of the same file as h5py's, for read hints and change checks.
+    """
+
+    def __init__(self, dataset, path: Path, fd: int) -> None:  # noqa: ANN001 - an h5py.Dataset
+        super().__init__(path, fd)
+        self.dataset = dataset
         self.chunk_rows = dataset.chunks[0] if dataset.chunks else max(1, dataset.shape[0])
 
     def take(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty((len(rows), *self.dataset.shape[1:]), self.dataset.dtype) if out is None else out
         if not len(rows):  # the loop below would look up the chunk of a first row that is not there
             return out
+        self.check()
         chunk_of_row = rows // self.chunk_rows
         bounds = np.flatnonzero(np.diff(chunk_of_row)) + 1
         for first, last in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(rows)].tolist()):
             start = int(chunk_of_row[first]) * self.chunk_rows
-            block = self.dataset[start:min(start + self.chunk_rows, self.dataset.shape[0])]
+            block = self._read(start, min(start + self.chunk_rows, self.dataset.shape[0]))
             out[first:last] = block[rows[first:last] - start]
         return out
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of whole chunks; a chunk that cannot be read back names the file, not only h5py."""
+        try:
+            return self.dataset[start:stop]
+        except OSError as exc:  # a chunk that fails to decompress, or bytes gone from a file cut short
+            self.check()
+            reason = (str(exc).splitlines() or ["unknown error"])[0]
+            raise ShardDecodeError(f"{self.path}: dataset {self.dataset.name.lstrip('/')!r}, rows {start}..{stop - 1}: "
+                                   f"a stored chunk cannot be read back ({reason}); the file is damaged: restore it or "
+                                   "rebuild the dataset") from None
 
     def ranges(self, rows: np.ndarray) -> ByteRanges | None:
         return self._chunk_ranges(np.unique(rows // self.chunk_rows))
@@ -113,7 +143,7 @@ class ChunkedArray:
         return self._chunk_ranges(np.arange(first // self.chunk_rows, (last - 1) // self.chunk_rows + 1))
 
     def _chunk_ranges(self, chunks: np.ndarray) -> ByteRanges | None:
-        if self.fd is None or self.dataset.chunks is None or not len(chunks):
+        if self.dataset.chunks is None or not len(chunks):
             return None
         tail = (0,) * (self.dataset.ndim - 1)
         infos = [self.dataset.id.get_chunk_info_by_coord((chunk * self.chunk_rows, *tail)) for chunk in chunks.tolist()]
@@ -122,7 +152,7 @@ class ChunkedArray:
         return ByteRanges(self.fd, starts, ends, self)
 
     def advise(self, advice: int) -> None:
-        if self.fd is not None and advice in _FADVICE:
+        if advice in _FADVICE:
             os.posix_fadvise(self.fd, 0, 0, _FADVICE[advice])
 
 
@@ -132,12 +162,24 @@ class _ArraysReader:
     def __init__(self, arrays: Mapping[str, MappedArray | ChunkedArray], num_samples: int) -> None:
         self.arrays, self.num_samples = dict(arrays), num_samples
         self._mapped = {key: array.array for key, array in self.arrays.items() if isinstance(array, MappedArray)}
+        self.check_each_take = True  # off while a dataset watches the files for changes (inotify) instead
 
     def take(self, key: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         mapped = self._mapped.get(key)
         if mapped is not None:  # "clip": rows are known to be in range, and it writes to out without a copy
+            if self.check_each_take:  # a page past the end of a file cut short would kill the process (SIGBUS)
+                self.arrays[key].check()
             return mapped.take(rows, axis=0, out=out, mode="clip")
         return self.arrays[key].take(rows, out)  # type: ignore[call-arg]
+
+    def files(self) -> list[tuple[Path, int]]:
+        """(path, open descriptor) of each file the reader reads."""
+        return [(array.path, array.fd) for array in self.arrays.values()]
+
+    def check(self) -> None:
+        """ShardChangedError if any of the shard's files changed since it was opened."""
+        for array in self.arrays.values():
+            array.check()
 
     def ranges(self, key: str, rows: np.ndarray) -> ByteRanges | None:
         return self.arrays[key].ranges(rows)
@@ -150,12 +192,14 @@ class _ArraysReader:
             array.advise(advice)
 
 
-def npy_data_offset(path: Path, spec: ArraySpec, num_samples: int) -> int:
-    """Where the array data of a ``.npy`` file starts, after checking its header against the manifest."""
+def npy_data_offset(path: Path, spec: ArraySpec, num_samples: int, fd: int | None = None) -> int:
+    """Where the array data of a ``.npy`` file (open as ``fd``, else opened here) starts, after checking its
+    header against the manifest. numpy's own message is left out: it quotes the file's first bytes."""
     try:
-        _, shape, fortran, dtype, offset = read_npy_header(path)
-    except ValueError as exc:
-        raise ShardFormatError(f"{path}: not a valid .npy file: {exc}") from exc
+        with os.fdopen(open_shard_file(path) if fd is None else fd, "rb", closefd=fd is None) as stream:
+            _, shape, fortran, dtype, offset = read_npy_header(stream)
+    except (ValueError, SyntaxError, EOFError):
+        raise ShardFormatError(f"{path}: not a valid .npy file (no readable .npy magic and header)") from None
     if tuple(shape) != (num_samples, *spec.shape) or dtype != np.dtype(spec.dtype) or fortran:
         raise ShardFormatError(f"{path}: holds {dtype} {tuple(shape)}, the manifest says "
                                f"{spec.dtype} {(num_samples, *spec.shape)}")
@@ -166,7 +210,13 @@ def open_npy(root: Path, shard: ShardInfo, specs: Mapping[str, ArraySpec]) -> _A
     arrays = {}
     for key, spec in specs.items():
         path = root / shard.files[key].name
-        arrays[key] = MappedArray(path, npy_data_offset(path, spec, shard.num_samples), spec, shard.num_samples)
+        fd = open_shard_file(path)
+        try:
+            offset = npy_data_offset(path, spec, shard.num_samples, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        arrays[key] = MappedArray(path, offset, spec, shard.num_samples, fd)
     return _ArraysReader(arrays, shard.num_samples)
 
 
@@ -179,24 +229,52 @@ def open_hdf5(root: Path, shard: ShardInfo, specs: Mapping[str, ArraySpec]) -> _
     import h5py
 
     path = root / shard.files[HDF5_FILE_ROLE].name
+    fd = open_shard_file(path)  # checked first: h5py follows links and would wait on a FIFO
     try:
-        handle = h5py.File(path, "r", rdcc_nbytes=0)
-    except OSError as exc:
-        raise ShardFormatError(f"{path}: cannot open as HDF5: {exc}") from exc
-    arrays: dict[str, MappedArray | ChunkedArray] = {}
-    for key, spec in specs.items():
-        dataset = _checked_dataset(handle, path, key, spec, shard.num_samples)
-        offset = dataset.id.get_offset()
-        if dataset.chunks is None and dataset.compression is None and offset is not None:
-            arrays[key] = MappedArray(path, offset, spec, shard.num_samples)
-        else:
-            arrays[key] = ChunkedArray(dataset, _vfd_handle(handle))
+        handle = _open_same_file(h5py, path, fd)
+        try:
+            arrays = _hdf5_arrays(handle, path, fd, shard, specs)
+        except BaseException:
+            handle.close()
+            raise
+    finally:
+        os.close(fd)
     if all(isinstance(array, MappedArray) for array in arrays.values()):
         handle.close()
     return _ArraysReader(arrays, shard.num_samples)
 
 
+def _hdf5_arrays(handle, path: Path, fd: int, shard: ShardInfo,  # noqa: ANN001 - an h5py.File
+                 specs: Mapping[str, ArraySpec]) -> dict[str, MappedArray | ChunkedArray]:
+    """Each array of an HDF5 shard, mapped when stored plainly, each with its own copy of ``fd``."""
+    arrays: dict[str, MappedArray | ChunkedArray] = {}
+    for key, spec in specs.items():
+        dataset = _checked_dataset(handle, path, key, spec, shard.num_samples)
+        offset = dataset.id.get_offset()
+        if dataset.chunks is None and dataset.compression is None and offset is not None:
+            arrays[key] = MappedArray(path, offset, spec, shard.num_samples, os.dup(fd))
+        else:
+            arrays[key] = ChunkedArray(dataset, path, os.dup(fd))
+    return arrays
+
+
+def _open_same_file(h5py, path: Path, fd: int):  # noqa: ANN001, ANN202 - the h5py module, an h5py.File
+    """h5py's handle of ``path``, which must be the file ``fd`` has open (not one swapped in since)."""
+    try:
+        handle = h5py.File(path, "r", rdcc_nbytes=0)
+    except OSError as exc:
+        raise ShardFormatError(f"{path}: cannot open as HDF5: {str(exc).splitlines()[0]}") from None
+    theirs, ours = _vfd_handle(handle), os.fstat(fd)
+    if theirs is not None and (os.fstat(theirs).st_ino, os.fstat(theirs).st_dev) != (ours.st_ino, ours.st_dev):
+        handle.close()
+        raise ShardChangedError(f"{path}: the shard file was replaced while it was being opened")
+    return handle
+
+
 def _checked_dataset(handle, path: Path, key: str, spec: ArraySpec, rows: int):  # noqa: ANN001, ANN202 - h5py
+    foreign = foreign_storage(handle, key)
+    if foreign is not None:
+        raise ShardFormatError(f"{path}: dataset {key!r} {foreign}")
     if key not in handle:
         raise ShardFormatError(f"{path}: no dataset {key!r}")
     dataset = handle[key]

@@ -3,11 +3,13 @@ readers check files against it, and the manifest records it. Also what a ``.npy`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -25,12 +27,14 @@ def _new_header_lock() -> None:
 os.register_at_fork(after_in_child=_new_header_lock)
 
 
-def read_npy_header(path: Path) -> tuple[tuple[int, int], tuple[int, ...], bool, np.dtype, int]:
+def read_npy_header(source: Path | BinaryIO) -> tuple[tuple[int, int], tuple[int, ...], bool, np.dtype, int]:
     """(format version, shape, Fortran order, dtype, where the data starts) from a ``.npy`` file's header.
 
-    Raises numpy's ValueError (or SyntaxError) when the file does not start with a readable header.
+    ``source`` is a path or a binary stream at the file's start (a descriptor opened with checks the path
+    cannot give). Raises numpy's ValueError (or SyntaxError) when the file does not start with a readable header.
     """
-    with open(path, "rb") as stream:
+    opened = open(source, "rb") if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext(source)
+    with opened as stream:
         version = np.lib.format.read_magic(stream)
         read = np.lib.format.read_array_header_2_0 if version >= (2, 0) else np.lib.format.read_array_header_1_0
         with _HEADER_LOCK:

@@ -3,8 +3,11 @@
 Every shard file must be present, of the recorded size, SHA-256 and CRC-32, and its header must
 agree with the manifest: the ``.npy`` header's dtype, shape (rows = the shard's sample count) and
 payload size, or the HDF5 file's dataset names, shapes and dtypes. Class labels must lie in the
-range the manifest records. The check holds a lease on the generation, so a rebuild running at the
-same time cannot delete the files being checked.
+range the manifest records. A shard that is a symbolic link or not a regular file (a FIFO would make
+the check wait forever) is a problem, never followed or opened, and so is an HDF5 dataset whose bytes
+lie outside its file (external storage, a virtual dataset, a link): hashing the shard would not cover
+them. The check holds a lease on the generation, so a rebuild running at the same time cannot delete
+the files being checked.
 """
 
 from __future__ import annotations
@@ -18,9 +21,18 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import ManifestError
+from .errors import ManifestError, ShardFormatError
 from .generations import acquire
-from .manifest import HDF5_FILE_ROLE, MANIFEST_NAME, FileInfo, LabelInfo, Manifest, hash_file, read_manifest
+from .manifest import (
+    HDF5_FILE_ROLE,
+    MANIFEST_NAME,
+    FileInfo,
+    LabelInfo,
+    Manifest,
+    hash_file,
+    read_manifest,
+)
+from .shardfiles import irregular_shard, open_shard_file
 from .specs import read_npy_header
 
 Layout = dict[str, tuple[tuple[int, ...], np.dtype]]  # array name -> (full shape, dtype) in one file
@@ -89,16 +101,25 @@ def expected_layout(manifest: Manifest, split: str, shard: int, role: str) -> La
 
 def check_file(path: Path, info: FileInfo, on_bytes: Callable[[int], object] | None = None,
                layout: Layout | None = None, fmt: str = "npy") -> str | None:
-    """What is wrong with ``path`` compared to its manifest entry (and ``layout``), or None."""
+    """What is wrong with ``path`` compared to its manifest entry (and ``layout``), or None.
+
+    ``lstat``, not ``stat``: a link is never followed and a FIFO never opened (which would wait forever).
+    """
     try:
-        size = path.stat().st_size
+        status = os.lstat(path)
     except FileNotFoundError:
         return "missing"
-    if size != info.bytes:
-        kind = "truncated" if size < info.bytes else "too long"
-        return f"{kind}: {size} bytes, the manifest says {info.bytes}"
-    problems = [] if layout is None else check_header(path, fmt, layout)
-    sha256, crc32 = hash_file(path, on_bytes)
+    irregular = irregular_shard(path, status.st_mode)
+    if irregular is not None:
+        return str(irregular).removeprefix(f"{path}: ")
+    if status.st_size != info.bytes:
+        kind = "truncated" if status.st_size < info.bytes else "too long"
+        return f"{kind}: {status.st_size} bytes, the manifest says {info.bytes}"
+    try:
+        problems = [] if layout is None else check_header(path, fmt, layout)
+        sha256, crc32 = hash_file(path, on_bytes)
+    except ShardFormatError as exc:  # replaced by a link or a FIFO since the lstat
+        return str(exc).removeprefix(f"{path}: ")
     if sha256 != info.sha256:
         problems.append(f"checksum mismatch: SHA-256 {sha256[:16]}..., the manifest says {info.sha256[:16]}...")
     elif info.crc32 is not None and crc32 != info.crc32:
@@ -116,9 +137,10 @@ def check_header(path: Path, fmt: str, layout: Layout) -> list[str]:
 
 def _check_npy(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) -> list[str]:
     try:
-        version, found_shape, fortran, found_dtype, offset = read_npy_header(path)
-    except (ValueError, SyntaxError, EOFError) as exc:
-        return [f"header: not a .npy header ({exc})"]
+        with os.fdopen(open_shard_file(path), "rb") as stream:
+            version, found_shape, fortran, found_dtype, offset = read_npy_header(stream)
+    except (ValueError, SyntaxError, EOFError):  # not numpy's message: it quotes the file's first bytes
+        return ["header: not a .npy header (no readable .npy magic and header)"]
     if version not in ((1, 0), (2, 0)):
         return [f"header: unsupported .npy version {version}"]
     problems = []
@@ -146,10 +168,11 @@ def _check_hdf5(path: Path, layout: Layout) -> list[str]:
                 f"datasets: file holds {names}, the manifest says {sorted(layout)}"]
             for key in sorted(set(names) & set(layout)):
                 shape, dtype = layout[key]
-                dataset = handle[key]
-                if not isinstance(dataset, h5py.Dataset):
-                    problems.append(f"array {key!r}: is a group, not a dataset")
+                foreign = foreign_storage(handle, key)
+                if foreign is not None:
+                    problems.append(f"array {key!r}: {foreign}")
                     continue
+                dataset = handle[key]
                 if dataset.dtype != dtype:
                     problems.append(f"array {key!r}: file says dtype {dataset.dtype.str}, "
                                     f"the manifest says {dtype.str}")
@@ -158,6 +181,34 @@ def _check_hdf5(path: Path, layout: Layout) -> list[str]:
             return problems
     except OSError as exc:
         return [f"header: not a readable HDF5 file ({str(exc).splitlines()[0]})"]
+
+
+def foreign_storage(handle, key: str) -> str | None:  # noqa: ANN001 - an h5py.File
+    """Why dataset ``key`` does not keep its bytes inside this HDF5 file, or None when it does (or is absent).
+
+    External storage, virtual datasets and external or soft links all read other files: a shard made by
+    someone else could serve ``/etc/passwd`` as training data, while ``--verify`` hashes only the shard.
+    """
+    import h5py
+
+    parts = key.split("/")
+    for depth in range(1, len(parts) + 1):  # every group on the way must be a plain member of the file
+        link = handle.get("/".join(parts[:depth]), getlink=True)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            return f"is an HDF5 {type(link).__name__} to data elsewhere, not a dataset stored in the shard file"
+    dataset = handle[key]
+    if not isinstance(dataset, h5py.Dataset):
+        return "is a group, not a dataset"
+    plist = dataset.id.get_create_plist()
+    if plist.get_layout() == h5py.h5d.VIRTUAL:
+        return "is a virtual dataset (its data lies in other files), not stored in the shard file"
+    if plist.get_layout() not in (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED):
+        return f"has HDF5 storage layout {plist.get_layout()}; shards store datasets contiguous or chunked"
+    if plist.get_external_count():
+        return "uses HDF5 external storage (its data lies in other files), not stored in the shard file"
+    return None
 
 
 def check_labels(path: Path, fmt: str, target: str, labels: LabelInfo) -> str | None:

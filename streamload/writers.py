@@ -24,6 +24,7 @@ TARGET_SHARD_BYTES = 64 * 2**20
 HDF5_CHUNK_BYTES = 64 * 2**10  # compressed HDF5 reads whole chunks: small ones keep random reads cheap
 COMPRESSIONS = ("gzip", "lzf")
 _SHARDS_HASHING_AHEAD = 2  # finished shards whose pages wait in the page cache to be hashed
+SHARD_MODE = 0o444  # finished shard files: read-only for everyone
 
 
 def default_shard_size(specs: Mapping[str, ArraySpec]) -> int:
@@ -33,7 +34,12 @@ def default_shard_size(specs: Mapping[str, ArraySpec]) -> int:
 
 
 def file_info(path: Path) -> FileInfo:
-    """Fsync a finished file and describe it by size, SHA-256 and CRC-32."""
+    """Make a finished file read-only, fsync it and describe it by size, SHA-256 and CRC-32.
+
+    Read-only (0444): readers map shards, and a file cut short under a map kills the reading process
+    (SIGBUS); nobody but root then truncates or rewrites a shard without a deliberate ``chmod`` first.
+    """
+    os.chmod(path, SHARD_MODE)
     fsync_path(path)
     sha256, crc32 = hash_file(path)
     return FileInfo(name=path.name, bytes=path.stat().st_size, sha256=sha256, crc32=crc32)

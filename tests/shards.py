@@ -66,3 +66,66 @@ def shard_folder(directory: Path) -> Path:
     from streamload.manifest import read_manifest
 
     return shard_root(directory, read_manifest(directory))
+
+
+def make_writable(path: Path) -> Path:
+    """Shards are written read-only (0444); a test that damages one on purpose first does what a user would."""
+    import os
+
+    os.chmod(path, 0o644)
+    return path
+
+
+def rehash_manifests(directory: Path) -> None:
+    """Record every shard file's current size and hashes in the manifest and its generation copy, as a
+    hostile dataset's author would: the dataset then passes every size and checksum check."""
+    import hashlib
+    import json
+    import zlib
+
+    from streamload.manifest import MANIFEST_NAME
+
+    folder = shard_folder(directory)
+    for manifest in (directory / MANIFEST_NAME, folder / MANIFEST_NAME):
+        data = json.loads(manifest.read_text())
+        for split in data["splits"].values():
+            for shard in split["shards"]:
+                for info in shard["files"].values():
+                    content = (folder / info["name"]).read_bytes()
+                    info.update(bytes=len(content), sha256=hashlib.sha256(content).hexdigest(),
+                                crc32=zlib.crc32(content))
+        manifest.write_text(json.dumps(data))
+
+
+SECRET = b"a local secret, never training data\n"
+
+
+def plant_foreign_hdf5(directory: Path, kind: str) -> bytes:
+    """Replace the first train shard (an HDF5 file) with one whose ``x`` reads a file outside it, by HDF5
+    ``external`` storage, a ``virtual`` dataset or an ``external_link``, and record it in the manifest as a
+    hostile dataset's author would. Returns the outside bytes that a reader following it would serve."""
+    import h5py
+
+    folder = shard_folder(directory)
+    shard = folder / "train-00000.h5"
+    with h5py.File(shard, "r") as handle:
+        x_shape, x_dtype, y = handle["x"].shape, handle["x"].dtype, handle["y"][()]
+    size = int(np.prod(x_shape)) * x_dtype.itemsize
+    secret = (SECRET * (size // len(SECRET) + 1))[:size]
+    outside = directory.parent / f"outside-{kind}"
+    outside.write_bytes(secret)
+    with h5py.File(directory.parent / f"outside-{kind}.h5", "w") as other:
+        other.create_dataset("data", data=np.frombuffer(secret, x_dtype).reshape(x_shape))
+    shard.unlink()
+    with h5py.File(shard, "w") as handle:
+        handle.create_dataset("y", data=y)
+        if kind == "external":
+            handle.create_dataset("x", shape=x_shape, dtype=x_dtype, external=[(str(outside), 0, size)])
+        elif kind == "virtual":
+            layout = h5py.VirtualLayout(shape=x_shape, dtype=x_dtype)
+            layout[:] = h5py.VirtualSource(str(outside) + ".h5", "data", shape=x_shape)
+            handle.create_virtual_dataset("x", layout)
+        else:
+            handle["x"] = h5py.ExternalLink(str(outside) + ".h5", "data")
+    rehash_manifests(directory)
+    return secret

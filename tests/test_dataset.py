@@ -275,3 +275,97 @@ def test_a_reader_mid_epoch_keeps_its_generation_across_a_rebuild(tmp_path, new_
         dataset.close()
     collect_garbage(directory)
     assert list_generations(directory) == [fresh.generation]  # disk: only what readers still hold
+
+
+def test_a_shard_that_is_a_symbolic_link_is_refused_at_open(tmp_path) -> None:
+    from shards import rehash_manifests, shard_folder
+
+    from streamload.errors import ShardFormatError
+
+    directory, _ = build(tmp_path, 300, "npy", 100, name="ds")
+    path = shard_folder(directory) / "train-00001.x.npy"
+    outside = tmp_path / "outside.npy"
+    np.save(outside, np.full((100, 28, 28), 7, np.uint8))  # a file outside the dataset, sized and hashed to pass
+    path.unlink()
+    path.symlink_to(outside)
+    rehash_manifests(directory)
+    with pytest.raises(ShardFormatError, match=f"^{path}: is a symbolic link; shard files must be regular files"):
+        ShardedDataset(directory).gather(np.arange(300))
+
+
+CUT_DURING_FIT = """
+import os, sys
+import keras
+import numpy as np
+from streamload import StreamingGenerator
+from streamload.errors import ShardChangedError
+
+directory, victim, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+class CutAShard(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1:  # every shard has been read by now (shuffled batches): all are mapped
+            os.chmod(victim, 0o644)  # what a user would do first: shards are written read-only
+            os.truncate(victim, 4096)
+
+generator = StreamingGenerator(directory, batch_size=64, seed=1, workers=workers)
+model = keras.Sequential([keras.Input((256,)), keras.layers.Dense(1)])
+model.compile(optimizer="sgd", loss="mse")
+try:
+    model.fit(generator, epochs=3, verbose=0, callbacks=[CutAShard()])
+except ShardChangedError as exc:
+    print(f"ShardChangedError: {exc}")
+    sys.exit(3)
+print("trained on")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2], ids=["main-thread", "threads"])
+def test_a_shard_cut_while_fit_runs_ends_fit_with_a_named_error(tmp_path, workers) -> None:
+    """A child runs model.fit: on main the reader touched the cut file's unmapped pages and died by SIGBUS
+    (exit 135 from a shell, -7 here) with no word of which file; now fit stops with the error naming it."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+    from shards import shard_folder
+
+    from streamload import ArraySource, BuildOptions, build_dataset
+
+    directory = tmp_path / "ds"
+    rng = np.random.default_rng(0)
+    build_dataset({"train": ArraySource(x=rng.random((1000, 256), np.float32), y=rng.random(1000, np.float32))},
+                  directory, BuildOptions(shard_size=100, progress=False))  # 100 KiB of x per shard: 25 pages
+    victim = shard_folder(directory) / "train-00004.x.npy"
+    result = subprocess.run([sys.executable, "-c", CUT_DURING_FIT, str(directory), str(victim), str(workers)],
+                            capture_output=True, text=True, timeout=300, env=subprocess_env(KERAS_BACKEND="jax"))
+    assert result.returncode == 3, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert result.stdout.startswith(f"ShardChangedError: {victim}: the shard file changed while the dataset was "
+                                    "reading it (cut from 102528 to 4096 bytes)")
+
+
+@pytest.mark.parametrize("change", ["rewrite", "touch", "cut"])
+def test_a_shard_changed_after_opening_fails_the_next_gather_naming_it(tmp_path, change) -> None:
+    """The dataset watches its open shards (inotify) instead of an fstat per file per batch: a write, a touch
+    or a cut past the rows read must all still stop the next gather, before any page is touched."""
+    from shards import make_writable, shard_folder
+
+    from streamload.errors import ShardChangedError
+
+    directory, arrays = build(tmp_path, 400, "npy", 100, name="ds")
+    dataset = ShardedDataset(directory)
+    assert np.array_equal(dataset.gather(np.arange(0, 400, 7))["x"], arrays["x"][::7])  # every shard open
+    assert not any(dataset.reader(shard).check_each_take for shard in range(4))  # watched: no fstat per read
+    path = make_writable(shard_folder(directory) / "train-00002.x.npy")
+    assert np.array_equal(dataset.gather(np.arange(0, 400, 7))["x"], arrays["x"][::7])  # a chmod alone: not data
+    if change == "rewrite":
+        with open(path, "r+b") as stream:
+            stream.seek(-4, os.SEEK_END)
+            stream.write(b"\0\0\0\0")
+    elif change == "touch":
+        os.utime(path, ns=(0, 0))
+    else:
+        os.truncate(path, path.stat().st_size - 1)  # the last page stays mapped: no SIGBUS, so safe in-process
+    with pytest.raises(ShardChangedError, match=f"^{path}: the shard file changed while the dataset was reading"):
+        dataset.gather(np.array([250]))

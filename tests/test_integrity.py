@@ -3,7 +3,7 @@ hashed once per generation, not once per process or epoch."""
 
 import numpy as np
 import pytest
-from shards import build
+from shards import build, make_writable
 
 from streamload import BatchLoader, ShardCorruptError
 from streamload.integrity import RECORD, crc32_file
@@ -11,7 +11,7 @@ from streamload.manifest import read_manifest
 
 
 def flip_byte(path, offset: int) -> None:
-    with open(path, "r+b") as stream:
+    with open(make_writable(path), "r+b") as stream:  # shards are written read-only
         stream.seek(offset)
         value = stream.read(1)[0]
         stream.seek(offset)

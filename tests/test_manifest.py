@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,44 @@ DAMAGES = {  # what is broken -> the field the error must name
                             "labels: label range \\[0, 5\\] does not lie in \\[0, 2\\)"),
     "generation with a path": (lambda d: d.update(generation="../x"), "generation: must be a plain file name"),
 }
+
+
+def _named(name: str) -> Callable[[dict], None]:
+    return lambda d: d["splits"]["train"]["shards"][0]["files"]["x"].update(name=name)
+
+
+NOT_SHARD_NAMES = {  # a name streamload never writes; newlines would become lines of the .verified record
+    "newline": "train-00000.x\nimport os; os.system(0).npy",
+    "carriage return": "train-00000.x\r.npy",
+    "escape sequence": "train-00000.\x1b[2Jx.npy",
+    "unicode line separator": "train-00000.x\u2028.npy",
+    "another file of the dataset": "manifest.json",
+    "the .verified record": ".verified",
+    "no shard number": "train.x.npy",
+    "short shard number": "train-0.x.npy",
+    "another suffix": "train-00000.x.pth",
+    "another split's file": "test-00000.x.npy",
+}
+
+
+@pytest.mark.parametrize("name", NOT_SHARD_NAMES.values(), ids=list(NOT_SHARD_NAMES))
+def test_shard_names_other_than_streamloads_are_refused(tmp_path: Path, name: str) -> None:
+    data = _valid_dict()
+    _named(name)(data)
+    _write(tmp_path, json.dumps(data))
+    with pytest.raises(ManifestError, match=f"{SHARD}.files.x.name: must be a shard file name as streamload writes "
+                                            "them for split 'train'") as caught:
+        read_manifest(tmp_path)
+    message = str(caught.value)
+    assert message.isprintable() and ascii(name)[:120] in message  # shown escaped, never raw
+
+
+@pytest.mark.parametrize("name", ["train-00000.x.npy", "train-123456.image feature.npy", "train-00042.h5"])
+def test_shard_names_streamload_writes_are_accepted(tmp_path: Path, name: str) -> None:
+    data = _valid_dict()
+    _named(name)(data)
+    _write(tmp_path, json.dumps(data))
+    assert read_manifest(tmp_path).split("train").shards[0].files["x"].name == name
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from shards import build, shard_folder, vm_flags_of_mappings
+from shards import build, make_writable, plant_foreign_hdf5, shard_folder, vm_flags_of_mappings
 
 from streamload.errors import ShardFormatError
 from streamload.layout import shard_root
@@ -85,7 +85,8 @@ def test_contiguous_hdf5_is_memory_mapped_and_h5py_closed(tmp_path) -> None:
     assert open_descriptors_of(path) == 4
     chunked_directory, _ = build(tmp_path, 300, "hdf5", compression="gzip")
     chunked = first_reader(chunked_directory)
-    assert open_descriptors_of(next(shard_folder(chunked_directory).glob("train-*.h5"))) == 1  # h5py keeps it
+    # h5py keeps its own, and each chunked dataset one for read hints and change checks
+    assert open_descriptors_of(next(shard_folder(chunked_directory).glob("train-*.h5"))) == 3
     assert chunked.arrays["x"].fd is not None and chunked.arrays["x"].dataset.id.valid
     with h5py.File(path, "r") as handle:
         assert reader.arrays["x"].offset == handle["x"].id.get_offset()
@@ -156,7 +157,7 @@ def test_truncated_npy_is_refused_naming_the_file(tmp_path) -> None:
     directory, _ = build(tmp_path, 100, "npy")
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["x"].name
-    os.truncate(path, path.stat().st_size - 1)
+    os.truncate(make_writable(path), path.stat().st_size - 1)
     with pytest.raises(ShardFormatError, match=rf"{path}: truncated: {path.stat().st_size} bytes"):
         first_reader(directory)
 
@@ -166,7 +167,7 @@ def test_truncated_hdf5_is_refused_naming_the_file(tmp_path, compression) -> Non
     directory, _ = build(tmp_path, 100, "hdf5", compression=compression)
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["hdf5"].name
-    os.truncate(path, path.stat().st_size - 1000)
+    os.truncate(make_writable(path), path.stat().st_size - 1000)
     with pytest.raises(ShardFormatError, match=f"^{path}: .*truncated"):
         first_reader(directory)
 
@@ -180,7 +181,7 @@ def test_npy_header_disagreeing_with_the_manifest_is_refused(tmp_path, stored, e
     directory, _ = build(tmp_path, 100, "npy")
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["x"].name
-    np.save(path, stored)
+    np.save(make_writable(path), stored)
     with pytest.raises(ShardFormatError, match=f"^{path}: {expected}"):
         first_reader(directory)
 
@@ -196,7 +197,7 @@ def test_hdf5_dataset_missing_or_of_the_wrong_shape_is_refused(tmp_path) -> None
     directory, _ = build(tmp_path, 100, "hdf5")
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["hdf5"].name
-    with h5py.File(path, "r+") as handle:
+    with h5py.File(make_writable(path), "r+") as handle:
         del handle["y"]
     with pytest.raises(ShardFormatError, match=f"^{path}: no dataset 'y'"):
         first_reader(directory)
@@ -210,7 +211,7 @@ def test_a_file_that_is_not_hdf5_is_refused(tmp_path) -> None:
     directory, _ = build(tmp_path, 10, "hdf5")
     _, shard, _ = first_shard(directory)
     path = _root(directory) / shard.files["hdf5"].name
-    path.write_bytes(b"\0" * 4096)
+    make_writable(path).write_bytes(b"\0" * 4096)
     with pytest.raises(ShardFormatError, match=f"^{path}: cannot open as HDF5"):
         first_reader(directory)
 
@@ -258,3 +259,171 @@ def test_npy_headers_are_parsed_one_at_a_time_across_threads(tmp_path, monkeypat
     for thread in threads:
         thread.join()
     assert most[0] == 1 and all(dataset.reader(s) is not None for s in range(12))
+
+
+# --- shards that changed, lie outside the dataset or are damaged --------------------------------------
+
+CUT_UNDER_THE_MAP = """
+import os, sys
+import numpy as np
+from streamload.dataset import ShardedDataset
+from streamload.errors import ShardChangedError
+from streamload.layout import shard_root
+from streamload.manifest import read_manifest
+from streamload.readers import open_reader
+
+directory, victim, via = sys.argv[1:]
+if via == "reader":  # on its own: an fstat before every read
+    manifest = read_manifest(directory)
+    split = manifest.split("train")
+    reader = open_reader(manifest.format, shard_root(directory, manifest), split.shards[0], split.arrays)
+    read = lambda row: reader.take("x", np.array([row]))
+else:  # under a dataset: inotify says when to fstat
+    dataset = ShardedDataset(directory)
+    read = lambda row: dataset.gather(np.array([row]))
+read(0)  # mapped and read
+os.chmod(victim, 0o644)
+os.truncate(victim, 4096)
+try:
+    read(99)  # a row whose pages are gone
+except ShardChangedError as exc:
+    print(exc)
+    sys.exit(3)
+print("served")
+"""
+
+
+@pytest.mark.parametrize("via", ["reader", "dataset"])
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_a_shard_cut_under_its_map_is_a_named_error_not_sigbus(tmp_path, fmt, via) -> None:
+    """In a child process: touching the unmapped pages would kill it with SIGBUS (exit -7), not fail a test."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    directory, _ = build(tmp_path, 100, fmt)
+    _, shard, _ = first_shard(directory)
+    path = _root(directory) / shard.files["x" if fmt == "npy" else "hdf5"].name
+    result = subprocess.run([sys.executable, "-c", CUT_UNDER_THE_MAP, str(directory), str(path), via],
+                            capture_output=True, text=True, timeout=120, env=subprocess_env())
+    assert result.returncode == 3, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.startswith(f"{path}: the shard file changed while the dataset was reading it (cut from ")
+
+
+@pytest.mark.parametrize("fmt,compression", FORMATS)
+def test_a_shard_rewritten_in_place_after_opening_is_a_named_error(tmp_path, fmt, compression) -> None:
+    from streamload.errors import ShardChangedError
+
+    directory, arrays = build(tmp_path, 100, fmt, compression=compression)
+    reader = first_reader(directory)
+    assert np.array_equal(reader.take("x", np.array([5])), arrays["x"][[5]])
+    _, shard, _ = first_shard(directory)
+    path = _root(directory) / shard.files["x" if fmt == "npy" else "hdf5"].name
+    with open(make_writable(path), "r+b") as stream:  # same size, other bytes: no crash, wrong data
+        stream.seek(-10, os.SEEK_END)
+        stream.write(b"0123456789")
+    with pytest.raises(ShardChangedError, match=f"^{path}: the shard file changed .*written or touched in place"):
+        reader.take("x", np.array([5, 99]))
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf"])
+def test_a_chunk_that_fails_to_decompress_names_the_shard(tmp_path, compression) -> None:
+    from streamload import ArraySource, BuildOptions, build_dataset
+    from streamload.errors import ShardCorruptError, ShardDecodeError
+
+    arrays = {"x": np.repeat(np.arange(300, dtype=np.uint8), 28 * 28).reshape(300, 28, 28),  # compressible
+              "y": np.zeros(300, np.uint8)}
+    directory = tmp_path / "ds"
+    build_dataset({"train": ArraySource(**arrays)}, directory, BuildOptions(format="hdf5", compression=compression,
+                                                                          progress=False))
+    path = shard_folder(directory) / "train-00000.h5"
+    with h5py.File(path, "r") as handle:
+        chunk = handle["x"].id.get_chunk_info_by_coord((0, 0, 0))
+        chunk_rows = handle["x"].chunks[0]
+    assert chunk.filter_mask == 0  # stored compressed (a chunk that does not shrink is stored raw)
+    with open(make_writable(path), "r+b") as stream:  # the file keeps its size: only the chunk is damaged
+        stream.seek(chunk.byte_offset)
+        stream.write(b"\xff" * chunk.size)
+    reader = first_reader(directory)
+    assert np.array_equal(reader.take("x", np.array([chunk_rows])), arrays["x"][[chunk_rows]])  # other chunks read
+    with pytest.raises(ShardDecodeError, match=f"^{path}: dataset 'x', rows 0..{chunk_rows - 1}: a stored chunk "
+                                               "cannot be read back .*the file is damaged") as caught:
+        reader.take("x", np.array([1]))
+    assert isinstance(caught.value, ShardCorruptError) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_a_shard_that_is_a_symbolic_link_is_refused(tmp_path, fmt) -> None:
+    directory, _ = build(tmp_path, 100, fmt)
+    _, shard, _ = first_shard(directory)
+    path = _root(directory) / shard.files["x" if fmt == "npy" else "hdf5"].name
+    outside = tmp_path / "outside"
+    path.rename(outside)  # the same bytes, reached through a link: a link could as well lead to /etc/passwd
+    path.symlink_to(outside)
+    expected = f"^{path}: is a symbolic link; shard files must be regular files inside the dataset folder$"
+    with pytest.raises(ShardFormatError, match=expected):
+        first_reader(directory)
+
+
+OPEN_FIRST_SHARD = """
+import sys
+from streamload.dataset import ShardedDataset
+from streamload.errors import ShardFormatError
+
+try:
+    ShardedDataset(sys.argv[1]).reader(0)
+except ShardFormatError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_a_shard_that_is_a_fifo_is_refused_without_waiting(tmp_path, fmt) -> None:
+    """In a child process with a time limit: h5py waits in open() holding the GIL, so no thread could end it."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    from streamload.manifest import MANIFEST_NAME
+
+    directory, _ = build(tmp_path, 100, fmt)
+    _, shard, _ = first_shard(directory)
+    path = _root(directory) / shard.files["x" if fmt == "npy" else "hdf5"].name
+    path.unlink()
+    os.mkfifo(path)
+    for manifest in (directory / MANIFEST_NAME, _root(directory) / MANIFEST_NAME):  # its recorded size: a FIFO's
+        data = json.loads(manifest.read_text())
+        data["splits"]["train"]["shards"][0]["files"]["x" if fmt == "npy" else "hdf5"]["bytes"] = 0
+        manifest.write_text(json.dumps(data))
+    try:
+        result = subprocess.run([sys.executable, "-c", OPEN_FIRST_SHARD, str(directory)], capture_output=True,
+                                text=True, timeout=60, env=subprocess_env())
+    except subprocess.TimeoutExpired:
+        pytest.fail("opening a shard that is a FIFO waited for a writer")
+    assert result.stdout.strip() == f"{path}: is not a regular file; shard files must be regular files inside the " \
+                                    "dataset folder", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("kind", ["external", "virtual", "external_link"])
+def test_hdf5_data_stored_outside_the_shard_is_refused(tmp_path, kind) -> None:
+    from streamload.dataset import ShardedDataset
+
+    directory, _ = build(tmp_path, 100, "hdf5", name="ds")
+    secret = plant_foreign_hdf5(directory, kind)
+    words = {"external": "uses HDF5 external storage", "virtual": "is a virtual dataset",
+             "external_link": "is an HDF5 ExternalLink to data elsewhere"}[kind]
+    dataset = ShardedDataset(directory)
+    with pytest.raises(ShardFormatError, match=f"^{shard_folder(directory) / 'train-00000.h5'}: dataset 'x' {words}"):
+        served = dataset.gather(np.arange(100))["x"]
+        assert served.tobytes() != secret  # what main did: the outside file as training data
+
+
+def test_errors_never_quote_the_bytes_of_a_file(tmp_path) -> None:
+    path = tmp_path / "bad.npy"
+    path.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(ShardFormatError) as caught:
+        npy_data_offset(path, ArraySpec("|u1", (28, 28)), 1)
+    assert str(caught.value) == f"{path}: not a valid .npy file (no readable .npy magic and header)"

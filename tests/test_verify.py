@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SyntheticMnist
+from shards import build, make_writable, plant_foreign_hdf5, rehash_manifests, shard_folder
 
 from streamload.build import BuildOptions, build_dataset
 from streamload.errors import ManifestError
@@ -38,6 +39,7 @@ def _root(dataset: Path) -> Path:
 
 
 def _flip_middle_byte(path: Path) -> None:
+    make_writable(path)  # shards are written read-only
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
@@ -50,7 +52,7 @@ def test_sound_dataset_has_no_problems(dataset: Path) -> None:
 def test_truncated_shard(dataset: Path) -> None:
     name = _shard_file(dataset, "train", 1)
     size = (_root(dataset) / name).stat().st_size
-    with open(_root(dataset) / name, "r+b") as stream:
+    with open(make_writable(_root(dataset) / name), "r+b") as stream:
         stream.truncate(size - 100)
     problems = verify_dataset(dataset, progress=False)
     assert [(p.split, p.shard, p.file) for p in problems] == [("train", 1, name)]
@@ -59,7 +61,7 @@ def test_truncated_shard(dataset: Path) -> None:
 
 def test_shard_with_bytes_appended(dataset: Path) -> None:
     name = _shard_file(dataset, "test", 0)
-    with open(_root(dataset) / name, "ab") as stream:
+    with open(make_writable(_root(dataset) / name), "ab") as stream:
         stream.write(b"\0")
     problems = verify_dataset(dataset, progress=False)
     assert [(p.split, p.shard, p.file) for p in problems] == [("test", 0, name)]
@@ -216,3 +218,61 @@ def test_manifest_and_its_generation_copy_must_agree(dataset: Path) -> None:
     problems = verify_dataset(dataset, progress=False)
     assert str(problems[0]) == f"{read_manifest(dataset).generation}/{MANIFEST_NAME}: differs from " \
                                f"{dataset / MANIFEST_NAME}"
+
+
+# --- hostile shards: links, FIFOs, data outside the file, contents in messages ------------------------
+
+
+def test_a_shard_that_is_a_symbolic_link_is_a_problem(dataset: Path) -> None:
+    name = _shard_file(dataset, "train", 1)
+    outside = dataset.parent / "outside"
+    (_root(dataset) / name).rename(outside)  # the very bytes the manifest records, reached through a link
+    (_root(dataset) / name).symlink_to(outside)
+    assert _problems(dataset) == [("train", 1, "is a symbolic link; shard files must be regular files inside the "
+                                                "dataset folder")]
+
+
+VERIFY = "import sys; from streamload.verify import verify_dataset; print(*verify_dataset(sys.argv[1], progress=False))"
+
+
+def test_a_shard_that_is_a_fifo_is_a_problem_without_waiting(dataset: Path) -> None:
+    """In a child with a time limit: opening a FIFO waits for a writer (h5py waits holding the GIL)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    name = _shard_file(dataset, "train", 1)
+    (_root(dataset) / name).unlink()
+    os.mkfifo(_root(dataset) / name)
+
+    def change(data: dict) -> None:  # the size a FIFO has, so that only opening it can tell
+        next(iter(data["splits"]["train"]["shards"][1]["files"].values()))["bytes"] = 0
+    _edit(dataset, change)
+    try:
+        result = subprocess.run([sys.executable, "-c", VERIFY, str(dataset)], capture_output=True, text=True,
+                                timeout=60, env=subprocess_env())
+    except subprocess.TimeoutExpired:
+        pytest.fail("--verify waited on a shard that is a FIFO")
+    assert result.stdout.strip() == f"{name} (split 'train', shard 1): is not a regular file; shard files must be " \
+                                    "regular files inside the dataset folder", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("kind", ["external", "virtual", "external_link"])
+def test_hdf5_data_stored_outside_the_shard_is_a_problem(tmp_path: Path, kind: str) -> None:
+    directory, _ = build(tmp_path, 100, "hdf5", name="ds")
+    plant_foreign_hdf5(directory, kind)  # sizes and hashes of the shard file recorded: only its layout tells
+    words = {"external": "uses HDF5 external storage (its data lies in other files), not stored in the shard file",
+             "virtual": "is a virtual dataset (its data lies in other files), not stored in the shard file",
+             "external_link": "is an HDF5 ExternalLink to data elsewhere, not a dataset stored in the shard file"}[kind]
+    assert _problems(directory) == [("train", 0, f"array 'x': {words}")]
+
+
+def test_problems_never_quote_the_bytes_of_a_file(tmp_path: Path) -> None:
+    directory, _ = build(tmp_path, 100, "npy", name="ds")
+    path = shard_folder(directory) / "train-00000.x.npy"
+    path.unlink()
+    path.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    rehash_manifests(directory)
+    assert _problems(directory) == [("train", 0, "header: not a .npy header (no readable .npy magic and header)")]

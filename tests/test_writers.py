@@ -4,6 +4,7 @@ stores the samples exactly, and a source that breaks its promises is caught."""
 from __future__ import annotations
 
 import hashlib
+import stat
 from pathlib import Path
 
 import h5py
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from streamload.errors import InvalidOptionError, SourceMismatchError
-from streamload.manifest import ArraySpec, ShardInfo
+from streamload.manifest import SHARD_NAME, ArraySpec, ShardInfo
 from streamload.writers import (
     HDF5_CHUNK_BYTES,
     TARGET_SHARD_BYTES,
@@ -88,6 +89,16 @@ def test_file_names_follow_split_and_shard_number(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     h5 = _write(tmp_path / "b", "hdf5", None, 10, [], _arrays())
     assert [shard.files["hdf5"].name for shard in h5] == [f"train-{i:05d}.h5" for i in range(3)]
+    names = [info.name for shard in npy + h5 for info in shard.files.values()]
+    assert all(SHARD_NAME.fullmatch(name)["split"] == "train" for name in names)  # what manifests may name
+
+
+@pytest.mark.parametrize("fmt, compression", FORMATS, ids=["npy", "hdf5", "hdf5-gzip", "hdf5-lzf"])
+def test_finished_shards_are_read_only(tmp_path: Path, fmt: str, compression: str | None) -> None:
+    """Readers map shards: a file cut short under a map kills the reader (SIGBUS), so none is left writable."""
+    shards = _write(tmp_path, fmt, compression, 10, [], _arrays())
+    modes = {stat.S_IMODE((tmp_path / info.name).stat().st_mode) for shard in shards for info in shard.files.values()}
+    assert modes == {0o444}
 
 
 @pytest.mark.parametrize("compression", [None, "gzip", "lzf"])
