@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import BUILD_SCRIPT, MakeMnist, SyntheticMnist, leftovers, read_split, subprocess_env, tree_snapshot
+from shards import make_writable
 
 from streamload.cli import main
 from streamload.manifest import read_manifest
@@ -171,9 +172,9 @@ def test_verify_exit_codes_and_bad_file_names(existing: Path) -> None:
     manifest = read_manifest(existing)
     root, shards = existing / str(manifest.generation), manifest.split("train").shards
     truncated, flipped = shards[0].files["x"].name, shards[0].files["y"].name
-    with open(root / truncated, "r+b") as stream:
+    with open(make_writable(root / truncated), "r+b") as stream:
         stream.truncate(10)
-    data = bytearray((root / flipped).read_bytes())
+    data = bytearray(make_writable(root / flipped).read_bytes())
     data[-3] ^= 0x80  # a label: the header is intact
     (root / flipped).write_bytes(bytes(data))
     bad = _run("--verify", str(existing), "--quiet")

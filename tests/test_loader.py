@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
-from shards import build, shard_folder, vm_flags_of_mappings
+from shards import build, make_writable, shard_folder, vm_flags_of_mappings
 
 from streamload.errors import InvalidOptionError, LabelRangeError
 from streamload.loader import BatchLoader, access_advice, batches_per_epoch
@@ -140,7 +140,7 @@ def test_a_corrupt_label_names_its_shard_file_sample_and_verify(tmp_path, fmt) -
         path = shard_folder(directory) / "train-00001.h5"
         with h5py.File(path, "r") as handle:
             position = handle["y"].id.get_offset() + row
-    with open(path, "r+b") as stream:  # one flipped byte, as a bad disk would
+    with open(make_writable(path), "r+b") as stream:  # one flipped byte, as a bad disk would
         stream.seek(position)
         stream.write(bytes([200]))
     loader = BatchLoader(directory, "train", batch_size=32, seed=5)
