@@ -25,9 +25,10 @@ from typing import Any
 import keras
 
 from .durable import fsync_path, replace_durably, write_durably
-from .errors import CheckpointError, ForeignDataError, InvalidOptionError
+from .errors import CheckpointError, ForeignDataError
 from .generator import StreamingGenerator
 from .layout import is_real_folder, is_regular_file
+from .options import check_int
 
 _POINTER = "latest.json"
 _WEIGHTS, _META = "model.weights.h5", "meta.json"
@@ -61,9 +62,8 @@ class TrainingCheckpoint(EpochSync):
     def __init__(self, directory: str | os.PathLike, generator: StreamingGenerator, save_freq: int = 1000,
                  keep_on_success: bool = False) -> None:
         super().__init__(generator)
-        if not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1:
-            raise InvalidOptionError(f"save_freq must be a positive number of batches, got {save_freq!r}")
-        self.directory, self.generator, self.save_freq = Path(directory), generator, save_freq
+        self.directory, self.generator = Path(directory), generator
+        self.save_freq = check_int("save_freq (batches between saves)", save_freq, 1)
         self.keep_on_success = keep_on_success
         self._since_save = 0
         self._epoch = 0

@@ -10,6 +10,7 @@ naming the field, because continuing would silently skip or repeat samples.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from numbers import Integral
 from typing import Any
 
 from .epochs import StreamPoint
@@ -45,8 +46,10 @@ def check_state(loader: BatchLoader, state: Mapping[str, Any]) -> StreamPoint:
     if not _is_int(epoch) or epoch < 0 or not _is_int(sample) or not 0 <= sample <= samples:
         raise InvalidOptionError(f"loader state position epoch={epoch!r}, sample={sample!r} is outside "
                                  f"epochs >= 0 and samples [0, {samples}]")
+    epoch, sample = int(epoch), int(sample)
     return StreamPoint(epoch + 1, 0) if sample == samples else StreamPoint(epoch, sample)
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """Any integral number (a state built with numpy values too), never a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool)

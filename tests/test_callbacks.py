@@ -76,6 +76,7 @@ def test_checkpoint_options_are_checked_and_a_finished_run_removes_only_its_own_
     for bad in (0, -3, 2.5, True):
         with pytest.raises(InvalidOptionError, match="save_freq"):
             TrainingCheckpoint(tmp_path / "ck", gen, save_freq=bad)
+    assert TrainingCheckpoint(tmp_path / "ck", gen, save_freq=np.int64(7)).save_freq == 7  # any integral number
     folder = tmp_path / "ck"
     folder.mkdir()
     (folder / "notes.txt").write_text("the user's own file")

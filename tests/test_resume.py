@@ -55,3 +55,14 @@ def test_a_state_saved_with_other_block_geometry_or_pipeline_is_refused(data, sa
     with pytest.raises(InvalidOptionError, match=field):
         other.load_state_dict(state)
     raw(directory, batch_size=64, seed=3, **saved).load_state_dict(state)  # the same loader resumes it
+
+
+def test_a_state_holding_numpy_integers_is_taken(data) -> None:
+    directory, _ = data
+    gen = raw(directory, batch_size=64, seed=3)
+    state = gen.state_dict(batches_done=5)
+    resumed = raw(directory, batch_size=64, seed=3)
+    resumed.load_state_dict({**state, "epoch": np.int64(0), "sample": np.int64(320)})
+    assert np.array_equal(sample_ids(resumed[0][0]), sample_ids(gen[5][0]))
+    with pytest.raises(InvalidOptionError, match="outside"):
+        resumed.load_state_dict({**state, "sample": True})
