@@ -14,6 +14,7 @@ import keras
 
 from .batching import Batch, Transform
 from .epochs import BatchStream, StreamPoint
+from .errors import InvalidOptionError
 from .loader import BatchLoader
 from .options import LoaderOptions
 from .resume import check_state, loader_state
@@ -86,13 +87,21 @@ class StreamingGenerator(keras.utils.PyDataset):
         self.stream.set_pass(keras_epoch - self.stream.start.epoch)
 
     def state_dict(self, batches_done: int | None = None, keras_epoch: int | None = None) -> dict[str, Any]:
-        """Where the stream stands after ``batches_done`` batches (default: all) of the current pass.
+        """Where the stream stands after ``batches_done`` batches of the current pass.
 
-        ``keras_epoch`` names the pass by Keras' epoch number instead (what a callback knows).
+        Without ``batches_done``: after the batches served in order, 0, 1, ... up to the first one not
+        requested in this pass, so a state never claims a batch that was not served (a loop that read
+        batches 0..11 of 20 resumes at batch 12). In ``fit``, workers request batches ahead of training,
+        so callbacks pass the count of batches trained (``TrainingCheckpoint`` does). ``keras_epoch``
+        names the pass by Keras' epoch number instead (what a callback knows); it needs ``batches_done``.
         """
+        if batches_done is None:
+            if keras_epoch is not None:
+                raise InvalidOptionError("state_dict(keras_epoch=...) needs batches_done: the batches served in "
+                                         "order are known only for the current pass")
+            batches_done = self.stream.served_prefix()
         number = self.stream.pass_number if keras_epoch is None else keras_epoch - self.stream.start.epoch
-        done = self.loader.num_batches if batches_done is None else batches_done
-        return loader_state(self.loader, self.stream.point(self.stream.served(number, done)))
+        return loader_state(self.loader, self.stream.point(self.stream.served(number, batches_done)))
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue a stream saved by :meth:`state_dict`: the next pass starts at its first unseen sample.
