@@ -18,6 +18,7 @@ from .errors import InvalidOptionError
 from .loader import BatchLoader
 from .options import LoaderOptions
 from .resume import check_state, loader_state
+from .workers import WorkerRoster, watch
 
 
 class StreamingGenerator(keras.utils.PyDataset):
@@ -50,6 +51,10 @@ class StreamingGenerator(keras.utils.PyDataset):
         sampler = self.loader.sampler
         self.stream = BatchStream(sampler.num_batches, sampler.samples_per_epoch, sampler.batch_size,
                                   self.options.drop_remainder, shared=use_multiprocessing)
+        self.roster: WorkerRoster | None = None
+        if use_multiprocessing:  # a worker process that dies must end fit, not hang it (streamload.workers)
+            self.roster = WorkerRoster(sampler.num_batches, self.loader.dataset.directory)
+            watch(self.roster)
 
     @property
     def options(self) -> LoaderOptions:
@@ -72,7 +77,13 @@ class StreamingGenerator(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> Batch:
         if not 0 <= index < self.loader.num_batches:
             raise IndexError(f"batch {index} out of range for {self.loader.num_batches} batches")
-        return self.loader.load(*self.stream.locate(index))
+        if self.roster is None:
+            return self.loader.load(*self.stream.locate(index))
+        self.roster.reading(index)
+        try:
+            return self.loader.load(*self.stream.locate(index))
+        finally:
+            self.roster.done(index)
 
     def on_epoch_end(self) -> None:
         """Keras ended an epoch: the next pass starts once every batch of this one was requested."""
