@@ -32,7 +32,7 @@ _HOMES = {
     "read_manifest": "manifest", "LoaderOptions": "options", "BatchLoader": "loader", "batches_per_epoch": "loader",
     "verify_dataset": "verify",
     "StreamingGenerator": "generator", "EpochSync": "callbacks", "TrainingCheckpoint": "callbacks",
-    "as_tf_dataset": "tfdata",
+    "as_tf_dataset": "tfdata", "tf_state_after": "tfdata",
 }
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ if TYPE_CHECKING:
         numpy_sources,
         split_validation,
     )
-    from .tfdata import as_tf_dataset
+    from .tfdata import as_tf_dataset, tf_state_after
     from .verify import verify_dataset
 
 
@@ -106,5 +106,5 @@ __all__ = [
     "SourceMismatchError", "SourceNotFoundError", "SplitSource", "StreamingGenerator", "StreamloadError",
     "TrainingCheckpoint", "WorkerError", "__version__", "as_tf_dataset", "batches_per_epoch", "build_dataset",
     "csv_sources", "image_folder_sources", "mnist_sources", "numpy_sources", "read_manifest", "split_validation",
-    "verify_dataset",
+    "tf_state_after", "verify_dataset",
 ]

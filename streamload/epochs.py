@@ -79,6 +79,14 @@ class BatchStream:
         epochs, batch = divmod(served - first, self.num_batches)
         return self.start.epoch + 1 + epochs, batch, 0
 
+    def served_prefix(self) -> int:
+        """Batches 0..k-1 of the current pass that were all requested: what a state may claim was served.
+
+        A request out of order (batch 15 after batch 11) does not count until the gap before it is filled.
+        """
+        missing = np.flatnonzero(self._requests()[:self.num_batches] != self._tag)
+        return int(missing[0]) if len(missing) else self.num_batches
+
     def served(self, pass_number: int, batches_done: int) -> int:
         """Batches from the stream's start after ``batches_done`` batches of pass ``pass_number``."""
         return pass_number * self.num_batches + batches_done

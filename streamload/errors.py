@@ -66,7 +66,7 @@ class MissingDependencyError(StreamloadError, ImportError):
 
 
 class WorkerError(StreamloadError, RuntimeError):
-    """A worker process (image decoding) failed or died; the message carries its last error line."""
+    """A worker process (image decoding, a Keras data worker under fit) failed or died; the message names it."""
 
 
 class DatasetBusyError(StreamloadError, BlockingIOError):

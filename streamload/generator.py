@@ -14,9 +14,11 @@ import keras
 
 from .batching import Batch, Transform
 from .epochs import BatchStream, StreamPoint
+from .errors import InvalidOptionError
 from .loader import BatchLoader
 from .options import LoaderOptions
 from .resume import check_state, loader_state
+from .workers import WorkerRoster, watch
 
 
 class StreamingGenerator(keras.utils.PyDataset):
@@ -49,6 +51,10 @@ class StreamingGenerator(keras.utils.PyDataset):
         sampler = self.loader.sampler
         self.stream = BatchStream(sampler.num_batches, sampler.samples_per_epoch, sampler.batch_size,
                                   self.options.drop_remainder, shared=use_multiprocessing)
+        self.roster: WorkerRoster | None = None
+        if use_multiprocessing:  # a worker process that dies must end fit, not hang it (streamload.workers)
+            self.roster = WorkerRoster(sampler.num_batches, self.loader.dataset.directory)
+            watch(self.roster)
 
     @property
     def options(self) -> LoaderOptions:
@@ -71,7 +77,13 @@ class StreamingGenerator(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> Batch:
         if not 0 <= index < self.loader.num_batches:
             raise IndexError(f"batch {index} out of range for {self.loader.num_batches} batches")
-        return self.loader.load(*self.stream.locate(index))
+        if self.roster is None:
+            return self.loader.load(*self.stream.locate(index))
+        self.roster.reading(index)
+        try:
+            return self.loader.load(*self.stream.locate(index))
+        finally:
+            self.roster.done(index)
 
     def on_epoch_end(self) -> None:
         """Keras ended an epoch: the next pass starts once every batch of this one was requested."""
@@ -86,13 +98,21 @@ class StreamingGenerator(keras.utils.PyDataset):
         self.stream.set_pass(keras_epoch - self.stream.start.epoch)
 
     def state_dict(self, batches_done: int | None = None, keras_epoch: int | None = None) -> dict[str, Any]:
-        """Where the stream stands after ``batches_done`` batches (default: all) of the current pass.
+        """Where the stream stands after ``batches_done`` batches of the current pass.
 
-        ``keras_epoch`` names the pass by Keras' epoch number instead (what a callback knows).
+        Without ``batches_done``: after the batches served in order, 0, 1, ... up to the first one not
+        requested in this pass, so a state never claims a batch that was not served (a loop that read
+        batches 0..11 of 20 resumes at batch 12). In ``fit``, workers request batches ahead of training,
+        so callbacks pass the count of batches trained (``TrainingCheckpoint`` does). ``keras_epoch``
+        names the pass by Keras' epoch number instead (what a callback knows); it needs ``batches_done``.
         """
+        if batches_done is None:
+            if keras_epoch is not None:
+                raise InvalidOptionError("state_dict(keras_epoch=...) needs batches_done: the batches served in "
+                                         "order are known only for the current pass")
+            batches_done = self.stream.served_prefix()
         number = self.stream.pass_number if keras_epoch is None else keras_epoch - self.stream.start.epoch
-        done = self.loader.num_batches if batches_done is None else batches_done
-        return loader_state(self.loader, self.stream.point(self.stream.served(number, done)))
+        return loader_state(self.loader, self.stream.point(self.stream.served(number, batches_done)))
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue a stream saved by :meth:`state_dict`: the next pass starts at its first unseen sample.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,11 @@ import numpy as np
 
 from .batching import Batch, BatchFinisher, LabelOutOfRange, Transform
 from .dataset import ShardedDataset
+from .epochs import StreamPoint
 from .errors import LabelRangeError
 from .kernel_hints import KernelHints
 from .options import LoaderOptions
+from .resume import check_state, loader_state
 from .sampler import IndexSampler
 
 
@@ -37,10 +41,22 @@ def access_advice(shuffle: str, hinting: bool) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Cursor:
+    """The next batch a ``for`` loop over the loader gets: batch ``batch`` of ``epoch``, counted from ``offset``."""
+
+    epoch: int
+    offset: int
+    batch: int
+
+
 class BatchLoader:
     """Reads batch ``i`` of epoch ``e``: only that batch's samples, each shard once, in file order.
 
-    Safe to call from several threads, and from processes after ``fork`` or unpickling.
+    ``load(epoch, batch)`` is random access, safe from several threads, and from processes after
+    ``fork`` or unpickling. ``for x, y in loader`` serves the rest of the current epoch from a
+    cursor that moves as each batch is handed out, so after a loop stops early ``state_dict()``
+    names exactly the next batch (one cursor per loader: one loop at a time).
     """
 
     def __init__(self, directory: str | os.PathLike, split: str = "train", options: LoaderOptions | None = None, *,
@@ -52,6 +68,7 @@ class BatchLoader:
         self.keys = self.finish.keys
         depth = self.options.prefetch_batches
         self.hints = KernelHints(self.dataset, self.sampler, self.keys, depth) if depth else None
+        self._cursor = _Cursor(0, 0, 0)
         advice = access_advice(self.options.shuffle, self.hints is not None)
         if advice is not None:
             self.dataset.advise(advice)
@@ -59,6 +76,40 @@ class BatchLoader:
     @property
     def num_batches(self) -> int:
         return self.sampler.num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        """The rest of the current epoch; the cursor passes each batch before it is handed out."""
+        epoch = self._cursor.epoch
+        while self._cursor.epoch == epoch and self.num_batches:  # (a pipeline's share may hold no batch)
+            cursor = self._cursor
+            batch = self.load(cursor.epoch, cursor.batch, cursor.offset)
+            self._cursor = self._advance(cursor)
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where a ``for`` loop over this loader stands: the samples of batches handed out, and no more."""
+        cursor = self._cursor
+        return loader_state(self, StreamPoint(cursor.epoch, cursor.offset + cursor.batch * self.options.batch_size))
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a state of ``state_dict()`` (this loader's or a ``StreamingGenerator``'s).
+
+        The next ``for`` loop serves the resumed epoch's remaining samples, cut into batches from
+        there; InvalidOptionError names any field (seed, shuffle, dataset...) that differs.
+        """
+        point = check_state(self, state)
+        self._cursor = self._start(point.epoch, point.sample)
+
+    def _start(self, epoch: int, offset: int) -> _Cursor:
+        """The cursor at sample ``offset`` of ``epoch``; an epoch with no batch left goes on to the next."""
+        if self.sampler.batches_from(offset) == 0 and offset > 0:
+            return _Cursor(epoch + 1, 0, 0)
+        return _Cursor(epoch, offset, 0)
+
+    def _advance(self, cursor: _Cursor) -> _Cursor:
+        if cursor.batch + 1 < self.sampler.batches_from(cursor.offset):
+            return _Cursor(cursor.epoch, cursor.offset, cursor.batch + 1)
+        return _Cursor(cursor.epoch + 1, 0, 0)
 
     def load(self, epoch: int, batch: int, offset: int = 0) -> Batch:
         """Batch ``batch`` of ``epoch`` (``0 <= batch < num_batches``), batches counted from sample ``offset``."""

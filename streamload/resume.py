@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from numbers import Integral
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .epochs import StreamPoint
 from .errors import InvalidOptionError
-from .loader import BatchLoader
+
+if TYPE_CHECKING:  # the loader keeps its own state with these helpers: a type, never an import cycle
+    from .loader import BatchLoader
 
 STATE_FORMAT = 1
 _ORDER_FIELDS = ("shuffle", "seed", "num_pipelines", "pipeline_index", "drop_remainder")

@@ -109,6 +109,12 @@ class IndexSampler:
             return block_order(global_positions, self.num_samples, opts, epoch, self._block_layout(epoch))
         return global_positions
 
+    def batches_from(self, offset: int) -> int:
+        """Batches of an epoch counted from sample ``offset``: a resumed epoch's rest (``num_batches`` from 0)."""
+        remaining = max(0, self.samples_per_epoch - offset)
+        full, rest = divmod(remaining, self.batch_size)
+        return full + (1 if rest and not self.options.drop_remainder else 0)
+
     def batch_indices(self, epoch: int, batch: int, offset: int = 0) -> np.ndarray:
         """Sorted indices (read-only) of batch ``batch`` of ``epoch``, batches counted from sample ``offset``.
 

@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from .epochs import BatchStream, StreamPoint
 from .errors import InvalidOptionError
 from .loader import BatchLoader, batches_per_epoch  # noqa: F401 - re-exported for the tf.data user
 from .options import LoaderOptions
+from .resume import check_state, loader_state
 
 OnRead = Callable[[int, int, np.ndarray], None]
 READ_SAMPLES = 1024  # samples per numpy_function call (see ReadPlan)
@@ -42,7 +44,8 @@ READ_BYTES = 4 * 2**20  # finished bytes per call at most: large samples are rea
 
 def as_tf_dataset(directory: str | os.PathLike, split: str = "train", batch_size: int | None = None, *,
                   options: LoaderOptions | None = None, input_context: Any = None, epochs: int | None = 1,
-                  first_epoch: int = 0, on_read: OnRead | None = None, **overrides: Any) -> tf.data.Dataset:
+                  first_epoch: int = 0, state: Mapping[str, Any] | None = None, on_read: OnRead | None = None,
+                  **overrides: Any) -> tf.data.Dataset:
     """Batches of one split of a sharded dataset as a ``tf.data.Dataset``: only their samples are read from disk.
 
     Takes the generator's options (a :class:`~streamload.options.LoaderOptions` and/or its fields as
@@ -55,37 +58,88 @@ def as_tf_dataset(directory: str | os.PathLike, split: str = "train", batch_size
             ``input_context.get_per_replica_batch_size(batch_size)`` samples (as for the generator).
         epochs: how many epochs the dataset holds, back to back; ``None`` for every epoch from
             ``first_epoch`` on (infinite cardinality). See the module docstring for why.
-        first_epoch: the first epoch's number (to resume, or to continue after another dataset).
+        first_epoch: the first epoch's number (to resume at an epoch's start, or to continue after another dataset).
+        state: a saved position (:func:`tf_state_after`, ``BatchLoader.state_dict()``,
+            ``StreamingGenerator.state_dict()``) to start from instead of ``first_epoch``: the resumed
+            epoch's remaining samples come first, cut into batches from there, then whole epochs;
+            the dataset still holds ``epochs`` times ``batches_per_epoch`` batches, as the generator's
+            ``len()`` stays the same. InvalidOptionError names any field that differs.
         on_read: called as ``on_read(epoch, batch, indices)`` with the global sample indices of
             every batch read (e.g. to audit which samples a worker reads); runs in tf.data's
-            reader threads, so it must be thread-safe.
+            reader threads, so it must be thread-safe (``batch`` counts from the resumed offset).
 
     Elements are ``(x, y)`` (``x`` alone if not ``to_fit``); the batch dimension is static only
     with ``drop_remainder``, every other dimension always is.
     """
     loader = BatchLoader(directory, split, options, input_context=input_context, batch_size=batch_size, **overrides)
-    return loader_dataset(loader, epochs=epochs, first_epoch=first_epoch, on_read=on_read)
+    if state is not None and first_epoch != 0:
+        raise InvalidOptionError("pass first_epoch or state, not both: a state names its own epoch")
+    start = StreamPoint(first_epoch, 0) if state is None else check_state(loader, state)
+    return loader_dataset(loader, epochs=epochs, start=start, on_read=on_read)
+
+
+def tf_state_after(directory: str | os.PathLike, split: str = "train", batch_size: int | None = None, *,
+                   batches: int, options: LoaderOptions | None = None, input_context: Any = None,
+                   first_epoch: int = 0, state: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """The state after ``batches`` batches of ``as_tf_dataset`` with the same arguments were consumed.
+
+    A tf.data pipeline reads ahead of its consumer, so it cannot know what was trained; the caller
+    counts the batches it took (in ``fit``: ``(keras_epoch - initial_epoch) * steps_per_epoch +
+    batches of this epoch``). Resume with ``as_tf_dataset(..., state=tf_state_after(...))``.
+    """
+    loader = BatchLoader(directory, split, options, input_context=input_context, batch_size=batch_size, **overrides)
+    if not isinstance(batches, int) or isinstance(batches, bool) or batches < 0:
+        raise InvalidOptionError(f"batches must be a count of batches consumed (0 or more), got {batches!r}")
+    stream = _stream(loader, StreamPoint(first_epoch, 0) if state is None else check_state(loader, state))
+    return loader_state(loader, stream.point(batches))
+
+
+def _stream(loader: BatchLoader, start: StreamPoint) -> BatchStream:
+    """The generator's batch stream over this loader from ``start``: positions counted the same way."""
+    stream = BatchStream(loader.num_batches, loader.sampler.samples_per_epoch, loader.options.batch_size,
+                         loader.options.drop_remainder)
+    stream.restart(start)
+    return stream
 
 
 def loader_dataset(loader: BatchLoader, *, epochs: int | None = 1, first_epoch: int = 0,
-                   on_read: OnRead | None = None, read_samples: int = READ_SAMPLES) -> tf.data.Dataset:
-    """The pipeline over a loader built with the options wanted (what ``as_tf_dataset`` does)."""
+                   start: StreamPoint | None = None, on_read: OnRead | None = None,
+                   read_samples: int = READ_SAMPLES) -> tf.data.Dataset:
+    """The pipeline over a loader built with the options wanted (what ``as_tf_dataset`` does).
+
+    ``start`` (a resumed position) replaces ``first_epoch``: the resumed epoch's rest is its own
+    segment of reads, cut from the offset; whole epochs follow, cut to ``epochs * num_batches`` batches.
+    """
     if loader.finish.transform is not None:
         raise InvalidOptionError("a transform cannot run inside the tf.data pipeline; use dataset.map instead")
     if loader.num_batches == 0:
         raise InvalidOptionError(f"{loader.dataset!r} gives no batch of {loader.options.batch_size} samples "
                                  f"to pipeline {loader.options.pipeline_index} of {loader.options.num_pipelines}")
-    if (epochs is not None and epochs < 0) or first_epoch < 0:
-        raise InvalidOptionError(f"epochs and first_epoch must not be negative, got {epochs}, {first_epoch}")
+    start = start or StreamPoint(first_epoch, 0)
+    if (epochs is not None and epochs < 0) or start.epoch < 0:
+        raise InvalidOptionError(f"epochs and first_epoch must not be negative, got {epochs}, {start.epoch}")
     specs = output_specs(loader)
-    plan = ReadPlan.of(loader, tf.nest.flatten(specs), read_samples)
-    start = first_epoch * plan.reads_per_epoch
-    reads = (tf.data.Dataset.counter(start) if epochs is None
-             else tf.data.Dataset.range(start, start + epochs * plan.reads_per_epoch))
+    whole = _epochs(loader, specs, start.epoch + (start.sample > 0), epochs, read_samples, on_read)
+    total = tf.data.INFINITE_CARDINALITY if epochs is None else epochs * loader.num_batches
+    if start.sample and loader.sampler.batches_from(start.sample):
+        rest = _epochs(loader, specs, start.epoch, 1, read_samples, on_read, offset=start.sample)
+        whole = rest.concatenate(whole)
+    if start.sample and epochs is not None:
+        whole = whole.take(total)  # as the generator's len(): the last epoch is cut where the count ends
+    return whole.apply(tf.data.experimental.assert_cardinality(total)).prefetch(tf.data.AUTOTUNE)
+
+
+def _epochs(loader: BatchLoader, specs: Any, first: int, count: int | None, read_samples: int,
+            on_read: OnRead | None, offset: int = 0) -> tf.data.Dataset:
+    """Batches of ``count`` epochs (``None``: endless) from epoch ``first``, each cut into batches from ``offset``."""
+    plan = ReadPlan.of(loader, tf.nest.flatten(specs), read_samples, offset)
+    start = first * plan.reads_per_epoch
+    reads = (tf.data.Dataset.counter(start) if count is None
+             else tf.data.Dataset.range(start, start + count * plan.reads_per_epoch))
 
     def read(number: np.ndarray) -> list[np.ndarray]:
         epoch, batches = plan.batches(int(number))
-        indices = [loader.indices(epoch, batch) for batch in batches]
+        indices = [loader.indices(epoch, batch, offset) for batch in batches]
         # finishing works sample by sample, so reading the batches' samples together gives each
         # batch exactly what BatchLoader.load (the generator) gives it
         finished = tf.nest.flatten(loader.read(np.concatenate(indices)))
@@ -100,9 +154,7 @@ def loader_dataset(loader: BatchLoader, *, epochs: int | None = 1, first_epoch: 
         shaped = [tf.ensure_shape(tensor, (None, *spec.shape)) for tensor, spec in zip(tensors, tf.nest.flatten(specs))]
         return tf.nest.pack_sequence_as(specs, shaped)
 
-    batches = reads.map(read_batches, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
-    total = tf.data.INFINITE_CARDINALITY if epochs is None else epochs * loader.num_batches
-    return batches.apply(tf.data.experimental.assert_cardinality(total)).prefetch(tf.data.AUTOTUNE)
+    return reads.map(read_batches, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
 @dataclass(frozen=True)
@@ -121,12 +173,15 @@ class ReadPlan:
     batches_per_read: int
 
     @classmethod
-    def of(cls, loader: BatchLoader, specs: list[tf.TensorSpec], read_samples: int = READ_SAMPLES) -> ReadPlan:
+    def of(cls, loader: BatchLoader, specs: list[tf.TensorSpec], read_samples: int = READ_SAMPLES,
+           offset: int = 0) -> ReadPlan:
+        """The plan of an epoch's batches counted from sample ``offset`` (0 but in a resumed epoch)."""
         size = loader.options.batch_size
-        full = min(loader.num_batches, loader.sampler.samples_per_pipeline // size)
+        batches = loader.sampler.batches_from(offset)
+        full = min(batches, (loader.sampler.samples_per_epoch - offset) // size)
         sample_bytes = sum(math.prod(spec.shape[1:]) * spec.dtype.size for spec in specs)
         per_read = min(math.ceil(read_samples / size), READ_BYTES // max(1, size * sample_bytes))
-        return cls(full, loader.num_batches - full, max(1, per_read))
+        return cls(full, batches - full, max(1, per_read))
 
     @property
     def reads_per_epoch(self) -> int:

@@ -49,6 +49,19 @@ def test_a_pass_ends_only_when_every_batch_was_requested() -> None:
     assert not s.end_pass()  # the previous pass's requests do not count for this one
 
 
+def test_the_served_prefix_counts_the_batches_requested_in_order_up_to_the_first_gap() -> None:
+    s = stream(num_batches=6)
+    assert s.served_prefix() == 0
+    for i in (0, 1, 2, 4):
+        s.locate(i)
+    assert s.served_prefix() == 3  # batch 4 was read, but batch 3 was not: a state claims 0..2 only
+    s.locate(3)
+    assert s.served_prefix() == 5
+    s.locate(5)
+    assert s.served_prefix() == 6 and s.end_pass()
+    assert s.served_prefix() == 0  # a new pass: the last pass's requests do not count
+
+
 def _serve(s: BatchStream, indices: list[int]) -> None:
     for index in indices:
         s.locate(index)
@@ -65,6 +78,7 @@ def test_requests_in_worker_processes_reach_the_parent(method: str) -> None:
         worker.join(timeout=60)
         assert worker.exitcode == 0
     assert not s.end_pass()  # batch 5 missing
+    assert s.served_prefix() == 5  # what the workers served, seen by the parent
     worker = context.Process(target=_serve, args=(s, [5]))
     worker.start()
     worker.join(timeout=60)

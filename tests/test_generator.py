@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from shards import build, raw, sample_ids
 
-from streamload import ArraySource, BatchLoader, BuildOptions, build_dataset
+from streamload import ArraySource, BatchLoader, BuildOptions, InvalidOptionError, build_dataset
 from streamload.procstats import read_memory
 
 BATCH, SEED = 50, 7  # as in keras_fit_scenarios.py
@@ -115,6 +115,27 @@ def test_an_epoch_ends_only_once_all_its_batches_were_read(data) -> None:
     gen[0], gen[1]  # what Keras' signature probe reads
     gen.on_epoch_end()
     assert gen.epoch == 0
+
+
+def test_state_without_a_count_claims_only_the_batches_served_in_order(data) -> None:
+    """A plain loop reads batches 0..11 of 20: the state must resume at batch 12, never skip 12..19."""
+    directory, _ = data
+    gen = raw(directory, batch_size=50, seed=2)
+    served = [sample_ids(gen[i][0]) for i in range(12)]
+    state = gen.state_dict()
+    assert (state["epoch"], state["sample"]) == (0, 12 * 50)
+    gen[15]  # read out of order: 12..14 are still unserved
+    assert gen.state_dict() == state
+    resumed = raw(directory, batch_size=50, seed=2)
+    resumed.load_state_dict(state)
+    rest = [sample_ids(resumed[i][0]) for i in range(8)]
+    whole = raw(directory, batch_size=50, seed=2)
+    assert all(np.array_equal(a, b) for a, b in zip(served + rest, [sample_ids(whole[i][0]) for i in range(20)]))
+    for i in range(20):
+        gen[i]
+    assert (gen.state_dict()["epoch"], gen.state_dict()["sample"]) == (1, 0)  # the whole pass, before on_epoch_end
+    with pytest.raises(InvalidOptionError, match="batches_done"):
+        gen.state_dict(keras_epoch=0)
 
 
 def test_batches_equal_the_loader(data) -> None:

@@ -12,7 +12,7 @@ LAYERS = [  # lowest first; a module may import from its own layer and any earli
     {"readers", "integrity", "dataset"},
     {"sampler", "readahead", "kernel_hints"},
     {"batching", "loader", "epochs", "resume"},
-    {"generator", "callbacks", "tfdata"},
+    {"workers", "generator", "callbacks", "tfdata"},
 ]
 LAYER_OF = {name: number for number, names in enumerate(LAYERS) for name in names}
 

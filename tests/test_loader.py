@@ -180,3 +180,48 @@ def test_batches_per_epoch_counts_the_loaders_batches(tmp_path, n, batch, drop, 
     share = n // pipelines
     expected = share // batch if drop else math.ceil(share / batch)
     assert batches_per_epoch(directory, "train", **options) == BatchLoader(directory, **options).num_batches == expected
+
+
+def test_a_for_loop_serves_the_rest_of_the_epoch_and_its_state_names_exactly_the_next_batch(tmp_path) -> None:
+    directory, _ = build(tmp_path, 1000, "npy", 300)  # 20 batches of 50
+    loader = BatchLoader(directory, batch_size=50, seed=6, **RAW)
+    served = []
+    for x, _ in loader:
+        served.append(sample_ids(x))
+        if len(served) == 12:
+            break
+    state = loader.state_dict()
+    assert (state["epoch"], state["sample"]) == (0, 12 * 50)
+    resumed = BatchLoader(directory, batch_size=50, seed=6, **RAW)
+    resumed.load_state_dict(state)
+    rest = [sample_ids(x) for x, _ in resumed]
+    assert len(rest) == 8  # the loop ended with epoch 0: the rest, not a whole epoch
+    epoch = [sample_ids(loader.load(0, batch)[0]) for batch in range(20)]
+    assert all(np.array_equal(a, b) for a, b in zip(served + rest, epoch, strict=True))
+    assert (resumed.state_dict()["epoch"], resumed.state_dict()["sample"]) == (1, 0)
+    following = [sample_ids(x) for x, _ in resumed]  # the next loop is the next epoch, whole
+    assert all(np.array_equal(a, sample_ids(loader.load(1, b)[0])) for b, a in enumerate(following))
+    assert len(following) == 20
+
+
+def test_a_loader_resumes_a_generator_state_and_refuses_another_order(tmp_path) -> None:
+    from shards import raw
+
+    directory, _ = build(tmp_path, 1000, "npy", 300)
+    gen = raw(directory, batch_size=64, seed=6)
+    state = gen.state_dict(batches_done=3)
+    loader = BatchLoader(directory, batch_size=100, seed=6, **RAW)  # another batch size: the state is in samples
+    loader.load_state_dict(state)
+    rest = np.concatenate([sample_ids(x) for x, _ in loader])
+    assert np.array_equal(rest, np.concatenate([sample_ids(loader.load(0, b, offset=192)[0]) for b in range(9)]))
+    with pytest.raises(InvalidOptionError, match="seed"):
+        BatchLoader(directory, batch_size=64, seed=7, **RAW).load_state_dict(state)
+
+
+def test_a_state_with_no_whole_batch_left_resumes_at_the_next_epoch(tmp_path) -> None:
+    directory, _ = build(tmp_path, 1000, "npy", 300)
+    state = BatchLoader(directory, batch_size=64, seed=6, **RAW).state_dict() | {"sample": 930}  # 30 left of 960
+    loader = BatchLoader(directory, batch_size=64, seed=6, drop_remainder=True, **RAW)
+    loader.load_state_dict(state | {"drop_remainder": True})
+    assert [sample_ids(x).tolist() for x, _ in loader] == [sample_ids(loader.load(1, b)[0]).tolist()
+                                                          for b in range(15)]

@@ -86,15 +86,16 @@ def python_blocks(path: Path, containing: str) -> list[str]:
 
 @pytest.mark.parametrize("path", [ROOT / "README.md", ROOT / "docs" / "training.md"], ids=lambda path: path.name)
 def test_the_batch_loader_examples_run(tmp_path, path: Path) -> None:
-    """``for batch in loader`` does not work (a loader is not iterable); the documented loop does."""
+    """The documented loop runs: ``for x, y in loader`` serves an epoch per loop, and the state names the next."""
     directory, arrays = build(tmp_path, 600, "npy", 200)
     examples = python_blocks(path, "BatchLoader(")
     assert len(examples) == 1
     scope: dict = {}
     exec(examples[0].replace('"data/mnist"', repr(str(directory))), scope)  # noqa: S102
     x, y = scope["x"], scope["y"]  # the last batch of the last epoch the loop read
-    assert (scope["epoch"], scope["batch"]) == (1, 2) and len(x) == len(y) == 600 - 2 * 256
+    assert scope["epoch"] == 1 and len(x) == len(y) == 600 - 2 * 256
     assert x.dtype == np.float32 and x.shape[1:] == (28, 28, 1) and y.shape[1:] == (10,)
+    assert (scope["state"]["epoch"], scope["state"]["sample"]) == (2, 0)
 
 
 def test_the_report_command_rewrites_stale_blocks_and_check_says_so(tmp_path) -> None:

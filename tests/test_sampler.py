@@ -98,6 +98,8 @@ def test_a_resumed_epoch_covers_exactly_the_positions_from_its_offset(mode: str,
     for offset in sorted({0, 1, batch - 1, batch, 333, s.samples_per_epoch - 1}):
         batches = all_batches(s, 4, offset)
         assert len(batches) == math.ceil((s.samples_per_epoch - offset) / batch)
+        whole = sum(len(indices) == batch for indices in batches)
+        assert s.batches_from(offset) == (whole if drop else len(batches))  # drop_remainder serves whole ones only
         for b, indices in enumerate(batches):  # cut into batches from the offset, each sorted
             assert np.array_equal(indices, np.sort(order[offset + b * batch:offset + (b + 1) * batch]))
         assert np.array_equal(np.sort(np.concatenate(batches)), np.sort(order[offset:]))

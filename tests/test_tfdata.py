@@ -249,3 +249,36 @@ def test_exported_lazily() -> None:
     assert streamload.as_tf_dataset is as_tf_dataset
     probe = "import sys, streamload; print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("batch,consumed,drop", [(50, 12, False), (64, 20, False), (64, 5, True), (100, 33, False)])
+def test_a_resumed_dataset_serves_exactly_the_rest_of_the_uninterrupted_one(data, batch, consumed, drop) -> None:
+    """Stop after ``consumed`` batches (mid-epoch, across an epoch, at an epoch's end), save, resume: the resumed
+    dataset's batches are the uninterrupted dataset's remaining ones, and it holds as many batches as asked."""
+    directory, _ = data
+    options = dict(batch_size=batch, seed=3, drop_remainder=drop, **RAW)
+    whole = list(as_tf_dataset(directory, epochs=3, **options).as_numpy_iterator())
+    state = streamload.tfdata.tf_state_after(directory, batches=consumed, **options)
+    resumed = as_tf_dataset(directory, epochs=3, state=state, **options)
+    assert int(resumed.cardinality()) == len(whole)
+    got = list(resumed.as_numpy_iterator())
+    assert len(got) == len(whole)
+    assert_same_batches(got[:len(whole) - consumed], whole[consumed:])
+    assert_same_batches(got[len(whole) - consumed:],  # then the stream goes on past epoch 2
+                        loader_epochs(directory, range(3, 6), **options)[:consumed])
+
+
+def test_a_loader_loops_state_resumes_the_dataset(data) -> None:
+    """A state from a BatchLoader ``for`` loop stopped after 7 batches resumes tf.data at batch 7."""
+    directory, _ = data
+    loader = BatchLoader(directory, batch_size=64, seed=3, **RAW)
+    for number, _ in enumerate(loader):
+        if number == 6:
+            break
+    resumed = list(as_tf_dataset(directory, batch_size=64, seed=3, state=loader.state_dict(), **RAW)
+                   .as_numpy_iterator())
+    assert_same_batches(resumed[:9], loader_epochs(directory, range(1), batch_size=64, seed=3, **RAW)[7:])
+    with pytest.raises(InvalidOptionError, match="first_epoch or state"):
+        as_tf_dataset(directory, batch_size=64, seed=3, state=loader.state_dict(), first_epoch=2, **RAW)
+    with pytest.raises(InvalidOptionError, match="seed"):
+        as_tf_dataset(directory, batch_size=64, seed=4, state=loader.state_dict(), **RAW)
