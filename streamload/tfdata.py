@@ -34,7 +34,7 @@ import tensorflow as tf
 from .epochs import BatchStream, StreamPoint
 from .errors import InvalidOptionError
 from .loader import BatchLoader, batches_per_epoch  # noqa: F401 - re-exported for the tf.data user
-from .options import LoaderOptions
+from .options import LoaderOptions, check_int
 from .resume import check_state, loader_state
 
 OnRead = Callable[[int, int, np.ndarray], None]
@@ -88,8 +88,7 @@ def tf_state_after(directory: str | os.PathLike, split: str = "train", batch_siz
     batches of this epoch``). Resume with ``as_tf_dataset(..., state=tf_state_after(...))``.
     """
     loader = BatchLoader(directory, split, options, input_context=input_context, batch_size=batch_size, **overrides)
-    if not isinstance(batches, int) or isinstance(batches, bool) or batches < 0:
-        raise InvalidOptionError(f"batches must be a count of batches consumed (0 or more), got {batches!r}")
+    batches = check_int("batches (the count of batches consumed)", batches, 0)
     stream = _stream(loader, StreamPoint(first_epoch, 0) if state is None else check_state(loader, state))
     return loader_state(loader, stream.point(batches))
 

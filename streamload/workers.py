@@ -163,8 +163,15 @@ def _death(pid: int, process: Any, busy: bool) -> str | None:
             return None
         code = -info.si_status if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else info.si_status
     if code < 0:
-        return f"died with signal {-code} ({signal.Signals(-code).name})"
+        return f"died with signal {-code} ({_signal_name(-code)})"
     return f"exited with status {code}" if code or busy else None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name
+        return "unnamed"
 
 
 def _exists(pid: int) -> bool:
