@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ShardFormatError, SourceMismatchError
+from ..records import Records
 from ..specs import ArraySpec
 from .base import DEFAULT_CHUNK_ROWS, Chunk, rows_per_chunk
 
@@ -32,8 +33,16 @@ def check_sample_size(where: str, key: str, shape: tuple[int, ...], dtype: np.dt
                                "not read")
 
 
+def spec_of(array: np.ndarray | Records) -> ArraySpec:
+    """An array's sample spec; Records (variable-length samples) get a leading None."""
+    if isinstance(array, Records):
+        return ArraySpec(np.dtype(array.dtype).newbyteorder("=").str, (None, *array.row_shape))
+    return ArraySpec.of(array)
+
+
 class ArraySource:
-    """In-memory or memory-mapped arrays, e.g. ``ArraySource(x=images, y=labels)``."""
+    """In-memory or memory-mapped arrays, e.g. ``ArraySource(x=images, y=labels)``; an array may be
+    :class:`~streamload.records.Records` (``Records.from_arrays(token_lists)``) for samples of varying length."""
 
     def __init__(self, description: str = "arrays", **arrays: np.ndarray) -> None:
         lengths = {key: len(array) for key, array in arrays.items()}
@@ -42,11 +51,12 @@ class ArraySource:
         self.arrays = arrays
         self.description = description
         self.num_samples = next(iter(lengths.values()))
-        self.specs = {key: ArraySpec.of(array) for key, array in arrays.items()}
+        self.specs = {key: spec_of(array) for key, array in arrays.items()}
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
         for start in range(0, self.num_samples, chunk_rows):
-            yield {key: np.asarray(array[start:start + chunk_rows]) for key, array in self.arrays.items()}
+            yield {key: array[start:start + chunk_rows] if isinstance(array, Records)
+                   else np.asarray(array[start:start + chunk_rows]) for key, array in self.arrays.items()}
 
 
 class NpzArraySource:
