@@ -217,8 +217,8 @@ class ShardedDataset:
         for key in keys:
             spec = self.info.arrays[key]
             if spec.ragged:  # one vectorised read per shard (see recordreader.py), then one concatenation
-                out[key] = Records.concat([self.reader(shard).take(key, offsets[first:last])
-                                           for shard, first, last in runs])
+                parts = [self.reader(shard).take(key, offsets[first:last]) for shard, first, last in runs]
+                out[key] = Records.concat(parts) if parts else Records(np.empty((0, *spec.row_shape), spec.dtype), [0])
                 continue
             array = out[key] = np.empty((len(indices), *spec.shape), dtype=spec.dtype)
             for shard, first, last in runs:

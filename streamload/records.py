@@ -137,3 +137,22 @@ def npy_header(dtype: np.dtype, shape: tuple[int, ...], size: int | None = None)
 def reserved_header_size(dtype: np.dtype, row_shape: tuple[int, ...]) -> int:
     """Header bytes that hold any row count a file can have (20 digits)."""
     return len(npy_header(dtype, (10**19, *row_shape)))
+
+
+def offsets_problem(offsets: np.ndarray, data_rows: int) -> str | None:
+    """What is wrong with an offsets index over ``data_rows`` rows of data, in words, or None.
+
+    Sound offsets start at 0, never decrease, and end at the data's row count (so none points past it).
+    """
+    if not len(offsets):
+        return "offsets: empty; an index of n samples holds n + 1 positions"
+    if int(offsets[0]) != 0:
+        return f"offsets: start at {int(offsets[0])}, not 0"
+    falling = np.flatnonzero(offsets[1:] < offsets[:-1])
+    if len(falling):
+        at = int(falling[0])
+        return f"offsets: decrease at sample {at} ({int(offsets[at])} then {int(offsets[at + 1])})"
+    if int(offsets[-1]) != data_rows:
+        where = "past the end of" if int(offsets[-1]) > data_rows else "short of"
+        return f"offsets: end at row {int(offsets[-1])}, {where} the {data_rows} rows of data"
+    return None
