@@ -120,6 +120,30 @@ class BatchFinisher:
             x, y = self.transform(x, y)
         return (x, y) if self.weights is None else (x, y, arrays[self.weights])
 
+    @property
+    def padded_keys(self) -> tuple[str, ...]:
+        """The outputs padded to a batch's own length: each ragged input and its mask."""
+        return tuple(name for feature in self.features if isinstance(feature, _Padded)
+                     for name in ((feature.key, f"{feature.key}_mask") if feature.mask else (feature.key,)))
+
+    def with_length_parity(self, batch: Batch, parity: int) -> Batch:
+        """``batch`` with its padded outputs one masked row longer where their length's parity is not ``parity``.
+
+        Keras' TensorFlow adapter of a ``PyDataset`` fixes the output signature from the first two batches: two
+        batches of the same padded length would make the length static, and every later batch of another length
+        fail. Batches of alternating parity always differ there, at the cost of at most one padded row.
+        """
+        keys = self.padded_keys
+        x = batch[0] if isinstance(batch, tuple) else batch
+        if not keys or not isinstance(x, dict) and len(keys) != 1:
+            return batch
+        named = x if isinstance(x, dict) else {keys[0]: x}
+        if named[keys[0]].shape[1] % 2 == parity % 2:
+            return batch
+        widened = {**named, **{key: _one_more_row(named[key], key.endswith("_mask"), self) for key in keys}}
+        x = widened if isinstance(x, dict) else widened[keys[0]]
+        return (x, *batch[1:]) if isinstance(batch, tuple) else x
+
     def _labels(self, y: np.ndarray) -> np.ndarray:
         classes = self.num_classes
         if classes is None:
@@ -137,6 +161,12 @@ class BatchFinisher:
         except IndexError:
             position = int(np.argmax(y))
             raise LabelOutOfRange(position, int(y[position]), classes) from None
+
+
+def _one_more_row(array: np.ndarray, is_mask: bool, finisher: BatchFinisher) -> np.ndarray:
+    pad = False if is_mask else next(f.pad_value for f in finisher.features if isinstance(f, _Padded))
+    widths = [(0, 0), (0, 1)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, widths, constant_values=pad)
 
 
 def _feature(key: str, spec: ArraySpec, options: LoaderOptions) -> _Feature | _Padded:

@@ -71,7 +71,15 @@ class StreamingGenerator(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> Batch:
         if not 0 <= index < self.loader.num_batches:
             raise IndexError(f"batch {index} out of range for {self.loader.num_batches} batches")
-        return self.loader.load(*self.stream.locate(index))
+        batch = self.loader.load(*self.stream.locate(index))
+        if self.finish_for_tf and self.loader.finish.padded_keys:  # see BatchFinisher.with_length_parity
+            return self.loader.finish.with_length_parity(batch, index)
+        return batch
+
+    @property
+    def finish_for_tf(self) -> bool:
+        """Keras' TensorFlow backend reads this dataset through a tf.data signature fixed from two batches."""
+        return keras.backend.backend() == "tensorflow"
 
     def on_epoch_end(self) -> None:
         """Keras ended an epoch: the next pass starts once every batch of this one was requested."""
