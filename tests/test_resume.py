@@ -55,3 +55,22 @@ def test_a_state_saved_with_other_block_geometry_or_pipeline_is_refused(data, sa
     with pytest.raises(InvalidOptionError, match=field):
         other.load_state_dict(state)
     raw(directory, batch_size=64, seed=3, **saved).load_state_dict(state)  # the same loader resumes it
+
+
+def test_a_bucketed_state_continues_only_a_bucketed_loader(tmp_path) -> None:
+    from shards import build_sequences
+
+    from streamload.epochs import StreamPoint
+    from streamload.errors import InvalidOptionError
+    from streamload.loader import BatchLoader
+    from streamload.resume import check_state, loader_state
+
+    directory, _, _ = build_sequences(tmp_path, 100, "npy")
+    bucketed = BatchLoader(directory, batch_size=10, bucket_by_length=True)
+    state = loader_state(bucketed, StreamPoint(1, 30))
+    assert check_state(BatchLoader(directory, batch_size=10, bucket_by_length=True), state) == StreamPoint(1, 30)
+    with pytest.raises(InvalidOptionError, match="bucket_by_length=True, this loader has bucket_by_length=False"):
+        check_state(BatchLoader(directory, batch_size=10), state)
+    older = {key: value for key, value in loader_state(BatchLoader(directory, batch_size=10), StreamPoint(0, 0)).items()
+             if key != "bucket_by_length"}  # a state saved before bucketing existed
+    assert check_state(BatchLoader(directory, batch_size=10), older) == StreamPoint(0, 0)
