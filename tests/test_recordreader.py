@@ -100,3 +100,16 @@ def test_offsets_that_do_not_end_at_the_data_are_refused_at_open(tmp_path) -> No
         handle["x.offsets"][-1] = handle["x.offsets"][-1] - 1
     with pytest.raises(ShardFormatError, match=f"{path}: offsets 'x.offsets' end at row"):
         first_reader(directory)
+
+
+def test_an_offsets_file_changed_under_a_reader_is_a_named_error(tmp_path) -> None:
+    from streamload.errors import ShardChangedError
+
+    directory, _, _ = build_sequences(tmp_path, 30, "npy")
+    reader = first_reader(directory)
+    reader.take("x", np.arange(5))
+    path = make_writable(shard_folder(directory) / "train-00000.x.offsets.npy")
+    with open(path, "r+b") as stream:
+        stream.truncate(path.stat().st_size - 8)
+    with pytest.raises(ShardChangedError, match=f"{path}: the shard file changed"):
+        reader.take("x", np.arange(5))
