@@ -80,14 +80,15 @@ class Records:
         return self.values[self.offsets[0]:self.offsets[-1]]
 
     def __getitem__(self, item: Any) -> Any:
-        """An int gives one record's array; a step-1 slice a view; an index array a gathered copy."""
+        """An int gives one record's array; a step-1 slice a view; an index or boolean array a gathered copy."""
         if isinstance(item, (int, np.integer)):
             index = range(len(self))[item]
             return self.values[self.offsets[index]:self.offsets[index + 1]]
         if isinstance(item, slice) and item.step in (None, 1):
             start, stop, _ = item.indices(len(self))
             return Records(self.values, self.offsets[start:max(start, stop) + 1])
-        return self.take(np.asarray(item))
+        item = np.asarray(item)
+        return self.take(np.flatnonzero(item) if item.dtype == bool else item)
 
     def take(self, positions: np.ndarray) -> Records:
         """The records at ``positions`` (any order, repeats allowed) as new compact Records."""

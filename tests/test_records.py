@@ -24,6 +24,8 @@ def test_slicing_and_take_equal_list_indexing(row_shape) -> None:
     assert taken.offsets[0] == 0 and len(taken.flat) == sum(len(items[p]) for p in positions)
     assert all(np.array_equal(taken[i], items[p]) for i, p in enumerate(positions))
     assert Records.concat([records[:10], records[10:]]) == records
+    keep = np.arange(len(items)) % 3 == 0  # a boolean mask, as a validation split filters a chunk
+    assert records[keep] == records.take(np.flatnonzero(keep))
 
 
 @pytest.mark.parametrize("length", [0, 3, 8, 12])

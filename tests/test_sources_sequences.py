@@ -86,3 +86,14 @@ def test_iterable_of_varying_lengths_needs_ragged_and_then_builds(tmp_path) -> N
         build_dataset({"train": IterableSource(given, ragged=["x"])}, tmp_path / "out",
                       BuildOptions(progress=False, chunk_rows=7, overwrite=True))
         assert all(np.array_equal(a, b) for a, b in zip(_records_of(tmp_path / "out"), seqs, strict=True))
+
+
+def test_validation_split_of_sequences_keeps_every_record_once(tmp_path) -> None:
+    seqs = _sequences(100)
+    path = tmp_path / "t.npz"
+    np.savez(path, x=np.concatenate(seqs), x_lengths=[len(s) for s in seqs], y=np.arange(100) % 3)
+    result = _build(path, tmp_path / "out", "--validation-split", "0.2")
+    assert result.returncode == 0, result.stderr
+    train, validation = _records_of(tmp_path / "out"), _records_of(tmp_path / "out", "validation")
+    assert (len(train), len(validation)) == (80, 20)
+    assert sorted(map(tuple, train + validation)) == sorted(map(tuple, seqs))
