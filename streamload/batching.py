@@ -7,6 +7,16 @@ from before scales were recorded keeps uint8 and uint16 at 1/255 and 1/65535). 2
 channel axis, integer class labels become one-hot float32 rows (or stay sparse int32). What each
 array is (model input, target, sample weight) and how many classes there are comes from the
 manifest, so nothing here assumes MNIST.
+
+A ragged model input (samples of varying length: token ids, audio frames) is padded to the batch's
+longest record (cut to ``max_length`` rows first when given) with ``pad_value``, and kept in its stored
+dtype, never scaled: token ids must stay integers for an ``Embedding``. With ``mask`` (the default) the
+batch also holds ``<name>_mask``, a boolean ``(batch, length)`` array, True at real rows: the mask Keras
+layers take (``LSTM(...)(x, mask=m)``, ``GlobalAveragePooling1D()(x, mask=m)``, ``MultiHeadAttention``'s
+``attention_mask`` after broadcasting), where lengths would need turning into a mask inside the model, and
+where ``Embedding(mask_zero=True)`` would forbid id 0 and say nothing for float frames. ``x`` is then a
+dict ``{name: padded, name_mask: mask}`` for a functional model with those two named inputs.
+Padding each batch to its own longest record (not the dataset's) is what makes length bucketing pay.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import numpy as np
 from .errors import InvalidOptionError
 from .manifest import ArraySpec, Manifest
 from .options import LoaderOptions
+from .records import Records
 from .values import NATIVE_IMAGE_SCALES, PIXEL_SCALE_OPTION
 
 Batch = Any  # x, (x, y) or (x, y, weights); x a dict of arrays when the model has several inputs
@@ -47,6 +58,25 @@ class _Feature:
                 np.multiply(array, array.dtype.type(self.scale), out=array)
         return array.reshape((*array.shape, 1)) if self.channel else array
 
+    def outputs(self, array: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        return [(self.key, self.finish(array))]
+
+
+@dataclass(frozen=True)
+class _Padded:
+    """A ragged input: padded to the batch's longest record (at most ``max_length``), with its mask."""
+
+    key: str
+    max_length: int | None
+    pad_value: int | float
+    mask: bool
+
+    def outputs(self, records: Records) -> list[tuple[str, np.ndarray]]:
+        longest = int(records.lengths.max()) if len(records) else 0
+        length = longest if self.max_length is None else min(longest, self.max_length)
+        values, mask = records.padded(length, self.pad_value)
+        return [(self.key, values), (f"{self.key}_mask", mask)] if self.mask else [(self.key, values)]
+
 
 class BatchFinisher:
     """Built once per loader: which arrays to read and how each becomes part of the batch."""
@@ -56,6 +86,10 @@ class BatchFinisher:
         self.features = tuple(_feature(key, specs[key], options) for key in manifest.features)
         self.target = manifest.target if options.to_fit else None
         self.weights = manifest.sample_weight if options.to_fit else None
+        for role in (self.target, self.weights):
+            if role is not None and specs[role].ragged:
+                raise InvalidOptionError(f"array {role!r} holds samples of varying length; ragged targets and "
+                                         "sample weights are not supported (ragged model inputs are)")
         self.transform = transform
         self.keys = tuple(key for key in (*manifest.features, self.target, self.weights) if key is not None)
         self.num_classes = self._class_count(manifest, specs, options)
@@ -77,14 +111,38 @@ class BatchFinisher:
         return classes
 
     def __call__(self, arrays: Mapping[str, np.ndarray]) -> Batch:
-        inputs = [feature.finish(arrays[feature.key]) for feature in self.features]
-        x = inputs[0] if len(inputs) == 1 else {f.key: array for f, array in zip(self.features, inputs)}
+        inputs = [output for feature in self.features for output in feature.outputs(arrays[feature.key])]
+        x = inputs[0][1] if len(inputs) == 1 else dict(inputs)
         if self.target is None:
             return x if self.transform is None else self.transform(x, None)[0]
         y = self._labels(arrays[self.target])
         if self.transform is not None:
             x, y = self.transform(x, y)
         return (x, y) if self.weights is None else (x, y, arrays[self.weights])
+
+    @property
+    def padded_keys(self) -> tuple[str, ...]:
+        """The outputs padded to a batch's own length: each ragged input and its mask."""
+        return tuple(name for feature in self.features if isinstance(feature, _Padded)
+                     for name in ((feature.key, f"{feature.key}_mask") if feature.mask else (feature.key,)))
+
+    def with_length_parity(self, batch: Batch, parity: int) -> Batch:
+        """``batch`` with its padded outputs one masked row longer where their length's parity is not ``parity``.
+
+        Keras' TensorFlow adapter of a ``PyDataset`` fixes the output signature from the first two batches: two
+        batches of the same padded length would make the length static, and every later batch of another length
+        fail. Batches of alternating parity always differ there, at the cost of at most one padded row.
+        """
+        keys = self.padded_keys
+        x = batch[0] if isinstance(batch, tuple) else batch
+        if not keys or not isinstance(x, dict) and len(keys) != 1:
+            return batch
+        named = x if isinstance(x, dict) else {keys[0]: x}
+        if named[keys[0]].shape[1] % 2 == parity % 2:
+            return batch
+        widened = {**named, **{key: _one_more_row(named[key], key.endswith("_mask"), self) for key in keys}}
+        x = widened if isinstance(x, dict) else widened[keys[0]]
+        return (x, *batch[1:]) if isinstance(batch, tuple) else x
 
     def _labels(self, y: np.ndarray) -> np.ndarray:
         classes = self.num_classes
@@ -105,9 +163,24 @@ class BatchFinisher:
             raise LabelOutOfRange(position, int(y[position]), classes) from None
 
 
-def _feature(key: str, spec: ArraySpec, options: LoaderOptions) -> _Feature:
+def _one_more_row(array: np.ndarray, is_mask: bool, finisher: BatchFinisher) -> np.ndarray:
+    pad = False if is_mask else next(f.pad_value for f in finisher.features if isinstance(f, _Padded))
+    widths = [(0, 0), (0, 1)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, widths, constant_values=pad)
+
+
+def _feature(key: str, spec: ArraySpec, options: LoaderOptions) -> _Feature | _Padded:
+    if spec.ragged:
+        if np.dtype(spec.dtype).kind in "iub" and options.pad_value != int(options.pad_value):
+            raise InvalidOptionError(f"pad_value {options.pad_value!r} does not fit input {key!r} of {spec.dtype}")
+        return _Padded(key, options.max_length, options.pad_value, options.mask)
     scale = input_scale(key, spec) if options.normalize else None
     return _Feature(key, scale, options.channel_axis and len(spec.shape) == 2)
+
+
+def ragged_input(manifest: Manifest, specs: Mapping[str, ArraySpec]) -> str | None:
+    """The first model input of varying length (the one length bucketing sorts by), or None."""
+    return next((key for key in manifest.features if specs[key].ragged), None)
 
 
 def input_scale(key: str, spec: ArraySpec) -> float | None:

@@ -29,6 +29,7 @@ from .generations import acquire
 from .integrity import check_files, recorded
 from .manifest import Manifest, SplitInfo
 from .readers import ByteRanges, ShardReader, open_reader
+from .records import Records
 from .shardfiles import irregular_shard
 
 FILES_PER_MAPPED_ARRAY = 2  # our descriptor (for read hints) and the one Python's mmap keeps for itself
@@ -184,16 +185,17 @@ class ShardedDataset:
                     reader.check_each_take = True
 
     def gather(self, indices: np.ndarray, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Samples ``indices`` (any order, repeats allowed) as fresh C-contiguous arrays, in that order."""
+        """Samples ``indices`` (any order, repeats allowed) as fresh C-contiguous arrays, in that order;
+        a ragged array's samples as one :class:`~streamload.records.Records`."""
         indices = np.asarray(indices, dtype=np.int64)
         keys = self.keys if keys is None else keys
         if len(indices) > 1 and not (indices[1:] >= indices[:-1]).all():
             order = np.argsort(indices, kind="stable")
             in_order = self.gather(indices[order], keys)
-            out = {key: np.empty_like(array) for key, array in in_order.items()}
-            for key, array in in_order.items():
-                out[key][order] = array
-            return out
+            back = np.empty_like(order)
+            back[order] = np.arange(len(order))
+            return {key: array.take(back) if isinstance(array, Records) else array[back]
+                    for key, array in in_order.items()}
         if len(indices) and (indices[0] < 0 or indices[-1] >= len(self)):
             raise IndexError(f"sample index out of range [0, {len(self)}) in {self!r}")
         return self.take_sorted(indices, keys)
@@ -214,9 +216,23 @@ class ShardedDataset:
         out = {}
         for key in keys:
             spec = self.info.arrays[key]
+            if spec.ragged:  # one vectorised read per shard (see recordreader.py), then one concatenation
+                parts = [self.reader(shard).take(key, offsets[first:last]) for shard, first, last in runs]
+                out[key] = Records.concat(parts) if parts else Records(np.empty((0, *spec.row_shape), spec.dtype), [0])
+                continue
             array = out[key] = np.empty((len(indices), *spec.shape), dtype=spec.dtype)
             for shard, first, last in runs:
                 self.reader(shard).take(key, offsets[first:last], out=array[first:last])
+        return out
+
+    def lengths(self, key: str, indices: np.ndarray) -> np.ndarray:
+        """Row counts of the records of ragged array ``key`` at ``indices`` (any order), from the offsets alone."""
+        indices = np.asarray(indices, dtype=np.int64)
+        shards, offsets = self.info.locate(indices)
+        out = np.empty(len(indices), np.int64)
+        for shard in np.unique(shards).tolist():
+            mine = shards == shard
+            out[mine] = self.reader(shard).arrays[key].lengths(offsets[mine])  # type: ignore[attr-defined]
         return out
 
     def ranges(self, indices: np.ndarray, keys: Sequence[str] | None = None) -> list[ByteRanges]:

@@ -77,6 +77,13 @@ class StreamingGenerator(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> Batch:
         if not 0 <= index < self.loader.num_batches:
             raise IndexError(f"batch {index} out of range for {self.loader.num_batches} batches")
+        batch = self._read(index)
+        if self.finish_for_tf and self.loader.finish.padded_keys:  # see BatchFinisher.with_length_parity
+            return self.loader.finish.with_length_parity(batch, index)
+        return batch
+
+    def _read(self, index: int) -> Batch:
+        """Batch ``index`` of the current pass; a worker process notes it in the roster (streamload.workers)."""
         if self.roster is None:
             return self.loader.load(*self.stream.locate(index))
         self.roster.reading(index)
@@ -84,6 +91,11 @@ class StreamingGenerator(keras.utils.PyDataset):
             return self.loader.load(*self.stream.locate(index))
         finally:
             self.roster.done(index)
+
+    @property
+    def finish_for_tf(self) -> bool:
+        """Keras' TensorFlow backend reads this dataset through a tf.data signature fixed from two batches."""
+        return keras.backend.backend() == "tensorflow"
 
     def on_epoch_end(self) -> None:
         """Keras ended an epoch: the next pass starts once every batch of this one was requested."""

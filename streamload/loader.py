@@ -8,6 +8,7 @@ then the finisher; kernel read hints, when on, are one call that returns at once
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 from collections.abc import Iterator, Mapping
@@ -17,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from .batching import Batch, BatchFinisher, LabelOutOfRange, Transform
+from .batching import Batch, BatchFinisher, LabelOutOfRange, Transform, ragged_input
 from .dataset import ShardedDataset
 from .epochs import StreamPoint
-from .errors import LabelRangeError
+from .errors import InvalidOptionError, LabelRangeError
 from .kernel_hints import KernelHints
 from .options import LoaderOptions
 from .resume import check_state, loader_state
-from .sampler import IndexSampler
+from .sampler import IndexSampler, Lengths
 
 
 def access_advice(shuffle: str, hinting: bool) -> int | None:
@@ -39,6 +40,16 @@ def access_advice(shuffle: str, hinting: bool) -> int | None:
     if shuffle == "exact" or hinting:
         return getattr(mmap, "MADV_RANDOM", None)
     return None
+
+
+def record_lengths(dataset: ShardedDataset, options: LoaderOptions) -> Lengths | None:
+    """What length bucketing sorts by: the record lengths of the first ragged model input (None if unused)."""
+    if not options.bucket_by_length:
+        return None
+    key = ragged_input(dataset.manifest, dataset.info.arrays)
+    if key is None:
+        raise InvalidOptionError(f"bucket_by_length needs a model input of varying length; {dataset!r} has none")
+    return functools.partial(dataset.lengths, key)
 
 
 @dataclass(frozen=True)
@@ -63,8 +74,8 @@ class BatchLoader:
                  transform: Transform | None = None, input_context: Any = None, **overrides: Any) -> None:
         self.options = LoaderOptions.resolve(options, input_context, **overrides)
         self.dataset = ShardedDataset(Path(directory), split, verify=self.options.verify == "once")
-        self.sampler = IndexSampler(len(self.dataset), self.options)
         self.finish = BatchFinisher(self.dataset.manifest, self.dataset.info.arrays, self.options, transform)
+        self.sampler = IndexSampler(len(self.dataset), self.options, record_lengths(self.dataset, self.options))
         self.keys = self.finish.keys
         depth = self.options.prefetch_batches
         self.hints = KernelHints(self.dataset, self.sampler, self.keys, depth) if depth else None

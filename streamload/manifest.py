@@ -10,6 +10,12 @@ in, which arrays are model inputs (``features``), the target and optional sample
 facts (class count, names, range) and a fast CRC-32 per file beside its SHA-256. Version 1
 manifests are still read (their shards lie beside the manifest, with ``x`` and ``y``). A model
 input's array entry may record its ``scale`` (see values.py); entries without one read as before.
+
+An array whose ``shape`` starts with ``null`` holds variable-length records (see records.py): per shard it
+has a data file of concatenated rows plus an offsets index of ``n + 1`` int64 positions, both listed and
+hashed like any other file. In npy shards they are the files of roles ``KEY`` and ``KEY.offsets``
+(``SPLIT-NNNNN.KEY.npy``, ``SPLIT-NNNNN.KEY.offsets.npy``); in an HDF5 shard, the datasets ``KEY`` and
+``KEY.offsets``. Manifests without such arrays are read, written and fingerprinted exactly as before.
 """
 
 from __future__ import annotations
@@ -37,7 +43,18 @@ HDF5_FILE_ROLE = "hdf5"  # an HDF5 shard is one file holding every array; npy sh
 _HASH_BLOCK = 4 * 2**20
 MAX_SAMPLES = 2**48  # per shard and per split: far beyond any dataset, far below int64 overflow
 # The names the shard writers give files: SPLIT-NNNNN.KEY.npy or SPLIT-NNNNN.h5 (writers._shard_stem).
-SHARD_NAME = re.compile(r"(?P<split>.+)-[0-9]{5,}\.(?:.+\.npy|h5)")
+SHARD_NAME = re.compile(r"(?P<split>.+)-[0-9]{5,}\.(?:.+\.npy|h5)")  # KEY.npy takes KEY.offsets.npy too
+OFFSETS_SUFFIX = ".offsets"  # the offsets index of ragged array KEY is the file (npy) or dataset (HDF5) KEY.offsets
+
+
+def offsets_key(key: str) -> str:
+    """The role (npy) or HDF5 dataset name of the offsets index of ragged array ``key``."""
+    return f"{key}{OFFSETS_SUFFIX}"
+
+
+def array_roles(arrays: dict[str, ArraySpec]) -> list[str]:
+    """The npy file roles of a split: each array, plus the offsets index of each ragged one."""
+    return [role for key, spec in arrays.items() for role in ((key, offsets_key(key)) if spec.ragged else (key,))]
 
 
 def check_format(fmt: str) -> str:
@@ -206,12 +223,15 @@ def _scale(node: Field) -> float | None:
 
 def _split(name: str, node: Field, fmt: str) -> SplitInfo:
     node = node.object()
-    arrays = {key: ArraySpec(dtype=spec.get("dtype").dtype(), shape=tuple(spec.get("shape").int_list(minimum=0)),
+    arrays = {key: ArraySpec(dtype=spec.get("dtype").dtype(), shape=_shape(spec.get("shape")),
                              scale=_scale(spec.optional("scale", None)))
               for key, spec in node.get("arrays").entries()}
     if not arrays:
         raise node.get("arrays").error("a split needs at least one array")
-    roles = set(arrays) if fmt == "npy" else {HDF5_FILE_ROLE}
+    roles = array_roles(arrays)
+    if len(set(roles)) != len(roles):
+        raise node.get("arrays").error(f"names an array {OFFSETS_SUFFIX!r} after a ragged array: {sorted(roles)}")
+    roles = set(roles) if fmt == "npy" else {HDF5_FILE_ROLE}
     shards = tuple(_shard(shard, roles, name) for shard in node.get("shards").items())
     if sum(shard.num_samples for shard in shards) > MAX_SAMPLES:  # sample indices are int64
         raise node.get("shards").error(f"hold more than {MAX_SAMPLES} samples in all")
@@ -220,6 +240,13 @@ def _split(name: str, node: Field, fmt: str) -> SplitInfo:
     if total.integer(minimum=0) != split.num_samples:
         raise total.error(f"says {total.value} samples but the shards hold {split.num_samples}")
     return split
+
+
+def _shape(node: Field) -> tuple[int | None, ...]:
+    """A per-sample shape: sizes >= 0, the first of which may be null (a ragged array's records)."""
+    items = list(node.items())
+    first = () if not items or items[0].value is not None else (None,)
+    return (*first, *(item.integer(minimum=0) for item in items[len(first):]))
 
 
 def _shard(node: Field, roles: set[str], split: str) -> ShardInfo:
@@ -240,7 +267,7 @@ def _shard_name(node: Field, split: str) -> str:
     match = SHARD_NAME.fullmatch(name) if name.isprintable() else None
     if match is None or match["split"] != split:
         raise node.error(f"must be a shard file name as streamload writes them for split {split!r} "
-                         f"(SPLIT-NNNNN.KEY.npy or SPLIT-NNNNN.h5), got {ascii(name)[:120]}")
+                         f"(SPLIT-NNNNN.KEY.npy, ...KEY.offsets.npy or SPLIT-NNNNN.h5), got {ascii(name)[:120]}")
     return name
 
 

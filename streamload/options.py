@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 from .errors import InvalidOptionError
@@ -33,6 +33,9 @@ class LoaderOptions:
     manifest when None), ``normalize`` inputs by the scale the build recorded (integer images to
     float32 in [0, 1]), ``channel_axis`` for 2-D samples. Reading: ``prefetch_batches`` batches
     ahead hinted to the kernel (0: off), ``verify`` ``"once"`` to check each shard's CRC-32 before its first use.
+    Ragged inputs (samples of varying length, see batching.py): padded with ``pad_value`` to the batch's longest
+    record, cut to ``max_length`` rows when given; ``mask`` adds each one's boolean ``<name>_mask``;
+    ``bucket_by_length`` groups records of similar length into batches (see sampler.py).
     """
 
     batch_size: int = 64
@@ -50,6 +53,10 @@ class LoaderOptions:
     channel_axis: bool = True
     prefetch_batches: int = DEFAULT_PREFETCH_BATCHES
     verify: str = "off"
+    max_length: int | None = None
+    pad_value: int | float = 0
+    mask: bool = True
+    bucket_by_length: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "block_size", "window_blocks", "num_pipelines"):
@@ -59,7 +66,11 @@ class LoaderOptions:
         self._set_int("pipeline_index", minimum=0, limit=self.num_pipelines)
         if self.num_classes is not None:
             self._set_int("num_classes", minimum=1)
-        for name in ("drop_remainder", "to_fit", "one_hot", "normalize", "channel_axis"):
+        if self.max_length is not None:
+            self._set_int("max_length", minimum=1)
+        if isinstance(self.pad_value, bool) or not isinstance(self.pad_value, Real) or self.pad_value != self.pad_value:
+            raise InvalidOptionError(f"pad_value must be a number, got {self.pad_value!r}")
+        for name in ("drop_remainder", "to_fit", "one_hot", "normalize", "channel_axis", "mask", "bucket_by_length"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidOptionError(f"{name} must be True or False, got {getattr(self, name)!r}")
         object.__setattr__(self, "shuffle", _shuffle_mode(self.shuffle))

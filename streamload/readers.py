@@ -170,7 +170,7 @@ class _ArraysReader:
             if self.check_each_take:  # a page past the end of a file cut short would kill the process (SIGBUS)
                 self.arrays[key].check()
             return mapped.take(rows, axis=0, out=out, mode="clip")
-        return self.arrays[key].take(rows, out)  # type: ignore[call-arg]
+        return self.arrays[key].take(rows, out)  # type: ignore[call-arg] - a RecordArray gives Records
 
     def files(self) -> list[tuple[Path, int]]:
         """(path, open descriptor) of each file the reader reads."""
@@ -209,6 +209,11 @@ def npy_data_offset(path: Path, spec: ArraySpec, num_samples: int, fd: int | Non
 def open_npy(root: Path, shard: ShardInfo, specs: Mapping[str, ArraySpec]) -> _ArraysReader:
     arrays = {}
     for key, spec in specs.items():
+        if spec.ragged:  # its data file and its offsets (see recordreader.py)
+            from .recordreader import open_npy_records
+
+            arrays.update(open_npy_records(root, shard.files, key, spec, shard.num_samples))
+            continue
         path = root / shard.files[key].name
         fd = open_shard_file(path)
         try:
@@ -239,8 +244,8 @@ def open_hdf5(root: Path, shard: ShardInfo, specs: Mapping[str, ArraySpec]) -> _
             raise
     finally:
         os.close(fd)
-    if all(isinstance(array, MappedArray) for array in arrays.values()):
-        handle.close()
+    if all(isinstance(array, MappedArray) or getattr(array, "dataset", True) is None for array in arrays.values()):
+        handle.close()  # nothing read through h5py (RecordArray.dataset is None when its rows are stored plainly)
     return _ArraysReader(arrays, shard.num_samples)
 
 
@@ -249,7 +254,12 @@ def _hdf5_arrays(handle, path: Path, fd: int, shard: ShardInfo,  # noqa: ANN001 
     """Each array of an HDF5 shard, mapped when stored plainly, each with its own copy of ``fd``."""
     arrays: dict[str, MappedArray | ChunkedArray] = {}
     for key, spec in specs.items():
-        dataset = _checked_dataset(handle, path, key, spec, shard.num_samples)
+        if spec.ragged:
+            from .recordreader import open_hdf5_records
+
+            arrays.update(open_hdf5_records(handle, path, fd, key, spec, shard.num_samples))  # type: ignore[arg-type]
+            continue
+        dataset = checked_dataset(handle, path, key, spec, shard.num_samples)
         offset = dataset.id.get_offset()
         if dataset.chunks is None and dataset.compression is None and offset is not None:
             arrays[key] = MappedArray(path, offset, spec, shard.num_samples, os.dup(fd))
@@ -271,16 +281,22 @@ def _open_same_file(h5py, path: Path, fd: int):  # noqa: ANN001, ANN202 - the h5
     return handle
 
 
-def _checked_dataset(handle, path: Path, key: str, spec: ArraySpec, rows: int):  # noqa: ANN001, ANN202 - h5py
+def checked_dataset(handle, path: Path, key: str, spec: ArraySpec,  # noqa: ANN001, ANN201 - h5py
+                    rows: int | None):
+    """Dataset ``key``, stored in the file, of ``rows`` samples as ``spec`` says (``rows`` None: any number of a
+    ragged array's rows)."""
     foreign = foreign_storage(handle, key)
     if foreign is not None:
         raise ShardFormatError(f"{path}: dataset {key!r} {foreign}")
     if key not in handle:
         raise ShardFormatError(f"{path}: no dataset {key!r}")
     dataset = handle[key]
-    if dataset.shape != (rows, *spec.shape) or dataset.dtype != np.dtype(spec.dtype):
+    expected = (rows, *spec.row_shape) if spec.ragged else (rows, *spec.shape)
+    shape_ok = len(dataset.shape) == len(expected) and all(a == b for a, b in zip(dataset.shape, expected)
+                                                           if b is not None)
+    if not shape_ok or dataset.dtype != np.dtype(spec.dtype):
         raise ShardFormatError(f"{path}: dataset {key!r} is {dataset.dtype} {dataset.shape}, "
-                               f"the manifest says {spec.dtype} {(rows, *spec.shape)}")
+                               f"the manifest says {spec.dtype} {expected}")
     return dataset
 
 

@@ -29,7 +29,8 @@ def loader_state(loader: BatchLoader, point: StreamPoint) -> dict[str, Any]:
     options = loader.options
     return {"format": STATE_FORMAT, "dataset": loader.dataset.manifest.fingerprint, "split": loader.dataset.split_name,
             **{name: getattr(options, name) for name in (*_ORDER_FIELDS, *_BLOCK_FIELDS)},
-            "batch_size": options.batch_size, "epoch": point.epoch, "sample": point.sample}
+            "batch_size": options.batch_size, "bucket_by_length": options.bucket_by_length,
+            "epoch": point.epoch, "sample": point.sample}
 
 
 def check_state(loader: BatchLoader, state: Mapping[str, Any]) -> StreamPoint:
@@ -39,8 +40,8 @@ def check_state(loader: BatchLoader, state: Mapping[str, Any]) -> StreamPoint:
     for name in (*fields, "epoch", "sample"):
         if name not in state:
             raise InvalidOptionError(f"loader state has no {name!r}; pass a state made by state_dict()")
-    for name in fields:
-        if state[name] != expected[name]:
+    for name in (*fields, "bucket_by_length"):  # a state from before bucketing existed had none
+        if state.get(name, False) != expected[name]:
             raise InvalidOptionError(f"loader state was saved with {name}={state[name]!r}, this loader has "
                                      f"{name}={expected[name]!r}: the order would differ")
     epoch, sample = state["epoch"], state["sample"]

@@ -17,6 +17,7 @@ import numpy as np
 # (gh-106905: "SystemError: AST constructor recursion depth mismatch"); two Keras worker threads opening shards
 # hit it on a 468-shard set. One header at a time: a shard's header is parsed once per process.
 _HEADER_LOCK = threading.Lock()
+NOMINAL_RECORD_ROWS = 256  # rows a ragged sample is assumed to hold when sizing default shards and chunks
 
 
 def _new_header_lock() -> None:
@@ -48,15 +49,35 @@ class ArraySpec:
 
     ``scale`` is what readers multiply a model input by when they normalise it, decided at build time
     for every split alike (see values.py); None for targets, weights and manifests older than it.
+
+    A leading ``None`` in ``shape`` (``(None,)`` for token ids, ``(None, 3)`` for frames of 3 values)
+    makes the array *ragged*: each sample is a record of its own number of rows, stored as a data file
+    of concatenated rows plus an offsets index (see records.py), as Keras writes ``Input((None,))``.
     """
 
     dtype: str
-    shape: tuple[int, ...]
+    shape: tuple[int | None, ...]
     scale: float | None = None
 
     @property
+    def ragged(self) -> bool:
+        """Samples of varying length: the first axis of each sample varies."""
+        return bool(self.shape) and self.shape[0] is None
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one row of a record (ragged), or of the whole sample."""
+        return self.shape[1:] if self.ragged else self.shape  # type: ignore[return-value]
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.row_shape) * np.dtype(self.dtype).itemsize
+
+    @property
     def sample_bytes(self) -> int:
-        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+        """Bytes of one sample; for ragged arrays an estimate (``NOMINAL_RECORD_ROWS`` rows), used only to size
+        shards and chunks, never to read."""
+        return self.row_bytes * (NOMINAL_RECORD_ROWS if self.ragged else 1)
 
     @classmethod
     def of(cls, array: np.ndarray) -> ArraySpec:

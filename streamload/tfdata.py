@@ -35,6 +35,7 @@ from .epochs import BatchStream, StreamPoint
 from .errors import InvalidOptionError
 from .loader import BatchLoader, batches_per_epoch  # noqa: F401 - re-exported for the tf.data user
 from .options import LoaderOptions, check_int
+from .records import Records
 from .resume import check_state, loader_state
 
 OnRead = Callable[[int, int, np.ndarray], None]
@@ -178,6 +179,8 @@ class ReadPlan:
         size = loader.options.batch_size
         batches = loader.sampler.batches_from(offset)
         full = min(batches, (loader.sampler.samples_per_epoch - offset) // size)
+        if any(None in spec.shape[1:] for spec in specs):  # padded per batch: batches of one read do not stack
+            return cls(full, batches - full, 1)
         sample_bytes = sum(math.prod(spec.shape[1:]) * spec.dtype.size for spec in specs)
         per_read = min(math.ceil(read_samples / size), READ_BYTES // max(1, size * sample_bytes))
         return cls(full, batches - full, max(1, per_read))
@@ -196,9 +199,26 @@ class ReadPlan:
 
 
 def output_specs(loader: BatchLoader) -> Any:
-    """Dtypes and shapes of the loader's batches (nested like them), found by finishing an empty batch."""
+    """Dtypes and shapes of the loader's batches (nested like them), found by finishing an empty batch.
+
+    A ragged input's padded length differs from batch to batch: finishing two one-sample batches whose records
+    hold 0 and 2 rows tells which dimensions vary, and those are None (what ``ensure_shape`` then allows).
+    """
     arrays = loader.dataset.info.arrays
-    empty = {key: np.empty((0, *arrays[key].shape), dtype=np.dtype(arrays[key].dtype)) for key in loader.keys}
+    empty = {key: np.empty((0, *arrays[key].shape), dtype=np.dtype(arrays[key].dtype)) for key in loader.keys
+             if not arrays[key].ragged}
+    probes = [loader.finish({**{key: np.zeros((1, *array.shape[1:]), array.dtype) for key, array in empty.items()},
+                             **_probe_records(arrays, loader.keys, rows)}) for rows in (0, 2)]
     batch_dim = loader.options.batch_size if loader.options.drop_remainder else None
-    return tf.nest.map_structure(lambda part: tf.TensorSpec((batch_dim, *part.shape[1:]), tf.as_dtype(part.dtype)),
-                                 loader.finish(empty))
+
+    def spec(short: np.ndarray, long: np.ndarray) -> tf.TensorSpec:
+        dims = tuple(a if a == b else None for a, b in zip(short.shape[1:], long.shape[1:]))
+        return tf.TensorSpec((batch_dim, *dims), tf.as_dtype(short.dtype))
+
+    return tf.nest.map_structure(spec, *probes)
+
+
+def _probe_records(arrays: dict, keys: tuple[str, ...], rows: int) -> dict[str, Records]:
+    """One record of ``rows`` zero rows for each ragged array among ``keys``."""
+    return {key: Records(np.zeros((rows, *arrays[key].row_shape), arrays[key].dtype), [0, rows])
+            for key in keys if arrays[key].ragged}

@@ -25,6 +25,7 @@ from numbers import Real
 import numpy as np
 
 from .errors import InvalidOptionError, SourceFormatError, SourceMismatchError
+from .records import Records
 from .specs import ArraySpec
 
 NATIVE_IMAGE_SCALES = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}  # as convert_image_dtype
@@ -72,11 +73,11 @@ class SplitValues:
 
     def check(self, chunk: Mapping[str, np.ndarray]) -> None:
         for key in self.floats:
-            array = chunk[key]
+            array = _values(chunk[key])
             if array.size and not np.isfinite(array).all():
                 self._refuse_nonfinite(key, array)
         for key in self.ranged:
-            array = chunk[key]
+            array = _values(chunk[key])
             if array.size:
                 low, high = int(array.min()), int(array.max())
                 old = self.ranges.get(key, (low, high))
@@ -90,6 +91,11 @@ class SplitValues:
         raise SourceFormatError(f"{self.where}: array {key!r}, sample {self.samples + int(sample)}"
                                 f"{_position(tuple(int(i) for i in index), self.columns.get(key))} holds {value}; "
                                 f"non-finite values are refused: fix the data or pass {NONFINITE_OPTION}")
+
+
+def _values(array: np.ndarray | Records) -> np.ndarray:
+    """The values to check: a ragged array's rows back to back (positions then count rows, not samples)."""
+    return array.flat if isinstance(array, Records) else array
 
 
 def _range_scale(value_range: tuple[int, int] | None) -> float | None:

@@ -26,16 +26,19 @@ from .generations import acquire
 from .manifest import (
     HDF5_FILE_ROLE,
     MANIFEST_NAME,
+    OFFSETS_SUFFIX,
     FileInfo,
     LabelInfo,
     Manifest,
     hash_file,
+    offsets_key,
     read_manifest,
 )
+from .records import OFFSETS_DTYPE, offsets_problem
 from .shardfiles import irregular_shard, open_shard_file
 from .specs import read_npy_header
 
-Layout = dict[str, tuple[tuple[int, ...], np.dtype]]  # array name -> (full shape, dtype) in one file
+Layout = dict[str, tuple[tuple[int | None, ...], np.dtype]]  # array -> (full shape, None: any rows; dtype) in a file
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ def verify_dataset(directory: str | os.PathLike, *, progress: bool = True) -> li
             for split_name, index, role, info in files:
                 layout = expected_layout(manifest, split_name, index, role)
                 problem = check_file(root / info.name, info, bar.update, layout, manifest.format)
+                if problem is None:
+                    problem = check_offsets(root, shard_files(manifest, split_name, index), layout, manifest.format,
+                                            ragged_keys(manifest, split_name))
                 if problem is None and manifest.labels is not None and manifest.target in layout:
                     problem = check_labels(root / info.name, manifest.format, manifest.target, manifest.labels)
                 if problem:
@@ -96,7 +102,53 @@ def expected_layout(manifest: Manifest, split: str, shard: int, role: str) -> La
     info = manifest.splits[split]
     rows = info.shards[shard].num_samples
     keys = list(info.arrays) if role == HDF5_FILE_ROLE else [role]
-    return {key: ((rows, *info.arrays[key].shape), np.dtype(info.arrays[key].dtype)) for key in keys}
+    layout: Layout = {}
+    for key in keys:
+        if key.endswith(OFFSETS_SUFFIX) and key not in info.arrays:  # an npy shard's offsets file
+            layout[key] = ((rows + 1,), OFFSETS_DTYPE)
+            continue
+        spec = info.arrays[key]
+        layout[key] = ((rows, *spec.shape) if not spec.ragged else spec.shape, np.dtype(spec.dtype))
+        if spec.ragged and role == HDF5_FILE_ROLE:
+            layout[offsets_key(key)] = ((rows + 1,), OFFSETS_DTYPE)
+    return layout
+
+
+def shard_files(manifest: Manifest, split: str, shard: int) -> dict[str, str]:
+    """Role -> file name of one shard."""
+    return {role: info.name for role, info in manifest.splits[split].shards[shard].files.items()}
+
+
+def ragged_keys(manifest: Manifest, split: str) -> list[str]:
+    return [key for key, spec in manifest.splits[split].arrays.items() if spec.ragged]
+
+
+def check_offsets(root: Path, files: dict[str, str], layout: Layout, fmt: str, ragged: list[str]) -> str | None:
+    """The offsets index of each ragged array in ``layout`` (an npy offsets file, or the offsets datasets of an
+    HDF5 shard) against its data's row count: see records.offsets_problem."""
+    for data_key in ragged:
+        key = offsets_key(data_key)
+        if key not in layout:
+            continue
+        try:
+            offsets, rows = _offsets_and_rows(root, files, key, data_key, fmt)
+        except (OSError, ValueError, KeyError) as exc:
+            return f"offsets {key!r}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        problem = offsets_problem(offsets, rows)
+        if problem is not None:
+            return problem if fmt == "npy" else f"dataset {key!r}: {problem}"
+    return None
+
+
+def _offsets_and_rows(root: Path, files: dict[str, str], key: str, data_key: str, fmt: str) -> tuple[np.ndarray, int]:
+    if fmt == "npy":
+        with os.fdopen(open_shard_file(root / files[data_key]), "rb") as stream:
+            rows = read_npy_header(stream)[1][0]
+        return np.load(root / files[key], mmap_mode="r", allow_pickle=False), int(rows)
+    import h5py
+
+    with h5py.File(root / files[HDF5_FILE_ROLE], "r") as handle:
+        return handle[key][()], int(handle[data_key].shape[0])
 
 
 def check_file(path: Path, info: FileInfo, on_bytes: Callable[[int], object] | None = None,
@@ -146,7 +198,7 @@ def _check_npy(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) ->
     problems = []
     if found_dtype != dtype:
         problems.append(f"array {key!r}: header says dtype {found_dtype.str}, the manifest says {dtype.str}")
-    if found_shape != shape:
+    if not _shape_fits(found_shape, shape):
         problems.append(f"array {key!r}: header says shape {found_shape}, the manifest says {shape}")
     if fortran:
         problems.append(f"array {key!r}: header says Fortran order, shards are C order")
@@ -156,6 +208,11 @@ def _check_npy(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) ->
         problems.append(f"array {key!r}: header and data disagree: {offset} + {payload} bytes expected, "
                         f"file has {size}")
     return problems
+
+
+def _shape_fits(found: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    """``found`` is ``expected``, where None (a ragged array's row count) takes any size."""
+    return len(found) == len(expected) and all(b is None or a == b for a, b in zip(found, expected))
 
 
 def _check_hdf5(path: Path, layout: Layout) -> list[str]:
@@ -176,7 +233,7 @@ def _check_hdf5(path: Path, layout: Layout) -> list[str]:
                 if dataset.dtype != dtype:
                     problems.append(f"array {key!r}: file says dtype {dataset.dtype.str}, "
                                     f"the manifest says {dtype.str}")
-                if dataset.shape != shape:
+                if not _shape_fits(dataset.shape, shape):
                     problems.append(f"array {key!r}: file says shape {dataset.shape}, the manifest says {shape}")
             return problems
     except OSError as exc:

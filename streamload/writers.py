@@ -18,7 +18,8 @@ import numpy as np
 
 from .durable import fsync_path
 from .errors import InvalidOptionError, SourceMismatchError
-from .manifest import HDF5_FILE_ROLE, ArraySpec, FileInfo, ShardInfo, check_format, hash_file
+from .manifest import HDF5_FILE_ROLE, ArraySpec, FileInfo, ShardInfo, check_format, hash_file, offsets_key
+from .recordwriter import RecordFileWriter, abandon, begin_npy, begin_scratch, check_records, end_npy, end_scratch
 
 TARGET_SHARD_BYTES = 64 * 2**20
 HDF5_CHUNK_BYTES = 64 * 2**10  # compressed HDF5 reads whole chunks: small ones keep random reads cheap
@@ -111,6 +112,9 @@ class ShardWriter(ABC):
             raise SourceMismatchError(f"split {self.split!r}: arrays of one chunk differ in length: {rows}")
         for key, spec in self.specs.items():
             array = chunk[key]
+            if spec.ragged:
+                check_records(self.split, key, array, spec)
+                continue
             if tuple(array.shape[1:]) != spec.shape or array.dtype.newbyteorder("=") != np.dtype(spec.dtype):
                 raise SourceMismatchError(
                     f"split {self.split!r}: array {key!r} has samples of {array.dtype} {array.shape[1:]}, "
@@ -153,11 +157,15 @@ class NpyShardWriter(ShardWriter):
     """
 
     _files: dict[str, tuple[Path, int, int]]  # key -> (path, descriptor, byte offset of row 0)
+    _records: dict[str, tuple[Path, RecordFileWriter]]  # ragged key -> (data path, its writer)
 
     def _begin_shard(self, index: int, num_samples: int) -> None:
-        self._files = {}
+        self._files, self._records = {}, {}
         for key, spec in self.specs.items():
             path = self.directory / f"{self._shard_stem(index)}.{key}.npy"
+            if spec.ragged:
+                self._records[key] = (path, begin_npy(path, spec, num_samples))
+                continue
             created = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(spec.dtype),
                                                 shape=(num_samples, *spec.shape))
             data_offset = created.offset
@@ -166,6 +174,9 @@ class NpyShardWriter(ShardWriter):
 
     def _write_rows(self, offset: int, arrays: Mapping[str, np.ndarray]) -> None:
         for key, rows in arrays.items():
+            if key in self._records:
+                self._records[key][1].write(offset, rows)  # type: ignore[arg-type]
+                continue
             _, fd, data_offset = self._files[key]
             data = memoryview(np.ascontiguousarray(rows, dtype=np.dtype(self.specs[key].dtype))).cast("B")
             position = data_offset + offset * self.specs[key].sample_bytes
@@ -177,8 +188,18 @@ class NpyShardWriter(ShardWriter):
         for _, fd, _ in self._files.values():
             os.close(fd)
         paths = {key: path for key, (path, _, _) in self._files.items()}
-        self._files = {}
+        records, self._files, self._records = self._records, {}, {}
+        for key, (path, writer) in records.items():
+            offsets_path = path.with_name(f"{path.name[:-len('.npy')]}.offsets.npy")
+            end_npy(writer, offsets_path)
+            paths[key], paths[offsets_key(key)] = path, offsets_path
         return paths
+
+    def _abandon_shard(self) -> None:
+        for _, writer in getattr(self, "_records", {}).values():
+            abandon(writer)
+        self._records = {}
+        super()._abandon_shard()
 
 
 class Hdf5ShardWriter(ShardWriter):
@@ -197,7 +218,12 @@ class Hdf5ShardWriter(ShardWriter):
 
         self._path = self.directory / f"{self._shard_stem(index)}.h5"
         self._file = h5py.File(self._path, "w", libver="latest")
+        self._records: dict[str, tuple[Path, RecordFileWriter]] = {}
         for key, spec in self.specs.items():
+            if spec.ragged:  # rows go to a scratch file until the shard's row count is known
+                scratch = self.directory / f".{self._shard_stem(index)}.{key}.rows"
+                self._records[key] = (scratch, begin_scratch(scratch, spec, num_samples))
+                continue
             options = {}
             if self.compression:
                 chunk_rows = max(1, min(num_samples, HDF5_CHUNK_BYTES // max(1, spec.sample_bytes)))
@@ -206,12 +232,25 @@ class Hdf5ShardWriter(ShardWriter):
 
     def _write_rows(self, offset: int, arrays: Mapping[str, np.ndarray]) -> None:
         for key, rows in arrays.items():
-            self._file[key][offset:offset + len(rows)] = rows
+            if key in self._records:
+                self._records[key][1].write(offset, rows)  # type: ignore[arg-type]
+            else:
+                self._file[key][offset:offset + len(rows)] = rows
 
     def _end_shard(self) -> dict[str, Path]:
         file, self._file = self._file, None
-        if file is not None:
-            file.close()
+        records, self._records = getattr(self, "_records", {}), {}
+        try:
+            for key, (scratch, writer) in records.items():
+                if file is None:
+                    abandon(writer, scratch)
+                else:
+                    end_scratch(writer, scratch, file, key, offsets_key(key), HDF5_CHUNK_BYTES, self.compression)
+        finally:
+            for scratch, writer in records.values():
+                abandon(writer, scratch)  # a no-op for those already copied, a cleanup after a failure
+            if file is not None:
+                file.close()
         return {HDF5_FILE_ROLE: self._path}
 
 

@@ -129,3 +129,28 @@ def plant_foreign_hdf5(directory: Path, kind: str) -> bytes:
             handle["x"] = h5py.ExternalLink(str(outside) + ".h5", "data")
     rehash_manifests(directory)
     return secret
+
+
+def make_sequences(n: int, seed: int = 0, max_length: int = 40, row_shape: tuple[int, ...] = ()):  # noqa: ANN201
+    """``n`` token-id records of lengths 0..max_length (record i starts with the id i + 1, so each is unique when
+    not empty) as Records, and labels."""
+    from streamload.records import Records
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, max_length + 1, n)
+    records = [rng.integers(1, 1000, (length, *row_shape)).astype(np.int32) for length in lengths]
+    for i, record in enumerate(records):
+        if len(record):
+            record.reshape(len(record), -1)[0, 0] = i + 1
+    return Records.from_arrays(records, np.int32, row_shape), rng.integers(0, 3, n).astype(np.uint8)
+
+
+def build_sequences(tmp_path: Path, n: int, fmt: str = "npy", shard_size: int | None = None, *,
+                    compression: str | None = None, seed: int = 0, row_shape: tuple[int, ...] = (),
+                    max_length: int = 40):  # noqa: ANN201
+    """A dataset of ``make_sequences`` (``x`` ragged, ``y`` labels); returns it and the Records and labels."""
+    x, y = make_sequences(n, seed, max_length, row_shape)
+    out = tmp_path / f"seq-{fmt}-{n}-{shard_size}-{compression}-{seed}"
+    build_dataset({"train": ArraySource(x=x, y=y)}, out,
+                  BuildOptions(format=fmt, shard_size=shard_size, compression=compression, progress=False))
+    return out, x, y

@@ -223,3 +223,78 @@ def test_a_manifest_without_scales_keeps_uint8_at_1_255_and_refuses_wider_intege
     assert np.array_equal(finisher(old_u8)(raw)[0][..., 0], raw["x"].astype(np.float32) * np.float32(1 / 255))
     with pytest.raises(InvalidOptionError, match="input 'x' holds int32"):
         finisher(read_manifest(tmp_path / "i32"))
+
+
+# --- ragged inputs: padded per batch, with masks ------------------------------------------------------
+
+
+def _padded_by_hand(records: list, length: int, pad_value: float, dtype) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    values = np.full((len(records), length, *records[0].shape[1:]), pad_value, dtype=dtype)
+    mask = np.zeros((len(records), length), bool)
+    for row, record in enumerate(records):
+        kept = record[:length]
+        values[row, :len(kept)], mask[row, :len(kept)] = kept, True
+    return values, mask
+
+
+@pytest.mark.parametrize("fmt,compression", [("npy", None), ("hdf5", None), ("hdf5", "lzf")])
+@pytest.mark.parametrize("shuffle,bucket", [("exact", False), ("block", False), ("none", False), ("exact", True)])
+@pytest.mark.parametrize("max_length", [None, 12])
+def test_ragged_batches_equal_numpy_padding_of_the_records(tmp_path, fmt, compression, shuffle, bucket,
+                                                           max_length) -> None:
+    from shards import build_sequences
+
+    from streamload.loader import BatchLoader
+
+    directory, x, y = build_sequences(tmp_path, 300, fmt, 70, compression=compression, row_shape=(2,))
+    loader = BatchLoader(directory, batch_size=32, shuffle=shuffle, seed=4, block_size=20, window_blocks=2,
+                         bucket_by_length=bucket, max_length=max_length, pad_value=-3, one_hot=False)
+    for batch in range(loader.num_batches):
+        inputs, labels = loader.load(1, batch)
+        indices = loader.sampler.batch_indices(1, batch)
+        records = [x[int(i)] for i in indices]
+        longest = max(len(r) for r in records)
+        length = longest if max_length is None else min(longest, max_length)
+        values, mask = _padded_by_hand(records, length, -3, np.int32)
+        assert inputs["x"].dtype == np.int32 and np.array_equal(inputs["x"], values)
+        assert np.array_equal(inputs["x_mask"], mask) and np.array_equal(labels, y[indices])
+
+
+def test_ragged_input_without_mask_is_the_padded_array_alone(tmp_path) -> None:
+    from shards import build_sequences
+
+    from streamload.loader import BatchLoader
+
+    directory, x, _ = build_sequences(tmp_path, 50, "npy")
+    inputs, _ = BatchLoader(directory, batch_size=10, shuffle=False, mask=False).load(0, 0)
+    assert isinstance(inputs, np.ndarray) and inputs.shape == (10, max(len(x[i]) for i in range(10)))
+
+
+def test_length_parity_widens_by_one_masked_row(tmp_path) -> None:
+    from shards import build_sequences
+
+    from streamload.loader import BatchLoader
+
+    directory, _, _ = build_sequences(tmp_path, 50, "npy")
+    loader = BatchLoader(directory, batch_size=10, shuffle=False, pad_value=7)
+    batch = loader.load(0, 0)
+    length = batch[0]["x"].shape[1]
+    same, other = loader.finish.with_length_parity(batch, length), loader.finish.with_length_parity(batch, length + 1)
+    assert same is batch
+    assert other[0]["x"].shape[1] == length + 1 and (other[0]["x"][:, -1] == 7).all()
+    assert not other[0]["x_mask"][:, -1].any() and np.array_equal(other[0]["x"][:, :-1], batch[0]["x"])
+
+
+def test_ragged_targets_and_bad_pad_values_are_refused(tmp_path) -> None:
+    from shards import build_sequences
+
+    from streamload.loader import BatchLoader
+
+    directory, _, _ = build_sequences(tmp_path, 20, "npy")
+    with pytest.raises(InvalidOptionError, match="pad_value 0.5 does not fit input 'x'"):
+        BatchLoader(directory, pad_value=0.5)
+    from shards import build
+
+    plain, _ = build(tmp_path, 20)
+    with pytest.raises(InvalidOptionError, match="bucket_by_length needs a model input of varying length"):
+        BatchLoader(plain, bucket_by_length=True)

@@ -84,3 +84,15 @@ def test_the_verify_command_a_corrupt_shard_suggests_works_as_printed(tmp_path) 
     run = subprocess.run(shlex.split(command), capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert run.returncode == 1, run.stderr  # 1: it ran and found the bad shard (2 would be a usage error)
     assert f"BAD {victim.name}" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_ragged_arrays_offsets_file_is_checked_before_use(tmp_path) -> None:
+    from shards import build_sequences, shard_folder
+
+    directory, _, _ = build_sequences(tmp_path, 60, "npy", 30)
+    victim = shard_folder(directory) / "train-00001.x.offsets.npy"
+    flip_byte(victim, victim.stat().st_size - 8)  # the low byte of the last offset: sound-looking, wrong
+    checked = BatchLoader(directory, batch_size=10, shuffle=False, verify="once")
+    checked.load(0, 0)  # shard 0 is sound
+    with pytest.raises(ShardCorruptError, match=f"{victim.name}.*CRC-32"):
+        checked.load(0, 3)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "streamload"
 LAYERS = [  # lowest first; a module may import from its own layer and any earlier one
-    {"errors", "_names", "_process", "_validate", "durable", "options", "procstats", "shardfiles", "specs"},
+    {"errors", "_names", "_process", "_validate", "durable", "options", "procstats", "records", "shardfiles", "specs"},
     {"sources"},
-    {"manifest", "layout", "labels", "values", "writers", "generations", "staging", "build", "verify", "cli"},
-    {"readers", "integrity", "dataset"},
+    {"manifest", "layout", "labels", "values", "writers", "generations", "staging", "build", "verify", "cli",
+     "recordwriter"},
+    {"readers", "recordreader", "integrity", "dataset"},
     {"sampler", "readahead", "kernel_hints"},
     {"batching", "loader", "epochs", "resume"},
     {"workers", "generator", "callbacks", "tfdata"},

@@ -196,3 +196,13 @@ def test_defaults_are_the_numbers_the_readme_documents() -> None:
     shard_bytes = readme_number(r"shards of about ([\d,]+) MB") * 2**20
     mnist_sample = {"x": ArraySpec("|u1", (28, 28)), "y": ArraySpec("|u1", ())}  # 785 bytes
     assert shard_bytes - 785 < default_shard_size(mnist_sample) * 785 <= shard_bytes
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("max_length", 0, "max_length must be at least 1"), ("max_length", 2.5, "max_length must be an integer"),
+    ("pad_value", "0", "pad_value must be a number"), ("pad_value", True, "pad_value must be a number"),
+    ("pad_value", float("nan"), "pad_value must be a number"), ("mask", 1, "mask must be True or False"),
+    ("bucket_by_length", "yes", "bucket_by_length must be True or False")])
+def test_ragged_options_are_validated(name, value, message) -> None:
+    with pytest.raises(InvalidOptionError, match=message):
+        LoaderOptions(**{name: value})

@@ -66,3 +66,22 @@ def test_a_state_holding_numpy_integers_is_taken(data) -> None:
     assert np.array_equal(sample_ids(resumed[0][0]), sample_ids(gen[5][0]))
     with pytest.raises(InvalidOptionError, match="outside"):
         resumed.load_state_dict({**state, "sample": True})
+
+
+def test_a_bucketed_state_continues_only_a_bucketed_loader(tmp_path) -> None:
+    from shards import build_sequences
+
+    from streamload.epochs import StreamPoint
+    from streamload.errors import InvalidOptionError
+    from streamload.loader import BatchLoader
+    from streamload.resume import check_state, loader_state
+
+    directory, _, _ = build_sequences(tmp_path, 100, "npy")
+    bucketed = BatchLoader(directory, batch_size=10, bucket_by_length=True)
+    state = loader_state(bucketed, StreamPoint(1, 30))
+    assert check_state(BatchLoader(directory, batch_size=10, bucket_by_length=True), state) == StreamPoint(1, 30)
+    with pytest.raises(InvalidOptionError, match="bucket_by_length=True, this loader has bucket_by_length=False"):
+        check_state(BatchLoader(directory, batch_size=10), state)
+    older = {key: value for key, value in loader_state(BatchLoader(directory, batch_size=10), StreamPoint(0, 0)).items()
+             if key != "bucket_by_length"}  # a state saved before bucketing existed
+    assert check_state(BatchLoader(directory, batch_size=10), older) == StreamPoint(0, 0)

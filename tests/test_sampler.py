@@ -222,3 +222,60 @@ def test_sampler_pickles_without_its_caches() -> None:
     assert len(blob) < 2_000  # the cached index blocks (4096 positions each) stay behind
     clone = pickle.loads(blob)
     assert all(np.array_equal(clone.batch_indices(1, b), want) for b, want in zip(range(0, 3000, 97), expected))
+
+
+# --- length bucketing -------------------------------------------------------------------------------
+
+
+def _bucketing(n: int, seed: int = 0, **options):  # noqa: ANN001, ANN202
+    from streamload.options import LoaderOptions
+    from streamload.sampler import IndexSampler
+
+    lengths = np.random.default_rng(99).integers(0, 500, n)
+    opts = LoaderOptions(bucket_by_length=True, seed=seed, **{"batch_size": 16, **options})
+    return IndexSampler(n, opts, lengths.__getitem__), lengths
+
+
+@pytest.mark.parametrize("shuffle", ["exact", "block", "none"])
+@pytest.mark.parametrize("n,drop", [(5000, False), (2003, False), (2003, True)])
+def test_bucketed_epoch_is_a_permutation_a_pure_function_of_seed_and_epoch(shuffle, n, drop) -> None:
+    sampler, _ = _bucketing(n, shuffle=shuffle, drop_remainder=drop, block_size=64, window_blocks=2)
+    for epoch in (0, 1):
+        order = np.concatenate([sampler.batch_indices(epoch, b) for b in range(sampler.num_batches)])
+        assert len(order) == sampler.samples_per_epoch and len(np.unique(order)) == len(order)
+        if not drop:
+            assert np.array_equal(np.sort(order), np.arange(n))
+        again, _ = _bucketing(n, shuffle=shuffle, drop_remainder=drop, block_size=64, window_blocks=2)
+        assert np.array_equal(order, np.concatenate([again.batch_indices(epoch, b) for b in range(again.num_batches)]))
+    other, _ = _bucketing(n, seed=1, shuffle=shuffle, drop_remainder=drop, block_size=64, window_blocks=2)
+    assert not np.array_equal(sampler.batch_indices(0, 3), other.batch_indices(0, 3))
+
+
+def test_bucketing_cuts_padding_and_keeps_batches_random() -> None:
+    from streamload.sampler import padded_cells
+
+    sampler, lengths = _bucketing(5000)
+    plain, _ = _bucketing(5000)
+    plain.options = plain.options.__class__(batch_size=16)  # the same order without buckets
+    bucketed, held = padded_cells(sampler, lengths.__getitem__)
+    unbucketed, held_too = padded_cells(plain, lengths.__getitem__)
+    assert held == held_too == lengths.sum() and bucketed < 0.6 * unbucketed
+    firsts = [int(lengths[sampler.batch_indices(0, b)].max()) for b in range(sampler.num_batches)]
+    assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)  # batch order is shuffled
+
+
+def test_bucketed_batches_resume_from_any_batch_boundary() -> None:
+    sampler, _ = _bucketing(3000)
+    full = [sampler.batch_indices(2, b) for b in range(sampler.num_batches)]
+    for done in (1, 17, 64, 100):
+        resumed = [sampler.batch_indices(2, b, offset=done * 16) for b in range(sampler.num_batches - done)]
+        assert all(np.array_equal(a, b) for a, b in zip(resumed, full[done:]))
+
+
+def test_bucketing_without_lengths_is_refused() -> None:
+    from streamload.errors import InvalidOptionError
+    from streamload.options import LoaderOptions
+    from streamload.sampler import IndexSampler
+
+    with pytest.raises(InvalidOptionError, match="bucket_by_length needs"):
+        IndexSampler(100, LoaderOptions(bucket_by_length=True)).batch_indices(0, 0)

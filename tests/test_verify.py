@@ -276,3 +276,42 @@ def test_problems_never_quote_the_bytes_of_a_file(tmp_path: Path) -> None:
     path.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
     rehash_manifests(directory)
     assert _problems(directory) == [("train", 0, "header: not a .npy header (no readable .npy magic and header)")]
+
+
+def _damage_offsets(directory: Path, fmt: str, damage: Callable) -> str:
+    """Damage the offsets of the first train shard's ragged ``x`` and record the new hashes (as a hostile or
+    careless author would): only the offsets check can then see it. Returns the damaged file's name."""
+    import h5py
+    import numpy as np
+
+    folder = shard_folder(directory)
+    name = "train-00000.x.offsets.npy" if fmt == "npy" else "train-00000.h5"
+    path = make_writable(folder / name)
+    if fmt == "npy":
+        offsets = np.load(path, mmap_mode="r+")
+        damage(offsets)
+        offsets.flush()
+        del offsets
+    else:
+        with h5py.File(path, "r+") as handle:
+            offsets = handle["x.offsets"][()]
+            damage(offsets)
+            handle["x.offsets"][...] = offsets
+    rehash_manifests(directory)
+    return name
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+@pytest.mark.parametrize("damage,problem", [
+    (lambda o: o.__setitem__(3, o[5] + 1), "offsets: decrease at sample 3"),
+    (lambda o: o.__setitem__(-1, o[-1] + 1), "past the end of the"),
+    (lambda o: o.__setitem__(0, 1), "offsets: start at 1")])
+def test_damaged_offsets_are_named(tmp_path: Path, fmt: str, damage: Callable, problem: str) -> None:
+    from shards import build_sequences
+
+    directory, _, _ = build_sequences(tmp_path, 60, fmt, shard_size=30)
+    assert verify_dataset(directory, progress=False) == []
+    name = _damage_offsets(directory, fmt, damage)
+    problems = verify_dataset(directory, progress=False)
+    assert [(p.file, p.shard) for p in problems] == [(name, 0)]
+    assert problem in problems[0].problem

@@ -14,11 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ShardFormatError, SourceMismatchError
+from ..errors import ShardFormatError, SourceFormatError, SourceMismatchError
+from ..records import Records
 from ..specs import ArraySpec
 from .base import DEFAULT_CHUNK_ROWS, Chunk, rows_per_chunk
 
 MAX_SAMPLE_BYTES = 2**30  # one sample is read whole: more than 1 GiB of it is refused
+LENGTHS_SUFFIX = "_lengths"  # NAME_lengths beside NAME: samples of varying length (see sequences.py)
+PICKLE_OPTION = "--allow-pickle (numpy_sources(..., allow_pickle=True))"
+
+
+def pickle_refusal(where: str, member: str) -> SourceFormatError:
+    """The refusal of an object array: it names the pickle-free form and the option for trusted files."""
+    return SourceFormatError(
+        f"{where}: array {member!r} holds Python objects (an object array, e.g. sequences of varying length), which "
+        f"only pickle reads, and unpickling runs code from the file; store it as {member} (rows back to back) plus "
+        f"{member}{LENGTHS_SUFFIX} (see docs/sequences.md), or pass {PICKLE_OPTION} for a file you trust")
 
 
 def check_sample_size(where: str, key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -32,8 +43,16 @@ def check_sample_size(where: str, key: str, shape: tuple[int, ...], dtype: np.dt
                                "not read")
 
 
+def spec_of(array: np.ndarray | Records) -> ArraySpec:
+    """An array's sample spec; Records (variable-length samples) get a leading None."""
+    if isinstance(array, Records):
+        return ArraySpec(np.dtype(array.dtype).newbyteorder("=").str, (None, *array.row_shape))
+    return ArraySpec.of(array)
+
+
 class ArraySource:
-    """In-memory or memory-mapped arrays, e.g. ``ArraySource(x=images, y=labels)``."""
+    """In-memory or memory-mapped arrays, e.g. ``ArraySource(x=images, y=labels)``; an array may be
+    :class:`~streamload.records.Records` (``Records.from_arrays(token_lists)``) for samples of varying length."""
 
     def __init__(self, description: str = "arrays", **arrays: np.ndarray) -> None:
         lengths = {key: len(array) for key, array in arrays.items()}
@@ -42,11 +61,12 @@ class ArraySource:
         self.arrays = arrays
         self.description = description
         self.num_samples = next(iter(lengths.values()))
-        self.specs = {key: ArraySpec.of(array) for key, array in arrays.items()}
+        self.specs = {key: spec_of(array) for key, array in arrays.items()}
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
         for start in range(0, self.num_samples, chunk_rows):
-            yield {key: np.asarray(array[start:start + chunk_rows]) for key, array in self.arrays.items()}
+            yield {key: array[start:start + chunk_rows] if isinstance(array, Records)
+                   else np.asarray(array[start:start + chunk_rows]) for key, array in self.arrays.items()}
 
 
 class NpzArraySource:
@@ -76,7 +96,9 @@ class NpzArraySource:
         if not shape:
             raise ShardFormatError(f"{self.path}: array {member!r} is 0-d (a single value): it has no samples; "
                                    "its first axis must count them")
-        if fortran or dtype.hasobject:
+        if dtype.hasobject:
+            raise pickle_refusal(str(self.path), member)
+        if fortran:
             raise ShardFormatError(f"{self.path}: array {member!r} must be a C-ordered array of numbers")
         check_sample_size(str(self.path), member, tuple(shape), dtype)
         claimed = dtype.itemsize

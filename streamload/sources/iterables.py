@@ -12,10 +12,16 @@ A shard writer needs the sample count before the first sample. It comes from ``n
 generator of unknown length, the items are spilled once to raw files in a temporary folder
 (``spill_dir``, default the system's), which hold the dataset on disk, not in RAM, are
 memory-mapped for writing and are deleted with the source. Nothing ever holds more than a chunk.
+
+Arrays named in ``ragged=`` hold samples of varying length (token ids, audio frames): each item's array
+may have any length along its first axis (the rest of its shape and its dtype as the first item's), and
+is stored as variable-length records (see records.py). Without it a length that changes is an error
+that names the option.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -28,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SourceFormatError, SourceMismatchError
+from ..records import Records
 from ..specs import ArraySpec
 from .base import DEFAULT_CHUNK_ROWS, Chunk, rows_per_chunk
 from .numpy_files import check_storable
@@ -66,13 +73,18 @@ class _ChunkBuffer:
 
     def add(self, row: Row) -> None:
         if self._arrays is None:
-            self._arrays = {key: np.empty((self.rows, *spec.shape), spec.dtype) for key, spec in self.specs.items()}
+            self._arrays = {key: [] if spec.ragged else np.empty((self.rows, *spec.shape), spec.dtype)
+                            for key, spec in self.specs.items()}
         for key, value in row.items():
-            self._arrays[key][self.filled] = value
+            if self.specs[key].ragged:
+                self._arrays[key].append(value)  # type: ignore[union-attr]
+            else:
+                self._arrays[key][self.filled] = value
         self.filled += 1
 
     def take(self) -> Chunk:
-        chunk = {key: array[:self.filled] for key, array in (self._arrays or {}).items()}
+        chunk = {key: Records.from_arrays(array, self.specs[key].dtype, self.specs[key].row_shape)
+                 if self.specs[key].ragged else array[:self.filled] for key, array in (self._arrays or {}).items()}
         self._arrays, self.filled = None, 0
         return chunk
 
@@ -86,8 +98,10 @@ class _Spill:
         self.folder = Path(tempfile.mkdtemp(prefix="streamload-spill-", dir=directory))
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
         self.paths = {key: self.folder / f"{number}.raw" for number, key in enumerate(self.specs)}
+        self.lengths = {key: self.folder / f"{number}.lengths" for number, key in enumerate(self.specs)
+                        if self.specs[key].ragged}
         buffer = _ChunkBuffer(self.specs, rows_per_chunk(self.specs, DEFAULT_CHUNK_ROWS, SPILL_BUFFER_BYTES))
-        streams = {key: open(path, "wb") for key, path in self.paths.items()}
+        streams = {key: open(path, "wb") for key, path in (*self.paths.items(), *self._length_keys())}
         try:
             for row in rows:
                 buffer.add(row)
@@ -100,18 +114,39 @@ class _Spill:
             for stream in streams.values():
                 stream.close()
 
+    def _length_keys(self) -> list[tuple[str, Path]]:
+        return [(f"{key} lengths", path) for key, path in self.lengths.items()]
+
     @staticmethod
     def _write(chunk: Chunk, streams: Mapping[str, Any]) -> None:
         for key, array in chunk.items():
-            array.tofile(streams[key])
+            if isinstance(array, Records):
+                array.flat.tofile(streams[key])
+                array.lengths.astype(np.int64).tofile(streams[f"{key} lengths"])
+            else:
+                array.tofile(streams[key])
 
     def iter_chunks(self, rows: int) -> Iterator[Chunk]:
         if not self.count:
             return
-        maps = {key: np.memmap(path, dtype=self.specs[key].dtype, mode="r", shape=(self.count, *self.specs[key].shape))
-                for key, path in self.paths.items()}
+        offsets = {key: np.r_[0, np.cumsum(np.fromfile(path, np.int64))] for key, path in self.lengths.items()}
+        maps = {}
+        for key, path in self.paths.items():
+            spec = self.specs[key]
+            shape = (int(offsets[key][-1]), *spec.row_shape) if spec.ragged else (self.count, *spec.shape)
+            if math.prod(shape):  # numpy cannot map an empty file
+                maps[key] = np.memmap(path, dtype=spec.dtype, mode="r", shape=shape)
         for start in range(0, self.count, rows):
-            yield {key: np.array(array[start:start + rows]) for key, array in maps.items()}
+            yield {key: self._rows(key, start, rows, maps, offsets) for key in self.specs}
+
+    def _rows(self, key: str, start: int, rows: int, maps: Mapping[str, np.ndarray],
+              offsets: Mapping[str, np.ndarray]) -> np.ndarray | Records:
+        spec = self.specs[key]
+        if not spec.ragged:
+            return np.array(maps[key][start:start + rows]) if key in maps else np.empty((0, *spec.shape), spec.dtype)
+        index = offsets[key][start:start + rows + 1]
+        values = maps[key][index[0]:index[-1]] if key in maps else np.empty((0, *spec.row_shape), spec.dtype)
+        return Records(np.array(values), index - index[0])
 
 
 class IterableSource:
@@ -119,7 +154,8 @@ class IterableSource:
 
     def __init__(self, items: Iterable[Any], *, num_samples: int | None = None, target: str | None = None,
                  sample_weight: str | None = None, features: Sequence[str] | None = None,
-                 spill_dir: str | os.PathLike | None = None, description: str | None = None) -> None:
+                 spill_dir: str | os.PathLike | None = None, description: str | None = None,
+                 ragged: Sequence[str] = ()) -> None:
         self.description = description or f"{type(items).__name__} of samples"
         self._items, self.reiterable, self._consumed = items, iter(items) is not items, False
         iterator = iter(items)
@@ -127,8 +163,12 @@ class IterableSource:
         if first is _NOTHING:
             raise SourceFormatError(f"{self.description}: holds no items")
         first_row = flatten_item(first, self.description, 0)
-        self.specs = {key: ArraySpec(np.dtype(value.dtype).newbyteorder("=").str, value.shape)
+        self.specs = {key: ArraySpec(np.dtype(value.dtype).newbyteorder("=").str,
+                                     (None, *value.shape[1:]) if key in ragged else value.shape)
                       for key, value in first_row.items()}
+        if set(ragged) - set(self.specs) or any(not first_row[key].ndim for key in ragged):
+            raise SourceFormatError(f"{self.description}: ragged={list(ragged)} must name arrays of the items that "
+                                    f"have at least one axis; the first item has {list(self.specs)}")
         check_storable(self.specs, self.description)
         self._set_roles(first, features, target, sample_weight)
         self._first, self._rest = first, (None if self.reiterable else iterator)
@@ -163,9 +203,12 @@ class IterableSource:
                                           f"{sorted(self.specs)}")
             for key, value in row.items():
                 spec = self.specs[key]
-                if value.shape != spec.shape or not np.can_cast(value.dtype, spec.dtype, "safe"):
+                shape = value.shape[1:] if spec.ragged and value.ndim else value.shape
+                if shape != spec.row_shape or not np.can_cast(value.dtype, spec.dtype, "safe"):
+                    hint = "" if spec.ragged or len(shape) != len(spec.shape) else \
+                        f" (samples of varying length: pass ragged=[{key!r}])"
                     raise SourceMismatchError(f"{self.description}: item {index}: {key!r} is {value.dtype} "
-                                              f"{value.shape}, the first item's was {spec.dtype} {spec.shape}")
+                                              f"{value.shape}, the first item's was {spec.dtype} {spec.shape}{hint}")
             yield row
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:

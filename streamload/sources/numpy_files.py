@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import SourceFormatError, SourceMismatchError, SourceNotFoundError
 from ..specs import ArraySpec
-from .arrays import NpzArraySource, check_sample_size
+from .arrays import NpzArraySource, check_sample_size, pickle_refusal
 from .base import DEFAULT_CHUNK_ROWS, Chunk, SplitSource, rows_per_chunk
 
 SPLIT_SUFFIXES = {"train": "train", "test": "test", "validation": "validation", "val": "validation"}
@@ -42,6 +42,8 @@ def _open_npy(path: Path) -> np.memmap:
     except FileNotFoundError as exc:
         raise SourceNotFoundError(f"{path}: no such .npy file") from exc
     except ValueError as exc:  # not a .npy file, a pickled object array, an empty file...
+        if "allow_pickle" in str(exc):
+            raise pickle_refusal(str(path), path.stem) from None
         raise SourceFormatError(f"{path}: cannot memory-map as a .npy array: {exc}") from exc
     if array.ndim == 0:
         raise SourceFormatError(f"{path}: a 0-d array has no samples; its first axis must count them")
@@ -84,7 +86,17 @@ def pair_names(names: set[str], x_key: str | None, y_key: str | None, where: Pat
                             f"{sorted(names)}: name the inputs and targets with --x-key and --y-key")
 
 
-def npz_sources(path: Path, x_key: str | None = None, y_key: str | None = None) -> dict[str, SplitSource]:
+def _npz_source(path: Path, names: set[str], x: str, y: str, allow_pickle: bool) -> SplitSource:
+    from .sequences import RaggedNpzSource, is_ragged, trusted_object_source
+
+    if is_ragged(names, x):
+        return RaggedNpzSource(path, x, y)
+    trusted = trusted_object_source(path, x, y) if allow_pickle else None
+    return trusted or NpzArraySource(path, {"x": x, "y": y})
+
+
+def npz_sources(path: Path, x_key: str | None = None, y_key: str | None = None,
+                allow_pickle: bool = False) -> dict[str, SplitSource]:
     try:
         with zipfile.ZipFile(path) as archive:
             names = {name[:-4] for name in archive.namelist() if name.endswith(".npy")}
@@ -92,20 +104,26 @@ def npz_sources(path: Path, x_key: str | None = None, y_key: str | None = None) 
         raise SourceFormatError(f"{path}: not an .npz archive ({exc})") from exc
     if not names:
         raise SourceFormatError(f"{path}: the .npz archive holds no arrays")
-    sources = {split: NpzArraySource(path, {"x": x, "y": y})
+    sources = {split: _npz_source(path, names, x, y, allow_pickle)
                for split, (x, y) in pair_names(names, x_key, y_key, path).items()}
     for source in sources.values():
         check_storable(source.specs, source.description)
     return sources
 
 
-def numpy_sources(path: str | os.PathLike, x_key: str | None = None,
-                  y_key: str | None = None) -> dict[str, SplitSource]:
-    """Split -> source for an ``.npz`` archive, a folder of ``.npy`` files, or one ``.npy`` file."""
+def numpy_sources(path: str | os.PathLike, x_key: str | None = None, y_key: str | None = None,
+                  allow_pickle: bool = False) -> dict[str, SplitSource]:
+    """Split -> source for an ``.npz`` archive, a folder of ``.npy`` files, or one ``.npy`` file.
+
+    Inputs of varying length come as ``X`` plus ``X_lengths`` (see sequences.py); object arrays only with
+    ``allow_pickle`` (an ``.npz`` of a trusted author)."""
+    from .sequences import RaggedNpySource, is_ragged
+
     path = Path(path).expanduser()
     if path.is_dir():
         names = {file.stem for file in path.glob("*.npy")}
-        return {split: NpyPairSource(path / f"{x}.npy", path / f"{y}.npy")
+        return {split: RaggedNpySource(path, x, y) if is_ragged(names, x) else
+                NpyPairSource(path / f"{x}.npy", path / f"{y}.npy")
                 for split, (x, y) in pair_names(names, x_key, y_key, path).items()}
     if not path.is_file():
         raise SourceNotFoundError(f"{path}: no such file or folder")
@@ -114,4 +132,4 @@ def numpy_sources(path: str | os.PathLike, x_key: str | None = None,
             raise SourceFormatError(f"{path}: a single .npy file holds the inputs; name its targets file beside "
                                     "it with --y-key (e.g. --y-key y for y.npy), or pass the folder")
         return {"train": NpyPairSource(path, path.with_name(f"{y_key}.npy"))}
-    return npz_sources(path, x_key, y_key)
+    return npz_sources(path, x_key, y_key, allow_pickle)

@@ -24,7 +24,7 @@ SOURCE_TYPES = ("auto", "idx", "mnist-npz", "npz", "npy", "images", "csv")
 _IMAGE_OPTIONS = ("image_size", "color_mode", "crop_to_aspect_ratio", "jobs", "strict", "max_image_pixels")
 _ONLY_FOR = {  # option -> the source types it applies to (given for another type, it is an error)
     **dict.fromkeys(_IMAGE_OPTIONS, ("images",)),
-    "x_key": ("npz", "npy"), "y_key": ("npz", "npy"), "label_column": ("csv",),
+    "x_key": ("npz", "npy"), "y_key": ("npz", "npy"), "allow_pickle": ("npz",), "label_column": ("csv",),
     "augment_to": ("idx", "mnist-npz", "npz", "npy"),
 }
 
@@ -60,6 +60,9 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     arrays = parser.add_argument_group("NumPy files and CSV tables")
     arrays.add_argument("--x-key", help="name of the inputs array (default: x, or x_train/x_test)")
     arrays.add_argument("--y-key", help="name of the targets array (default: y, or y_train/y_test)")
+    arrays.add_argument("--allow-pickle", action="store_true",
+                        help="read object arrays (sequences of varying length) from an .npz with pickle, which runs "
+                             "code from the file: only for files you trust; X plus X_lengths needs no pickle")
     arrays.add_argument("--label-column", help="CSV label column, by header name or 0-based index "
                                                "(default: the column named label, else the last)")
 
@@ -121,7 +124,7 @@ def _file_sources(args: argparse.Namespace, kind: str) -> dict[str, SplitSource]
         return dict(csv_sources(args.source, args.label_column))
     from .numpy_files import numpy_sources
 
-    return numpy_sources(args.source, args.x_key, args.y_key)
+    return numpy_sources(args.source, args.x_key, args.y_key, getattr(args, "allow_pickle", False))
 
 
 def sources_from_args(args: argparse.Namespace) -> dict[str, SplitSource]:

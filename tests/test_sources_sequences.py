@@ -1,0 +1,99 @@
+"""Samples of varying length from NumPy files: ``X`` plus ``X_lengths`` in an ``.npz`` or a folder of ``.npy``
+files, built by the command line; object arrays refused unless ``--allow-pickle`` says the file is trusted."""
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BUILD_SCRIPT, subprocess_env
+
+from streamload.dataset import ShardedDataset
+from streamload.errors import SourceFormatError, SourceMismatchError
+from streamload.sources.iterables import IterableSource
+from streamload.sources.numpy_files import numpy_sources
+
+
+def _sequences(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 500, rng.integers(0, 12)).astype(np.int32) for _ in range(n)]
+
+
+def _records_of(directory: Path, split: str = "train") -> list[np.ndarray]:
+    dataset = ShardedDataset(directory, split)
+    return [dataset[i]["x"] for i in range(len(dataset))]
+
+
+def _build(source: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*BUILD_SCRIPT, "--source", str(source), "--out", str(out), "--shard-size", "17", "--quiet",
+                           *extra], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_npz_with_lengths_builds_from_the_command_line(tmp_path, fmt) -> None:
+    train, test = _sequences(60), _sequences(25, seed=1)
+    path = tmp_path / "tokens.npz"
+    np.savez(path, x_train=np.concatenate(train), x_train_lengths=[len(s) for s in train], y_train=np.arange(60) % 3,
+             x_test=np.concatenate(test), x_test_lengths=[len(s) for s in test], y_test=np.arange(25) % 3)
+    result = _build(path, tmp_path / "out", "--format", fmt)
+    assert result.returncode == 0, result.stderr
+    for split, expected in (("train", train), ("test", test)):
+        assert all(np.array_equal(a, b) for a, b in zip(_records_of(tmp_path / "out", split), expected, strict=True))
+
+
+def test_npy_folder_with_lengths(tmp_path) -> None:
+    seqs = _sequences(40)
+    np.save(tmp_path / "x.npy", np.concatenate(seqs))
+    np.save(tmp_path / "x_lengths.npy", np.array([len(s) for s in seqs]))
+    np.save(tmp_path / "y.npy", np.arange(40) % 2)
+    (source,) = numpy_sources(tmp_path).values()
+    assert source.specs["x"].shape == (None,) and source.num_samples == 40
+    chunks = list(source.iter_chunks(16))
+    assert [len(c["x"]) for c in chunks] == [16, 16, 8]
+    assert all(np.array_equal(c["x"][i], seqs[16 * k + i]) for k, c in enumerate(chunks) for i in range(len(c["x"])))
+
+
+def test_lengths_that_do_not_add_up_are_refused(tmp_path) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=np.arange(10), x_lengths=[3, 3, 3], y=[0, 1, 2])
+    with pytest.raises(SourceMismatchError, match=f"{path}: x_lengths adds up to 9 rows, x holds 10"):
+        numpy_sources(path)
+
+
+def test_object_arrays_need_allow_pickle(tmp_path) -> None:
+    seqs = _sequences(30)
+    objects = np.empty(30, dtype=object)
+    objects[:] = seqs
+    path = tmp_path / "objects.npz"
+    np.savez(path, x=objects, y=np.arange(30) % 2)
+    with pytest.raises(SourceFormatError, match=r"holds Python objects.*x_lengths.*--allow-pickle"):
+        numpy_sources(path)
+    refused = _build(path, tmp_path / "refused")
+    assert refused.returncode != 0 and "--allow-pickle" in refused.stderr and not (tmp_path / "refused").exists()
+    result = _build(path, tmp_path / "out", "--allow-pickle")
+    assert result.returncode == 0, result.stderr
+    assert all(np.array_equal(a, b) for a, b in zip(_records_of(tmp_path / "out"), seqs, strict=True))
+
+
+def test_iterable_of_varying_lengths_needs_ragged_and_then_builds(tmp_path) -> None:
+    from streamload import BuildOptions, build_dataset
+
+    seqs = _sequences(50)
+    items = [(s, i % 3) for i, s in enumerate(seqs)]
+    with pytest.raises(SourceMismatchError, match=r"pass ragged=\['x'\]"):
+        list(IterableSource(items).iter_chunks())
+    for given in (items, iter(items)):  # a list, and a one-shot iterator spilled to disk first
+        build_dataset({"train": IterableSource(given, ragged=["x"])}, tmp_path / "out",
+                      BuildOptions(progress=False, chunk_rows=7, overwrite=True))
+        assert all(np.array_equal(a, b) for a, b in zip(_records_of(tmp_path / "out"), seqs, strict=True))
+
+
+def test_validation_split_of_sequences_keeps_every_record_once(tmp_path) -> None:
+    seqs = _sequences(100)
+    path = tmp_path / "t.npz"
+    np.savez(path, x=np.concatenate(seqs), x_lengths=[len(s) for s in seqs], y=np.arange(100) % 3)
+    result = _build(path, tmp_path / "out", "--validation-split", "0.2")
+    assert result.returncode == 0, result.stderr
+    train, validation = _records_of(tmp_path / "out"), _records_of(tmp_path / "out", "validation")
+    assert (len(train), len(validation)) == (80, 20)
+    assert sorted(map(tuple, train + validation)) == sorted(map(tuple, seqs))
