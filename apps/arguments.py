@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from apps.plan import ModelPlan, plan_model
 from streamload.errors import InvalidOptionError
-from streamload.manifest import Manifest, read_manifest
+from streamload.format.manifest import Manifest, read_manifest
 
 
 def check_arguments(args: argparse.Namespace, positive: Iterable[str]) -> Manifest:

@@ -2,7 +2,7 @@
 
 Every worker opens the same dataset folder (on one machine, or on shared storage such as NFS)
 and builds its input with ``distribute_datasets_from_function``: TensorFlow hands each worker an
-``InputContext``, and :func:`~streamload.tfdata.as_tf_dataset` then reads only that worker's
+``InputContext``, and :func:`~streamload.adapters.tfdata.as_tf_dataset` then reads only that worker's
 disjoint share of each epoch, so no sample is read twice and nothing is copied between workers.
 
 The launcher starts N workers as local processes on loopback, each with its own ``TF_CONFIG``:
@@ -171,7 +171,7 @@ def run_worker(config: WorkerConfig) -> dict[str, Any]:
     (GPUs) and a batch count per epoch that is not a multiple of them, one step at each epoch
     boundary takes batches from both epochs, since the dataset holds its epochs back to back.
     """
-    from streamload.tfdata import as_tf_dataset, batches_per_epoch
+    from streamload.adapters.tfdata import as_tf_dataset, batches_per_epoch
 
     strategy = multi_worker_strategy()
     with strategy.scope():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamload.errors import InvalidOptionError
-from streamload.manifest import Manifest
+from streamload.format.manifest import Manifest
 
 EVALUATION_SPLITS = ("test", "validation")  # the first one the dataset has is evaluated after training
 MIN_CNN_SIDE = 8  # smaller "images" are flattened into the MLP: two 3x3 convolutions need some room

@@ -17,10 +17,10 @@ import keras
 
 from apps.models import build_model, loss_and_metrics, tutorial_cnn
 from apps.plan import ModelPlan, plan_model
-from streamload.callbacks import TrainingCheckpoint
+from streamload.adapters.callbacks import TrainingCheckpoint
+from streamload.adapters.generator import StreamingGenerator
 from streamload.errors import InvalidOptionError
-from streamload.generator import StreamingGenerator
-from streamload.manifest import read_manifest
+from streamload.format.manifest import read_manifest
 
 OPTIMIZERS = {"adam": 1e-3, "adadelta": 1.0, "sgd": 0.05}  # name -> learning rate that learns MNIST in one epoch
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from streamload.procstats import read_io, read_memory, read_vm_data
+from streamload.base.procstats import read_io, read_memory, read_vm_data
 
 MEMORY_ERROR_STATUS = 3
 COUNTER_BYTES = 8
@@ -107,7 +107,7 @@ def steady_rate(marks: list[float], steps: int, batch_size: int) -> float | None
 
 def counting_generator(args: argparse.Namespace, counter: np.ndarray) -> Any:
     """A StreamingGenerator that counts what it serves: the live counter, and each batch number's size."""
-    from streamload.generator import StreamingGenerator
+    from streamload.adapters.generator import StreamingGenerator
 
     options = {} if args.prefetch_batches is None else {"prefetch_batches": args.prefetch_batches}
 
@@ -147,7 +147,7 @@ def train(args: argparse.Namespace, result: Result) -> None:
 
 def load(args: argparse.Namespace, result: Result) -> None:
     """The data path alone: BatchLoader batches as fast as they come, no Keras, the same counter."""
-    from streamload.loader import BatchLoader
+    from streamload.read.loader import BatchLoader
 
     counter = _counter(args.counter)
     options = {} if args.prefetch_batches is None else {"prefetch_batches": args.prefetch_batches}
@@ -167,7 +167,7 @@ def load(args: argparse.Namespace, result: Result) -> None:
 
 def fit_ram(args: argparse.Namespace, result: Result) -> None:
     """The model's own speed: the same fit on the first ``--ram-samples`` samples held in RAM as uint8 arrays."""
-    from streamload.dataset import ShardedDataset
+    from streamload.read.dataset import ShardedDataset
 
     dataset = ShardedDataset(args.data)
     count = min(args.ram_samples, len(dataset))
@@ -195,7 +195,7 @@ def _counter(path: Path) -> np.ndarray:
 
 def tutorial(args: argparse.Namespace, result: Result) -> None:
     """The tutorial's data in RAM: the whole uint8 split (FLAW 1 of benchmarks/tutorial.py), then its generator."""
-    from streamload.loader import BatchLoader
+    from streamload.read.loader import BatchLoader
 
     from .memory_child import whole_split
 

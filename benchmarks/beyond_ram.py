@@ -28,10 +28,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from streamload.dataset import ShardedDataset
+from streamload.base.procstats import drop_page_cache, read_meminfo
 from streamload.errors import StreamloadError
-from streamload.manifest import read_manifest
-from streamload.procstats import drop_page_cache, read_meminfo
+from streamload.format.manifest import read_manifest
+from streamload.read.dataset import ShardedDataset
 
 from .beyond_child import COUNTER_BYTES, MEMORY_ERROR_STATUS
 from .beyond_report import evaluate_goals, markdown, write_plot

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from streamload.build import BuildOptions, build_dataset
+from streamload.base.procstats import PeakMemorySampler, drop_page_cache
 from streamload.errors import StreamloadError
-from streamload.manifest import Manifest, read_manifest
-from streamload.procstats import PeakMemorySampler, drop_page_cache
-from streamload.sources import ArraySource
-from streamload.sources.mnist import mnist_sources
+from streamload.format.manifest import Manifest, read_manifest
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources import ArraySource
+from streamload.write.sources.mnist import mnist_sources
 
 from .build_report import BASELINE, BASELINE_FSYNC, markdown
 from .common import MB, build_command, check_free_space, emit, fail, log, machine_info, run_sampled

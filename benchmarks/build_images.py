@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from streamload.base.procstats import read_memory
 from streamload.errors import StreamloadError
-from streamload.manifest import read_manifest
-from streamload.procstats import read_memory
+from streamload.format.manifest import read_manifest
 
 from .common import (
     MB,

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from streamload import __version__
+from streamload.base.procstats import PeakMemorySampler, read_meminfo
 from streamload.errors import InvalidOptionError
-from streamload.procstats import PeakMemorySampler, read_meminfo
 
 MB = 2**20
 DISK_MARGIN = 1.1

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from streamload.dataset import ShardedDataset
-from streamload.kernel_hints import SMALL_SAMPLES_PER_PAGE
-from streamload.readers import PAGE
+from streamload.format.reader import PAGE
+from streamload.read.dataset import ShardedDataset
+from streamload.read.kernel_hints import SMALL_SAMPLES_PER_PAGE
 
 from .cold import evict
 

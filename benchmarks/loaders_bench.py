@@ -30,9 +30,9 @@ import numpy as np
 from tqdm import tqdm
 
 from streamload.errors import StreamloadError
-from streamload.loader import BatchLoader
 from streamload.options import DEFAULT_PREFETCH_BATCHES
-from streamload.sources.mnist import mnist_sources
+from streamload.read.loader import BatchLoader
+from streamload.write.sources.mnist import mnist_sources
 
 from .cgroups import CgroupUnavailableError
 from .common import MB, emit, fail, log, machine_info, options_of
@@ -113,7 +113,7 @@ def _loader(data: BenchData) -> EpochBatches:
 
 def _generator(fmt: str, **overrides: Any) -> Callable[[BenchData], EpochBatches]:
     def setup(data: BenchData) -> EpochBatches:
-        from streamload.generator import StreamingGenerator
+        from streamload.adapters.generator import StreamingGenerator
 
         generator = StreamingGenerator(getattr(data, fmt), "train", options=data.options(**overrides))
 
@@ -151,7 +151,7 @@ def _tfrecord(data: BenchData) -> EpochBatches:
 
 def _streamload_tfdata(data: BenchData) -> EpochBatches:
     """``as_tf_dataset``'s pipeline over one loader made once, as ``fit(epochs=E)`` would use it."""
-    from streamload.tfdata import loader_dataset
+    from streamload.adapters.tfdata import loader_dataset
 
     loader = BatchLoader(data.npy, "train", data.options())
     return lambda epoch: loader_dataset(loader, epochs=1, first_epoch=epoch)

@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from streamload.generations import shard_root
-from streamload.loader import BatchLoader
-from streamload.manifest import read_manifest
+from streamload.format.manifest import read_manifest
 from streamload.options import DEFAULT_PREFETCH_BATCHES, LoaderOptions
+from streamload.read.loader import BatchLoader
+from streamload.write.generations import shard_root
 
 from .cgroups import CgroupUnavailableError, MemoryCgroup, find_parent
 from .cold import ColdResult, PlainGatherLoader, cold_pass, sequential_pass

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from streamload.build import BuildOptions, build_dataset
-from streamload.dataset import ShardedDataset
 from streamload.errors import StreamloadError
-from streamload.loader import BatchLoader
 from streamload.options import LoaderOptions
-from streamload.sources import ArraySource, SplitSource
+from streamload.read.dataset import ShardedDataset
+from streamload.read.loader import BatchLoader
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources import ArraySource, SplitSource
 
 SourcesFn = Callable[[], Mapping[str, SplitSource]]
 TFRECORD_SAMPLES_PER_FILE = 10_000

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streamload.loader import BatchLoader
+from streamload.read.loader import BatchLoader
 
 from .loaders_data import BenchData, ensure_subset
 from .loaders_report import FIT_ARRAYS, FIT_GENERATOR
@@ -35,7 +35,7 @@ def _epoch_timer() -> tuple[dict[str, float], Any]:
 
 def _fit_calls(data: BenchData, subset: Path, samples: int, timer: Any) -> tuple[dict[str, Callable[[Any], Any]], int]:
     """One epoch of ``model.fit`` per data path over the same samples, and the generator's steps per epoch."""
-    from streamload.generator import StreamingGenerator
+    from streamload.adapters.generator import StreamingGenerator
 
     generator = StreamingGenerator(subset, "train", data.batch_size, shuffle="exact", seed=data.seed)
     finish = BatchLoader(subset, "train", data.options()).finish  # the generator's own normalising and one-hot

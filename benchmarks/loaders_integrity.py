@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from streamload.integrity import RECORD, crc32_file
-from streamload.loader import BatchLoader
+from streamload.read.integrity import RECORD, crc32_file
+from streamload.read.loader import BatchLoader
 
 from .loaders_data import BenchData
 from .rounds import NullProgress, run_rounds, summarize

@@ -24,9 +24,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from streamload.base.procstats import drop_page_cache, read_meminfo
 from streamload.errors import StreamloadError
-from streamload.manifest import read_manifest
-from streamload.procstats import drop_page_cache, read_meminfo
+from streamload.format.manifest import read_manifest
 
 from .common import build_command, check_free_space, emit, fail, machine_info, options_of
 from .memory_child import LOADERS, MEMORY_ERROR_STATUS, child_env, run_child

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from streamload.procstats import PeakMemorySampler, read_memory, read_vm_data
+from streamload.base.procstats import PeakMemorySampler, read_memory, read_vm_data
 
 LOADERS = ("tutorial", "ram", "npy", "hdf5")
 APIS = ("keras", "plain")
@@ -66,12 +66,12 @@ def import_modules(loader: str, api: str) -> None:
     """What the configuration needs, and nothing else: Keras only for the tutorial and api keras."""
     import numpy  # noqa: F401
 
-    import streamload.loader  # noqa: F401
+    import streamload.read.loader  # noqa: F401
 
     if loader == "tutorial":
         import benchmarks.tutorial  # noqa: F401
     elif api == "keras":
-        import streamload.generator  # noqa: F401
+        import streamload.adapters.generator  # noqa: F401
 
 
 def whole_split(loader: Any) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def whole_split(loader: Any) -> dict[str, Any]:
 
 def make_feed(args: argparse.Namespace) -> tuple[Feed, Any]:
     """Batches of the configuration, and the object ``model.fit`` takes (a PyDataset) in fit mode."""
-    from streamload.loader import BatchLoader
+    from streamload.read.loader import BatchLoader
 
     loader = BatchLoader(args.data, "train", batch_size=args.batch_size)
     if args.loader == "tutorial":
@@ -108,7 +108,7 @@ def make_feed(args: argparse.Namespace) -> tuple[Feed, Any]:
         feed = (loader.num_batches, lambda batch: loader.reference(arrays, 0, batch))
         return feed, (_as_py_dataset(*feed) if args.mode == "fit" else None)
     if args.api == "keras":
-        from streamload.generator import StreamingGenerator
+        from streamload.adapters.generator import StreamingGenerator
 
         generator = StreamingGenerator(args.data, batch_size=args.batch_size)
         return (len(generator), generator.__getitem__), generator

@@ -4,7 +4,7 @@ Each reading takes the child's sample counter (an 8-byte file it updates per bat
 ``read_bytes`` (``/proc/<pid>/io``: bytes that came from the block device, every thread counted),
 RssAnon and RssFile (``/proc/<pid>/status``), the machine's MemAvailable and page cache
 (``/proc/meminfo`` Cached) and, for a child in a memory cgroup, the group's usage. A second,
-faster poller (:class:`~streamload.procstats.PeakMemorySampler`) keeps the peaks between readings.
+faster poller (:class:`~streamload.base.procstats.PeakMemorySampler`) keeps the peaks between readings.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from streamload.procstats import PeakMemorySampler, read_io, read_meminfo, read_memory
+from streamload.base.procstats import PeakMemorySampler, read_io, read_meminfo, read_memory
 
 from .cgroups import MemoryCgroup
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from streamload import ArraySource, BuildOptions, build_dataset
-from streamload.loader import BatchLoader
-from streamload.procstats import read_memory
-from streamload.records import Records
-from streamload.sampler import padded_cells
+from streamload.base.procstats import read_memory
+from streamload.format.records import Records
+from streamload.read.loader import BatchLoader
+from streamload.read.sampler import padded_cells
 
 
 def padding(data: Path, batch_size: int, seed: int) -> None:
@@ -51,7 +51,7 @@ def memory(data: Path, batch_size: int, batches: int) -> None:
 
 
 def mnist_ink(out: Path, mnist: Path | None) -> None:
-    from streamload.sources.mnist import mnist_sources
+    from streamload.write.sources.mnist import mnist_sources
 
     splits = {}
     for name, source in mnist_sources(mnist, download=False).items():

@@ -4,12 +4,15 @@ Build verified on-disk shards (HDF5 or memory-mapped .npy) with ``scripts/build_
 :func:`build_dataset`, then feed ``model.fit`` with :class:`StreamingGenerator`, which reads only
 each batch's samples from disk.
 
-Layers, each calling only those below it: sources -> manifest, writers, build -> readers ->
-sampler -> loader -> adapters (Keras ``PyDataset`` and callbacks, ``tf.data``).
+Subpackages, each importing only from those below it (docs/development.md): ``base`` (helpers) ->
+``format`` (what a dataset on disk is: the manifest, one folder per format with its reader and writer) ->
+``write`` (sources, staging, generations, builds) -> ``read`` (dataset, sampler, read-ahead, batching,
+loader) -> ``adapters`` (Keras ``PyDataset`` and callbacks, ``tf.data``); ``errors`` and ``options``
+lie beneath them all.
 
 Every name below is imported on first use, so ``import streamload`` costs nothing: the CLI starts
 fast, Keras and TensorFlow load only with the adapters that need them (any Keras backend works),
-and the standard-library-only modules (``streamload.procstats``) import without numpy.
+and the standard-library-only modules (``streamload.base.procstats``) import without numpy.
 """
 
 from __future__ import annotations
@@ -27,18 +30,19 @@ _SOURCES = ("ArraySource", "AugmentedSource", "CsvSource", "IdxPairSource", "Ima
             "IterableSource", "NpyPairSource", "NpzArraySource", "SplitSource", "csv_sources", "image_folder_sources",
             "mnist_sources", "numpy_sources", "split_validation")
 _HOMES = {
-    **dict.fromkeys(_ERRORS, "errors"), **dict.fromkeys(_SOURCES, "sources"),
-    "BuildOptions": "build", "build_dataset": "build", "ShardedDataset": "dataset", "Manifest": "manifest",
-    "read_manifest": "manifest", "LoaderOptions": "options", "BatchLoader": "loader", "batches_per_epoch": "loader",
-    "verify_dataset": "verify",
-    "StreamingGenerator": "generator", "EpochSync": "callbacks", "TrainingCheckpoint": "callbacks",
-    "as_tf_dataset": "tfdata", "tf_state_after": "tfdata",
+    **dict.fromkeys(_ERRORS, "errors"), **dict.fromkeys(_SOURCES, "write.sources"),
+    "BuildOptions": "write.build", "build_dataset": "write.build", "ShardedDataset": "read.dataset",
+    "Manifest": "format.manifest", "read_manifest": "format.manifest", "Records": "format.records",
+    "LoaderOptions": "options", "BatchLoader": "read.loader", "batches_per_epoch": "read.loader",
+    "verify_dataset": "write.verify",
+    "StreamingGenerator": "adapters.generator", "EpochSync": "adapters.callbacks",
+    "TrainingCheckpoint": "adapters.callbacks", "as_tf_dataset": "adapters.tfdata", "tf_state_after": "adapters.tfdata",
 }
 
 if TYPE_CHECKING:
-    from .build import BuildOptions, build_dataset
-    from .callbacks import EpochSync, TrainingCheckpoint
-    from .dataset import ShardedDataset
+    from .adapters.callbacks import EpochSync, TrainingCheckpoint
+    from .adapters.generator import StreamingGenerator
+    from .adapters.tfdata import as_tf_dataset, tf_state_after
     from .errors import (
         DatasetBusyError,
         DatasetExistsError,
@@ -59,11 +63,13 @@ if TYPE_CHECKING:
         StreamloadError,
         WorkerError,
     )
-    from .generator import StreamingGenerator
-    from .loader import BatchLoader, batches_per_epoch
-    from .manifest import Manifest, read_manifest
+    from .format.manifest import Manifest, read_manifest
+    from .format.records import Records
     from .options import LoaderOptions
-    from .sources import (
+    from .read.dataset import ShardedDataset
+    from .read.loader import BatchLoader, batches_per_epoch
+    from .write.build import BuildOptions, build_dataset
+    from .write.sources import (
         ArraySource,
         AugmentedSource,
         CsvSource,
@@ -80,8 +86,7 @@ if TYPE_CHECKING:
         numpy_sources,
         split_validation,
     )
-    from .tfdata import as_tf_dataset, tf_state_after
-    from .verify import verify_dataset
+    from .write.verify import verify_dataset
 
 
 def __getattr__(name: str) -> Any:
@@ -102,7 +107,7 @@ __all__ = [
     "DatasetExistsError", "EpochSync", "GenerationGoneError", "IdxFormatError", "IdxPairSource", "ImageDecodeError",
     "ImageFolderSource", "ImageOptions", "InvalidOptionError", "IterableSource", "LabelRangeError", "LoaderOptions",
     "Manifest", "ManifestError", "ManifestVersionError", "MissingDependencyError", "NpyPairSource", "NpzArraySource",
-    "OutOfSpaceError", "ShardCorruptError", "ShardFormatError", "ShardedDataset", "SourceFormatError",
+    "OutOfSpaceError", "Records", "ShardCorruptError", "ShardFormatError", "ShardedDataset", "SourceFormatError",
     "SourceMismatchError", "SourceNotFoundError", "SplitSource", "StreamingGenerator", "StreamloadError",
     "TrainingCheckpoint", "WorkerError", "__version__", "as_tf_dataset", "batches_per_epoch", "build_dataset",
     "csv_sources", "image_folder_sources", "mnist_sources", "numpy_sources", "read_manifest", "split_validation",

@@ -12,14 +12,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._names import display_name
-from .build import BuildOptions, build_dataset
+from .base.names import display_name
 from .errors import InvalidOptionError, StreamloadError
-from .layout import generation_number
-from .manifest import FORMATS, MANIFEST_NAME
-from .sources.select import add_source_arguments, sources_from_args
-from .verify import verify_dataset
-from .writers import COMPRESSIONS
+from .format.hdf5.writer import COMPRESSIONS
+from .format.manifest import FORMATS, MANIFEST_NAME
+from .write.build import BuildOptions, build_dataset
+from .write.layout import generation_number
+from .write.sources.select import add_source_arguments, sources_from_args
+from .write.verify import verify_dataset
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -33,9 +33,9 @@ class LoaderOptions:
     manifest when None), ``normalize`` inputs by the scale the build recorded (integer images to
     float32 in [0, 1]), ``channel_axis`` for 2-D samples. Reading: ``prefetch_batches`` batches
     ahead hinted to the kernel (0: off), ``verify`` ``"once"`` to check each shard's CRC-32 before its first use.
-    Ragged inputs (samples of varying length, see batching.py): padded with ``pad_value`` to the batch's longest
+    Ragged inputs (samples of varying length, see read/batching.py): padded with ``pad_value`` to the batch's longest
     record, cut to ``max_length`` rows when given; ``mask`` adds each one's boolean ``<name>_mask``;
-    ``bucket_by_length`` groups records of similar length into batches (see sampler.py).
+    ``bucket_by_length`` groups records of similar length into batches (see read/sampler.py).
     """
 
     batch_size: int = 64

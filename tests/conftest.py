@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamload.layout import (
+from streamload.format.manifest import HDF5_FILE_ROLE, MANIFEST_NAME, Manifest, read_manifest
+from streamload.write.layout import (
     BUILD_LOCK_NAME,
     FLAT_LOCK_NAME,
     LOCK_NAME,
@@ -27,9 +28,8 @@ from streamload.layout import (
     list_generations,
     shard_root,
 )
-from streamload.manifest import HDF5_FILE_ROLE, MANIFEST_NAME, Manifest, read_manifest
-from streamload.sources.idx import write_idx
-from streamload.sources.mnist import IDX_STEMS, MNIST_DIR_ENV
+from streamload.write.sources.idx import write_idx
+from streamload.write.sources.mnist import IDX_STEMS, MNIST_DIR_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_MNIST = Path("/work/shared/datasets/mnist")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streamload.procstats import drop_page_cache, read_io
+from streamload.base.procstats import drop_page_cache, read_io
 
 PROBE_PAGES = 64
 

@@ -62,8 +62,8 @@ def vm_flags_of_mappings(directory: Path) -> dict[str, list[set[str]]]:
 
 def shard_folder(directory: Path) -> Path:
     """Where the shard files of the dataset's current generation lie (``DIR/gen-NNNNNN``)."""
-    from streamload.layout import shard_root
-    from streamload.manifest import read_manifest
+    from streamload.format.manifest import read_manifest
+    from streamload.write.layout import shard_root
 
     return shard_root(directory, read_manifest(directory))
 
@@ -83,7 +83,7 @@ def rehash_manifests(directory: Path) -> None:
     import json
     import zlib
 
-    from streamload.manifest import MANIFEST_NAME
+    from streamload.format.manifest import MANIFEST_NAME
 
     folder = shard_folder(directory)
     for manifest in (directory / MANIFEST_NAME, folder / MANIFEST_NAME):
@@ -134,7 +134,7 @@ def plant_foreign_hdf5(directory: Path, kind: str) -> bytes:
 def make_sequences(n: int, seed: int = 0, max_length: int = 40, row_shape: tuple[int, ...] = ()):  # noqa: ANN201
     """``n`` token-id records of lengths 0..max_length (record i starts with the id i + 1, so each is unique when
     not empty) as Records, and labels."""
-    from streamload.records import Records
+    from streamload.format.records import Records
 
     rng = np.random.default_rng(seed)
     lengths = rng.integers(0, max_length + 1, n)

@@ -1,4 +1,4 @@
-"""Tests for streamload.sources.augment: exact geometry of the warp, and the chunk stream's invariants."""
+"""Tests for streamload.write.sources.augment: exact geometry of the warp, and the chunk stream's invariants."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamload.errors import InvalidOptionError
-from streamload.sources.augment import augmented_chunks, deform_images, warp_affine
+from streamload.write.sources.augment import augmented_chunks, deform_images, warp_affine
 
 
 def _random_images(n: int, h: int = 28, w: int = 28, seed: int = 0) -> np.ndarray:

@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 
 from streamload import ArraySource, BuildOptions, build_dataset
-from streamload.batching import BatchFinisher, LabelOutOfRange
 from streamload.errors import InvalidOptionError
-from streamload.manifest import Manifest, read_manifest
+from streamload.format.manifest import Manifest, read_manifest
 from streamload.options import LoaderOptions
+from streamload.read.batching import BatchFinisher, LabelOutOfRange
 
 
 def dataset(tmp_path: Path, name: str = "data", roles: dict | None = None, **arrays: np.ndarray) -> Manifest:
     """Build ``arrays`` as a one-split dataset; ``roles`` (features/target/sample_weight) set on the source."""
     source = ArraySource(**arrays)
     for role, value in (roles or {}).items():
-        setattr(source, role, value)  # the optional attributes documented in streamload/sources/base.py
+        setattr(source, role, value)  # the optional attributes documented in streamload/write/sources/base.py
     return build_dataset({"train": source}, tmp_path / name, BuildOptions(progress=False))
 
 
@@ -244,7 +244,7 @@ def test_ragged_batches_equal_numpy_padding_of_the_records(tmp_path, fmt, compre
                                                            max_length) -> None:
     from shards import build_sequences
 
-    from streamload.loader import BatchLoader
+    from streamload.read.loader import BatchLoader
 
     directory, x, y = build_sequences(tmp_path, 300, fmt, 70, compression=compression, row_shape=(2,))
     loader = BatchLoader(directory, batch_size=32, shuffle=shuffle, seed=4, block_size=20, window_blocks=2,
@@ -263,7 +263,7 @@ def test_ragged_batches_equal_numpy_padding_of_the_records(tmp_path, fmt, compre
 def test_ragged_input_without_mask_is_the_padded_array_alone(tmp_path) -> None:
     from shards import build_sequences
 
-    from streamload.loader import BatchLoader
+    from streamload.read.loader import BatchLoader
 
     directory, x, _ = build_sequences(tmp_path, 50, "npy")
     inputs, _ = BatchLoader(directory, batch_size=10, shuffle=False, mask=False).load(0, 0)
@@ -273,7 +273,7 @@ def test_ragged_input_without_mask_is_the_padded_array_alone(tmp_path) -> None:
 def test_length_parity_widens_by_one_masked_row(tmp_path) -> None:
     from shards import build_sequences
 
-    from streamload.loader import BatchLoader
+    from streamload.read.loader import BatchLoader
 
     directory, _, _ = build_sequences(tmp_path, 50, "npy")
     loader = BatchLoader(directory, batch_size=10, shuffle=False, pad_value=7)
@@ -288,7 +288,7 @@ def test_length_parity_widens_by_one_masked_row(tmp_path) -> None:
 def test_ragged_targets_and_bad_pad_values_are_refused(tmp_path) -> None:
     from shards import build_sequences
 
-    from streamload.loader import BatchLoader
+    from streamload.read.loader import BatchLoader
 
     directory, _, _ = build_sequences(tmp_path, 20, "npy")
     with pytest.raises(InvalidOptionError, match="pad_value 0.5 does not fit input 'x'"):

@@ -19,8 +19,8 @@ from conftest import MakeMnist, leftovers, subprocess_env
 
 from benchmarks.beyond_ram import main, stored_bytes
 from benchmarks.device_limits import pages_per_sample
-from streamload.dataset import ShardedDataset
-from streamload.manifest import read_manifest
+from streamload.format.manifest import read_manifest
+from streamload.read.dataset import ShardedDataset
 
 SAMPLES, BATCH = 300_000, 1024  # 235 MB of digits: seconds of training
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -28,7 +28,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def import_vm_data() -> int:
     """VmData of a fresh process that imported what the tutorial child imports before it loads the split."""
-    code = ("import numpy, streamload.loader; from streamload.procstats import read_vm_data; "
+    code = ("import numpy, streamload.read.loader; from streamload.base.procstats import read_vm_data; "
             "print(read_vm_data())")
     return int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                               env=subprocess_env()).stdout)

@@ -19,10 +19,10 @@ from benchmarks.build_bench import (
     time_build,
     time_np_save,
 )
-from streamload.dataset import ShardedDataset
-from streamload.layout import shard_root
-from streamload.manifest import read_manifest
-from streamload.sources.idx import read_idx, write_idx
+from streamload.format.manifest import read_manifest
+from streamload.read.dataset import ShardedDataset
+from streamload.write.layout import shard_root
+from streamload.write.sources.idx import read_idx, write_idx
 
 TRAIN, TEST = 300, 50
 

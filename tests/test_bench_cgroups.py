@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cgroups import MemoryCgroup, find_parent
-from streamload.procstats import drop_page_cache
+from streamload.base.procstats import drop_page_cache
 
 MIB = 2**20
 

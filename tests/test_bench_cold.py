@@ -7,8 +7,8 @@ from readcount import require_counted_reads
 from shards import build
 
 from benchmarks.cold import PlainGatherLoader, cold_pass, evict, sequential_pass
-from streamload.loader import BatchLoader
 from streamload.options import LoaderOptions
+from streamload.read.loader import BatchLoader
 
 RAW = {"one_hot": False, "normalize": False, "channel_axis": False}
 

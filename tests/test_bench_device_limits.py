@@ -13,9 +13,9 @@ from shards import build
 from benchmarks import device_limits
 from benchmarks.cold import resident_fraction
 from benchmarks.device_limits import pages_per_sample, random_read_limits, row_pages
-from streamload.dataset import ShardedDataset
-from streamload.procstats import drop_page_cache
-from streamload.readers import PAGE
+from streamload.base.procstats import drop_page_cache
+from streamload.format.reader import PAGE
+from streamload.read.dataset import ShardedDataset
 
 
 def spanned_pages(row_bytes: int, offset: int, rows: int) -> float:

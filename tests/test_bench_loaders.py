@@ -18,9 +18,9 @@ from shards import make_arrays, shard_folder
 from benchmarks import loaders_bench as lb
 from benchmarks.loaders_fit import FIT_GOALS
 from benchmarks.rounds import Goal
-from streamload.dataset import ShardedDataset
 from streamload.errors import StreamloadError
-from streamload.sources import ArraySource
+from streamload.read.dataset import ShardedDataset
+from streamload.write.sources import ArraySource
 
 N, BATCH = 300, 32  # 10 batches, the last one short
 
@@ -205,7 +205,7 @@ def test_cold_benchmark_counts_delivered_and_read_bytes(cold_toy: Path) -> None:
 
 def test_integrity_benchmark_checks_every_shard_each_round_and_divides_medians(data: lb.BenchData) -> None:
     from benchmarks.loaders_integrity import CHECKED, UNCHECKED, integrity_benchmark
-    from streamload.integrity import RECORD, crc32_file
+    from streamload.read.integrity import RECORD, crc32_file
 
     part = integrity_benchmark(data, rounds=3)
     per_round = _per_round(part["rounds"], "seconds")

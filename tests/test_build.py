@@ -1,4 +1,4 @@
-"""Tests for streamload.build: exact round trips, bad input that leaves the output alone, overwrite,
+"""Tests for streamload.write.build: exact round trips, bad input that leaves the output alone, overwrite,
 and the label facts a build records (and the labels it refuses). Killed, concurrent and out-of-space
 builds are in test_staging.py."""
 
@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from conftest import MakeMnist, SyntheticMnist, leftovers, read_split, tree_snapshot
 
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import (
     DatasetExistsError,
     ForeignDataError,
@@ -23,11 +22,12 @@ from streamload.errors import (
     SourceMismatchError,
     SourceNotFoundError,
 )
-from streamload.manifest import MANIFEST_NAME, LabelInfo, read_manifest
-from streamload.sources import ArraySource
-from streamload.sources.idx import write_idx
-from streamload.sources.mnist import MNIST_DIR_ENV, mnist_sources, sources_from_path
-from streamload.verify import verify_dataset
+from streamload.format.manifest import MANIFEST_NAME, LabelInfo, read_manifest
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources import ArraySource
+from streamload.write.sources.idx import write_idx
+from streamload.write.sources.mnist import MNIST_DIR_ENV, mnist_sources, sources_from_path
+from streamload.write.verify import verify_dataset
 
 QUIET = {"progress": False}
 

@@ -15,10 +15,10 @@ from conftest import BUILD_SCRIPT, MakeMnist, SyntheticMnist, leftovers, read_sp
 from shards import make_writable
 
 from streamload.cli import main
-from streamload.manifest import read_manifest
-from streamload.sources.idx import write_idx
-from streamload.sources.mnist import MNIST_DIR_ENV
-from streamload.verify import verify_dataset
+from streamload.format.manifest import read_manifest
+from streamload.write.sources.idx import write_idx
+from streamload.write.sources.mnist import MNIST_DIR_ENV
+from streamload.write.verify import verify_dataset
 
 
 def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

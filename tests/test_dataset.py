@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from shards import build, make_arrays, vm_flags_of_mappings
 
-from streamload.dataset import ShardedDataset
 from streamload.errors import ManifestError
+from streamload.read.dataset import ShardedDataset
 
 FORMATS = [("npy", None), ("hdf5", None), ("hdf5", "gzip"), ("hdf5", "lzf")]
 ROW_BYTES = 28 * 28
@@ -249,7 +249,7 @@ def test_a_reader_mid_epoch_keeps_its_generation_across_a_rebuild(tmp_path, new_
     import multiprocessing
 
     from streamload import ArraySource, BatchLoader, BuildOptions, build_dataset
-    from streamload.generations import collect_garbage, list_generations
+    from streamload.write.generations import collect_garbage, list_generations
 
     directory, old = build(tmp_path, 400, "npy", 100, name="ds")
     loader = BatchLoader(directory, batch_size=50, shuffle=False, normalize=False, channel_axis=False, one_hot=False)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from streamload.epochs import BatchStream, StreamPoint
+from streamload.read.epochs import BatchStream, StreamPoint
 
 
 def stream(num_batches: int = 10, samples: int = 1000, batch: int = 100, drop: bool = False, **kw) -> BatchStream:

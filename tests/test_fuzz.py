@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import IdxFormatError, ManifestError, SourceMismatchError
-from streamload.manifest import MANIFEST_NAME, Manifest, read_manifest
-from streamload.sources import ArraySource
-from streamload.sources.idx import IDX_DTYPES, IdxPairSource, iter_idx_rows, read_idx, read_idx_header, write_idx
+from streamload.format.manifest import MANIFEST_NAME, Manifest, read_manifest
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources import ArraySource
+from streamload.write.sources.idx import IDX_DTYPES, IdxPairSource, iter_idx_rows, read_idx, read_idx_header, write_idx
 
 pytestmark = pytest.mark.fuzz
 EXAMPLES = 1000

@@ -1,4 +1,4 @@
-"""Tests for streamload.generations: a reader (a forked or spawned process, or a thread) that holds a
+"""Tests for streamload.write.generations: a reader (a forked or spawned process, or a thread) that holds a
 lease keeps reading exactly the arrays of its generation while rebuilds happen; garbage collection
 leaves only what readers hold; a reader killed with SIGKILL pins nothing; the race between reading
 the manifest and locking its generation is retried; version-1 datasets still open.
@@ -28,20 +28,14 @@ import pytest
 from conftest import lock_held, read_shards, subprocess_env
 from shards import make_arrays
 
-from streamload import generations
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import GenerationGoneError, ManifestError, StreamloadError
-from streamload.generations import (
-    GenerationLease,
-    acquire,
-    acquire_generation,
-    collect_garbage,
-    list_generations,
-)
-from streamload.layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME
-from streamload.manifest import MANIFEST_NAME, read_manifest
-from streamload.sources import ArraySource
-from streamload.verify import verify_dataset
+from streamload.format.manifest import MANIFEST_NAME, read_manifest
+from streamload.write import generations
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.generations import GenerationLease, acquire, acquire_generation, collect_garbage, list_generations
+from streamload.write.layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME
+from streamload.write.sources import ArraySource
+from streamload.write.verify import verify_dataset
 
 
 def _build(out: Path, seed: int, n: int = 200, fmt: str = "npy", shard_size: int = 50) -> dict[str, np.ndarray]:
@@ -144,7 +138,7 @@ def test_disk_use_is_the_current_generation_plus_those_in_use(tmp_path: Path) ->
 
 READER = """
 import sys, time
-from streamload.generations import acquire
+from streamload.write.generations import acquire
 lease = acquire(sys.argv[1])
 print(lease.generation, flush=True)
 time.sleep(120)

@@ -9,7 +9,7 @@ import pytest
 from shards import build, raw, sample_ids
 
 from streamload import ArraySource, BatchLoader, BuildOptions, InvalidOptionError, build_dataset
-from streamload.procstats import read_memory
+from streamload.base.procstats import read_memory
 
 BATCH, SEED = 50, 7  # as in keras_fit_scenarios.py
 

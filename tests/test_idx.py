@@ -1,4 +1,4 @@
-"""Tests for streamload.sources.idx: the IDX byte layout, gzip by magic, streaming in chunks, every bad file."""
+"""Tests for streamload.write.sources.idx: the IDX byte layout, gzip by magic, streaming in chunks, every bad file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from conftest import read_split, subprocess_env
 
 from streamload.errors import IdxFormatError, SourceMismatchError
-from streamload.sources.idx import (
+from streamload.write.sources.idx import (
     IDX_DTYPES,
     IdxPairSource,
     iter_idx_rows,
@@ -277,9 +277,9 @@ def _write_large_images(path: Path, count: int, side: int) -> None:
 
 _BUILD_AND_MEASURE = """
 import sys
-from streamload.build import BuildOptions, build_dataset
-from streamload.procstats import PeakMemorySampler
-from streamload.sources.idx import IdxPairSource
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.base.procstats import PeakMemorySampler
+from streamload.write.sources.idx import IdxPairSource
 sampler = PeakMemorySampler(interval=0.005).start()
 before = sampler.peak.rss_anon
 build_dataset({"train": IdxPairSource(sys.argv[1], sys.argv[2])}, sys.argv[3], BuildOptions(progress=False))

@@ -6,8 +6,8 @@ import pytest
 from shards import build, make_writable
 
 from streamload import BatchLoader, ShardCorruptError
-from streamload.integrity import RECORD, crc32_file
-from streamload.manifest import read_manifest
+from streamload.format.manifest import read_manifest
+from streamload.read.integrity import RECORD, crc32_file
 
 
 def flip_byte(path, offset: int) -> None:

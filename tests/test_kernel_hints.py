@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from shards import build, shard_folder
 
-from streamload import readahead
-from streamload.dataset import ShardedDataset
-from streamload.loader import BatchLoader
-from streamload.procstats import drop_page_cache, read_io, read_memory
-from streamload.readahead import issue
-from streamload.readers import PAGE, ByteRanges
+from streamload.base.procstats import drop_page_cache, read_io, read_memory
+from streamload.format.reader import PAGE, ByteRanges
+from streamload.read import readahead
+from streamload.read.dataset import ShardedDataset
+from streamload.read.loader import BatchLoader
+from streamload.read.readahead import issue
 
 RAW = {"one_hot": False, "normalize": False, "channel_axis": False}
 EXACT = {"batch_size": 32, "shuffle": "exact", "seed": 3}

@@ -9,8 +9,8 @@ import pytest
 from shards import build, make_writable, shard_folder, vm_flags_of_mappings
 
 from streamload.errors import InvalidOptionError, LabelRangeError
-from streamload.loader import BatchLoader, access_advice, batches_per_epoch
 from streamload.options import LoaderOptions
+from streamload.read.loader import BatchLoader, access_advice, batches_per_epoch
 
 FORMATS = [("npy", None), ("hdf5", None), ("hdf5", "gzip"), ("hdf5", "lzf")]
 RAW = {"one_hot": False, "normalize": False, "channel_axis": False}

@@ -1,4 +1,4 @@
-"""Tests for streamload.manifest: what a build records, every way a manifest file can be wrong, and
+"""Tests for streamload.format.manifest: what a build records, every way a manifest file can be wrong, and
 the index -> (shard, offset) map."""
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import pytest
 from conftest import SyntheticMnist
 
 from streamload import __version__
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import InvalidOptionError, ManifestError, ManifestVersionError
-from streamload.manifest import (
+from streamload.format.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     ArraySpec,
@@ -27,7 +26,8 @@ from streamload.manifest import (
     read_manifest,
     sha256_file,
 )
-from streamload.sources.mnist import sources_from_path
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources.mnist import sources_from_path
 
 
 @pytest.fixture(params=["npy", "hdf5"])

@@ -1,4 +1,4 @@
-"""Tests for streamload.sources.mnist: where MNIST is found, what the error says when it is not, and the real
+"""Tests for streamload.write.sources.mnist: where MNIST is found, what the error says when it is not, and the real
 MNIST copy built end to end against the published facts of the dataset."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from conftest import MakeMnist, SyntheticMnist, read_split
 
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import AmbiguousSourceError, SourceFormatError, SourceNotFoundError
-from streamload.sources import IdxPairSource, NpzArraySource, SplitSource
-from streamload.sources.idx import write_idx
-from streamload.sources.mnist import MNIST_DIR_ENV, mnist_sources, sources_from_path
-from streamload.verify import verify_dataset
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources import IdxPairSource, NpzArraySource, SplitSource
+from streamload.write.sources.idx import write_idx
+from streamload.write.sources.mnist import MNIST_DIR_ENV, mnist_sources, sources_from_path
+from streamload.write.verify import verify_dataset
 
 
 def _data(sources: dict[str, SplitSource]) -> dict[str, dict[str, np.ndarray]]:

@@ -11,7 +11,7 @@ from shards import build, sample_ids
 
 from apps.multiworker import ReadLog, free_ports, launch_local_workers, tf_config
 from streamload.options import LoaderOptions
-from streamload.sampler import IndexSampler
+from streamload.read.sampler import IndexSampler
 
 TRAIN_SCRIPT = [sys.executable, str(REPO_ROOT / "scripts" / "train_multiworker.py")]
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -81,7 +81,7 @@ MIRRORED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from apps.multiworker import ReadLog, build_model
-    from streamload.tfdata import as_tf_dataset, batches_per_epoch
+    from streamload.adapters.tfdata import as_tf_dataset, batches_per_epoch
 
     directory, out = sys.argv[1], sys.argv[2]
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -170,7 +170,7 @@ def test_each_pipeline_delivers_each_sample_of_its_share_once_per_epoch(tmp_path
     """What the pipelines deliver (the ids inside the batches), counted: a sample served twice in an epoch,
     by one pipeline or by two, fails here, where a comparison of sets would pass."""
     pytest.importorskip("tensorflow")
-    from streamload.tfdata import as_tf_dataset
+    from streamload.adapters.tfdata import as_tf_dataset
 
     n, epochs = 1003, 2
     directory, _ = build(tmp_path, n, "npy", 300)

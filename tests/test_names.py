@@ -1,4 +1,4 @@
-"""Tests for streamload._names: names from a dataset printed on one line, with nothing a terminal acts on."""
+"""Tests for streamload.base.names: names from a dataset printed on one line, with nothing a terminal acts on."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamload._names import display_name
+from streamload.base.names import display_name
 
 
 @pytest.mark.parametrize(("name", "shown"), [

@@ -187,8 +187,8 @@ def readme_number(pattern: str) -> int:
 
 
 def test_defaults_are_the_numbers_the_readme_documents() -> None:
-    from streamload.specs import ArraySpec
-    from streamload.writers import default_shard_size
+    from streamload.format.specs import ArraySpec
+    from streamload.format.writer import default_shard_size
 
     options = LoaderOptions()
     for name in ("batch_size", "prefetch_batches", "block_size", "window_blocks"):

@@ -42,8 +42,8 @@ def test_import_streamload_loads_no_heavy_module() -> None:
 
 def test_the_standard_library_only_modules_import_without_numpy_and_tqdm() -> None:
     code = BLOCKER.format(blocked={"numpy", "tqdm", "h5py"}) + textwrap.dedent("""
-        import streamload.procstats, streamload.errors, streamload._process
-        print(streamload.procstats.read_memory().rss_anon > 0)
+        import streamload.base.procstats, streamload.errors, streamload.base.process
+        print(streamload.base.procstats.read_memory().rss_anon > 0)
     """)
     result = run(code)
     assert result.returncode == 0 and result.stdout.strip() == "True", result.stderr[-2000:]
@@ -51,7 +51,7 @@ def test_the_standard_library_only_modules_import_without_numpy_and_tqdm() -> No
 
 def test_the_blocker_really_blocks() -> None:
     """The test above means something only if numpy is refused under the blocker."""
-    result = run(BLOCKER.format(blocked={"numpy"}) + "import streamload.manifest")
+    result = run(BLOCKER.format(blocked={"numpy"}) + "import streamload.format.manifest")
     assert result.returncode != 0 and "numpy is blocked" in result.stderr
 
 

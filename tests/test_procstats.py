@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamload.errors import InvalidOptionError
-from streamload.procstats import (
+from streamload.base.procstats import (
     MemorySnapshot,
     PeakMemorySampler,
     drop_page_cache,
@@ -22,6 +21,7 @@ from streamload.procstats import (
     read_memory,
     read_vm_data,
 )
+from streamload.errors import InvalidOptionError
 
 MB = 1 << 20
 NO_SUCH_PID = 2**31 - 1  # above any pid_max, so /proc/<pid> cannot exist
@@ -178,7 +178,7 @@ def test_drop_page_cache_missing_path_raises(tmp_path: Path) -> None:
 
 def test_procstats_imports_only_the_standard_library() -> None:
     """Checked on the source, since the package's own __init__ may import numpy for other modules."""
-    import streamload.procstats as procstats
+    import streamload.base.procstats as procstats
 
     tree = ast.parse(Path(procstats.__file__).read_text())
     imported: set[str] = set()
@@ -193,6 +193,6 @@ def test_procstats_imports_only_the_standard_library() -> None:
 
 
 def test_importing_procstats_does_not_import_tensorflow() -> None:
-    code = "import sys, streamload.procstats; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
+    code = "import sys, streamload.base.procstats; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -12,8 +12,8 @@ import pytest
 from conftest import KERAS_BACKENDS, subprocess_env
 
 from streamload import ArraySource, BuildOptions, build_dataset
-from streamload.loader import BatchLoader
-from streamload.records import Records
+from streamload.format.records import Records
+from streamload.read.loader import BatchLoader
 
 SCRIPT = Path(__file__).with_name("keras_fit_sequences.py")
 N = 100

@@ -14,11 +14,11 @@ import pytest
 from shards import build
 from test_kernel_hints import resident_pages, wait_resident
 
-from streamload import readahead
-from streamload.dataset import ShardedDataset
-from streamload.procstats import drop_page_cache
-from streamload.readahead import PageRuns, PlainRows, advise_runs
-from streamload.readers import PAGE
+from streamload.base.procstats import drop_page_cache
+from streamload.format.reader import PAGE
+from streamload.read import readahead
+from streamload.read.dataset import ShardedDataset
+from streamload.read.readahead import PageRuns, PlainRows, advise_runs
 
 
 def reader_pages(dataset: ShardedDataset, indices: np.ndarray, key: str) -> set[tuple[str, int]]:

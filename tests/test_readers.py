@@ -11,9 +11,12 @@ import pytest
 from shards import build, make_writable, plant_foreign_hdf5, shard_folder, vm_flags_of_mappings
 
 from streamload.errors import ShardFormatError
-from streamload.layout import shard_root
-from streamload.manifest import ArraySpec, read_manifest
-from streamload.readers import ChunkedArray, MappedArray, npy_data_offset, open_reader
+from streamload.format.dispatch import open_reader
+from streamload.format.hdf5.reader import ChunkedArray
+from streamload.format.manifest import ArraySpec, read_manifest
+from streamload.format.npy.reader import npy_data_offset
+from streamload.format.reader import MappedArray
+from streamload.write.layout import shard_root
 
 FORMATS = [("npy", None), ("hdf5", None), ("hdf5", "gzip"), ("hdf5", "lzf")]
 ROW_BYTES = 28 * 28
@@ -234,7 +237,7 @@ def test_npy_headers_are_parsed_one_at_a_time_across_threads(tmp_path, monkeypat
     import threading
     import time
 
-    from streamload.dataset import ShardedDataset
+    from streamload.read.dataset import ShardedDataset
 
     directory, _ = build(tmp_path, 1200, "npy", 100)  # 12 shards, 24 headers
     real, inside, most = np.lib.format.read_array_header_1_0, [0], [0]
@@ -266,11 +269,11 @@ def test_npy_headers_are_parsed_one_at_a_time_across_threads(tmp_path, monkeypat
 CUT_UNDER_THE_MAP = """
 import os, sys
 import numpy as np
-from streamload.dataset import ShardedDataset
+from streamload.read.dataset import ShardedDataset
 from streamload.errors import ShardChangedError
-from streamload.layout import shard_root
-from streamload.manifest import read_manifest
-from streamload.readers import open_reader
+from streamload.write.layout import shard_root
+from streamload.format.manifest import read_manifest
+from streamload.format.dispatch import open_reader
 
 directory, victim, via = sys.argv[1:]
 if via == "reader":  # on its own: an fstat before every read
@@ -368,7 +371,7 @@ def test_a_shard_that_is_a_symbolic_link_is_refused(tmp_path, fmt) -> None:
 
 OPEN_FIRST_SHARD = """
 import sys
-from streamload.dataset import ShardedDataset
+from streamload.read.dataset import ShardedDataset
 from streamload.errors import ShardFormatError
 
 try:
@@ -387,7 +390,7 @@ def test_a_shard_that_is_a_fifo_is_refused_without_waiting(tmp_path, fmt) -> Non
 
     from conftest import subprocess_env
 
-    from streamload.manifest import MANIFEST_NAME
+    from streamload.format.manifest import MANIFEST_NAME
 
     directory, _ = build(tmp_path, 100, fmt)
     _, shard, _ = first_shard(directory)
@@ -409,7 +412,7 @@ def test_a_shard_that_is_a_fifo_is_refused_without_waiting(tmp_path, fmt) -> Non
 
 @pytest.mark.parametrize("kind", ["external", "virtual", "external_link"])
 def test_hdf5_data_stored_outside_the_shard_is_refused(tmp_path, kind) -> None:
-    from streamload.dataset import ShardedDataset
+    from streamload.read.dataset import ShardedDataset
 
     directory, _ = build(tmp_path, 100, "hdf5", name="ds")
     secret = plant_foreign_hdf5(directory, kind)

@@ -112,7 +112,7 @@ def test_the_report_command_rewrites_stale_blocks_and_check_says_so(tmp_path) ->
 def test_the_documented_checkpoint_default_is_the_class_default() -> None:
     import inspect
 
-    from streamload.callbacks import TrainingCheckpoint
+    from streamload.adapters.callbacks import TrainingCheckpoint
 
     documented = re.search(r"`TrainingCheckpoint\(directory, generator, save_freq=(\d+)\)`",
                            (ROOT / "docs" / "training.md").read_text())

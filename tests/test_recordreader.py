@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from shards import build_sequences, make_writable, shard_folder
 
-from streamload.dataset import ShardedDataset
 from streamload.errors import ShardFormatError
-from streamload.manifest import read_manifest
-from streamload.readers import open_reader
-from streamload.recordreader import GAP_BYTES, RecordArray
-from streamload.records import Records
+from streamload.format.dispatch import open_reader
+from streamload.format.manifest import read_manifest
+from streamload.format.ragged.reader import GAP_BYTES, RecordArray
+from streamload.format.records import Records
+from streamload.read.dataset import ShardedDataset
 
 FORMATS = [("npy", None), ("hdf5", None), ("hdf5", "lzf")]
 

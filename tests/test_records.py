@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from streamload.records import Records, npy_header, offsets_problem, reserved_header_size
+from streamload.format.records import Records, npy_header, offsets_problem, reserved_header_size
 
 
 def _lists(seed: int = 0, n: int = 30, row_shape: tuple[int, ...] = ()) -> list[np.ndarray]:

@@ -71,10 +71,10 @@ def test_a_state_holding_numpy_integers_is_taken(data) -> None:
 def test_a_bucketed_state_continues_only_a_bucketed_loader(tmp_path) -> None:
     from shards import build_sequences
 
-    from streamload.epochs import StreamPoint
     from streamload.errors import InvalidOptionError
-    from streamload.loader import BatchLoader
-    from streamload.resume import check_state, loader_state
+    from streamload.read.epochs import StreamPoint
+    from streamload.read.loader import BatchLoader
+    from streamload.read.resume import check_state, loader_state
 
     directory, _, _ = build_sequences(tmp_path, 100, "npy")
     bucketed = BatchLoader(directory, batch_size=10, bucket_by_length=True)

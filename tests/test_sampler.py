@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streamload.options import LoaderOptions
-from streamload.sampler import IndexSampler, block_layout, block_order, feistel_permute, round_keys
+from streamload.read.sampler import IndexSampler, block_layout, block_order, feistel_permute, round_keys
 
 SIZES = [1, 2, 7, 64, 1000, 4097, 65_537]
 MODES = ["exact", "block", "none"]
@@ -229,7 +229,7 @@ def test_sampler_pickles_without_its_caches() -> None:
 
 def _bucketing(n: int, seed: int = 0, **options):  # noqa: ANN001, ANN202
     from streamload.options import LoaderOptions
-    from streamload.sampler import IndexSampler
+    from streamload.read.sampler import IndexSampler
 
     lengths = np.random.default_rng(99).integers(0, 500, n)
     opts = LoaderOptions(bucket_by_length=True, seed=seed, **{"batch_size": 16, **options})
@@ -252,7 +252,7 @@ def test_bucketed_epoch_is_a_permutation_a_pure_function_of_seed_and_epoch(shuff
 
 
 def test_bucketing_cuts_padding_and_keeps_batches_random() -> None:
-    from streamload.sampler import padded_cells
+    from streamload.read.sampler import padded_cells
 
     sampler, lengths = _bucketing(5000)
     plain, _ = _bucketing(5000)
@@ -275,7 +275,7 @@ def test_bucketed_batches_resume_from_any_batch_boundary() -> None:
 def test_bucketing_without_lengths_is_refused() -> None:
     from streamload.errors import InvalidOptionError
     from streamload.options import LoaderOptions
-    from streamload.sampler import IndexSampler
+    from streamload.read.sampler import IndexSampler
 
     with pytest.raises(InvalidOptionError, match="bucket_by_length needs"):
         IndexSampler(100, LoaderOptions(bucket_by_length=True)).batch_indices(0, 0)

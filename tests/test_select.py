@@ -1,4 +1,4 @@
-"""Tests for streamload.sources.select: what --source is taken for, which options apply to it, and the
+"""Tests for streamload.write.sources.select: what --source is taken for, which options apply to it, and the
 real scripts/build_shards.py building each kind of source or failing with one line and exit status 2."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from image_fixtures import ImageFolder, random_pixels, save_image
 
 from streamload.cli import parse_args
 from streamload.errors import SourceFormatError, SourceNotFoundError
-from streamload.manifest import read_manifest
-from streamload.sources.augment import AugmentedSource
-from streamload.sources.select import detect_source_type, sources_from_args
-from streamload.sources.splits import MaskedSource
+from streamload.format.manifest import read_manifest
+from streamload.write.sources.augment import AugmentedSource
+from streamload.write.sources.select import detect_source_type, sources_from_args
+from streamload.write.sources.splits import MaskedSource
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

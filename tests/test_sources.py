@@ -1,4 +1,4 @@
-"""Tests for streamload.sources: counts and specs come from headers, chunks reassemble the data exactly."""
+"""Tests for streamload.write.sources: counts and specs come from headers, chunks reassemble the data exactly."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from conftest import MakeMnist, SyntheticMnist
 
 from streamload.errors import IdxFormatError, InvalidOptionError, ShardFormatError, SourceMismatchError
-from streamload.manifest import ArraySpec
-from streamload.sources import ArraySource, AugmentedSource, IdxPairSource, NpzArraySource, SplitSource
-from streamload.sources.idx import write_idx
+from streamload.format.manifest import ArraySpec
+from streamload.write.sources import ArraySource, AugmentedSource, IdxPairSource, NpzArraySource, SplitSource
+from streamload.write.sources.idx import write_idx
 
 
 def _collect(source: SplitSource, chunk_rows: int) -> tuple[list[int], dict[str, np.ndarray]]:

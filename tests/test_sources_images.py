@@ -1,4 +1,4 @@
-"""Tests for streamload.sources.images and .imaging: real image files written by Pillow, built into real
+"""Tests for streamload.write.sources.images and .imaging: real image files written by Pillow, built into real
 shards and read back with plain numpy; pixels checked against the arrays written, TensorFlow's resize
 and decoders, and keras.utils.image_dataset_from_directory itself."""
 
@@ -27,11 +27,11 @@ from image_fixtures import (
 )
 from PIL import Image
 
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import ImageDecodeError, InvalidOptionError, MissingDependencyError, SourceFormatError
-from streamload.manifest import read_manifest
-from streamload.sources.base import label_dtype
-from streamload.sources.images import (
+from streamload.format.manifest import read_manifest
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources.base import label_dtype
+from streamload.write.sources.images import (
     MAX_TASK_FILES,
     TASK_PATH_BYTES,
     ImageFolderSource,
@@ -39,7 +39,7 @@ from streamload.sources.images import (
     _spans,
     image_folder_sources,
 )
-from streamload.sources.imaging import DEFAULT_MAX_IMAGE_PIXELS, fit_image, read_pixels, resize_bilinear
+from streamload.write.sources.imaging import DEFAULT_MAX_IMAGE_PIXELS, fit_image, read_pixels, resize_bilinear
 
 QUIET = {"progress": False, "jobs": 1}
 

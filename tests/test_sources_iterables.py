@@ -1,4 +1,4 @@
-"""Tests for streamload.sources.iterables: pairs, triples and dicts of named arrays (multi-input models)
+"""Tests for streamload.write.sources.iterables: pairs, triples and dicts of named arrays (multi-input models)
 built into real shards and read back; the count from len, num_samples or a spill to disk; mistakes named."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import read_split
 
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import SourceFormatError, SourceMismatchError
-from streamload.manifest import read_manifest
-from streamload.sources import IterableSource, split_validation
+from streamload.format.manifest import read_manifest
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources import IterableSource, split_validation
 
 RNG = np.random.default_rng(0)
 

@@ -1,4 +1,4 @@
-"""Tests for streamload.sources.numpy_files: .npz archives with any names and .npy pairs, built into real
+"""Tests for streamload.write.sources.numpy_files: .npz archives with any names and .npy pairs, built into real
 shards and read back with plain numpy; dtypes and shapes kept exactly; memory bounded by a chunk."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import read_split
 
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import ShardFormatError, SourceFormatError, SourceMismatchError, SourceNotFoundError
-from streamload.sources import NpyPairSource, numpy_sources, split_validation
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources import NpyPairSource, numpy_sources, split_validation
 
 RNG = np.random.default_rng(0)
 

@@ -1,4 +1,4 @@
-"""Tests for streamload.sources.parallel: real worker processes keep task order, never run far ahead of
+"""Tests for streamload.write.sources.parallel: real worker processes keep task order, never run far ahead of
 the consumer, report a worker's exception or death as one clear error, and leave no process behind."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from streamload.errors import WorkerError
-from streamload.sources.parallel import MAX_TASK_BYTES, TASKS_IN_FLIGHT_PER_JOB, WorkerPool
+from streamload.write.sources.parallel import MAX_TASK_BYTES, TASKS_IN_FLIGHT_PER_JOB, WorkerPool
 
 
 def square_with_pid(value: int) -> tuple[int, int]:

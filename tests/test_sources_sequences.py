@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import BUILD_SCRIPT, subprocess_env
 
-from streamload.dataset import ShardedDataset
 from streamload.errors import SourceFormatError, SourceMismatchError
-from streamload.sources.iterables import IterableSource
-from streamload.sources.numpy_files import numpy_sources
+from streamload.read.dataset import ShardedDataset
+from streamload.write.sources.iterables import IterableSource
+from streamload.write.sources.numpy_files import numpy_sources
 
 
 def _sequences(n: int, seed: int = 0) -> list[np.ndarray]:

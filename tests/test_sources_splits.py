@@ -1,4 +1,4 @@
-"""Tests for streamload.sources.splits: exactly round(F * n) validation samples, fixed by the seed alone,
+"""Tests for streamload.write.sources.splits: exactly round(F * n) validation samples, fixed by the seed alone,
 disjoint from training, in source order, whatever the chunking; refusals that name the problem."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import read_split
 
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import InvalidOptionError
-from streamload.sources import ArraySource, IterableSource, split_validation
-from streamload.sources.splits import MASK_BLOCK, validation_count, validation_mask
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources import ArraySource, IterableSource, split_validation
+from streamload.write.sources.splits import MASK_BLOCK, validation_count, validation_mask
 
 
 def _collect(source, chunk_rows: int) -> dict[str, np.ndarray]:  # noqa: ANN001 - any SplitSource

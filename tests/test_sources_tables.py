@@ -1,4 +1,4 @@
-"""Tests for streamload.sources.tables: CSV files written here, built into real shards and read back;
+"""Tests for streamload.write.sources.tables: CSV files written here, built into real shards and read back;
 features exact as float32, labels as integers, floats or class names; errors name line and column."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import read_split
 
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import InvalidOptionError, LabelRangeError, SourceFormatError
-from streamload.sources import CsvSource, csv_sources, split_validation
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources import CsvSource, csv_sources, split_validation
 
 RNG = np.random.default_rng(0)
 
@@ -149,7 +149,7 @@ def test_a_field_over_the_csv_modules_limit_is_one_line(tmp_path: Path) -> None:
 
 
 def test_an_endless_line_is_refused_without_reading_it_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamload.sources import tables
+    from streamload.write.sources import tables
 
     monkeypatch.setattr(tables, "MAX_LINE_CHARS", 1000)  # the real limit (64 Mi characters) at a test's size
     path = tmp_path / "long.csv"

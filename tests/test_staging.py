@@ -1,4 +1,4 @@
-"""Tests for streamload.staging through real builds: builds killed part-way (SIGKILL) never damage the
+"""Tests for streamload.write.staging through real builds: builds killed part-way (SIGKILL) never damage the
 dataset; liveness of a build is its lock (a lock-holding process, a build in another PID namespace),
 never its process id; builds of one folder never overlap; a full disk is one clear error."""
 
@@ -26,13 +26,13 @@ from conftest import (
     tree_snapshot,
 )
 
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import DatasetBusyError, OutOfSpaceError
-from streamload.layout import BUILD_LOCK_NAME, LOCK_NAME, list_generations
-from streamload.manifest import MANIFEST_NAME, read_manifest
-from streamload.sources import ArraySource
-from streamload.sources.mnist import sources_from_path
-from streamload.verify import verify_dataset
+from streamload.format.manifest import MANIFEST_NAME, read_manifest
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.layout import BUILD_LOCK_NAME, LOCK_NAME, list_generations
+from streamload.write.sources import ArraySource
+from streamload.write.sources.mnist import sources_from_path
+from streamload.write.verify import verify_dataset
 
 QUIET = {"progress": False}
 

@@ -8,10 +8,10 @@ from shards import build, shard_folder
 
 import streamload
 from streamload import ArraySource, BuildOptions, InvalidOptionError, as_tf_dataset, build_dataset
-from streamload.loader import BatchLoader
+from streamload.adapters.tfdata import ReadPlan, batches_per_epoch, loader_dataset, output_specs
 from streamload.options import LoaderOptions
-from streamload.sampler import IndexSampler
-from streamload.tfdata import ReadPlan, batches_per_epoch, loader_dataset, output_specs
+from streamload.read.loader import BatchLoader
+from streamload.read.sampler import IndexSampler
 
 
 def sample_ids(x: np.ndarray) -> np.ndarray:
@@ -258,7 +258,7 @@ def test_a_resumed_dataset_serves_exactly_the_rest_of_the_uninterrupted_one(data
     directory, _ = data
     options = dict(batch_size=batch, seed=3, drop_remainder=drop, **RAW)
     whole = list(as_tf_dataset(directory, epochs=3, **options).as_numpy_iterator())
-    state = streamload.tfdata.tf_state_after(directory, batches=consumed, **options)
+    state = streamload.adapters.tfdata.tf_state_after(directory, batches=consumed, **options)
     resumed = as_tf_dataset(directory, epochs=3, state=state, **options)
     assert int(resumed.cardinality()) == len(whole)
     got = list(resumed.as_numpy_iterator())

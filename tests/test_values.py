@@ -1,4 +1,4 @@
-"""Tests for streamload.values: what a build refuses in the values it streams (NaN, infinity, complex
+"""Tests for streamload.write.values: what a build refuses in the values it streams (NaN, infinity, complex
 numbers, splits normalised differently) and the one scale per input it records, on real builds."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import read_split
 
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import InvalidOptionError, SourceFormatError, SourceMismatchError
-from streamload.manifest import read_manifest
-from streamload.sources import ArraySource, CsvSource
+from streamload.format.manifest import read_manifest
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources import ArraySource, CsvSource
 
 
 def _build(out: Path, splits: dict[str, dict[str, np.ndarray]], **options: object) -> None:

@@ -1,4 +1,4 @@
-"""Tests for streamload.verify: a sound dataset has no problems, and every damaged file is reported by
+"""Tests for streamload.write.verify: a sound dataset has no problems, and every damaged file is reported by
 name with what is wrong with it: size, header against the manifest (dtype, shape, row count, format,
 file roles), SHA-256 and CRC-32, and labels outside the recorded range. Manifests edited by hand so
 that they still load (every field valid) but disagree with the shard files are the main fault here."""
@@ -14,11 +14,11 @@ import pytest
 from conftest import SyntheticMnist
 from shards import build, make_writable, plant_foreign_hdf5, rehash_manifests, shard_folder
 
-from streamload.build import BuildOptions, build_dataset
 from streamload.errors import ManifestError
-from streamload.manifest import MANIFEST_NAME, read_manifest
-from streamload.sources.mnist import sources_from_path
-from streamload.verify import ShardProblem, check_file, verify_dataset
+from streamload.format.manifest import MANIFEST_NAME, read_manifest
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources.mnist import sources_from_path
+from streamload.write.verify import ShardProblem, check_file, verify_dataset
 
 
 @pytest.fixture(params=["npy", "hdf5"])
@@ -232,7 +232,8 @@ def test_a_shard_that_is_a_symbolic_link_is_a_problem(dataset: Path) -> None:
                                                 "dataset folder")]
 
 
-VERIFY = "import sys; from streamload.verify import verify_dataset; print(*verify_dataset(sys.argv[1], progress=False))"
+VERIFY = ("import sys; from streamload.write.verify import verify_dataset; "
+          "print(*verify_dataset(sys.argv[1], progress=False))")
 
 
 def test_a_shard_that_is_a_fifo_is_a_problem_without_waiting(dataset: Path) -> None:

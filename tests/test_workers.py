@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import streamload.workers
+import streamload.adapters.workers
 from streamload import StreamingGenerator
 
 directory, mark, how = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
@@ -44,7 +44,7 @@ def kill_from_outside():
     while not pid_file.exists():
         time.sleep(0.01)
     pid = int(pid_file.read_text())
-    while pid not in streamload.workers._WATCH.processes:  # a worker the watch has seen alive
+    while pid not in streamload.adapters.workers._WATCH.processes:  # a worker the watch has seen alive
         time.sleep(0.01)
     mark.write_text(repr(time.time()))
     os.kill(pid, signal.SIGKILL)

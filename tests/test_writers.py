@@ -1,5 +1,6 @@
-"""Tests for streamload.writers: any chunking of the input cuts into the same shards, every format
-stores the samples exactly, and a source that breaks its promises is caught."""
+"""Tests for the shard writers (streamload/format: writer.py, npy/writer.py, hdf5/writer.py): any chunking
+of the input cuts into the same shards, every format stores the samples exactly, and a source that breaks its
+promises is caught."""
 
 from __future__ import annotations
 
@@ -12,15 +13,11 @@ import numpy as np
 import pytest
 
 from streamload.errors import InvalidOptionError, SourceMismatchError
-from streamload.manifest import SHARD_NAME, ArraySpec, ShardInfo
-from streamload.writers import (
-    HDF5_CHUNK_BYTES,
-    TARGET_SHARD_BYTES,
-    Hdf5ShardWriter,
-    NpyShardWriter,
-    default_shard_size,
-    make_writer,
-)
+from streamload.format.dispatch import make_writer
+from streamload.format.hdf5.writer import HDF5_CHUNK_BYTES, Hdf5ShardWriter
+from streamload.format.manifest import SHARD_NAME, ArraySpec, ShardInfo
+from streamload.format.npy.writer import NpyShardWriter
+from streamload.format.writer import TARGET_SHARD_BYTES, default_shard_size
 
 N = 23
 SPECS = {"x": ArraySpec("<i2", (3, 4)), "y": ArraySpec("|u1", ())}

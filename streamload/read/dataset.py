@@ -1,0 +1,290 @@
+"""Random access to one split of a sharded dataset: ``gather(indices)`` reads exactly those samples.
+
+Only the manifest is read on construction, and the dataset's current generation is leased (a
+shared lock): it reads that generation until it is closed, whatever rebuilds happen meanwhile, and
+a pickled copy (a spawned worker) locks the same generation again. Shard readers are opened on first
+use and kept in the one per-process cache (a forked or unpickled copy opens its own), so the
+dataset pickles as its path, generation, split and options, never as data. Sorted indices are read
+shard by shard in file order straight into the output array; unsorted ones are sorted first and
+put back in the order asked for.
+The dataset is also a Grain ``RandomAccessDataSource`` (``__len__``, ``__getitem__``, ``__getitems__``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import threading
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..base.process import current_pid
+from ..errors import ShardFormatError
+from ..format.dispatch import open_reader
+from ..format.manifest import Manifest, SplitInfo
+from ..format.reader import ByteRanges, ShardReader
+from ..format.records import Records
+from ..format.shardfiles import irregular_shard
+from ..write.generations import acquire
+from .integrity import check_files, recorded
+
+FILES_PER_MAPPED_ARRAY = 2  # our descriptor (for read hints) and the one Python's mmap keeps for itself
+_SPARE_FILES = 256
+
+
+def _allow_open_files(needed: int) -> None:
+    """Raise the soft limit on open files toward the hard one if every shard's maps would not fit.
+
+    A 40M-sample MNIST set has 468 shards, two arrays each: ~1,900 descriptors, over the common
+    default soft limit of 1,024 (the hard limit is usually far higher).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed + _SPARE_FILES
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+
+
+def _check_files(directory: Path, root: Path, info: SplitInfo) -> None:
+    """Every shard file of the split is there at its recorded size: a missing or cut file fails at open.
+
+    One ``lstat`` per file (a millisecond for hundreds of shards), so a damaged dataset is reported
+    before training starts rather than deep inside it; mapping a file cut short would crash with SIGBUS.
+    A link (which could lead outside the dataset) or a FIFO (whose opening waits forever) is refused.
+    """
+    for shard in info.shards:
+        for file in shard.files.values():
+            path = root / file.name
+            try:
+                status = os.lstat(path)
+            except FileNotFoundError:
+                raise ShardFormatError(f"{path}: missing, though the manifest lists it; rebuild the dataset or restore "
+                                       f"the file (`build_shards.py --verify {directory}` checks all)") from None
+            irregular = irregular_shard(path, status.st_mode)
+            if irregular is not None:
+                raise irregular
+            size = status.st_size
+            if size != file.bytes:
+                raise ShardFormatError(f"{path}: {size} bytes, the manifest says {file.bytes}; the file is damaged "
+                                       f"(`build_shards.py --verify {directory}` checks all)")
+
+
+class _ChangeWatch:
+    """inotify watches on this process' open shard files: one ``read`` per batch says whether any was
+    written, cut or chmod-ed, where readers would otherwise ``fstat`` every shard file a batch touches
+    (~1 us each; a batch of random samples from a large set touches hundreds). Once a change is seen, or
+    where inotify is missing or out of watches, readers go back to an ``fstat`` before every read.
+    Not seen (nor by ``fstat``'s size): writes through another process' shared writable map.
+    """
+
+    _MASK = 0x2 | 0x4 | 0x02000000  # IN_MODIFY (writes, truncation), IN_ATTRIB (chmod, touch), IN_DONT_FOLLOW
+
+    def __init__(self) -> None:
+        self.fd, self.changed, self._lock = -1, False, threading.Lock()
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            self._add_watch = libc.inotify_add_watch
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return
+        if fd >= 0:
+            self.fd = fd
+            weakref.finalize(self, os.close, fd)
+
+    def watch(self, reader: ShardReader) -> bool:
+        """Watch the files of a reader just opened; False when they cannot all be watched."""
+        if self.fd < 0 or self.changed:
+            return False
+        try:
+            for path, fd in reader.files():
+                if self._add_watch(self.fd, os.fsencode(path), self._MASK) < 0:
+                    return False
+                if os.lstat(path).st_ino != os.fstat(fd).st_ino:  # the name no longer leads to the open file
+                    return False
+        except OSError:
+            return False
+        return True
+
+    def quiet(self) -> bool:
+        """True while no watched file has changed; after the first change, False for good."""
+        with self._lock:  # a thread must not see "quiet" while another has just taken the event away
+            if not self.changed:
+                try:
+                    os.read(self.fd, 65536)
+                except BlockingIOError:
+                    return True
+                self.changed = True
+            return False
+
+
+class ShardedDataset:
+    """One split of a dataset on disk."""
+
+    def __init__(self, directory: str | os.PathLike, split: str = "train", verify: bool = False) -> None:
+        self.directory = Path(directory)
+        self.split_name = split
+        self.verify = verify  # check each shard's checksum before its first use (streamload.read.integrity)
+        self.lease = acquire(self.directory)  # this generation stays on disk until the dataset is closed
+        self.manifest: Manifest = self.lease.manifest
+        self.info: SplitInfo = self.manifest.split(split)
+        self.root = self.lease.root
+        self.advice: int | None = None
+        self._starts = self.info.shard_starts
+        _check_files(self.directory, self.root, self.info)
+        _allow_open_files(len(self.info.shards) * len(self.info.arrays) * FILES_PER_MAPPED_ARRAY)
+        self._readers: list[ShardReader | None] = []
+        self._verified: set[str] = set()
+        self._pid: int | None = None
+
+    @property
+    def generation(self) -> str | None:
+        """The generation this dataset reads, fixed at construction: a rebuild never changes what it serves."""
+        return self.lease.generation
+
+    def close(self) -> None:
+        """Let go of the generation (a newer one may then be collected); reading again is an error."""
+        self._readers, self._pid = [], None
+        self.lease.release()
+
+    def __len__(self) -> int:
+        return self.info.num_samples
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.info.arrays)
+
+    def reader(self, shard: int) -> ShardReader:
+        """Shard ``shard``'s reader in this process, opened on first use."""
+        if self._pid != current_pid():
+            self._watch = _ChangeWatch()  # before the pid: a thread that sees this process' pid finds the watch
+            self._verified = recorded(self.root) if self.verify else set()
+            self._readers, self._pid = [None] * len(self.info.shards), current_pid()
+        reader = self._readers[shard]
+        if reader is None:
+            if self.verify:
+                check_files(self.root, self.info.shards[shard].files.values(), self._verified)
+            reader = open_reader(self.manifest.format, self.root, self.info.shards[shard], self.info.arrays)
+            if self.advice is not None:
+                reader.advise(self.advice)
+            if self._watch.watch(reader):
+                reader.check()  # a change between opening and watching is seen here
+                reader.check_each_take = False
+            self._readers[shard] = reader  # threads racing here each open one; the last stored is kept
+        return reader
+
+    def _check_unchanged(self) -> None:
+        """Once per batch: after any change to a watched file, every reader checks its files before each read."""
+        if self._pid == current_pid() and not self._watch.quiet():
+            for reader in self._readers:
+                if reader is not None:
+                    reader.check_each_take = True
+
+    def gather(self, indices: np.ndarray, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Samples ``indices`` (any order, repeats allowed) as fresh C-contiguous arrays, in that order;
+        a ragged array's samples as one :class:`~streamload.format.records.Records`."""
+        indices = np.asarray(indices, dtype=np.int64)
+        keys = self.keys if keys is None else keys
+        if len(indices) > 1 and not (indices[1:] >= indices[:-1]).all():
+            order = np.argsort(indices, kind="stable")
+            in_order = self.gather(indices[order], keys)
+            back = np.empty_like(order)
+            back[order] = np.arange(len(order))
+            return {key: array.take(back) if isinstance(array, Records) else array[back]
+                    for key, array in in_order.items()}
+        if len(indices) and (indices[0] < 0 or indices[-1] >= len(self)):
+            raise IndexError(f"sample index out of range [0, {len(self)}) in {self!r}")
+        return self.take_sorted(indices, keys)
+
+    def take_sorted(self, indices: np.ndarray, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """``gather`` for indices already sorted and in range (the sampler's): no checks, no reordering."""
+        self._check_unchanged()
+        if len(self._starts) == 2:  # one shard: one take per array, no bookkeeping
+            reader = self.reader(0)
+            return {key: reader.take(key, indices) for key in keys}
+        return self._gather_runs(indices, keys)
+
+    def _gather_runs(self, indices: np.ndarray, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        shards = np.searchsorted(self._starts, indices, side="right") - 1
+        offsets = indices - self._starts[shards]
+        edges = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), len(indices)]
+        runs = [(int(shards[first]), first, last) for first, last in zip(edges[:-1], edges[1:]) if last > first]
+        out = {}
+        for key in keys:
+            spec = self.info.arrays[key]
+            if spec.ragged:  # one vectorised read per shard (see format/ragged/reader.py), then one concatenation
+                parts = [self.reader(shard).take(key, offsets[first:last]) for shard, first, last in runs]
+                out[key] = Records.concat(parts) if parts else Records(np.empty((0, *spec.row_shape), spec.dtype), [0])
+                continue
+            array = out[key] = np.empty((len(indices), *spec.shape), dtype=spec.dtype)
+            for shard, first, last in runs:
+                self.reader(shard).take(key, offsets[first:last], out=array[first:last])
+        return out
+
+    def lengths(self, key: str, indices: np.ndarray) -> np.ndarray:
+        """Row counts of the records of ragged array ``key`` at ``indices`` (any order), from the offsets alone."""
+        indices = np.asarray(indices, dtype=np.int64)
+        shards, offsets = self.info.locate(indices)
+        out = np.empty(len(indices), np.int64)
+        for shard in np.unique(shards).tolist():
+            mine = shards == shard
+            out[mine] = self.reader(shard).arrays[key].lengths(offsets[mine])  # type: ignore[attr-defined]
+        return out
+
+    def ranges(self, indices: np.ndarray, keys: Sequence[str] | None = None) -> list[ByteRanges]:
+        """Where the bytes of sorted ``indices`` lie, shard by shard (what a gather of them will read)."""
+        shards = np.searchsorted(self._starts, indices, side="right") - 1
+        edges = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), len(indices)]
+        found = []
+        for first, last in zip(edges[:-1], edges[1:]):
+            if last > first:
+                shard = int(shards[first])
+                rows = indices[first:last] - self._starts[shard]
+                found += [self.reader(shard).ranges(key, rows) for key in (self.keys if keys is None else keys)]
+        return [ranges for ranges in found if ranges is not None]
+
+    def span_ranges(self, first: int, last: int, keys: Sequence[str] | None = None) -> list[ByteRanges]:
+        """Long sequential ranges covering samples ``[first, last)`` (a block), shard by shard."""
+        first, last = max(0, first), min(last, len(self))
+        shard = int(np.searchsorted(self._starts, first, side="right")) - 1
+        found = []
+        while first < last:
+            end = min(last, int(self._starts[shard + 1]))
+            base = int(self._starts[shard])
+            found += [self.reader(shard).span(key, first - base, end - base) for key in (keys or self.keys)]
+            first, shard = end, shard + 1
+        return [ranges for ranges in found if ranges is not None]
+
+    def advise(self, advice: int) -> None:
+        """A madvise hint (e.g. MADV_RANDOM) for every shard: now for open ones, on opening for the rest.
+
+        Kept through pickling, so worker processes read with the same hint.
+        """
+        self.advice = advice
+        for reader in self._readers if self._pid == current_pid() else ():
+            if reader is not None:
+                reader.advise(advice)
+
+    # Grain's RandomAccessDataSource protocol: records are dicts of one sample's arrays.
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {key: array[0] for key, array in self.gather(np.array([int(index)])).items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        arrays = self.gather(np.asarray(indices, dtype=np.int64))
+        return [{key: array[i] for key, array in arrays.items()} for i in range(len(indices))]
+
+    _getitems = __getitems__  # the name Grain's batched-read protocol looks for (0.2: SupportsBatchedRead...)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = {**self.__dict__, "_readers": [], "_verified": set(), "_pid": None}  # re-opened in the new process
+        state.pop("_watch", None)
+        return state
+
+    def __repr__(self) -> str:
+        return (f"ShardedDataset({str(self.directory)!r}, split={self.split_name!r}, samples={len(self)}, "
+                f"format={self.manifest.format!r}, shards={len(self.info.shards)})")

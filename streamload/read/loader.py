@@ -1,0 +1,173 @@
+"""The Keras-free loader: (epoch, batch number) -> a model-ready batch read from disk.
+
+Kept apart from Keras so the tf.data path, benchmarks and other frameworks use the same code, and
+so it pickles small: a dataset path, the options and the transform, never any data. The per-batch
+path is short on purpose: the sampler's cached, sorted indices, one ``take`` per array and shard,
+then the finisher; kernel read hints, when on, are one call that returns at once while the cache is warm.
+"""
+
+from __future__ import annotations
+
+import functools
+import mmap
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidOptionError, LabelRangeError
+from ..options import LoaderOptions
+from .batching import Batch, BatchFinisher, LabelOutOfRange, Transform, ragged_input
+from .dataset import ShardedDataset
+from .epochs import StreamPoint
+from .kernel_hints import KernelHints
+from .resume import check_state, loader_state
+from .sampler import IndexSampler, Lengths
+
+
+def access_advice(shuffle: str, hinting: bool) -> int | None:
+    """The madvise hint for a shuffle mode: what the kernel should read on a page fault.
+
+    Exact order is random: readahead would read ~100x the bytes, so a fault reads its page only.
+    Block order with hints reads every block itself, so faults need no readahead either; without
+    hints, the kernel's default read-around still finds neighbours in the block.
+    """
+    if shuffle == "none":
+        return getattr(mmap, "MADV_SEQUENTIAL", None)
+    if shuffle == "exact" or hinting:
+        return getattr(mmap, "MADV_RANDOM", None)
+    return None
+
+
+def record_lengths(dataset: ShardedDataset, options: LoaderOptions) -> Lengths | None:
+    """What length bucketing sorts by: the record lengths of the first ragged model input (None if unused)."""
+    if not options.bucket_by_length:
+        return None
+    key = ragged_input(dataset.manifest, dataset.info.arrays)
+    if key is None:
+        raise InvalidOptionError(f"bucket_by_length needs a model input of varying length; {dataset!r} has none")
+    return functools.partial(dataset.lengths, key)
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    """The next batch a ``for`` loop over the loader gets: batch ``batch`` of ``epoch``, counted from ``offset``."""
+
+    epoch: int
+    offset: int
+    batch: int
+
+
+class BatchLoader:
+    """Reads batch ``i`` of epoch ``e``: only that batch's samples, each shard once, in file order.
+
+    ``load(epoch, batch)`` is random access, safe from several threads, and from processes after
+    ``fork`` or unpickling. ``for x, y in loader`` serves the rest of the current epoch from a
+    cursor that moves as each batch is handed out, so after a loop stops early ``state_dict()``
+    names exactly the next batch (one cursor per loader: one loop at a time).
+    """
+
+    def __init__(self, directory: str | os.PathLike, split: str = "train", options: LoaderOptions | None = None, *,
+                 transform: Transform | None = None, input_context: Any = None, **overrides: Any) -> None:
+        self.options = LoaderOptions.resolve(options, input_context, **overrides)
+        self.dataset = ShardedDataset(Path(directory), split, verify=self.options.verify == "once")
+        self.finish = BatchFinisher(self.dataset.manifest, self.dataset.info.arrays, self.options, transform)
+        self.sampler = IndexSampler(len(self.dataset), self.options, record_lengths(self.dataset, self.options))
+        self.keys = self.finish.keys
+        depth = self.options.prefetch_batches
+        self.hints = KernelHints(self.dataset, self.sampler, self.keys, depth) if depth else None
+        self._cursor = _Cursor(0, 0, 0)
+        advice = access_advice(self.options.shuffle, self.hints is not None)
+        if advice is not None:
+            self.dataset.advise(advice)
+
+    @property
+    def num_batches(self) -> int:
+        return self.sampler.num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        """The rest of the current epoch; the cursor passes each batch before it is handed out."""
+        epoch = self._cursor.epoch
+        while self._cursor.epoch == epoch and self.num_batches:  # (a pipeline's share may hold no batch)
+            cursor = self._cursor
+            batch = self.load(cursor.epoch, cursor.batch, cursor.offset)
+            self._cursor = self._advance(cursor)
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where a ``for`` loop over this loader stands: the samples of batches handed out, and no more."""
+        cursor = self._cursor
+        return loader_state(self, StreamPoint(cursor.epoch, cursor.offset + cursor.batch * self.options.batch_size))
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a state of ``state_dict()`` (this loader's or a ``StreamingGenerator``'s).
+
+        The next ``for`` loop serves the resumed epoch's remaining samples, cut into batches from
+        there; InvalidOptionError names any field (seed, shuffle, dataset...) that differs.
+        """
+        point = check_state(self, state)
+        self._cursor = self._start(point.epoch, point.sample)
+
+    def _start(self, epoch: int, offset: int) -> _Cursor:
+        """The cursor at sample ``offset`` of ``epoch``; an epoch with no batch left goes on to the next."""
+        if self.sampler.batches_from(offset) == 0 and offset > 0:
+            return _Cursor(epoch + 1, 0, 0)
+        return _Cursor(epoch, offset, 0)
+
+    def _advance(self, cursor: _Cursor) -> _Cursor:
+        if cursor.batch + 1 < self.sampler.batches_from(cursor.offset):
+            return _Cursor(cursor.epoch, cursor.offset, cursor.batch + 1)
+        return _Cursor(cursor.epoch + 1, 0, 0)
+
+    def load(self, epoch: int, batch: int, offset: int = 0) -> Batch:
+        """Batch ``batch`` of ``epoch`` (``0 <= batch < num_batches``), batches counted from sample ``offset``."""
+        return self.read(self.indices(epoch, batch, offset))
+
+    def indices(self, epoch: int, batch: int, offset: int = 0) -> np.ndarray:
+        """The sorted samples of a batch; the read hints hear that it is about to be read."""
+        indices = self.sampler.batch_indices(epoch, batch, offset)
+        if self.hints is not None:
+            self.hints.before_batch(epoch, batch, indices, offset)
+        return indices
+
+    def read(self, indices: np.ndarray) -> Batch:
+        """Gather sorted ``indices`` (the sampler's) and finish them into a model-ready batch."""
+        arrays = self.dataset.take_sorted(indices, self.keys)
+        try:
+            return self.finish(arrays)
+        except LabelOutOfRange as bad:
+            raise self._label_error(int(indices[bad.position]), bad) from None
+
+    def _label_error(self, index: int, bad: LabelOutOfRange) -> LabelRangeError:
+        shards, offsets = self.dataset.info.locate(np.array([index]))
+        files = self.dataset.info.shards[int(shards[0])].files
+        label_file = files.get(self.finish.target) or next(iter(files.values()))  # npy: the labels' own file
+        return LabelRangeError(
+            f"{self.dataset.root / label_file.name}: sample {index} of split {self.dataset.split_name!r} (row "
+            f"{int(offsets[0])} of its shard) has label {bad.value}, outside [0, {bad.num_classes}); the shard may be "
+            f"corrupt: run "
+            f"`build_shards.py --verify {self.dataset.directory}` (or pass num_classes if the labels are right)")
+
+    def reference(self, arrays: dict[str, np.ndarray], epoch: int, batch: int) -> Batch:
+        """The same batch gathered from in-memory ``arrays`` instead of disk (tests, benchmarks)."""
+        indices = self.sampler.batch_indices(epoch, batch)
+        return self.finish({key: arrays[key][indices] for key in self.keys})
+
+    def close(self) -> None:
+        """Stop this process' block-hinting thread now rather than when the loader is collected."""
+        if self.hints is not None:
+            self.hints.close()
+
+    def __repr__(self) -> str:
+        return f"BatchLoader({self.dataset!r}, {self.options!r})"
+
+
+def batches_per_epoch(directory: str | os.PathLike, split: str = "train", batch_size: int | None = None, *,
+                      options: LoaderOptions | None = None, input_context: Any = None, **overrides: Any) -> int:
+    """Batches one pipeline delivers per epoch: ``steps_per_epoch`` for ``fit`` with one replica per
+    pipeline (with several replicas per pipeline, divide by them, rounding up)."""
+    resolved = LoaderOptions.resolve(options, input_context, batch_size=batch_size, **overrides)
+    return IndexSampler(len(ShardedDataset(directory, split)), resolved).num_batches
