@@ -6,10 +6,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "streamload"
 LAYERS = [  # lowest first; a module may import from its own layer and any earlier one
-    {"errors", "_names", "_process", "_validate", "durable", "options", "procstats", "shardfiles", "specs"},
+    {"errors", "_names", "_process", "_validate", "durable", "options", "procstats", "shardfiles", "specs", "pixels"},
     {"sources"},
     {"manifest", "layout", "labels", "values", "writers", "generations", "staging", "build", "verify", "cli"},
-    {"readers", "integrity", "dataset"},
+    {"readers", "integrity", "dataset", "decoding"},
     {"sampler", "readahead", "kernel_hints"},
     {"batching", "loader", "epochs", "resume"},
     {"generator", "callbacks", "tfdata"},
