@@ -59,15 +59,38 @@ def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, 
     return lower, upper, (position - floor).astype(np.float32)
 
 
-def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``tf.image.resize(image, size, "bilinear", antialias=False)`` of an (H, W, C) array, as float32."""
-    y0, y1, wy = _axis_weights(image.shape[0], size[0])
-    x0, x1, wx = _axis_weights(image.shape[1], size[1])
-    wx = wx[:, None]
-    top, bottom = image[y0].astype(np.float32), image[y1].astype(np.float32)
-    upper = top[:, x0] + (top[:, x1] - top[:, x0]) * wx
-    lower = bottom[:, x0] + (bottom[:, x1] - bottom[:, x0]) * wx
-    return upper + (lower - upper) * wy[:, None, None]
+@lru_cache(maxsize=256)
+def _rows_needed(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct source rows the output reads, and where each output row's lower and upper rows are in them."""
+    lower, upper, _ = _axis_weights(in_size, out_size)
+    rows, position = np.unique(np.concatenate([lower, upper]), return_inverse=True)
+    return rows, position[:out_size], position[out_size:]
+
+
+def resize_bilinear(image: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """``tf.image.resize(image, size, "bilinear", antialias=False)`` of an (H, W, C) array, as float32.
+
+    TensorFlow computes ``top = tl + (tr - tl) * dx``, ``bottom = bl + (br - bl) * dx`` and
+    ``top + (bottom - top) * dy`` per output pixel in float32. ``top`` and ``bottom`` depend only on a
+    source row and an output column, so each needed source row is interpolated across once (gathering
+    uint8 before converting, with ``np.take``: 3-4x faster than fancy indexing floats) and the rows are
+    then blended; every float32 operation is TensorFlow's, in its order, so the result is bit for bit
+    its own. ``out``, if given, receives the result (an output batch's slot, saving a copy).
+    """
+    rows, top_row, bottom_row = _rows_needed(image.shape[0], size[0])
+    _, _, dy = _axis_weights(image.shape[0], size[0])
+    left, right, dx = _axis_weights(image.shape[1], size[1])
+    source = np.take(image, rows, axis=0) if len(rows) < image.shape[0] else image
+    across = np.take(source, left, axis=1).astype(np.float32)
+    step = np.take(source, right, axis=1).astype(np.float32)
+    step -= across
+    step *= dx[:, None]
+    across += step  # each needed row, interpolated across: TF's top or bottom
+    top = np.take(across, top_row, axis=0)
+    bottom = np.take(across, bottom_row, axis=0)
+    bottom -= top
+    bottom *= dy[:, None, None]
+    return np.add(top, bottom, out=out)
 
 
 @lru_cache(maxsize=256)
@@ -130,12 +153,24 @@ def check_pixel_count(width: int, height: int, max_pixels: int, cleanup: Any = N
                                "(max_image_pixels, --max-image-pixels)")
 
 
+# libpng's rgb_to_gray as TensorFlow's decode_png(channels=1) sets it (0.299, 0.587): 15-bit weights, truncated
+PNG_GRAY_WEIGHTS = (9797, 19234, 3737)
+
+
 def to_color_mode(image: Any, color_mode: str) -> Any:
-    """A loaded Pillow image in Keras' ``color_mode`` (16-bit samples keep their high byte, as in TensorFlow)."""
+    """A loaded Pillow image in Keras' ``color_mode`` (16-bit samples keep their high byte, as in TensorFlow).
+
+    A colour PNG made grayscale gets libpng's luma, as in TensorFlow, not Pillow's rounded ITU-R 601
+    one (a level apart in half the pixels); TensorFlow refuses grayscale BMPs and GIFs, Pillow's luma it is.
+    """
     image_module = import_pillow()
     mode = COLOR_MODES[color_mode][0]
     if image.mode.startswith("I;16"):
         image = image_module.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+    if mode == "L" and image.format == "PNG" and image.mode in ("RGB", "RGBA", "P", "PA"):
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint32)
+        luma = (rgb @ np.array(PNG_GRAY_WEIGHTS, dtype=np.uint32)) >> 15
+        return image_module.fromarray(luma.astype(np.uint8), "L")
     return image if image.mode == mode else image.convert(mode)
 
 

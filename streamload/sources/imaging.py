@@ -8,8 +8,9 @@ within 0.5 of Keras' value. An image already at the target size is stored as dec
 
 Decoding is Pillow's. PNG, BMP and GIF pixels equal TensorFlow's; JPEG pixels equal
 ``tf.io.decode_jpeg(dct_method="INTEGER_ACCURATE")``, while Keras' default (the fast IDCT) differs
-by a few levels. Grayscale from colour is Pillow's ITU-R 601 luma (colour JPEGs are decoded straight
-to luma, as TensorFlow does); 16-bit PNGs keep their high byte, as TensorFlow does.
+by a few levels (the read-time decoder, :mod:`streamload.decoding`, matches it exactly). Grayscale from
+colour is TensorFlow's: colour JPEGs are decoded straight to luma, colour PNGs get libpng's luma (BMPs and
+GIFs, which TensorFlow will not make grayscale, Pillow's); 16-bit PNGs keep their high byte.
 
 Only Keras' formats are ever decoded (:func:`streamload.pixels.open_image`); a PNG named ``.jpg`` still
 decodes, as it does in Keras, whose ``decode_image`` also reads any of the four by content. Only regular
