@@ -8,7 +8,8 @@ shared by their decode threads, and are not reproducible (ffcv#392).
 
 The crop is Inception's random-resized crop as torchvision draws it (area fraction uniform in
 ``scale``, aspect ratio log-uniform in ``ratio``, ten tries, then a centred crop of the nearest allowed
-ratio); the flip is drawn first, so it does not depend on how many tries the crop took.
+ratio); the flip is drawn first, and drawn whether or not flips are on, so neither the crop's tries nor
+the flip option move the other's draws.
 """
 
 from __future__ import annotations
@@ -78,6 +79,6 @@ def draw(seed: int, epoch: int, index: int, height: int, width: int,
     if crop is None and not horizontal_flip:
         return Draws(None, False)
     rng = sample_generator(seed, epoch, index)
-    flip = bool(rng.random() < 0.5) if horizontal_flip else False
+    flip = bool(rng.random() < 0.5) and horizontal_flip  # drawn either way: the crop is the same with or without flips
     box = random_resized_box(rng, height, width, *crop) if crop is not None else None
     return Draws(box, flip)
