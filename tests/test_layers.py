@@ -11,6 +11,7 @@ LAYERS = [  # lowest first; a module may import from its own layer and any earli
     {"errors", "options"},
     {"base"},
     {"format"},
+    {"images"},
     {"write"},
     {"read"},
     {"adapters"},
