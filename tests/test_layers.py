@@ -1,5 +1,5 @@
-"""Every module of the package imports only modules of its own layer or of the layers below it:
-sources -> manifest, writers, build -> readers -> sampler, read hints -> loader -> Keras and tf.data adapters."""
+"""Every module of the package imports only modules of its own layer or of the layers below it: store (object
+storage) -> sources -> manifest, writers, build -> readers -> sampler, read hints -> loader -> Keras and tf.data."""
 
 import ast
 from pathlib import Path
@@ -7,6 +7,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "streamload"
 LAYERS = [  # lowest first; a module may import from its own layer and any earlier one
     {"errors", "_names", "_process", "_validate", "durable", "options", "procstats", "records", "shardfiles", "specs"},
+    {"store"},  # object storage and the shard cache: errors, options and durable writes only
     {"sources"},
     {"manifest", "layout", "labels", "values", "writers", "generations", "staging", "build", "verify", "cli",
      "recordwriter"},

@@ -1,4 +1,4 @@
-"""The store layer's parts that need no server: URLs, settings from the AWS environment, the retry budget,
+"""The store layer's parts that need no server: URLs, the retry budget,
 and a cache that refuses a limit below its working set."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from streamload.errors import InvalidOptionError, StoreUnavailableError
-from streamload.store import ShardCache, ShardTable, StoreURL, is_remote, load_settings, parse_url
+from streamload.store import ShardCache, ShardTable, StoreURL, is_remote, parse_url
 from streamload.store import retry as retry_module
 from streamload.store.retry import BACKOFF_BASE_S, BACKOFF_CAP_S, TransientError, backoff_s, with_retries
 
@@ -21,7 +21,6 @@ SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
     ("s3://bucket-1/", StoreURL("s3", "bucket-1", "")),
     ("s3://my.bucket/a/b/c/", StoreURL("s3", "my.bucket", "a/b/c")),
     ("S3://bkt/x", StoreURL("s3", "bkt", "x")),
-    ("gs://bkt/x", StoreURL("gs", "bkt", "x")),
 ])
 def test_urls_parse_to_a_bucket_and_prefix(text: str, url: StoreURL) -> None:
     assert parse_url(text) == url
@@ -33,12 +32,12 @@ def test_keys_join_and_split_the_prefix() -> None:
     assert url.key("/shards/a.npy") == "data/mnist/shards/a.npy" and url.relative("data/mnist/shards/a.npy") == \
         "shards/a.npy"
     assert parse_url("s3://bkt").key("m.json") == "m.json" and str(url.child("g1")) == "s3://bkt/data/mnist/g1"
-    assert url.tested and not parse_url("az://bkt").tested
     with pytest.raises(InvalidOptionError):
         url.relative("elsewhere/a.npy")
 
 
-@pytest.mark.parametrize("text", ["http://bkt/x", "bkt/x", "s3://", "s3://B/x", "s3://bkt/a//b", "s3://bkt/a/../b",
+@pytest.mark.parametrize("text", ["http://bkt/x", "gs://bkt/x", "s3://bkt-/x", "bkt/x", "s3://", "s3://B/x",
+                                  "s3://bkt/a//b", "s3://bkt/a/../b",
                                   "s3://bkt/x?versionId=1", "s3://bkt/x#frag", "file:///tmp/x"])
 def test_bad_urls_are_refused(text: str) -> None:
     with pytest.raises(InvalidOptionError):
@@ -54,46 +53,6 @@ def test_a_url_with_credentials_is_refused_without_repeating_them() -> None:
 def test_remote_locations_are_urls_and_local_ones_paths() -> None:
     assert is_remote("s3://bkt/x") and not is_remote("data/mnist") and not is_remote(Path("s3:/x"))
     assert not is_remote("file:///tmp/x")
-
-
-def write_profiles(home: Path) -> dict[str, str]:
-    (home / ".aws").mkdir()
-    (home / ".aws" / "config").write_text("[default]\nregion = eu-west-1\n\n[profile lab]\nregion = us-west-2\n"
-                                          "endpoint_url = http://127.0.0.1:9000\n")
-    (home / ".aws" / "credentials").write_text(f"[default]\naws_access_key_id = AKDEFAULT\n"
-                                               f"aws_secret_access_key = {SECRET}\n\n[lab]\n"
-                                               f"aws_access_key_id = AKLAB\naws_secret_access_key = lab-{SECRET}\n")
-    return {"HOME": str(home)}
-
-
-def test_settings_come_from_the_profile_files(tmp_path: Path) -> None:
-    env = write_profiles(tmp_path)
-    default = load_settings(env)
-    assert (default.region, default.endpoint, default.access_key_id, default.keys_from) == \
-        ("eu-west-1", None, "AKDEFAULT", "credentials file")
-    lab = load_settings({**env, "AWS_PROFILE": "lab"})
-    assert (lab.region, lab.endpoint, lab.access_key_id, lab.secret_access_key) == \
-        ("us-west-2", "http://127.0.0.1:9000", "AKLAB", f"lab-{SECRET}")
-
-
-def test_environment_variables_win_over_the_files(tmp_path: Path) -> None:
-    env = {**write_profiles(tmp_path), "AWS_PROFILE": "lab", "AWS_ACCESS_KEY_ID": "AKENV",
-           "AWS_SECRET_ACCESS_KEY": "env-secret", "AWS_SESSION_TOKEN": "tok", "AWS_REGION": "ap-south-1",
-           "AWS_ENDPOINT_URL": "http://127.0.0.1:1"}
-    settings = load_settings(env)
-    assert (settings.access_key_id, settings.secret_access_key, settings.session_token, settings.region,
-            settings.endpoint, settings.keys_from) == ("AKENV", "env-secret", "tok", "ap-south-1",
-                                                       "http://127.0.0.1:1", "environment")
-    assert load_settings({**env, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:2"}).endpoint == "http://127.0.0.1:2"
-    nothing = load_settings({"HOME": str(tmp_path / "nobody")})
-    assert nothing.access_key_id is None and nothing.keys_from == "none" and nothing.region is None
-
-
-def test_settings_never_show_the_secret(tmp_path: Path) -> None:
-    settings = load_settings(write_profiles(tmp_path))
-    for text in (repr(settings), str(settings), settings.describe()):
-        assert SECRET not in text
-    assert settings.scrub(f"error: signature for {SECRET} did not match") == "error: signature for *** did not match"
 
 
 def test_backoff_is_full_jitter_under_a_cap() -> None:

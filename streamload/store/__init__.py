@@ -2,7 +2,7 @@
 
 This layer sits just above the base helpers (errors, options, durable writes) and below everything that
 reads or writes datasets, which call it; it knows nothing of manifests or formats. The S3 client
-(obstore, the ``s3`` extra) is imported only when a store is first used.
+(boto3, the ``s3`` extra) is imported only when a store is first used.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from .cache import Lease, ShardCache
 from .cachefiles import ShardTable
 from .protocol import ObjectInfo, ObjectStore
 from .retry import RETRY_ATTEMPTS, RETRY_BUDGET_S
-from .settings import S3Settings, load_settings
 from .url import StoreURL, is_remote, parse_url
 
-__all__ = ["RETRY_ATTEMPTS", "RETRY_BUDGET_S", "Lease", "ObjectInfo", "ObjectStore", "S3Settings", "ShardCache",
-           "ShardTable", "StoreURL", "is_remote", "load_settings", "open_store", "parse_url"]
+__all__ = ["RETRY_ATTEMPTS", "RETRY_BUDGET_S", "Lease", "ObjectInfo", "ObjectStore", "ShardCache", "ShardTable",
+           "StoreURL", "is_remote", "open_store", "parse_url"]
 
 
 def open_store(url: str | StoreURL) -> ObjectStore:

@@ -3,10 +3,11 @@
 A URL names a place, never a credential: a URL with a user or password in it (``s3://key:secret@bucket``)
 is refused rather than parsed, so no secret can reach a manifest, a log line or an error message
 through the one string every one of those repeats. Endpoint, region and keys come only from the
-standard AWS environment variables and config files (:mod:`streamload.store.settings`).
+standard AWS environment variables and config files, which boto3 reads (:mod:`streamload.store.s3`).
 
-``s3://`` is the tested scheme. ``gs://`` and ``az://`` parse too, because the client library
-(obstore) speaks them, but nothing here tests them: they are accepted as untested.
+``s3://`` is the one scheme. It is tested against SeaweedFS; other S3-compatible services (AWS S3, MinIO,
+Cloudflare R2, Google Cloud Storage's XML API with HMAC keys) are reached the same way, through
+``AWS_ENDPOINT_URL``, and are untested.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidOptionError
 
-TESTED_SCHEMES = ("s3",)
-UNTESTED_SCHEMES = ("gs", "az")
-# S3's rules for bucket names (3-63 lowercase letters, digits, dots, hyphens), loose enough for GCS and Azure
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,62}")
+SCHEMES = ("s3",)
+# S3's rules for bucket names: 3-63 lowercase letters, digits, dots and hyphens
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,6 @@ class StoreURL:
         """The URL of a folder below this one (a generation, say)."""
         return StoreURL(self.scheme, self.bucket, self.key(name))
 
-    @property
-    def tested(self) -> bool:
-        return self.scheme in TESTED_SCHEMES
-
     def __str__(self) -> str:
         return f"{self.scheme}://{self.bucket}/{self.prefix}" if self.prefix else f"{self.scheme}://{self.bucket}"
 
@@ -62,7 +58,7 @@ def is_remote(location: object) -> bool:
 
 
 def parse_url(text: str) -> StoreURL:
-    """``s3://bucket/prefix`` (or an untested ``gs://``/``az://`` one) as a :class:`StoreURL`.
+    """``s3://bucket/prefix`` as a :class:`StoreURL`.
 
     Raises InvalidOptionError for another scheme, a bad bucket name, a query, a fragment, ``..`` or
     empty segments in the prefix, and for embedded credentials (whose text is then never repeated).
@@ -70,9 +66,9 @@ def parse_url(text: str) -> StoreURL:
     parts = urlsplit(text)
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise InvalidOptionError(f"{parts.scheme}:// URL with credentials in it refused (they are not repeated "
-                                 "here); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a profile instead")
+                                 "here); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, instead")
     scheme = parts.scheme.lower()
-    if scheme not in TESTED_SCHEMES + UNTESTED_SCHEMES:
+    if scheme not in SCHEMES:
         raise InvalidOptionError(f"{text!r}: unsupported scheme {scheme or '(none)'}; use s3://bucket/prefix")
     if parts.query or parts.fragment:
         raise InvalidOptionError(f"{text!r}: a store URL takes no query or fragment")
