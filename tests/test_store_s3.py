@@ -189,10 +189,27 @@ def test_a_corrupted_object_is_fetched_again_once_then_refused(aws_env: S3Endpoi
     assert healed.gets[table.keys[0]] == 2
 
 
-def _read_through_cache(url: str, folder: str, table: ShardTable, limit: int, out: str) -> None:
+class SlowCounting(Counting):
+    """The real store, counting GETs and writing each in 64 KiB pieces 10 ms apart: downloads overlap."""
+
+    def get_into(self, key: str, sink: ObjectSink) -> int:
+        class Slow:
+            def restart(self) -> None:
+                sink.restart()
+
+            def write(self, data: memoryview) -> None:
+                for start in range(0, len(data), 1 << 16):
+                    sink.write(data[start:start + (1 << 16)])
+                    time.sleep(0.01)
+
+        return super().get_into(key, Slow())  # type: ignore[arg-type]
+
+
+def _read_through_cache(url: str, folder: str, table: ShardTable, limit: int, out: str, barrier) -> None:
     """A spawned process: lease every shard once, record the GETs made and each shard's SHA-256."""
-    store = Counting(open_store(url))
+    store = SlowCounting(open_store(url))
     cache = ShardCache(Path(folder), store, table, limit, in_flight=2)
+    barrier.wait(30)
     digests = []
     for index in range(len(table)):
         with cache.lease(index) as lease:
@@ -203,10 +220,11 @@ def _read_through_cache(url: str, folder: str, table: ShardTable, limit: int, ou
 @pytest.mark.slow
 def test_two_processes_share_one_cache_and_fetch_each_shard_once(aws_env: S3Endpoint, tmp_path: Path) -> None:
     url = fresh_url(aws_env)
-    table, datas = upload_shards(open_store(url), 6, 2 << 20)
+    table, datas = upload_shards(open_store(url), 4, 1 << 20)
     context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
     children = [context.Process(target=_read_through_cache, args=(url, str(tmp_path / "cache"), table,
-                                                                   10 * (3 << 20), str(tmp_path / f"out{n}")))
+                                                                   10 * (2 << 20), str(tmp_path / f"out{n}"), barrier))
                 for n in range(2)]
     for child in children:
         child.start()
@@ -293,7 +311,8 @@ def test_a_stopped_server_gives_a_one_line_error_within_the_retry_budget(own_s3_
 
 
 def _head_in_child(store: S3ObjectStore, queue: multiprocessing.Queue) -> None:
-    queue.put(store.head("x.bin").size)
+    size = store.head("x.bin").size
+    queue.put((size, store._pid == os.getpid()))  # answered by a client made in this process
 
 
 def test_a_store_used_before_a_fork_works_in_the_forked_child(aws_env: S3Endpoint) -> None:
@@ -310,4 +329,4 @@ def test_a_store_used_before_a_fork_works_in_the_forked_child(aws_env: S3Endpoin
         child.kill()
         child.join()
         pytest.fail("the forked child's request hung")
-    assert child.exitcode == 0 and queue.get(timeout=1) == 3
+    assert child.exitcode == 0 and queue.get(timeout=1) == (3, True)
