@@ -61,7 +61,9 @@ def decode_one(record: Any, index: int, epoch: int, seed: int, options: ImageDec
         scale = dct_scale(region.height, region.width, options.image_size) if options.reduced_decode else 1
         pixels = decode(image, options.color_mode, scale, options.max_pixels)
     except Exception as error:  # noqa: BLE001 - decoders raise ValueError, OSError, SyntaxError, EOFError...
-        raise ImageDecodeError(f"sample {index}: cannot decode its image ({describe(error)})") from None
+        refusal = ImageDecodeError(f"sample {index}: cannot decode its image ({describe(error)})")
+        refusal.sample, refusal.reason = index, describe(error)
+        raise refusal from None
     decoded = pixels.shape[:2]
     if draws.box is None and options.crop_to_aspect_ratio:
         region = Box(*crop_box(decoded[0], decoded[1], options.image_size))  # Keras crops what it decoded
