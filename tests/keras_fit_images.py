@@ -17,45 +17,54 @@ from typing import Any
 import keras
 import numpy as np
 
-from streamload import StreamingGenerator
+from streamload import EpochSync, StreamingGenerator
 
 OPTIONS = {"batch_size": 4, "seed": 11, "image_size": (24, 20), "random_resized_crop": True, "horizontal_flip": True}
+
+
+class BatchLog:
+    """The hashes of the batches trained on (a plain object: Keras would copy a list assigned to a layer)."""
+
+    def __init__(self) -> None:
+        self.batches: list[str] = []
 
 
 class Recorder(keras.layers.Layer):
     """Passes its input through; in training, appends the SHA-256 of the batch to ``log``."""
 
-    def __init__(self, log: list[str]) -> None:
+    def __init__(self, log: BatchLog) -> None:
         super().__init__()
         self.log = log
 
     def call(self, x: Any, training: bool | None = None) -> Any:
         if training and not isinstance(x, keras.KerasTensor):
             pixels = np.ascontiguousarray(keras.ops.convert_to_numpy(x), np.float32)
-            self.log.append(hashlib.sha256(pixels.tobytes()).hexdigest())
+            self.log.batches.append(hashlib.sha256(pixels.tobytes()).hexdigest())
         return x
 
 
 class PerEpoch(keras.callbacks.Callback):
-    def __init__(self, log: list[str]) -> None:
+    def __init__(self, log: BatchLog) -> None:
         super().__init__()
         self.log, self.epochs = log, []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.log.clear()
+        self.log.batches = []
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.epochs.append(list(self.log))
+        self.epochs.append(self.log.batches)
 
 
 def run(data: Path, **workers: Any) -> dict[str, Any]:
-    log: list[str] = []
+    log = BatchLog()
     per_epoch = PerEpoch(log)
     model = keras.Sequential([keras.Input((24, 20, 3)), Recorder(log), keras.layers.Conv2D(4, 3, activation="relu"),
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="categorical_crossentropy", run_eagerly=True)
-    history = model.fit(StreamingGenerator(data, **OPTIONS, **workers), epochs=2, verbose=0, shuffle=False,
-                        callbacks=[per_epoch])
+    generator = StreamingGenerator(data, **OPTIONS, **workers)
+    # three batches an epoch: worker prefetch can complete a pass during Keras' model-building probe, so Keras'
+    # epoch is reported by a callback (docs/training.md, streamload.read.epochs)
+    history = model.fit(generator, epochs=2, verbose=0, shuffle=False, callbacks=[per_epoch, EpochSync(generator)])
     return {"epochs": per_epoch.epochs, "loss": history.history["loss"]}
 
 
