@@ -117,6 +117,9 @@ def test_augmented_batches_depend_on_seed_epoch_and_index_alone(stores: tuple[Pa
     assert not np.array_equal(one.load(2, 0)[0], first[0])  # the epoch changes the sample order and the draws
     plain = BatchLoader(encoded, batch_size=4, seed=5, image_size=(24, 20)).load(1, 0)[0]
     assert not np.array_equal(plain, first[0])
+    by_two = _all(BatchLoader(encoded, batch_size=2, shuffle=False, seed=5, **AUGMENT), epoch=1)[0]
+    by_five = _all(BatchLoader(encoded, batch_size=5, shuffle=False, seed=5, **AUGMENT), epoch=1)[0]
+    np.testing.assert_array_equal(by_two, by_five)  # a sample's draws follow its index, not its place in a batch
     unshuffled = BatchLoader(encoded, batch_size=10, shuffle=False, seed=5, **AUGMENT)
     assert not np.array_equal(unshuffled.load(0, 0)[0], unshuffled.load(1, 0)[0])  # same samples, new draws
 
