@@ -58,7 +58,14 @@ class SourceFormatError(StreamloadError, ValueError):
 
 
 class ImageDecodeError(SourceFormatError):
-    """An image file cannot be decoded (unreadable, truncated, not an image); ``--strict`` refuses it."""
+    """An image file cannot be decoded (unreadable, truncated, not an image); ``--strict`` refuses it.
+
+    Raised on read for a stored image record, it carries the sample's index and the decoder's one-line
+    reason, so the loader can name the shard file the record lies in.
+    """
+
+    sample: int | None = None
+    reason: str = ""
 
 
 class MissingDependencyError(StreamloadError, ImportError):

@@ -36,6 +36,11 @@ class LoaderOptions:
     Ragged inputs (samples of varying length, see read/batching.py): padded with ``pad_value`` to the batch's longest
     record, cut to ``max_length`` rows when given; ``mask`` adds each one's boolean ``<name>_mask``;
     ``bucket_by_length`` groups records of similar length into batches (see read/sampler.py).
+    Encoded images (``build_shards.py --store encoded``): ``image`` is how they are decoded, a
+    ``streamload.images.ImageDecodeOptions`` that the readers fill from Keras' keywords (``image_size=(H, W)``,
+    ``crop_to_aspect_ratio``, ``interpolation``, ``color_mode``, ``random_resized_crop``, ``horizontal_flip``,
+    ``reduced_decode``: see read/decoding.py; this bottom layer cannot name the class), decoded in
+    ``decode_threads`` threads (None: one per usable core).
     """
 
     batch_size: int = 64
@@ -57,6 +62,8 @@ class LoaderOptions:
     pad_value: int | float = 0
     mask: bool = True
     bucket_by_length: bool = False
+    image: Any = None
+    decode_threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "block_size", "window_blocks", "num_pipelines"):
@@ -68,6 +75,11 @@ class LoaderOptions:
             self._set_int("num_classes", minimum=1)
         if self.max_length is not None:
             self._set_int("max_length", minimum=1)
+        if self.decode_threads is not None:
+            self._set_int("decode_threads", minimum=1)
+        if self.image is not None and not hasattr(self.image, "crop_ranges"):
+            raise InvalidOptionError(f"image must be an ImageDecodeOptions (or pass image_size=... and the other "
+                                     f"image keywords), got {self.image!r}"[:200])
         if isinstance(self.pad_value, bool) or not isinstance(self.pad_value, Real) or self.pad_value != self.pad_value:
             raise InvalidOptionError(f"pad_value must be a number, got {self.pad_value!r}")
         for name in ("drop_remainder", "to_fit", "one_hot", "normalize", "channel_axis", "mask", "bucket_by_length"):

@@ -24,7 +24,7 @@ STEPS = {  # the same inside a subpackage, by its modules and folders, lowest fi
                {"npy", "hdf5"}, {"dispatch"}],
     "write": [{"sources"}, {"layout", "values", "generations", "staging", "verify", "build"}],
     "read": [{"integrity", "dataset"}, {"sampler", "readahead", "kernel_hints"},
-             {"batching", "loader", "epochs", "resume"}],
+             {"decoding", "batching", "loader", "epochs", "resume"}],
 }
 LAYER_OF = {name: number for number, names in enumerate(LAYERS) for name in names}
 STEP_OF = {package: {name: number for number, names in enumerate(steps) for name in names}

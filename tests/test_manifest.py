@@ -314,3 +314,38 @@ def test_a_bad_input_scale_is_named(tmp_path: Path, bad: object) -> None:
     _write(tmp_path, json.dumps(data))
     with pytest.raises(ManifestError, match=r"splits\.train\.arrays\.x\.scale: must be a positive number or null"):
         read_manifest(tmp_path)
+
+
+def _encoded_dict() -> dict:
+    """A split whose x holds image files (``--store encoded``): ragged uint8 records marked as images."""
+    split = SplitInfo(arrays={"x": ArraySpec("|u1", (None,), encoding="image")},
+                      shards=(ShardInfo(3, {"x": FileInfo("train-00000.x.npy", 200, "ab" * 32),
+                                            "x.offsets": FileInfo("train-00000.x.offsets.npy", 160, "cd" * 32)}),))
+    return json.loads(Manifest(format="npy", splits={"train": split}, target=None).to_json())
+
+
+def test_an_image_encoding_round_trips_and_its_absence_keeps_old_manifests_as_they_were(tmp_path: Path) -> None:
+    assert "encoding" not in _valid_dict()["splits"]["train"]["arrays"]["x"]  # written as before
+    data = _encoded_dict()
+    assert data["splits"]["train"]["arrays"]["x"]["encoding"] == "image"
+    manifest = Manifest.from_dict(data, tmp_path / MANIFEST_NAME)
+    assert manifest.split("train").arrays["x"].encoded_image and json.loads(manifest.to_json()) == data
+    plain = json.loads(json.dumps(data))
+    del plain["splits"]["train"]["arrays"]["x"]["encoding"]
+    unmarked = Manifest.from_dict(plain, tmp_path / MANIFEST_NAME)
+    assert unmarked.split("train").arrays["x"].encoding is None and json.loads(unmarked.to_json()) == plain
+    assert unmarked.fingerprint != manifest.fingerprint  # decoded images, not token ids: other batches
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"encoding": "jpeg"}, r"arrays\.x\.encoding: must be one of \['image'\], got 'jpeg'"),
+    ({"encoding": 1}, r"arrays\.x\.encoding: must be one of"),
+    ({"dtype": "<i4"}, r"arrays\.x\.encoding: 'image' needs an array of dtype \|u1 and shape \[null\]"),
+    ({"shape": [None, 3]}, r"arrays\.x\.encoding: 'image' needs an array of dtype \|u1"),
+], ids=["unknown", "not-text", "dtype", "shape"])
+def test_a_bad_encoding_is_named(tmp_path: Path, change: dict, match: str) -> None:
+    data = _encoded_dict()
+    data["splits"]["train"]["arrays"]["x"].update(change)
+    _write(tmp_path, json.dumps(data))
+    with pytest.raises(ManifestError, match=match):
+        read_manifest(tmp_path)

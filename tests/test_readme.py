@@ -119,3 +119,24 @@ def test_the_documented_checkpoint_default_is_the_class_default() -> None:
     assert documented, "docs/training.md no longer shows TrainingCheckpoint's signature"
     default = inspect.signature(TrainingCheckpoint).parameters["save_freq"].default
     assert int(documented.group(1)) == default
+
+
+@pytest.mark.parametrize("path", [ROOT / "README.md", ROOT / "docs" / "training.md"], ids=lambda path: path.name)
+def test_the_encoded_image_examples_run(tmp_path, path: Path) -> None:
+    """The documented read of an encoded photo store gives float32 (B, 224, 224, 3) batches."""
+    from image_fixtures import ImageFolder, smooth_pixels
+
+    from streamload import BuildOptions, ImageOptions, StreamingGenerator, build_dataset, image_folder_sources
+
+    folder = ImageFolder(tmp_path / "photos", ["a", "b"])
+    for number in range(6):
+        folder.add(f"{'ab'[number % 2]}/{number}.jpg", smooth_pixels(40 + number, 60, 3, number))
+    directory = tmp_path / "data"
+    build_dataset(image_folder_sources(folder.root, ImageOptions(store="encoded", progress=False, jobs=1)), directory,
+                  BuildOptions(progress=False))
+    (example,) = python_blocks(path, "image_size=(224, 224)")
+    scope: dict = {"StreamingGenerator": StreamingGenerator}
+    exec(example.replace('"data/photos"', repr(str(directory))), scope)  # noqa: S102
+    batches = [scope["train"][0][0]] + ([next(iter(scope["test"]))[0].numpy()] if "test" in scope else [])
+    for x in batches:
+        assert x.dtype == np.float32 and x.shape == (6, 224, 224, 3)

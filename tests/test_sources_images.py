@@ -472,3 +472,55 @@ def test_control_characters_in_file_names_are_escaped_in_messages(tmp_path: Path
                      "\\x1b[2Kall fine.png: not a BMP, GIF, JPEG or PNG image (the formats Keras reads)"]
     with pytest.raises(ImageDecodeError, match=r"^[^\n\x1b]*1\.png\\nskipped[^\n\x1b]*$"):
         image_folder_sources(folder.root, ImageOptions(strict=True, **QUIET))
+
+
+def test_encoded_store_holds_each_file_as_found_and_nothing_more(tmp_path: Path) -> None:
+    """--store encoded: one record per readable file, its bytes exactly; shard data bytes == the files' sizes;
+    unreadable files listed and left out (or refused with strict) exactly as for the decoded store."""
+    folder = ImageFolder(tmp_path / "images", ["a", "b"])
+    for number in range(9):
+        folder.add(f"{'ab'[number % 2]}/{number}.{'jpg' if number % 3 else 'png'}",
+                   smooth_pixels(20 + number, 30 - number, 3, number))
+    truncated_jpeg(tmp_path / "images" / "b" / "z.jpg", smooth_pixels(16, 16, 3, 0))
+    options = ImageOptions(store="encoded", **QUIET)
+    with pytest.raises(ImageDecodeError, match="z.jpg: cannot decode image .*--strict refuses it"):
+        image_folder_sources(folder.root, ImageOptions(store="encoded", strict=True, **QUIET))
+    sources = image_folder_sources(folder.root, options)
+    assert sources["train"].skipped == 1 and sources["train"].num_samples == 9
+    build_dataset(sources, tmp_path / "ds", BuildOptions(progress=False, shard_size=4))
+    manifest = read_manifest(tmp_path / "ds")
+    split = manifest.split("train")
+    assert split.arrays["x"].encoding == "image" and split.skipped == 1
+    order = sorted(range(9), key=lambda i: folder.files[i])
+    root = tmp_path / "ds" / str(manifest.generation)
+    ends = [int(np.load(root / shard.files["x.offsets"].name)[-1]) for shard in split.shards]
+    stored = b"".join((root / shard.files["x"].name).read_bytes()[-end:] for shard, end in zip(split.shards, ends))
+    assert stored == b"".join(Path(folder.files[i]).read_bytes() for i in order)
+    data_bytes = sum(int(np.load(root / shard.files["x"].name, mmap_mode="r").nbytes) for shard in split.shards)
+    assert data_bytes == sum(Path(folder.files[i]).stat().st_size for i in order)
+    np.testing.assert_array_equal(read_split(tmp_path / "ds", "train")["y"], [folder.labels[i] for i in order])
+
+
+@pytest.mark.parametrize("given", [{"image_size": (8, 8)}, {"color_mode": "grayscale"}, {"crop_to_aspect_ratio": True}])
+def test_encoded_store_refuses_build_time_pixel_options(given: dict) -> None:
+    flag = "--" + next(iter(given)).replace("_", "-")
+    with pytest.raises(InvalidOptionError, match=f"{flag} applies to --store decoded"):
+        ImageOptions(store="encoded", **given)
+    with pytest.raises(InvalidOptionError, match="--store 'png'"):
+        ImageOptions(store="png")
+    assert ImageOptions().image_size == (256, 256) and ImageOptions().color_mode == "rgb"  # decoded: as before
+
+
+def test_cli_store_encoded_builds_and_refuses_image_size_in_one_line(tmp_path: Path) -> None:
+    folder = ImageFolder(tmp_path / "images", ["a"])
+    folder.add("a/0.png", smooth_pixels(9, 7, 3, 0))
+    bad = subprocess.run([*BUILD_SCRIPT, "--source", str(folder.root), "--out", str(tmp_path / "bad"), "--store",
+                          "encoded", "--image-size", "8", "8", "--quiet"], capture_output=True, text=True,
+                         env=subprocess_env())
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith("build_shards.py: error: --image-size applies to --store decoded")
+    assert not (tmp_path / "bad").exists()
+    ok = subprocess.run([*BUILD_SCRIPT, "--source", str(folder.root), "--out", str(tmp_path / "ds"), "--store",
+                         "encoded", "--quiet"], capture_output=True, text=True, env=subprocess_env())
+    assert ok.returncode == 0, ok.stderr
+    assert read_manifest(tmp_path / "ds").split("train").arrays["x"].encoding == "image"

@@ -142,7 +142,7 @@ def _epochs(loader: BatchLoader, specs: Any, first: int, count: int | None, read
         indices = [loader.indices(epoch, batch, offset) for batch in batches]
         # finishing works sample by sample, so reading the batches' samples together gives each
         # batch exactly what BatchLoader.load (the generator) gives it
-        finished = tf.nest.flatten(loader.read(np.concatenate(indices)))
+        finished = tf.nest.flatten(loader.read(np.concatenate(indices), epoch))
         if on_read is not None:
             for batch, batch_indices in zip(batches, indices):
                 on_read(epoch, batch, batch_indices)
@@ -208,7 +208,7 @@ def output_specs(loader: BatchLoader) -> Any:
     empty = {key: np.empty((0, *arrays[key].shape), dtype=np.dtype(arrays[key].dtype)) for key in loader.keys
              if not arrays[key].ragged}
     probes = [loader.finish({**{key: np.zeros((1, *array.shape[1:]), array.dtype) for key, array in empty.items()},
-                             **_probe_records(arrays, loader.keys, rows)}) for rows in (0, 2)]
+                             **_probe_records(arrays, loader.keys, rows)}, np.zeros(1, np.int64)) for rows in (0, 2)]
     batch_dim = loader.options.batch_size if loader.options.drop_remainder else None
 
     def spec(short: np.ndarray, long: np.ndarray) -> tf.TensorSpec:
@@ -219,6 +219,8 @@ def output_specs(loader: BatchLoader) -> Any:
 
 
 def _probe_records(arrays: dict, keys: tuple[str, ...], rows: int) -> dict[str, Records]:
-    """One record of ``rows`` zero rows for each ragged array among ``keys``."""
+    """One record of ``rows`` zero rows for each ragged array among ``keys``; no record of encoded images (their
+    decoded shape is the reader's ``image_size``, found without decoding anything)."""
     return {key: Records(np.zeros((rows, *arrays[key].row_shape), arrays[key].dtype), [0, rows])
+            if not arrays[key].encoded_image else Records(np.zeros(0, np.uint8), [0])
             for key in keys if arrays[key].ragged}

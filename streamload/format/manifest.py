@@ -16,6 +16,10 @@ has a data file of concatenated rows plus an offsets index of ``n + 1`` int64 po
 hashed like any other file. In npy shards they are the files of roles ``KEY`` and ``KEY.offsets``
 (``SPLIT-NNNNN.KEY.npy``, ``SPLIT-NNNNN.KEY.offsets.npy``); in an HDF5 shard, the datasets ``KEY`` and
 ``KEY.offsets``. Manifests without such arrays are read, written and fingerprinted exactly as before.
+
+An array entry may carry ``"encoding": "image"`` (only on a ``|u1`` array of shape ``[null]``): its
+records are image files stored as found, decoded when read. Entries without it read as before, and
+an entry without an encoding is written without the field, so older manifests keep their fingerprint.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import numpy as np
 from ..base.validate import Field
 from ..errors import InvalidOptionError, ManifestError, ManifestVersionError
 from .shardfiles import open_shard_file
-from .specs import ArraySpec
+from .specs import ENCODINGS, ArraySpec
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 2
@@ -205,8 +209,9 @@ class Manifest:
 def _spec_json(spec: ArraySpec) -> dict[str, Any]:
     """An array's entry; ``scale`` only when the build recorded one, so older manifests keep their fingerprint."""
     data = asdict(spec)
-    if spec.scale is None:
-        del data["scale"]
+    for optional in ("scale", "encoding"):
+        if data[optional] is None:
+            del data[optional]
     return data
 
 
@@ -221,11 +226,26 @@ def _scale(node: Field) -> float | None:
     return float(value)
 
 
+def _encoding(node: Field, dtype: str, shape: tuple[int | None, ...]) -> str | None:
+    """What the records of an array are files of (``"image"``), or null: only uint8 records of shape [null]."""
+    if node.value is None:
+        return None
+    encoding = node.choice(ENCODINGS)
+    if np.dtype(dtype) != np.uint8 or shape != (None,):
+        raise node.error(f"{encoding!r} needs an array of dtype |u1 and shape [null] (one file's bytes per "
+                         f"record), this one is {dtype} {list(shape)}")
+    return encoding
+
+
+def _array(node: Field) -> ArraySpec:
+    dtype, shape = node.get("dtype").dtype(), _shape(node.get("shape"))
+    return ArraySpec(dtype=dtype, shape=shape, scale=_scale(node.optional("scale", None)),
+                     encoding=_encoding(node.optional("encoding", None), dtype, shape))
+
+
 def _split(name: str, node: Field, fmt: str) -> SplitInfo:
     node = node.object()
-    arrays = {key: ArraySpec(dtype=spec.get("dtype").dtype(), shape=_shape(spec.get("shape")),
-                             scale=_scale(spec.optional("scale", None)))
-              for key, spec in node.get("arrays").entries()}
+    arrays = {key: _array(spec) for key, spec in node.get("arrays").entries()}
     if not arrays:
         raise node.get("arrays").error("a split needs at least one array")
     roles = array_roles(arrays)

@@ -18,6 +18,8 @@ import numpy as np
 # hit it on a 468-shard set. One header at a time: a shard's header is parsed once per process.
 _HEADER_LOCK = threading.Lock()
 NOMINAL_RECORD_ROWS = 256  # rows a ragged sample is assumed to hold when sizing default shards and chunks
+IMAGE_ENCODING = "image"  # a ragged uint8 array whose records are image files, stored as found
+ENCODINGS = (IMAGE_ENCODING,)
 
 
 def _new_header_lock() -> None:
@@ -53,16 +55,27 @@ class ArraySpec:
     A leading ``None`` in ``shape`` (``(None,)`` for token ids, ``(None, 3)`` for frames of 3 values)
     makes the array *ragged*: each sample is a record of its own number of rows, stored as a data file
     of concatenated rows plus an offsets index (see records.py), as Keras writes ``Input((None,))``.
+
+    ``encoding`` says the records are not values but files to decode on read: ``"image"`` marks a
+    ``uint8`` array of shape ``(None,)`` whose records are image files' bytes exactly as found
+    (``build_shards.py --store encoded``); readers decode them to ``(H, W, C)`` pixels. None for
+    every other array, and for every manifest written before encoded stores existed.
     """
 
     dtype: str
     shape: tuple[int | None, ...]
     scale: float | None = None
+    encoding: str | None = None
 
     @property
     def ragged(self) -> bool:
         """Samples of varying length: the first axis of each sample varies."""
         return bool(self.shape) and self.shape[0] is None
+
+    @property
+    def encoded_image(self) -> bool:
+        """Records that are image files, decoded on read."""
+        return self.encoding == IMAGE_ENCODING
 
     @property
     def row_shape(self) -> tuple[int, ...]:

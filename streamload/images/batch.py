@@ -8,6 +8,7 @@ One pool per thread count lives for the process, so a batch costs no thread star
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,16 @@ from .randomness import Box, draw
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
+
+
+def _forget_pools() -> None:
+    """In a forked child (a Keras worker process): the parent's pools were copied without their threads, and
+    a task sent to one would wait forever; the child starts its own on first use."""
+    global _POOLS, _POOLS_LOCK
+    _POOLS, _POOLS_LOCK = {}, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
@@ -61,7 +72,9 @@ def decode_one(record: Any, index: int, epoch: int, seed: int, options: ImageDec
         scale = dct_scale(region.height, region.width, options.image_size) if options.reduced_decode else 1
         pixels = decode(image, options.color_mode, scale, options.max_pixels)
     except Exception as error:  # noqa: BLE001 - decoders raise ValueError, OSError, SyntaxError, EOFError...
-        raise ImageDecodeError(f"sample {index}: cannot decode its image ({describe(error)})") from None
+        refusal = ImageDecodeError(f"sample {index}: cannot decode its image ({describe(error)})")
+        refusal.sample, refusal.reason = index, describe(error)
+        raise refusal from None
     decoded = pixels.shape[:2]
     if draws.box is None and options.crop_to_aspect_ratio:
         region = Box(*crop_box(decoded[0], decoded[1], options.image_size))  # Keras crops what it decoded

@@ -17,6 +17,10 @@ layers take (``LSTM(...)(x, mask=m)``, ``GlobalAveragePooling1D()(x, mask=m)``, 
 where ``Embedding(mask_zero=True)`` would forbid id 0 and say nothing for float frames. ``x`` is then a
 dict ``{name: padded, name_mask: mask}`` for a functional model with those two named inputs.
 Padding each batch to its own longest record (not the dataset's) is what makes length bucketing pay.
+
+An encoded-image input (records that are image files) is decoded into float32 ``(B, H, W, C)`` pixels at the
+reader's ``image_size`` (see read/decoding.py), so the finisher is told each batch's global sample indices and
+data epoch: the random crops and flips are drawn from them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ..format.manifest import ArraySpec, Manifest
 from ..format.records import Records
 from ..options import LoaderOptions
 from ..write.values import NATIVE_IMAGE_SCALES, PIXEL_SCALE_OPTION
+from .decoding import DecodedImages, Where, image_input, refuse_unused_image_options
 
 Batch = Any  # x, (x, y) or (x, y, weights); x a dict of arrays when the model has several inputs
 Transform = Callable[[Any, Any], tuple[Any, Any]]
@@ -58,7 +63,7 @@ class _Feature:
                 np.multiply(array, array.dtype.type(self.scale), out=array)
         return array.reshape((*array.shape, 1)) if self.channel else array
 
-    def outputs(self, array: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    def outputs(self, array: np.ndarray, where: Where) -> list[tuple[str, np.ndarray]]:
         return [(self.key, self.finish(array))]
 
 
@@ -71,7 +76,7 @@ class _Padded:
     pad_value: int | float
     mask: bool
 
-    def outputs(self, records: Records) -> list[tuple[str, np.ndarray]]:
+    def outputs(self, records: Records, where: Where) -> list[tuple[str, np.ndarray]]:
         longest = int(records.lengths.max()) if len(records) else 0
         length = longest if self.max_length is None else min(longest, self.max_length)
         values, mask = records.padded(length, self.pad_value)
@@ -83,6 +88,7 @@ class BatchFinisher:
 
     def __init__(self, manifest: Manifest, specs: Mapping[str, ArraySpec], options: LoaderOptions,
                  transform: Transform | None = None) -> None:
+        refuse_unused_image_options(dict(specs), manifest.features, options)
         self.features = tuple(_feature(key, specs[key], options) for key in manifest.features)
         self.target = manifest.target if options.to_fit else None
         self.weights = manifest.sample_weight if options.to_fit else None
@@ -110,8 +116,10 @@ class BatchFinisher:
             raise InvalidOptionError(f"the manifest records no class count for {target!r}; pass num_classes")
         return classes
 
-    def __call__(self, arrays: Mapping[str, np.ndarray]) -> Batch:
-        inputs = [output for feature in self.features for output in feature.outputs(arrays[feature.key])]
+    def __call__(self, arrays: Mapping[str, np.ndarray], indices: np.ndarray | None = None, epoch: int = 0) -> Batch:
+        """The batch of gathered ``arrays``; ``indices`` (global, in batch order) and ``epoch`` seed image decoding."""
+        inputs = [output for feature in self.features for output in feature.outputs(arrays[feature.key],
+                                                                                     (indices, epoch))]
         x = inputs[0][1] if len(inputs) == 1 else dict(inputs)
         if self.target is None:
             return x if self.transform is None else self.transform(x, None)[0]
@@ -169,7 +177,9 @@ def _one_more_row(array: np.ndarray, is_mask: bool, finisher: BatchFinisher) -> 
     return np.pad(array, widths, constant_values=pad)
 
 
-def _feature(key: str, spec: ArraySpec, options: LoaderOptions) -> _Feature | _Padded:
+def _feature(key: str, spec: ArraySpec, options: LoaderOptions) -> _Feature | _Padded | DecodedImages:
+    if spec.encoded_image:
+        return image_input(key, spec, options, input_scale(key, spec) if options.normalize else None)
     if spec.ragged:
         if np.dtype(spec.dtype).kind in "iub" and options.pad_value != int(options.pad_value):
             raise InvalidOptionError(f"pad_value {options.pad_value!r} does not fit input {key!r} of {spec.dtype}")
@@ -180,7 +190,7 @@ def _feature(key: str, spec: ArraySpec, options: LoaderOptions) -> _Feature | _P
 
 def ragged_input(manifest: Manifest, specs: Mapping[str, ArraySpec]) -> str | None:
     """The first model input of varying length (the one length bucketing sorts by), or None."""
-    return next((key for key in manifest.features if specs[key].ragged), None)
+    return next((key for key in manifest.features if specs[key].ragged and not specs[key].encoded_image), None)
 
 
 def input_scale(key: str, spec: ArraySpec) -> float | None:

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidOptionError, LabelRangeError
+from ..errors import ImageDecodeError, InvalidOptionError, LabelRangeError
 from ..options import LoaderOptions
 from .batching import Batch, BatchFinisher, LabelOutOfRange, Transform, ragged_input
 from .dataset import ShardedDataset
+from .decoding import resolve_options
 from .epochs import StreamPoint
 from .kernel_hints import KernelHints
 from .resume import check_state, loader_state
@@ -72,7 +73,7 @@ class BatchLoader:
 
     def __init__(self, directory: str | os.PathLike, split: str = "train", options: LoaderOptions | None = None, *,
                  transform: Transform | None = None, input_context: Any = None, **overrides: Any) -> None:
-        self.options = LoaderOptions.resolve(options, input_context, **overrides)
+        self.options = resolve_options(options, input_context, **overrides)
         self.dataset = ShardedDataset(Path(directory), split, verify=self.options.verify == "once")
         self.finish = BatchFinisher(self.dataset.manifest, self.dataset.info.arrays, self.options, transform)
         self.sampler = IndexSampler(len(self.dataset), self.options, record_lengths(self.dataset, self.options))
@@ -124,7 +125,7 @@ class BatchLoader:
 
     def load(self, epoch: int, batch: int, offset: int = 0) -> Batch:
         """Batch ``batch`` of ``epoch`` (``0 <= batch < num_batches``), batches counted from sample ``offset``."""
-        return self.read(self.indices(epoch, batch, offset))
+        return self.read(self.indices(epoch, batch, offset), epoch)
 
     def indices(self, epoch: int, batch: int, offset: int = 0) -> np.ndarray:
         """The sorted samples of a batch; the read hints hear that it is about to be read."""
@@ -133,28 +134,45 @@ class BatchLoader:
             self.hints.before_batch(epoch, batch, indices, offset)
         return indices
 
-    def read(self, indices: np.ndarray) -> Batch:
-        """Gather sorted ``indices`` (the sampler's) and finish them into a model-ready batch."""
+    def read(self, indices: np.ndarray, epoch: int = 0) -> Batch:
+        """Gather sorted ``indices`` (the sampler's) of data epoch ``epoch`` and finish them into a model-ready
+        batch (the epoch seeds the random crops and flips of encoded images, and nothing else)."""
         arrays = self.dataset.take_sorted(indices, self.keys)
         try:
-            return self.finish(arrays)
+            return self.finish(arrays, indices, epoch)
         except LabelOutOfRange as bad:
             raise self._label_error(int(indices[bad.position]), bad) from None
+        except ImageDecodeError as bad:
+            if bad.sample is None:
+                raise
+            raise self._image_error(bad.sample, bad.reason) from None
 
-    def _label_error(self, index: int, bad: LabelOutOfRange) -> LabelRangeError:
+    def _shard_file(self, index: int, key: str | None) -> tuple[Path, int]:
+        """The file holding array ``key`` of sample ``index`` (an HDF5 shard's one file), and its row there."""
         shards, offsets = self.dataset.info.locate(np.array([index]))
         files = self.dataset.info.shards[int(shards[0])].files
-        label_file = files.get(self.finish.target) or next(iter(files.values()))  # npy: the labels' own file
+        file = files.get(key) or next(iter(files.values()))  # type: ignore[arg-type]
+        return self.dataset.root / file.name, int(offsets[0])
+
+    def _image_error(self, index: int, reason: str) -> ImageDecodeError:
+        key = next(key for key in self.dataset.manifest.features if self.dataset.info.arrays[key].encoded_image)
+        path, row = self._shard_file(index, key)
+        return ImageDecodeError(f"{path}: sample {index} of split {self.dataset.split_name!r} (record {row} of its "
+                                f"shard) is an image file that cannot be decoded ({reason}); its checksums match, so "
+                                "it was stored this way: rebuild the dataset without that file")
+
+    def _label_error(self, index: int, bad: LabelOutOfRange) -> LabelRangeError:
+        label_file, row = self._shard_file(index, self.finish.target)  # npy: the labels' own file
         return LabelRangeError(
-            f"{self.dataset.root / label_file.name}: sample {index} of split {self.dataset.split_name!r} (row "
-            f"{int(offsets[0])} of its shard) has label {bad.value}, outside [0, {bad.num_classes}); the shard may be "
+            f"{label_file}: sample {index} of split {self.dataset.split_name!r} (row "
+            f"{row} of its shard) has label {bad.value}, outside [0, {bad.num_classes}); the shard may be "
             f"corrupt: run "
             f"`build_shards.py --verify {self.dataset.directory}` (or pass num_classes if the labels are right)")
 
     def reference(self, arrays: dict[str, np.ndarray], epoch: int, batch: int) -> Batch:
         """The same batch gathered from in-memory ``arrays`` instead of disk (tests, benchmarks)."""
         indices = self.sampler.batch_indices(epoch, batch)
-        return self.finish({key: arrays[key][indices] for key in self.keys})
+        return self.finish({key: arrays[key][indices] for key in self.keys}, indices, epoch)
 
     def close(self) -> None:
         """Stop this process' block-hinting thread now rather than when the loader is collected."""
@@ -169,5 +187,5 @@ def batches_per_epoch(directory: str | os.PathLike, split: str = "train", batch_
                       options: LoaderOptions | None = None, input_context: Any = None, **overrides: Any) -> int:
     """Batches one pipeline delivers per epoch: ``steps_per_epoch`` for ``fit`` with one replica per
     pipeline (with several replicas per pipeline, divide by them, rounding up)."""
-    resolved = LoaderOptions.resolve(options, input_context, batch_size=batch_size, **overrides)
+    resolved = resolve_options(options, input_context, batch_size=batch_size, **overrides)
     return IndexSampler(len(ShardedDataset(directory, split)), resolved).num_batches

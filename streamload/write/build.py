@@ -207,8 +207,9 @@ def _write_split(name: str, source: SplitSource, folder: Path, options: BuildOpt
     where = f"{source.description} (split {name!r})"
     with tqdm(total=source.num_samples, desc=f"{name}: {action} + writing {options.format}", unit="sample",
               unit_scale=True, disable=not options.progress, leave=True) as bar:
+        shard_size = options.shard_size or getattr(source, "shard_size", None)  # large records: the source knows
         writer = make_writer(options.format, folder, name, source.specs, source.num_samples,
-                             options.shard_size, options.compression, on_rows=bar.update)
+                             shard_size, options.compression, on_rows=bar.update)
         with writer:
             for chunk in source.iter_chunks(options.chunk_rows):
                 if labels is not None and target in chunk:

@@ -21,7 +21,7 @@ from .mnist import MNIST_DIR_ENV, mnist_sources
 from .splits import split_validation
 
 SOURCE_TYPES = ("auto", "idx", "mnist-npz", "npz", "npy", "images", "csv")
-_IMAGE_OPTIONS = ("image_size", "color_mode", "crop_to_aspect_ratio", "jobs", "strict", "max_image_pixels")
+_IMAGE_OPTIONS = ("image_size", "color_mode", "crop_to_aspect_ratio", "jobs", "strict", "max_image_pixels", "store")
 _ONLY_FOR = {  # option -> the source types it applies to (given for another type, it is an error)
     **dict.fromkeys(_IMAGE_OPTIONS, ("images",)),
     "x_key": ("npz", "npy"), "y_key": ("npz", "npy"), "allow_pickle": ("npz",), "label_column": ("csv",),
@@ -45,8 +45,13 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                         help="make the train split N randomly deformed copies of the training digits")
     source.add_argument("--no-download", action="store_true", help="never download; fail unless MNIST is local")
     images = parser.add_argument_group("image folders (the options of keras.utils.image_dataset_from_directory)")
+    images.add_argument("--store", choices=("decoded", "encoded"),
+                        help="decoded (the default): every image decoded and resized to --image-size, stored as "
+                             "uint8 pixels; encoded: each file's bytes stored as found (no re-encode), decoded "
+                             "when read, at the image_size the reader asks for")
     images.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
-                        help="resize every image to this size, bilinear as Keras does (default: 256 256)")
+                        help="--store decoded: resize every image to this size, bilinear as Keras does (default: "
+                             "256 256); refused with --store encoded, where the size is the reader's image_size")
     images.add_argument("--color-mode", choices=tuple(COLOR_MODES), help="1, 3 or 4 channels (default: rgb)")
     images.add_argument("--crop-to-aspect-ratio", action="store_true",
                         help="crop the largest centred box of the target aspect ratio before resizing")
