@@ -16,8 +16,8 @@ from .base.names import display_name
 from .errors import InvalidOptionError, StreamloadError
 from .format.hdf5.writer import COMPRESSIONS
 from .format.manifest import FORMATS, MANIFEST_NAME
+from .places.layout import generation_number
 from .write.build import BuildOptions, build_dataset
-from .write.layout import generation_number
 from .write.sources.select import add_source_arguments, sources_from_args
 from .write.verify import verify_dataset
 

@@ -57,6 +57,8 @@ class LoaderOptions:
     pad_value: int | float = 0
     mask: bool = True
     bucket_by_length: bool = False
+    cache_dir: str | None = None  # a dataset in a bucket: its local shard cache (read/remote.py; env defaults)
+    cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "block_size", "window_blocks", "num_pipelines"):
@@ -68,6 +70,10 @@ class LoaderOptions:
             self._set_int("num_classes", minimum=1)
         if self.max_length is not None:
             self._set_int("max_length", minimum=1)
+        if self.cache_bytes is not None:
+            self._set_int("cache_bytes", minimum=1)
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str):
+            object.__setattr__(self, "cache_dir", str(self.cache_dir))
         if isinstance(self.pad_value, bool) or not isinstance(self.pad_value, Real) or self.pad_value != self.pad_value:
             raise InvalidOptionError(f"pad_value must be a number, got {self.pad_value!r}")
         for name in ("drop_remainder", "to_fit", "one_hot", "normalize", "channel_axis", "mask", "bucket_by_length"):

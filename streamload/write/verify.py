@@ -37,7 +37,7 @@ from ..format.manifest import (
 from ..format.records import OFFSETS_DTYPE, offsets_problem
 from ..format.shardfiles import irregular_shard, open_shard_file
 from ..format.specs import read_npy_header
-from .generations import acquire
+from ..places.generations import acquire
 
 Layout = dict[str, tuple[tuple[int | None, ...], np.dtype]]  # array -> (full shape, None: any rows; dtype) in a file
 
