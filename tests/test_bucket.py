@@ -233,9 +233,13 @@ def test_fit_from_the_bucket_trains_on_exactly_the_local_datasets_batches(aws_en
     runs = json.loads(out.read_text())
     assert runs["backend"] == backend
     for name, (remote, local_ids) in runs["results"].items():
-        assert remote == local_ids, name
-        assert sorted(sum(remote[:len(remote) // 2], [])) == list(range(N)), name
-
+        if name == "none":
+            assert remote == local_ids, name  # one thread: the very same batches in the very same order
+            assert sorted(sum(remote[:len(remote) // 2], [])) == list(range(N)), name
+        else:  # worker threads or processes may hand batches to fit in another order (and, with Keras' enqueuer,
+            # across an epoch's end): the same batches over the fit, every sample once per epoch
+            assert sorted(remote) == sorted(local_ids), name
+            assert sorted(sum(remote, [])) == sorted(list(range(N)) * 2), name
 
 def test_the_dataset_pickles_small_and_reads_in_a_new_process(aws_env: S3Endpoint, tmp_path: Path) -> None:
     import pickle
