@@ -36,6 +36,8 @@ class LoaderOptions:
     Ragged inputs (samples of varying length, see read/batching.py): padded with ``pad_value`` to the batch's longest
     record, cut to ``max_length`` rows when given; ``mask`` adds each one's boolean ``<name>_mask``;
     ``bucket_by_length`` groups records of similar length into batches (see read/sampler.py).
+    A dataset in a bucket (``s3://``): ``cache_dir`` and ``cache_bytes`` of its local shard cache (defaults from
+    ``STREAMLOAD_CACHE_DIR`` and ``STREAMLOAD_CACHE_BYTES``; see read/remote.py and docs/object-storage.md).
     """
 
     batch_size: int = 64
