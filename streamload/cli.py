@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +17,10 @@ from .base.names import display_name
 from .errors import InvalidOptionError, StreamloadError
 from .format.hdf5.writer import COMPRESSIONS
 from .format.manifest import FORMATS, MANIFEST_NAME
+from .places.bucket import BucketPlace
+from .places.layout import generation_number
+from .store.url import is_remote
 from .write.build import BuildOptions, build_dataset
-from .write.layout import generation_number
 from .write.sources.select import add_source_arguments, sources_from_args
 from .write.verify import verify_dataset
 
@@ -28,7 +31,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Write MNIST, an image folder, NumPy files or a CSV table to verified HDF5 or .npy shards.",
     )
     parser.add_argument("--format", choices=FORMATS, default="npy", help="shard format (default: npy)")
-    parser.add_argument("--out", type=Path, help="dataset folder to create; its manifest is OUT/manifest.json")
+    parser.add_argument("--out", type=_location,
+                        help="dataset folder to create (its manifest is OUT/manifest.json), or s3://bucket/prefix: "
+                             "built in a temporary folder, then uploaded as a new generation, manifest last")
     parser.add_argument("--shard-size", type=int, help="samples per shard (default: about 64 MB per shard)")
     parser.add_argument("--compression", choices=COMPRESSIONS, help="HDF5 only: compress, stored in chunks")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
@@ -41,11 +46,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="keep NaN and infinity in float arrays (default: refuse the build, naming the sample)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     add_source_arguments(parser)
-    parser.add_argument("--verify", type=Path, metavar="DIR", help="check every shard of DIR instead of building")
+    parser.add_argument("--verify", type=_location, metavar="DIR",
+                        help="check every shard of DIR (or s3://bucket/prefix) instead of building")
+    parser.add_argument("--upload", type=Path, metavar="DIR",
+                        help="upload the existing dataset DIR to --out s3://bucket/prefix (as a new generation)")
     args = parser.parse_args(argv)
     if args.verify is None and args.out is None:
         parser.error("--out DIR is required (or --verify DIR)")
+    if args.upload is not None and not is_remote(args.out):
+        parser.error("--upload DIR needs --out s3://bucket/prefix")
     return args
+
+
+def _location(text: str) -> str | Path:
+    """A local folder as a Path; ``s3://...`` kept as text (checked when it is used: a bad one exits 2)."""
+    return text if is_remote(text) else Path(text)
 
 
 def _fraction(text: str) -> float:
@@ -57,8 +72,9 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number or a fraction such as 1/255: {text!r}") from None
 
 
-def run_verify(directory: Path, quiet: bool) -> int:
-    if generation_number(directory.name) is not None and (directory.parent / MANIFEST_NAME).is_file():
+def run_verify(directory: str | Path, quiet: bool) -> int:
+    if (isinstance(directory, Path) and generation_number(directory.name) is not None
+            and (directory.parent / MANIFEST_NAME).is_file()):
         raise InvalidOptionError(f"{directory}: is a generation folder inside a dataset; --verify takes the dataset "
                                  f"folder, which checks its current generation: --verify {directory.parent}")
     problems = verify_dataset(directory, progress=not quiet)
@@ -75,14 +91,25 @@ def run_build(args: argparse.Namespace) -> int:
     options = BuildOptions(format=args.format, shard_size=args.shard_size, compression=args.compression,
                            overwrite=args.overwrite, progress=not args.quiet, num_classes=args.num_classes,
                            pixel_scale=args.pixel_scale, allow_nonfinite=args.allow_nonfinite)
-    sources = sources_from_args(args)
     started = time.perf_counter()
-    manifest = build_dataset(sources, args.out, options)
+    if is_remote(args.out):
+        place = BucketPlace(args.out)  # a bad URL is refused before anything is built
+        if args.upload is not None:
+            manifest = place.publish(args.upload)
+        else:
+            sources = sources_from_args(args)
+            with tempfile.TemporaryDirectory(prefix="streamload-build-") as folder:
+                build_dataset(sources, Path(folder) / "dataset", options)
+                manifest = place.publish(Path(folder) / "dataset")
+        written = f"{args.out}/{manifest.generation}/ and {args.out}/{MANIFEST_NAME}"
+    else:
+        manifest = build_dataset(sources_from_args(args), args.out, options)
+        written = str(args.out / MANIFEST_NAME)
     if not args.quiet:
         seconds = time.perf_counter() - started
         for name, split in manifest.splits.items():
             print(f"{name}: {split.num_samples} samples in {len(split.shards)} {manifest.format} shard(s)")
-        print(f"wrote {args.out / 'manifest.json'} in {seconds:.1f} s")
+        print(f"wrote {written} in {seconds:.1f} s")
     return 0
 
 

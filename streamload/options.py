@@ -41,6 +41,8 @@ class LoaderOptions:
     ``crop_to_aspect_ratio``, ``interpolation``, ``color_mode``, ``random_resized_crop``, ``horizontal_flip``,
     ``reduced_decode``: see read/decoding.py; this bottom layer cannot name the class), decoded in
     ``decode_threads`` threads (None: one per usable core).
+    A dataset in a bucket (``s3://``): ``cache_dir`` and ``cache_bytes`` of its local shard cache (defaults from
+    ``STREAMLOAD_CACHE_DIR`` and ``STREAMLOAD_CACHE_BYTES``; see read/remote.py and docs/object-storage.md).
     """
 
     batch_size: int = 64
@@ -64,6 +66,8 @@ class LoaderOptions:
     bucket_by_length: bool = False
     image: Any = None
     decode_threads: int | None = None
+    cache_dir: str | None = None  # a dataset in a bucket: its local shard cache (read/remote.py; env defaults)
+    cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "block_size", "window_blocks", "num_pipelines"):
@@ -80,6 +84,10 @@ class LoaderOptions:
         if self.image is not None and not hasattr(self.image, "crop_ranges"):
             raise InvalidOptionError(f"image must be an ImageDecodeOptions (or pass image_size=... and the other "
                                      f"image keywords), got {self.image!r}"[:200])
+        if self.cache_bytes is not None:
+            self._set_int("cache_bytes", minimum=1)
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str):
+            object.__setattr__(self, "cache_dir", str(self.cache_dir))
         if isinstance(self.pad_value, bool) or not isinstance(self.pad_value, Real) or self.pad_value != self.pad_value:
             raise InvalidOptionError(f"pad_value must be a number, got {self.pad_value!r}")
         for name in ("drop_remainder", "to_fit", "one_hot", "normalize", "channel_axis", "mask", "bucket_by_length"):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from streamload.format.manifest import HDF5_FILE_ROLE, MANIFEST_NAME, Manifest, read_manifest
-from streamload.write.layout import (
+from streamload.places.layout import (
     BUILD_LOCK_NAME,
     FLAT_LOCK_NAME,
     LOCK_NAME,

@@ -63,7 +63,7 @@ def vm_flags_of_mappings(directory: Path) -> dict[str, list[set[str]]]:
 def shard_folder(directory: Path) -> Path:
     """Where the shard files of the dataset's current generation lie (``DIR/gen-NNNNNN``)."""
     from streamload.format.manifest import read_manifest
-    from streamload.write.layout import shard_root
+    from streamload.places.layout import shard_root
 
     return shard_root(directory, read_manifest(directory))
 

@@ -20,8 +20,8 @@ from benchmarks.build_bench import (
     time_np_save,
 )
 from streamload.format.manifest import read_manifest
+from streamload.places.layout import shard_root
 from streamload.read.dataset import ShardedDataset
-from streamload.write.layout import shard_root
 from streamload.write.sources.idx import read_idx, write_idx
 
 TRAIN, TEST = 300, 50

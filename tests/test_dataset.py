@@ -249,7 +249,7 @@ def test_a_reader_mid_epoch_keeps_its_generation_across_a_rebuild(tmp_path, new_
     import multiprocessing
 
     from streamload import ArraySource, BatchLoader, BuildOptions, build_dataset
-    from streamload.write.generations import collect_garbage, list_generations
+    from streamload.places.generations import collect_garbage, list_generations
 
     directory, old = build(tmp_path, 400, "npy", 100, name="ds")
     loader = BatchLoader(directory, batch_size=50, shuffle=False, normalize=False, channel_axis=False, one_hot=False)

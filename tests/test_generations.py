@@ -1,4 +1,4 @@
-"""Tests for streamload.write.generations: a reader (a forked or spawned process, or a thread) that holds a
+"""Tests for streamload.places.generations: a reader (a forked or spawned process, or a thread) that holds a
 lease keeps reading exactly the arrays of its generation while rebuilds happen; garbage collection
 leaves only what readers hold; a reader killed with SIGKILL pins nothing; the race between reading
 the manifest and locking its generation is retried; version-1 datasets still open.
@@ -30,10 +30,16 @@ from shards import make_arrays
 
 from streamload.errors import GenerationGoneError, ManifestError, StreamloadError
 from streamload.format.manifest import MANIFEST_NAME, read_manifest
-from streamload.write import generations
+from streamload.places import generations
+from streamload.places.generations import (
+    GenerationLease,
+    acquire,
+    acquire_generation,
+    collect_garbage,
+    list_generations,
+)
+from streamload.places.layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME
 from streamload.write.build import BuildOptions, build_dataset
-from streamload.write.generations import GenerationLease, acquire, acquire_generation, collect_garbage, list_generations
-from streamload.write.layout import BUILD_LOCK_NAME, FLAT_LOCK_NAME
 from streamload.write.sources import ArraySource
 from streamload.write.verify import verify_dataset
 
@@ -138,7 +144,7 @@ def test_disk_use_is_the_current_generation_plus_those_in_use(tmp_path: Path) ->
 
 READER = """
 import sys, time
-from streamload.write.generations import acquire
+from streamload.places.generations import acquire
 lease = acquire(sys.argv[1])
 print(lease.generation, flush=True)
 time.sleep(120)

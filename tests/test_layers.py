@@ -1,5 +1,5 @@
 """Every module of the package imports only modules of its own layer or of the layers below it:
-errors, options -> base -> store (object storage) -> format -> images -> write -> read -> adapters -> the CLI
+errors, options -> base -> store (object storage) -> format -> images -> places -> write -> read -> adapters -> the CLI
 and the package's front door.
 Inside format, write and read, the same holds for their own steps (e.g. format: specs and the manifest ->
 shared reader and writer code -> one folder per format -> the dispatch by format name)."""
@@ -14,6 +14,7 @@ LAYERS = [  # lowest first; a module may import from its own layer and any earli
     {"store"},  # object storage and the shard cache: errors, options and the base helpers only
     {"format"},
     {"images"},
+    {"places"},  # where a dataset lives: a local folder of generations or a bucket (manifest, leases, publishing)
     {"write"},
     {"read"},
     {"adapters"},
@@ -22,8 +23,9 @@ LAYERS = [  # lowest first; a module may import from its own layer and any earli
 STEPS = {  # the same inside a subpackage, by its modules and folders, lowest first
     "format": [{"specs", "records", "shardfiles", "manifest", "labels"}, {"reader", "writer", "ragged"},
                {"npy", "hdf5"}, {"dispatch"}],
+    "places": [{"protocol", "layout"}, {"generations"}, {"local", "bucket"}, {"dispatch"}],
     "write": [{"sources"}, {"layout", "values", "generations", "staging", "verify", "build"}],
-    "read": [{"integrity", "dataset"}, {"sampler", "readahead", "kernel_hints"},
+    "read": [{"remote"}, {"integrity", "dataset"}, {"sampler", "readahead", "kernel_hints"},
              {"decoding", "batching", "loader", "epochs", "resume"}],
 }
 LAYER_OF = {name: number for number, names in enumerate(LAYERS) for name in names}

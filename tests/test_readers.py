@@ -16,7 +16,7 @@ from streamload.format.hdf5.reader import ChunkedArray
 from streamload.format.manifest import ArraySpec, read_manifest
 from streamload.format.npy.reader import npy_data_offset
 from streamload.format.reader import MappedArray
-from streamload.write.layout import shard_root
+from streamload.places.layout import shard_root
 
 FORMATS = [("npy", None), ("hdf5", None), ("hdf5", "gzip"), ("hdf5", "lzf")]
 ROW_BYTES = 28 * 28
@@ -271,7 +271,7 @@ import os, sys
 import numpy as np
 from streamload.read.dataset import ShardedDataset
 from streamload.errors import ShardChangedError
-from streamload.write.layout import shard_root
+from streamload.places.layout import shard_root
 from streamload.format.manifest import read_manifest
 from streamload.format.dispatch import open_reader
 

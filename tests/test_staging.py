@@ -28,8 +28,8 @@ from conftest import (
 
 from streamload.errors import DatasetBusyError, OutOfSpaceError
 from streamload.format.manifest import MANIFEST_NAME, read_manifest
+from streamload.places.layout import BUILD_LOCK_NAME, LOCK_NAME, list_generations
 from streamload.write.build import BuildOptions, build_dataset
-from streamload.write.layout import BUILD_LOCK_NAME, LOCK_NAME, list_generations
 from streamload.write.sources import ArraySource
 from streamload.write.sources.mnist import sources_from_path
 from streamload.write.verify import verify_dataset

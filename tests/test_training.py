@@ -12,7 +12,7 @@ from apps.training import make_optimizer, tutorial_cnn
 from streamload import ArraySource, BuildOptions, IterableSource, build_dataset, split_validation
 from streamload.errors import InvalidOptionError
 from streamload.format.manifest import read_manifest
-from streamload.write.generations import shard_root
+from streamload.places.generations import shard_root
 
 ROOT = Path(__file__).resolve().parents[1]
 

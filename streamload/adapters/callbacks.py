@@ -27,7 +27,7 @@ import keras
 from ..base.durable import fsync_path, replace_durably, write_durably
 from ..errors import CheckpointError, ForeignDataError
 from ..options import check_int
-from ..write.layout import is_real_folder, is_regular_file
+from ..places.layout import is_real_folder, is_regular_file
 from .generator import StreamingGenerator
 
 _POINTER = "latest.json"

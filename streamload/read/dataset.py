@@ -18,20 +18,21 @@ import os
 import resource
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..base.process import current_pid
-from ..errors import ShardFormatError
 from ..format.dispatch import open_reader
 from ..format.manifest import Manifest, SplitInfo
 from ..format.reader import ByteRanges, ShardReader
 from ..format.records import Records
-from ..format.shardfiles import irregular_shard
-from ..write.generations import acquire
+from ..options import LoaderOptions
+from ..places.dispatch import open_place
 from .integrity import check_files, recorded
+from .remote import RemoteShards, hold_until_collected, upcoming
 
 FILES_PER_MAPPED_ARRAY = 2  # our descriptor (for read hints) and the one Python's mmap keeps for itself
 _SPARE_FILES = 256
@@ -49,30 +50,6 @@ def _allow_open_files(needed: int) -> None:
         raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-
-
-def _check_files(directory: Path, root: Path, info: SplitInfo) -> None:
-    """Every shard file of the split is there at its recorded size: a missing or cut file fails at open.
-
-    One ``lstat`` per file (a millisecond for hundreds of shards), so a damaged dataset is reported
-    before training starts rather than deep inside it; mapping a file cut short would crash with SIGBUS.
-    A link (which could lead outside the dataset) or a FIFO (whose opening waits forever) is refused.
-    """
-    for shard in info.shards:
-        for file in shard.files.values():
-            path = root / file.name
-            try:
-                status = os.lstat(path)
-            except FileNotFoundError:
-                raise ShardFormatError(f"{path}: missing, though the manifest lists it; rebuild the dataset or restore "
-                                       f"the file (`build_shards.py --verify {directory}` checks all)") from None
-            irregular = irregular_shard(path, status.st_mode)
-            if irregular is not None:
-                raise irregular
-            size = status.st_size
-            if size != file.bytes:
-                raise ShardFormatError(f"{path}: {size} bytes, the manifest says {file.bytes}; the file is damaged "
-                                       f"(`build_shards.py --verify {directory}` checks all)")
 
 
 class _ChangeWatch:
@@ -126,17 +103,23 @@ class _ChangeWatch:
 class ShardedDataset:
     """One split of a dataset on disk."""
 
-    def __init__(self, directory: str | os.PathLike, split: str = "train", verify: bool = False) -> None:
-        self.directory = Path(directory)
+    def __init__(self, directory: str | os.PathLike, split: str = "train", verify: bool = False,
+                 options: LoaderOptions | None = None) -> None:
+        self.place = open_place(directory)  # a local folder, or s3://bucket/prefix (read through the shard cache)
+        self.directory = Path(directory) if not self.place.remote else self.place.location
         self.split_name = split
-        self.verify = verify  # check each shard's checksum before its first use (streamload.read.integrity)
-        self.lease = acquire(self.directory)  # this generation stays on disk until the dataset is closed
+        self.lease = self.place.open()  # this generation stays readable until the dataset is closed
         self.manifest: Manifest = self.lease.manifest
         self.info: SplitInfo = self.manifest.split(split)
-        self.root = self.lease.root
+        self.remote = (RemoteShards(self.place, self.lease, self.info, options or LoaderOptions())  # type: ignore[arg-type]
+                       if self.place.remote else None)
+        self.root = self.lease.root if self.remote is None else self.remote.folder
+        # check each shard's checksum before its first use (streamload.read.integrity); a bucket's shards are
+        # checked (SHA-256) as they are downloaded, always
+        self.verify = verify and self.remote is None
         self.advice: int | None = None
         self._starts = self.info.shard_starts
-        _check_files(self.directory, self.root, self.info)
+        self.place.check_split(self.lease, self.info)
         _allow_open_files(len(self.info.shards) * len(self.info.arrays) * FILES_PER_MAPPED_ARRAY)
         self._readers: list[ShardReader | None] = []
         self._verified: set[str] = set()
@@ -150,6 +133,8 @@ class ShardedDataset:
     def close(self) -> None:
         """Let go of the generation (a newer one may then be collected); reading again is an error."""
         self._readers, self._pid = [], None
+        if self.remote is not None:
+            self.remote.close()
         self.lease.release()
 
     def __len__(self) -> int:
@@ -161,14 +146,13 @@ class ShardedDataset:
 
     def reader(self, shard: int) -> ShardReader:
         """Shard ``shard``'s reader in this process, opened on first use."""
-        if self._pid != current_pid():
-            self._watch = _ChangeWatch()  # before the pid: a thread that sees this process' pid finds the watch
-            self._verified = recorded(self.root) if self.verify else set()
-            self._readers, self._pid = [None] * len(self.info.shards), current_pid()
+        self.reader_state()
         reader = self._readers[shard]
         if reader is None:
             if self.verify:
                 check_files(self.root, self.info.shards[shard].files.values(), self._verified)
+            if self.remote is not None:
+                return self._remote_reader(shard)
             reader = open_reader(self.manifest.format, self.root, self.info.shards[shard], self.info.arrays)
             if self.advice is not None:
                 reader.advise(self.advice)
@@ -177,6 +161,51 @@ class ShardedDataset:
                 reader.check_each_take = False
             self._readers[shard] = reader  # threads racing here each open one; the last stored is kept
         return reader
+
+    def _remote_reader(self, shard: int) -> ShardReader:
+        """Shard ``shard`` from the local cache (fetched first if absent), held there while its reader lives;
+        readers beyond the working set are dropped, least recently used first (their leases end with them)."""
+        assert self.remote is not None
+        root, files, leases = self.remote.open(shard, self.info.shards[shard])
+        try:
+            reader = open_reader(self.manifest.format, root, files, self.info.arrays)
+        except BaseException:
+            for lease in leases:
+                lease.release()
+            raise
+        hold_until_collected(reader, leases)
+        if self.advice is not None:
+            reader.advise(self.advice)
+        with self._open_lock:
+            self._readers[shard] = reader
+            self._open.pop(shard, None)
+            self._open[shard] = None
+            while len(self._open) > self.remote.keep - self.remote.ahead:
+                oldest = next(iter(self._open))
+                del self._open[oldest]
+                self._readers[oldest] = None  # a thread still reading it keeps it (and its leases) until done
+        return reader
+
+    def prefetch(self, indices: np.ndarray) -> None:
+        """Fetch the shards of ``indices`` (the samples of the batches coming, in order of use) ahead, within the
+        working set: a dataset in a bucket only."""
+        if self.remote is None or self.remote.ahead == 0:
+            return
+        self.reader_state()
+        shards = np.searchsorted(self._starts, indices, side="right") - 1
+        with self._open_lock:
+            wanted = [shard for shard in upcoming(shards, self.remote.keep) if shard not in self._open]
+            open_now = len(self._open)
+        self.remote.prefetch(wanted, open_now)
+
+    def reader_state(self) -> None:
+        """This process's reader cache (made again after a fork or unpickling)."""
+        if self._pid != current_pid():
+            self._watch = _ChangeWatch()  # before the pid: a thread that sees this process' pid finds the watch
+            self._verified = recorded(self.root) if self.verify else set()
+            self._open: OrderedDict[int, None] = OrderedDict()  # remote shards with a reader, least recent first
+            self._open_lock = threading.Lock()
+            self._readers, self._pid = [None] * len(self.info.shards), current_pid()
 
     def _check_unchanged(self) -> None:
         """Once per batch: after any change to a watched file, every reader checks its files before each read."""
@@ -282,7 +311,8 @@ class ShardedDataset:
 
     def __getstate__(self) -> dict[str, object]:
         state = {**self.__dict__, "_readers": [], "_verified": set(), "_pid": None}  # re-opened in the new process
-        state.pop("_watch", None)
+        for name in ("_watch", "_open", "_open_lock"):
+            state.pop(name, None)
         return state
 
     def __repr__(self) -> str:

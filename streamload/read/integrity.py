@@ -19,7 +19,7 @@ from ..base.durable import open_in_folder
 from ..errors import ShardCorruptError, UnsafeFileError
 from ..format.manifest import FileInfo, sha256_file
 from ..format.shardfiles import open_shard_file
-from ..write.layout import generation_number
+from ..places.layout import generation_number
 
 RECORD = ".verified"
 _BLOCK = 4 * 2**20

@@ -74,7 +74,7 @@ class BatchLoader:
     def __init__(self, directory: str | os.PathLike, split: str = "train", options: LoaderOptions | None = None, *,
                  transform: Transform | None = None, input_context: Any = None, **overrides: Any) -> None:
         self.options = resolve_options(options, input_context, **overrides)
-        self.dataset = ShardedDataset(Path(directory), split, verify=self.options.verify == "once")
+        self.dataset = ShardedDataset(directory, split, verify=self.options.verify == "once", options=self.options)
         self.finish = BatchFinisher(self.dataset.manifest, self.dataset.info.arrays, self.options, transform)
         self.sampler = IndexSampler(len(self.dataset), self.options, record_lengths(self.dataset, self.options))
         self.keys = self.finish.keys
@@ -132,6 +132,8 @@ class BatchLoader:
         indices = self.sampler.batch_indices(epoch, batch, offset)
         if self.hints is not None:
             self.hints.before_batch(epoch, batch, indices, offset)
+        if self.dataset.remote is not None:  # a dataset in a bucket: whole shards fetched ahead into the cache
+            self.dataset.prefetch(upcoming_samples(self.sampler, epoch, offset + batch * self.options.batch_size))
         return indices
 
     def read(self, indices: np.ndarray, epoch: int = 0) -> Batch:
@@ -188,4 +190,16 @@ def batches_per_epoch(directory: str | os.PathLike, split: str = "train", batch_
     """Batches one pipeline delivers per epoch: ``steps_per_epoch`` for ``fit`` with one replica per
     pipeline (with several replicas per pipeline, divide by them, rounding up)."""
     resolved = resolve_options(options, input_context, batch_size=batch_size, **overrides)
-    return IndexSampler(len(ShardedDataset(directory, split)), resolved).num_batches
+    return IndexSampler(len(ShardedDataset(directory, split, options=resolved)), resolved).num_batches
+
+
+
+def upcoming_samples(sampler: IndexSampler, epoch: int, position: int, probes: int = 1024) -> np.ndarray:
+    """Samples of the epoch's order from ``position`` on, in order of use: every one of the next batch, then one
+    in ``stride`` of the rest (enough to name the shards coming next; a hint, never a promise)."""
+    end = sampler.samples_per_epoch
+    near = np.arange(position, min(end, position + sampler.batch_size), dtype=np.int64)
+    stride = max(1, sampler.options.block_size // 4 if sampler.options.shuffle == "block" else
+                 1 if sampler.options.shuffle == "exact" else sampler.batch_size)
+    far = np.arange(position + sampler.batch_size, end, stride, dtype=np.int64)[:probes]
+    return sampler.indices(epoch, np.concatenate((near, far)))

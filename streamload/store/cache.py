@@ -10,7 +10,8 @@ The rules, and why each holds:
 - **A leased shard is never evicted.** A lease holds a shared ``flock`` on the shard's file; eviction
   removes only files it can lock exclusively, so a shard in use by any thread or process on the
   machine stays, and a killed reader's leases end with it (the kernel drops its locks).
-- **Least recently used first.** Taking and returning a lease touches the file's mtime; eviction goes
+- **Least recently used first.** Taking and returning a lease sets the file's access time (never its
+  modification time, which a reader of the open file compares to notice a changed shard); eviction goes
   oldest first.
 - **A working set that cannot fit is refused at construction**, with the limit it needs: ``in_flight``
   shards (the reader's prefetch depth, what it may hold at once) times the largest shard. Below that,
@@ -46,6 +47,11 @@ POLL_S = 0.05  # how often a waiting fetch looks again
 DEFAULT_WAIT_S = 120.0  # how long a fetch waits for room before CacheFullError
 
 
+def touch(fd: int) -> None:
+    """Mark a cached shard used now: its access time only (the modification time stays the download's)."""
+    os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))
+
+
 class Lease:
     """A shard's checked local copy, kept in the cache until :meth:`release` (or the ``with`` block ends)."""
 
@@ -70,10 +76,13 @@ class ShardCache:
     """Shards of ``shards`` fetched from ``store`` into ``folder``, never more than ``limit_bytes`` there."""
 
     def __init__(self, folder: Path, store: ObjectStore, shards: ShardTable, limit_bytes: int, in_flight: int,
-                 *, wait_s: float = DEFAULT_WAIT_S) -> None:
+                 *, wait_s: float = DEFAULT_WAIT_S, working_set_bytes: int | None = None) -> None:
         if in_flight < 1:
             raise InvalidOptionError(f"in_flight must be at least 1, got {in_flight}")
-        needed = in_flight * int(shards.sizes.max())
+        needed = in_flight * int(shards.sizes.max()) if working_set_bytes is None else working_set_bytes
+        if working_set_bytes is not None and limit_bytes < needed:
+            raise InvalidOptionError(f"cache limit {limit_bytes:,} bytes is below the working set: it needs a limit "
+                                     f"of at least {needed:,} bytes")
         if limit_bytes < needed:
             raise InvalidOptionError(f"cache limit {limit_bytes:,} bytes is below the working set: {in_flight} "
                                      f"shards in flight x the largest shard ({int(shards.sizes.max()):,} bytes) "
@@ -146,7 +155,7 @@ class ShardCache:
         except FileNotFoundError:
             return False
         fcntl.flock(fd, fcntl.LOCK_SH)  # never waits: exclusive holders hold the cache lock, which we have
-        os.utime(fd)
+        touch(fd)
         self._fds[index], self._leases[index] = fd, 1
         return True
 
@@ -157,7 +166,7 @@ class ShardCache:
             self._leases[index] -= 1
             if self._leases[index] == 0:
                 fd, self._fds[index] = int(self._fds[index]), -1
-                os.utime(fd)  # last use: the least recently used shard is the one released longest ago
+                touch(fd)  # last use: the least recently used shard is the one released longest ago
                 os.close(fd)
 
     # --- room --------------------------------------------------------------------------------------------
@@ -192,7 +201,7 @@ class ShardCache:
         size = int(self.shards.sizes[index])
         entries = scan(self.folder)
         used = sum(entry.size for entry in entries)
-        for entry in sorted((e for e in entries if e.kind in ("part", "shard")), key=lambda e: e.mtime_ns):
+        for entry in sorted((e for e in entries if e.kind in ("part", "shard")), key=lambda e: e.used_ns):
             if used + size <= self.limit_bytes:
                 break
             if self._try_remove(entry.name):
@@ -244,5 +253,5 @@ class ShardCache:
             raise
         with self._locked():
             os.rename(part, self.path(index))
-            os.utime(fd)
+            touch(fd)
             self._fds[index], self._leases[index] = fd, 1

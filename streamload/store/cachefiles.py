@@ -67,7 +67,7 @@ class FolderEntry:
     name: str
     kind: str  # "shard", "part" or "other"
     size: int  # the bytes it counts for: a part counts its full reservation
-    mtime_ns: int
+    used_ns: int  # last use: the access time, which the cache sets on every lease and release
 
 
 def scan(folder: Path) -> list[FolderEntry]:
@@ -81,7 +81,7 @@ def scan(folder: Path) -> list[FolderEntry]:
             part = _PART_NAME.fullmatch(entry.name)
             kind = "part" if part else "shard" if _SHARD_NAME.fullmatch(entry.name) else "other"
             size = max(stat.st_size, int(part["size"])) if part else stat.st_size
-            entries.append(FolderEntry(entry.name, kind, size, stat.st_mtime_ns))
+            entries.append(FolderEntry(entry.name, kind, size, stat.st_atime_ns))
     return entries
 
 

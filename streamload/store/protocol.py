@@ -44,6 +44,10 @@ class ObjectStore(Protocol):
         """The whole object into a new local file ``path`` (not atomic: callers rename); its size."""
         ...
 
+    def get_bytes(self, key: str) -> bytes:
+        """The whole (small) object in memory: a manifest."""
+        ...
+
     def get_ranges(self, key: str, starts: Sequence[int], ends: Sequence[int]) -> list[bytes]:
         """The bytes ``[start, end)`` of each range, fetched concurrently, in the order asked."""
         ...

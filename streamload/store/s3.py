@@ -155,6 +155,10 @@ class S3ObjectStore:
         with open(path, "wb") as out:
             return self.get_into(key, _FileSink(out))
 
+    def get_bytes(self, key: str) -> bytes:
+        return self._call(key, lambda client: client.get_object(Bucket=self.url.bucket,
+                                                                Key=self.url.key(key))["Body"].read())
+
     def get_ranges(self, key: str, starts: Sequence[int], ends: Sequence[int]) -> list[bytes]:
         if len(starts) != len(ends):
             raise ValueError(f"{len(starts)} starts but {len(ends)} ends")

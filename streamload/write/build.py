@@ -33,8 +33,8 @@ from ..format.dispatch import make_writer
 from ..format.hdf5.writer import COMPRESSIONS
 from ..format.labels import LabelTracker, is_class_label
 from ..format.manifest import MANIFEST_NAME, Manifest, SplitInfo, check_format, read_manifest
-from .generations import collect_garbage
-from .layout import (
+from ..places.generations import collect_garbage
+from ..places.layout import (
     BUILD_LOCK_NAME,
     FLAT_LOCK_NAME,
     check_own_dataset,

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..base.durable import fsync_path, replace_durably, write_durably
 from ..errors import DatasetBusyError, UnsafeFileError
 from ..format.manifest import MANIFEST_NAME, Manifest
-from .layout import (
+from ..places.layout import (
     BUILD_LOCK_NAME,
     FLAT_LEFTOVERS_NAME,
     LOCK_NAME,

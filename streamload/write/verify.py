@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import ManifestError, ShardFormatError
+from ..errors import ManifestError, ObjectNotFoundError, ShardFormatError
 from ..format.hdf5.reader import foreign_storage
 from ..format.manifest import (
     HDF5_FILE_ROLE,
@@ -37,7 +38,9 @@ from ..format.manifest import (
 from ..format.records import OFFSETS_DTYPE, offsets_problem
 from ..format.shardfiles import irregular_shard, open_shard_file
 from ..format.specs import read_npy_header
-from .generations import acquire
+from ..places.bucket import BucketPlace
+from ..places.generations import acquire
+from ..store.url import is_remote
 
 Layout = dict[str, tuple[tuple[int | None, ...], np.dtype]]  # array -> (full shape, None: any rows; dtype) in a file
 
@@ -62,25 +65,64 @@ def verify_dataset(directory: str | os.PathLike, *, progress: bool = True) -> li
     An unreadable manifest raises :class:`~streamload.errors.ManifestError` instead, since then no
     shard can be checked at all.
     """
+    if is_remote(directory):
+        return _verify_bucket(BucketPlace(str(directory)), progress)
     with acquire(directory) as lease:
         manifest, root = lease.manifest, lease.root
-        files = [(split_name, index, role, info)
-                 for split_name, split in manifest.splits.items()
-                 for index, shard in enumerate(split.shards)
-                 for role, info in shard.files.items()]
         problems = _check_manifest_copy(lease.directory, manifest)
-        total = sum(info.bytes for *_, info in files)
+        total = sum(info.bytes for *_, info in _files(manifest))
         with tqdm(total=total, desc="verifying", unit="B", unit_scale=True, disable=not progress) as bar:
-            for split_name, index, role, info in files:
-                layout = expected_layout(manifest, split_name, index, role)
-                problem = check_file(root / info.name, info, bar.update, layout, manifest.format)
-                if problem is None:
-                    problem = check_offsets(root, shard_files(manifest, split_name, index), layout, manifest.format,
-                                            ragged_keys(manifest, split_name))
-                if problem is None and manifest.labels is not None and manifest.target in layout:
-                    problem = check_labels(root / info.name, manifest.format, manifest.target, manifest.labels)
+            for split_name, index, role, info in _files(manifest):
+                problem = _check_one(root, manifest, split_name, index, role, info, bar.update)
                 if problem:
                     problems.append(ShardProblem(split_name, index, info.name, problem))
+    return problems
+
+
+def _files(manifest: Manifest) -> list[tuple[str, int, str, FileInfo]]:
+    return [(split_name, index, role, info)
+            for split_name, split in manifest.splits.items()
+            for index, shard in enumerate(split.shards)
+            for role, info in shard.files.items()]
+
+
+def _check_one(root: Path, manifest: Manifest, split_name: str, index: int, role: str, info: FileInfo,
+               on_bytes: Callable[[int], object]) -> str | None:
+    layout = expected_layout(manifest, split_name, index, role)
+    problem = check_file(root / info.name, info, on_bytes, layout, manifest.format)
+    if problem is None:
+        problem = check_offsets(root, shard_files(manifest, split_name, index), layout, manifest.format,
+                                ragged_keys(manifest, split_name))
+    if problem is None and manifest.labels is not None and manifest.target in layout:
+        problem = check_labels(root / info.name, manifest.format, manifest.target, manifest.labels)
+    return problem
+
+
+def _verify_bucket(place: BucketPlace, progress: bool) -> list[ShardProblem]:
+    """The same checks for ``s3://bucket/prefix``: its current generation, shard by shard downloaded into a
+    temporary folder (one shard's files at a time), checked there, then deleted."""
+    hold = place.open()
+    manifest, problems = hold.manifest, []
+    total = sum(info.bytes for *_, info in _files(manifest))
+    with tqdm(total=total, desc="verifying", unit="B", unit_scale=True, disable=not progress) as bar, \
+            tempfile.TemporaryDirectory(prefix="streamload-verify-") as folder:
+        root = Path(folder)
+        for split_name, split in manifest.splits.items():
+            for index, shard in enumerate(split.shards):
+                missing = set()
+                for info in shard.files.values():
+                    try:
+                        place.store.get_file(f"{hold.generation}/{info.name}", root / info.name)
+                    except ObjectNotFoundError:
+                        missing.add(info.name)
+                        problems.append(ShardProblem(split_name, index, info.name, "missing from the bucket"))
+                for role, info in shard.files.items():
+                    if info.name not in missing:
+                        problem = _check_one(root, manifest, split_name, index, role, info, bar.update)
+                        if problem:
+                            problems.append(ShardProblem(split_name, index, info.name, problem))
+                for info in shard.files.values():
+                    (root / info.name).unlink(missing_ok=True)
     return problems
 
 
