@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import build_images, build_report, loaders_report, memory_report, quickstart
+from . import build_images, build_report, loaders_report, memory_report, quickstart, s3_clients
 from .common import cpus_and_ram
 
 Result = dict[str, Any]
@@ -67,6 +67,7 @@ VIEWS: dict[tuple[str, str | None], Callable[[Result], str]] = {
     ("memory", None): memory_report.markdown,
     ("memory", "headline"): memory_headline,
     ("quickstart", None): quickstart.markdown,
+    ("s3-clients", None): s3_clients.markdown,
 }
 
 

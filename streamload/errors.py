@@ -103,3 +103,29 @@ class ShardChangedError(ShardFormatError):
 
 class ShardDecodeError(ShardCorruptError):
     """A compressed HDF5 chunk of a shard cannot be read back (its bytes were damaged)."""
+
+
+class ObjectStoreError(StreamloadError, OSError):
+    """An object store (an S3 bucket) refused or failed a request; the message names the bucket and key, never
+    a credential."""
+
+
+class StoreUnavailableError(ObjectStoreError, ConnectionError):
+    """The object store did not answer within the retry budget (attempts and seconds, named in the message)."""
+
+
+class StoreAccessError(ObjectStoreError, PermissionError):
+    """The object store rejected the credentials or denied access to the bucket."""
+
+
+class ObjectNotFoundError(ObjectStoreError, FileNotFoundError):
+    """No object (or no bucket) at the key asked for."""
+
+
+class ObjectExistsError(ObjectStoreError, FileExistsError):
+    """A put that must not overwrite (if-none-match) found an object already at its key."""
+
+
+class CacheFullError(StreamloadError, OSError):
+    """The local shard cache cannot take a shard without passing its byte limit (every shard in it is leased),
+    or its disk is full; nothing was evicted from under a reader."""

@@ -235,3 +235,8 @@ def fit_runs(request: pytest.FixtureRequest, id_data: tuple[Path, Path], tmp_pat
     runs = json.loads(out.read_text())
     assert runs["backend"] == request.param
     return runs["results"]
+
+
+# --- a real S3 server (SeaweedFS on loopback): tests/s3server.py ---------------------------------------
+
+from s3server import own_s3_server, s3, s3_server  # noqa: E402,F401  (fixtures, by name)

@@ -1,5 +1,6 @@
 """Every module of the package imports only modules of its own layer or of the layers below it:
-errors, options -> base -> format -> write -> read -> adapters -> the CLI and the package's front door.
+errors, options -> base -> store (object storage) -> format -> images -> write -> read -> adapters -> the CLI
+and the package's front door.
 Inside format, write and read, the same holds for their own steps (e.g. format: specs and the manifest ->
 shared reader and writer code -> one folder per format -> the dispatch by format name)."""
 
@@ -10,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "streamload"
 LAYERS = [  # lowest first; a module may import from its own layer and any earlier one
     {"errors", "options"},
     {"base"},
+    {"store"},  # object storage and the shard cache: errors, options and the base helpers only
     {"format"},
     {"images"},
     {"write"},

