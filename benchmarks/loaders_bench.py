@@ -46,6 +46,7 @@ from .loaders_cold import (
 from .loaders_data import BenchData, SourcesFn, check_identical_batches, ensure_dataset, prepare_data
 from .loaders_fit import FIT_GOAL, fit_benchmark
 from .loaders_integrity import integrity_benchmark
+from .loaders_peers import PEERS, check_same_samples, installed
 from .loaders_report import (
     FIT_ARRAYS,
     FIT_GENERATOR,
@@ -76,7 +77,8 @@ EpochBatches = Callable[[int], Iterable[Any]]  # epoch number -> the batches of 
 SHUFFLE_BUFFER = 10_000
 WARM_GOALS: list[Goal] = [(NPY, IN_RAM, 0.9, "min"), (LOADER, IN_RAM, 1.0, "min"), (HDF5, NPY, 0.5, "min"),
                           (NPY, NPY_UNHINTED, 0.97, "min"), (NPY, IN_RAM_SAME, None, "min"),
-                          (NPY, TUTORIAL, None, "min"), (NPY, TFRECORD, None, "min"), (TFDATA, NPY, None, "min")]
+                          (NPY, TUTORIAL, None, "min"), (NPY, TFRECORD, None, "min"), (TFDATA, NPY, None, "min"),
+                          *((NPY, peer, None, "min") for peer in PEERS)]
 
 
 def _in_ram_loop(data: BenchData) -> EpochBatches:
@@ -161,6 +163,8 @@ LOADERS: dict[str, Callable[[BenchData], EpochBatches]] = {
     IN_RAM: _in_ram_loop, IN_RAM_SAME: _in_ram_same_batches, LOADER: _loader, NPY: _generator("npy"),
     NPY_UNHINTED: _generator("npy", prefetch_batches=0), HDF5: _generator("hdf5"), TUTORIAL: _tutorial,
     TFRECORD: _tfrecord, TFDATA: _streamload_tfdata,
+    # the peers (issue 19 §4), each through its own API (benchmarks/loaders_peers.py), where installed
+    **{name: setup for name, setup in PEERS.items() if installed(name)},
 }
 
 
@@ -216,13 +220,16 @@ def warm_benchmark(data: BenchData, rounds: int, loaders: Iterable[str] | None =
 
     def set_up(name: str) -> Result:
         epochs[name] = LOADERS[name](data)
+        if name in PEERS:  # a peer's untimed epoch is its check: every sample of the split once, as stored
+            return {"samples": check_same_samples(name, data, epochs[name](rounds))}
         return time_pass(epochs[name](rounds))  # epoch number outside the timed ones: warms cache, traces, maps
 
     warm_up({name: (lambda name=name: set_up(name)) for name in names}, progress)
     contenders = {name: (lambda number, name=name: time_pass(epochs[name](number))) for name in names}
     results = run_rounds(contenders, rounds, progress)
     return {"samples": len(data.arrays["y"]), "batch_size": data.batch_size, "identical_batches_checked": checked,
-            "rounds": results, **goal_summary(results, "samples_per_s", "samples_per_cpu_s", WARM_GOALS)}
+            "peers_checked_same_samples": [name for name in names if name in PEERS], "rounds": results,
+            **goal_summary(results, "samples_per_s", "samples_per_cpu_s", WARM_GOALS)}
 
 
 # ---------------------------------------------------------------- command line

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import build_images, build_report, loaders_report, memory_report, quickstart, s3_clients
+from . import build_images, build_report, images_report, loaders_report, memory_report, quickstart, s3_clients
 from .common import cpus_and_ram
 
 Result = dict[str, Any]
@@ -64,6 +64,7 @@ VIEWS: dict[tuple[str, str | None], Callable[[Result], str]] = {
     ("loaders", "headline"): loaders_headline,
     ("build", None): build_report.markdown,
     ("build-images", None): build_images.markdown,
+    ("images", None): images_report.markdown,
     ("memory", None): memory_report.markdown,
     ("memory", "headline"): memory_headline,
     ("quickstart", None): quickstart.markdown,

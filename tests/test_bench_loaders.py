@@ -276,3 +276,32 @@ def test_cold_part_capped_by_a_cgroup_runs_in_a_child_and_removes_its_group(cold
     assert cold["cgroup"]["limit_bytes"] == 256 * 2**20 and not Path(cold["cgroup"]["path"]).exists()
     assert len(cold["rounds"][0]["results"]) == lb.cold_contender_count(lb.parse_args(argv))
     assert "capped at 256 MB" in "\n".join(lb.cold_table(cold))
+
+
+@pytest.mark.slow
+def test_each_installed_peer_serves_every_sample_once_per_epoch(data: lb.BenchData) -> None:
+    from benchmarks.loaders_peers import PEERS, check_same_samples, installed
+
+    peers = [name for name in PEERS if installed(name)]
+    assert set(peers) <= set(lb.LOADERS)
+    for name in peers:
+        epochs = lb.LOADERS[name](data)
+        for epoch in (0, 1):
+            batches = list(epochs(epoch))
+            assert len(batches) == -(-N // BATCH), name
+            for x, y in batches:
+                assert x.dtype == np.float32 and x.shape[1:] == (28, 28, 1) and y.shape[1:] == (10,), name
+            assert check_same_samples(name, data, batches) == N
+
+
+def test_the_peer_check_catches_a_sample_served_twice(toy: tuple[Path, dict[str, np.ndarray]]) -> None:
+    from benchmarks.loaders_peers import Finisher, check_same_samples
+
+    root, arrays = toy
+    data = lb.BenchData(root / "npy", root / "hdf5", [], arrays, BATCH, seed=5)
+    finish = Finisher(data)
+    assert check_same_samples("all", data, [finish(arrays["x"], arrays["y"])]) == N
+    twice = np.concatenate([arrays["x"][:1], arrays["x"][1:]]), arrays["y"].copy()
+    twice[0][1] = arrays["x"][0]
+    with pytest.raises(StreamloadError, match="every sample of the split exactly once"):
+        check_same_samples("twice", data, [finish(*twice)])

@@ -1,0 +1,92 @@
+"""The image benchmark's Markdown, from the figures ``images_bench`` measured (also ``benchmarks.report``'s
+renderer of ``results/images.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .common import MB, cpus_and_ram
+from .images_pipelines import BOUNDS, DECODED
+
+Result = dict[str, Any]
+
+
+def _met(entry: Result) -> str:
+    return "" if entry["met"] is None else ("yes" if entry["met"] else "**no**")
+
+
+def _goal(entry: Result) -> str:
+    return "" if entry["goal"] is None else f"{'>=' if entry['goal_kind'] == 'min' else '<='} {entry['goal']:g}x"
+
+
+def _disk(results: Result, name: str) -> str:
+    size = results["disk_bytes"].get(name)
+    if size is None:
+        return "RAM" if name in BOUNDS else "-"
+    return f"{size / results['images']['count'] / 1024:,.0f} KiB ({results['disk_per_source'][name]:.3f}x)"
+
+
+def case_table(results: Result, case: str) -> list[str]:
+    part = results["cases"][case]
+    medians, spread, rss = part["median_images_per_s"], part["min_max_images_per_s"], part["median_peak_rss_anon"]
+    title = {"resize": "resize to 224x224", "augment": "random-resized crop + horizontal flip to 224x224"}[case]
+    lines = [f"**{title}**, images/s, median of {len(part['rounds'])} interleaved rounds", "",
+             "| pipeline | images/s | min-max | images per CPU s | peak RssAnon | disk per image (vs source) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name in sorted(medians, key=medians.__getitem__, reverse=True):
+        low, high = spread[name]
+        lines.append(f"| {name} | {medians[name]:,.0f} | {low:,.0f}-{high:,.0f} "
+                     f"| {part['median_images_per_cpu_s'][name]:,.0f} | {rss[name] / MB:,.0f} MB "
+                     f"| {_disk(results, name)} |")
+    if case == "augment" and DECODED not in medians:
+        lines += ["", f"{DECODED}: not run (a random-resized crop of images already resized to 224x224 is not "
+                      "the same task)."]
+    if part["ratios"]:
+        lines += ["", "| ratio | value | goal | met |", "|---|---:|---:|---|"]
+        lines += [f"| {e['numerator']} / {e['denominator']} | {e['value']:.2f}x | {_goal(e)} | {_met(e)} |"
+                  for e in part["ratios"]]
+    return lines
+
+
+def growth_table(part: Result) -> list[str]:
+    small, large = (str(size) for size in part["sizes"])
+    lines = [f"**Peak RssAnon as the set grows** from {int(small):,} to {int(large):,} images (resize, one pass each)",
+             "", f"| pipeline | {int(small):,} images | {int(large):,} images | ratio |", "|---|---:|---:|---:|"]
+    for name, by in part["runs"].items():
+        lines.append(f"| {name} | {by[small]['peak_rss_anon'] / MB:,.0f} MB "
+                     f"| {by[large]['peak_rss_anon'] / MB:,.0f} MB | {part['rss_anon_ratio'][name]:.2f}x |")
+    if part.get("goal"):
+        goal = part["goal"]
+        lines += ["", f"streamload encoded: {goal['value']:.2f}x, goal {_goal(goal)}: {_met(goal)}"]
+    return lines
+
+
+def markdown(results: Result) -> str:
+    machine, images = results["machine"], results["images"]
+    lines = [f"{images['count']:,} photo-like JPEGs in {images['classes']} class folders (mean "
+             f"{images['mean_bytes'] / 1024:,.0f} KiB, quality 90), batches of {results['options']['batch_size']}, "
+             f"{results['options']['threads']} decoding threads; {cpus_and_ram(machine)}, load average "
+             f"{machine['loadavg_start'][0]:.1f} at start, {machine['loadavg_end'][0]:.1f} at end (a shared machine: "
+             "compare ratios within this run). Command: `" + results["command"] + "`", ""]
+    for name, why in results["not_run"].items():
+        lines.append(f"- not run: {name}: {why}")
+    if results["not_run"]:
+        lines.append("")
+    checks = results["integrity"]
+    lines += [f"Checked first, unshuffled: every pipeline delivered all {images['count']:,} images, its first "
+              f"{min(c['checked'] for c in checks.values())} in the folder's order with their labels, and pixels "
+              "(0..255) within a tolerance of the same images decoded here by the same decoder (TensorFlow's, or the "
+              "chosen simplejpeg reduced-size decode; the decoded store's Pillow IDCT against TensorFlow's):", "",
+              "| pipeline | decoder | largest difference | tolerance |", "|---|---|---:|---:|"]
+    lines += [f"| {name} | {c['decoder']} | {c['max_abs_diff']:.3g} | {c['tolerance']:g} |"
+              for name, c in checks.items()]
+    lines.append("")
+    for case in results["cases"]:
+        lines += case_table(results, case) + [""]
+    if "disk_goal" in results:
+        goal = results["disk_goal"]
+        lines += [f"Disk: streamload encoded keeps {goal['value']:.3f}x the source files, goal {_goal(goal)}: "
+                  f"{_met(goal)}", ""]
+    if "growth" in results:
+        lines += growth_table(results["growth"]) + [""]
+    return "\n".join(lines)
