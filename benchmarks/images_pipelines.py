@@ -187,7 +187,8 @@ def _streamload_encoded(layout: Layout, args: argparse.Namespace) -> Batches:
 
     augment = args.case == "augment"
     return BatchLoader(layout.encoded, "train", batch_size=args.batch_size, image_size=SIZE,
-                       random_resized_crop=augment, horizontal_flip=augment, shuffle=args.shuffle, seed=args.seed)
+                       random_resized_crop=augment, horizontal_flip=augment, shuffle=args.shuffle, seed=args.seed,
+                       normalize=False)  # Keras' 0..255 floats, as every other pipeline here delivers
 
 
 def _streamload_decoded(layout: Layout, args: argparse.Namespace) -> Batches:
