@@ -29,8 +29,8 @@ import numpy as np
 from streamload.base.procstats import drop_page_cache, read_io
 from streamload.format.manifest import HDF5_FILE_ROLE, read_manifest
 from streamload.options import LoaderOptions
+from streamload.places.generations import shard_root
 from streamload.read.sampler import IndexSampler
-from streamload.write.generations import shard_root
 
 SEQUENTIAL_READ_BYTES = 8 * 2**20
 

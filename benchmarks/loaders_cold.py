@@ -24,8 +24,8 @@ from typing import Any
 
 from streamload.format.manifest import read_manifest
 from streamload.options import DEFAULT_PREFETCH_BATCHES, LoaderOptions
+from streamload.places.generations import shard_root
 from streamload.read.loader import BatchLoader
-from streamload.write.generations import shard_root
 
 from .cgroups import CgroupUnavailableError, MemoryCgroup, find_parent
 from .cold import ColdResult, PlainGatherLoader, cold_pass, sequential_pass

@@ -24,7 +24,7 @@ STEPS = {  # the same inside a subpackage, by its modules and folders, lowest fi
     "format": [{"specs", "records", "shardfiles", "manifest", "labels"}, {"reader", "writer", "ragged"},
                {"npy", "hdf5"}, {"dispatch"}],
     "places": [{"protocol", "layout"}, {"generations"}, {"local", "bucket"}, {"dispatch"}],
-    "write": [{"sources"}, {"layout", "values", "generations", "staging", "verify", "build"}],
+    "write": [{"sources"}, {"values", "staging", "verify", "build"}],
     "read": [{"remote"}, {"integrity", "dataset"}, {"sampler", "readahead", "kernel_hints"},
              {"decoding", "batching", "loader", "epochs", "resume"}],
 }
