@@ -239,4 +239,4 @@ def fit_runs(request: pytest.FixtureRequest, id_data: tuple[Path, Path], tmp_pat
 
 # --- a real S3 server (SeaweedFS on loopback): tests/s3server.py ---------------------------------------
 
-from s3server import own_s3_server, s3, s3_server  # noqa: E402,F401  (fixtures, by name)
+from s3server import aws_env, own_s3_server, s3, s3_server  # noqa: E402,F401  (fixtures, by name)

@@ -32,6 +32,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +260,21 @@ def s3(s3_server: SeaweedServer) -> S3Endpoint:
     """The session server's endpoint and keys (its bucket: ``.bucket``)."""
     assert s3_server.endpoint is not None and s3_server.process is not None, "the session server was stopped"
     return s3_server.endpoint
+
+
+@pytest.fixture()
+def aws_env(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3Endpoint:
+    """The server's endpoint and keys in the standard AWS variables, no profile files, a per-test shard cache."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("STREAMLOAD_CACHE_DIR", str(tmp_path / "cache"))
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    return s3
+
+
+def fresh_url(endpoint: S3Endpoint) -> str:
+    """A prefix of the server's bucket that no other test uses."""
+    return f"s3://{endpoint.bucket}/t-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture()

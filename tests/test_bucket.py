@@ -8,13 +8,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import KERAS_BACKENDS, subprocess_env
-from s3server import S3Admin, S3Endpoint, SeaweedServer
+from s3server import S3Admin, S3Endpoint, SeaweedServer, fresh_url
 
 from streamload import ArraySource, BatchLoader, BuildOptions, build_dataset
 from streamload.cli import main
@@ -25,19 +24,6 @@ from streamload.read.dataset import ShardedDataset
 
 pytest.importorskip("boto3", reason="the s3 extra (boto3) is not installed")
 N, SHARD = 600, 100  # six shards
-
-
-@pytest.fixture()
-def aws_env(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3Endpoint:
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("STREAMLOAD_CACHE_DIR", str(tmp_path / "cache"))
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    return s3
-
-
-def fresh_url(endpoint: S3Endpoint) -> str:
-    return f"s3://{endpoint.bucket}/ds-{uuid.uuid4().hex[:12]}"
 
 
 def local_dataset(folder: Path, first_id: int = 0, fmt: str = "npy") -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from s3server import S3Admin, S3Endpoint, SeaweedServer
+from s3server import S3Admin, S3Endpoint, SeaweedServer, fresh_url
 
 from streamload.errors import (
     CacheFullError,
@@ -34,19 +34,6 @@ from streamload.store.protocol import ObjectSink
 from streamload.store.s3 import S3ObjectStore
 
 pytest.importorskip("boto3", reason="the s3 extra (boto3) is not installed")
-
-
-@pytest.fixture()
-def aws_env(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3Endpoint:
-    """The server's endpoint and keys in the standard AWS variables, and no profile files."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
-    return s3
-
-
-def fresh_url(endpoint: S3Endpoint) -> str:
-    return f"s3://{endpoint.bucket}/t-{uuid.uuid4().hex[:12]}"
 
 
 class Counting:
