@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import KERAS_BACKENDS, subprocess_env
+from conftest import KERAS_BACKENDS, subprocess_env, tmpfs
 from s3server import S3Admin, S3Endpoint, SeaweedServer, fresh_url
 
 from streamload import ArraySource, BatchLoader, BuildOptions, LoaderOptions, build_dataset
@@ -128,6 +128,20 @@ def test_a_cache_below_the_working_set_is_refused_and_a_small_one_evicts(aws_env
     assert seen <= needed
     shards_there = [p for p in folder.iterdir() if p.suffix == ".npy"]
     assert len(shards_there) < 2 * N // SHARD  # some were evicted to stay under the limit
+
+
+def test_training_from_a_cache_on_a_disk_smaller_than_the_dataset_evicts_and_loses_nothing(aws_env: S3Endpoint,
+                                                                                           tmp_path: Path) -> None:
+    """A real tmpfs holds five of the six shards (the working set, not the dataset), far below cache_bytes: the
+    full disk evicts as the limit would, and two epochs read exactly the local dataset's batches."""
+    local = local_dataset(tmp_path / "local")
+    url = fresh_url(aws_env)
+    BucketPlace(url).publish(local)
+    with tmpfs(tmp_path / "disk", "48k") as disk:  # twelve 4 KiB pages: x of a shard takes two, y (the same in
+        # every shard, so one cached copy) one: five shards fit, all six do not
+        remote = BatchLoader(url, batch_size=50, shuffle="none", cache_dir=str(disk), cache_bytes=1 << 30)
+        assert_same_batches(every_batch(remote), every_batch(BatchLoader(local, batch_size=50, shuffle="none")))
+        assert not [p for p in disk.rglob(".part-*")]
 
 
 def test_read_hints_never_fetch_a_shard_so_the_smallest_cache_never_waits(aws_env: S3Endpoint, tmp_path: Path) -> None:
