@@ -157,6 +157,28 @@ def test_read_hints_never_fetch_a_shard_so_the_smallest_cache_never_waits(aws_en
     assert dataset.ranges(np.arange(250, 260)) and len(list(folder.glob("*.npy"))) == 2
 
 
+def test_a_prefetch_that_finds_no_room_gives_up_at_once_and_the_read_fetches_the_shard(aws_env: S3Endpoint,
+                                                                                         tmp_path: Path) -> None:
+    """After a fit ended by an error, its readers kept their leases a while and a prefetch waited the cache's two
+    minutes for room, holding the interpreter's exit (which joins the prefetch thread) as long."""
+    url = fresh_url(aws_env)
+    local = local_dataset(tmp_path / "local")
+    BucketPlace(url).publish(local)
+    shard_bytes = sum(f.bytes for f in read_manifest(local).split("train").shards[0].files.values())
+    dataset = ShardedDataset(url, options=LoaderOptions(
+        batch_size=50, shuffle="none", cache_dir=str(tmp_path / "c"), cache_bytes=5 * shard_bytes))
+    remote, shards = dataset.remote, dataset.info.shards
+    held = [remote.open(i, shards[i])[2] for i in range(5)]  # the whole limit leased
+    remote.prefetch([5], open_now=0)
+    assert remote._ahead[5].result(timeout=30) is None  # no room now: nothing fetched, nothing waited for
+    for lease in held.pop(0):
+        lease.release()
+    folder, files, leases = remote.open(5, shards[5])  # the read itself waits for room, then fetches
+    np.testing.assert_array_equal(np.load(folder / files.files["x"].name)[:, 0], np.arange(500, 600))
+    for lease in leases + [lease for shard in held for lease in shard]:
+        lease.release()
+
+
 def test_wrong_credentials_give_one_line_naming_the_bucket_and_no_secret(aws_env: S3Endpoint, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch,
                                                                         capsys: pytest.CaptureFixture) -> None:
@@ -209,6 +231,58 @@ def test_a_server_killed_mid_epoch_and_restarted_within_the_retry_wait_loses_no_
     assert sorted(ids_of(batches).tolist()) == list(range(N))  # every sample once, nothing lost or repeated
     fetched = max(p.stat().st_mtime for p in loader.dataset.remote.folder.glob("*.npy"))
     assert fetched > killed  # a shard was downloaded from the restarted server, after retries
+
+
+OUTAGE = Path(__file__).with_name("bucket_outage_training.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", KERAS_BACKENDS)
+def test_a_server_down_past_the_retry_budget_ends_fit_with_one_error_and_the_checkpoint_resumes_exactly(
+        own_s3_server: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    """fit ends with the store's error (on TensorFlow inside tf.data's UnknownError), naming the bucket and key and
+    no secret; once the server is back a new fit resumes from the TrainingCheckpoint: the two runs trained on
+    exactly an uninterrupted run's batches, in its order, every sample once per epoch, to the same weights."""
+    endpoint = own_s3_server.endpoint
+    assert endpoint is not None
+    use_server(endpoint, tmp_path, monkeypatch)
+    url = fresh_url(endpoint)
+    local = local_dataset(tmp_path / "local")
+    BucketPlace(url).publish(local)
+    shard_bytes = sum(f.bytes for f in read_manifest(local).split("train").shards[0].files.values())
+    out = tmp_path / "runs.json"
+    command = [sys.executable, str(OUTAGE), url, str(local), str(tmp_path / "checkpoints"), str(5 * shard_bytes),
+               str(out)]  # five of the six shards fit (the working set of order "none"): some are fetched later
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        run = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                               env=subprocess_env(KERAS_BACKEND=backend))  # use_server's variables
+        for line in run.stdout:
+            if line.strip() == "stop":
+                own_s3_server.stop(grace=0)  # SIGKILL, mid-epoch; it stays down until fit has given up
+            elif line.strip() == "start":
+                own_s3_server.start()
+            run.stdin.write("\n")
+            run.stdin.flush()
+    assert run.wait(timeout=600) == 0, (tmp_path / "stderr.txt").read_text()[-4000:]
+    runs = json.loads(out.read_text())
+    assert runs["backend"] == backend
+    reference, weights, reference_error = runs["reference"]
+    interrupted, _, error = runs["interrupted"]
+    resumed, resumed_weights, resumed_error = runs["resumed"]
+    assert reference_error is None and resumed_error is None and error is not None
+    assert error.startswith({"tensorflow": "UnknownError: ", "jax": "StoreUnavailableError: "}[backend])
+    line = next(ln for ln in error.splitlines() if "StoreUnavailableError: " in ln)  # JAX: the whole error
+    assert backend == "tensorflow" or line == error
+    assert f"{endpoint.bucket}/" in line and "no answer after" in line and endpoint.secret_key not in error
+
+    def flat(epochs: list[dict]) -> list[list[int]]:
+        return [batch for epoch in epochs for batch in epoch["batches"]]
+
+    assert 3 <= len(flat(interrupted)) < len(flat(reference))  # it stopped mid-way, after the three batches
+    assert flat(interrupted) + flat(resumed) == flat(reference)  # nothing lost, nothing trained twice, same order
+    assert [sorted(sum(epoch["batches"], [])) for epoch in reference] == [list(range(N))] * 2
+    for ours, theirs in zip(resumed_weights, weights):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 FIT = """

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -166,6 +167,23 @@ def test_a_leased_shard_is_never_evicted_and_a_full_cache_fails_clearly(aws_env:
     with cache.lease(2) as lease:
         assert lease.path.read_bytes() == datas[2]
     held.release()
+
+
+def test_try_lease_never_waits_for_room(aws_env: S3Endpoint, tmp_path: Path) -> None:
+    """What a prefetch takes: None at once where lease would wait (a prefetch waiting for room held the
+    interpreter's exit, which joins its thread, for the cache's whole wait)."""
+    store = open_store(fresh_url(aws_env))
+    table, datas = upload_shards(store, 3, 50_000)
+    cache = ShardCache(tmp_path / "cache", store, table, 2 * int(table.sizes.max()), in_flight=2, wait_s=60)
+    held = [cache.lease(0), cache.lease(1)]
+    threading.Timer(1.0, held[0].release).start()  # room comes a second later: lease waits for it
+    assert cache.try_lease(2) is None and not cache.path(2).exists()
+    with cache.lease(2) as lease:
+        assert lease.path.read_bytes() == datas[2]
+    here = cache.try_lease(1)  # a copy already here is leased
+    assert here is not None and here.path.read_bytes() == datas[1]
+    here.release()
+    held[1].release()
 
 
 def test_a_full_disk_evicts_below_the_limit_and_else_fails_clearly_leaving_no_part(aws_env: S3Endpoint,

@@ -129,9 +129,21 @@ class ShardCache:
     # --- leases ------------------------------------------------------------------------------------------
 
     def lease(self, index: int) -> Lease:
-        """Shard ``index``'s checked local copy, fetched first if absent; held until the lease is released."""
+        """Shard ``index``'s checked local copy, fetched first if absent; held until the lease is released.
+        Waits up to ``wait_s`` for room (or for another process's download of it), then CacheFullError."""
+        lease = self._lease_within(index, self.wait_s)
+        if lease is None:
+            raise self._full_error(index)
+        return lease
+
+    def try_lease(self, index: int) -> Lease | None:
+        """As :meth:`lease`, but None at once rather than wait for room or for another process's download: a
+        prefetch must never hold its thread (nor the interpreter's exit, which joins it) for ``wait_s``."""
+        return self._lease_within(index, 0.0)
+
+    def _lease_within(self, index: int, wait_s: float) -> Lease | None:
         self._after_fork()
-        deadline = time.monotonic() + self.wait_s
+        deadline = time.monotonic() + wait_s
         while True:
             with self._locked():
                 if self._take_local(index):
@@ -140,8 +152,8 @@ class ShardCache:
                     reserved = self._reserve(index)
                     if reserved is not None:
                         break
-            if time.monotonic() > deadline:
-                raise self._full_error(index)
+            if time.monotonic() >= deadline:
+                return None
             time.sleep(POLL_S)
         self._fetch(index, *reserved)
         return Lease(self, index, self.path(index))
