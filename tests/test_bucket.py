@@ -68,6 +68,24 @@ def test_batches_from_the_bucket_equal_the_local_datasets_in_every_shuffle_mode(
         assert remote.dataset.remote is not None and remote.dataset.remote.folder.parent == tmp_path / "cache"
 
 
+def test_as_tf_dataset_from_the_bucket_equals_the_local_datasets_batches_in_every_shuffle_mode(
+        aws_env: S3Endpoint, tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from streamload import as_tf_dataset
+
+    local = local_dataset(tmp_path / "local")
+    url = fresh_url(aws_env)
+    BucketPlace(url).publish(local)
+    for options in SHUFFLES:
+        remote = list(as_tf_dataset(url, batch_size=32, seed=3, epochs=2, cache_dir=str(tmp_path / "c"),
+                                    **options).as_numpy_iterator())
+        assert_same_batches(remote, list(as_tf_dataset(local, batch_size=32, seed=3, epochs=2,
+                                                       **options).as_numpy_iterator()))
+        assert sorted(ids_of(remote[:len(remote) // 2]).tolist()) == list(range(N)), options  # the first epoch
+    assert len(list((tmp_path / "c").rglob("*.npy"))) == N // SHARD + 1  # read from the bucket: every shard's x,
+    # and one y (the same bytes in every shard, one cached copy)
+
+
 def test_the_cli_builds_to_a_bucket_verifies_it_and_catches_a_corrupted_object(aws_env: S3Endpoint, tmp_path: Path,
                                                                               capsys: pytest.CaptureFixture) -> None:
     url = fresh_url(aws_env)
