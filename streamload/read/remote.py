@@ -178,12 +178,16 @@ class RemoteShards:
         return self._pid == os.getpid() and shard in self._ahead
 
     def close(self) -> None:
-        if self._pid == os.getpid():
-            with self._lock:
-                for future in self._ahead.values():
-                    future.cancel()  # one not yet started never starts
-                    future.add_done_callback(_release_when_done)
-                self._ahead.clear()
+        """Cancel the prefetches not yet started and wait for those under way (each bounded by the retry
+        budget), releasing what they fetched: a closed dataset leaves no download in progress."""
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            for future in self._ahead.values():
+                future.add_done_callback(_release_when_done)
+            self._ahead.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pid = -1  # a later use starts afresh
 
 
 def _release(leases: list[Lease]) -> None:
