@@ -190,7 +190,9 @@ class SeaweedServer:
         (self.root / "s3.json").write_text(json.dumps({"identities": [identity]}))
 
     def start(self, tries: int = 3) -> S3Endpoint:
-        """Start on fresh ports (reusing the data folder) and wait until a bucket can be created."""
+        """Start on fresh ports (reusing the data folder) and wait until a bucket can be created; a server still
+        running is stopped first (else it would be left running, its process no longer known)."""
+        self.stop()
         self._write_config()
         for attempt in range(tries):
             ports = self.ports if attempt == 0 and self.ports else pick_ports()
