@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterable
 
 from apps.plan import ImageReading, ModelPlan, plan_model
 from streamload.errors import InvalidOptionError
 from streamload.format.manifest import Manifest, read_manifest
+from streamload.places.dispatch import open_place
+from streamload.store.url import is_remote
 
 
 def check_arguments(args: argparse.Namespace, positive: Iterable[str]) -> Manifest:
@@ -16,7 +19,16 @@ def check_arguments(args: argparse.Namespace, positive: Iterable[str]) -> Manife
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise InvalidOptionError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    return read_manifest(args.data)
+    return dataset_manifest(args.data)
+
+
+def dataset_manifest(location: str | os.PathLike) -> Manifest:
+    """The manifest of a dataset folder or of ``s3://bucket/prefix`` (its current generation)."""
+    if not is_remote(location):
+        return read_manifest(location)
+    hold = open_place(location).open()
+    hold.release()  # only the manifest is wanted here; the loaders lease the generation they read
+    return hold.manifest
 
 
 def check_trainable(args: argparse.Namespace, positive: Iterable[str]) -> ModelPlan:

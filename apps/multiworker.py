@@ -1,6 +1,7 @@
 """Multi-worker training with ``MultiWorkerMirroredStrategy``: one worker's run, and a local launcher.
 
-Every worker opens the same dataset folder (on one machine, or on shared storage such as NFS)
+Every worker opens the same dataset folder (on one machine, or on shared storage such as NFS), or
+the same ``s3://bucket/prefix`` (each machine fetching what its workers read into its shard cache),
 and builds its input with ``distribute_datasets_from_function``: TensorFlow hands each worker an
 ``InputContext``, and :func:`~streamload.adapters.tfdata.as_tf_dataset` then reads only that worker's
 disjoint share of each epoch, so no sample is read twice and nothing is copied between workers.
@@ -33,7 +34,7 @@ LOOPBACK = "127.0.0.1"
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    data: Path
+    data: str | Path  # a dataset folder or s3://bucket/prefix
     epochs: int = 1
     batch_size: int = 64  # global: split evenly between all replicas of all workers
     steps_per_epoch: int | None = None  # default: one epoch of each worker's share

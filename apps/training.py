@@ -15,12 +15,12 @@ from pathlib import Path
 
 import keras
 
+from apps.arguments import dataset_manifest
 from apps.models import build_model, loss_and_metrics, tutorial_cnn
 from apps.plan import ModelPlan, plan_model
 from streamload.adapters.callbacks import TrainingCheckpoint
 from streamload.adapters.generator import StreamingGenerator
 from streamload.errors import InvalidOptionError
-from streamload.format.manifest import read_manifest
 
 OPTIMIZERS = {"adam": 1e-3, "adadelta": 1.0, "sgd": 0.05}  # name -> learning rate that learns MNIST in one epoch
 
@@ -50,7 +50,7 @@ def compile_tutorial_cnn(optimizer: str = "adam", learning_rate: float | None = 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: Path
+    data: str | Path  # a dataset folder or s3://bucket/prefix
     epochs: int = 1
     batch_size: int = 64
     optimizer: str = "adam"
@@ -86,7 +86,7 @@ def train(config: TrainConfig, plan: ModelPlan | None = None) -> dict[str, float
     Keras is seeded from ``config.seed`` (weights, dropout), and the data order comes from the same
     seed, so a run's accuracy is reproducible on one machine.
     """
-    plan = plan or plan_model(read_manifest(config.data), str(config.data))
+    plan = plan or plan_model(dataset_manifest(config.data), str(config.data))
     keras.utils.set_random_seed(config.seed)
     train_data = StreamingGenerator(config.data, "train", config.batch_size, shuffle=config.shuffle,
                                     seed=config.seed, workers=config.workers,

@@ -33,7 +33,8 @@ COLOR_MODES = ("rgb", "grayscale", "rgba")  # Keras' color_mode
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder built by build_shards.py")
+    parser.add_argument("--data", required=True,
+                        help="dataset folder built by build_shards.py, or s3://bucket/prefix (docs/object-storage.md)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--optimizer", default="adam", choices=("adam", "adadelta", "sgd"),

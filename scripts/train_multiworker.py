@@ -28,7 +28,8 @@ POSITIVE = ("workers", "epochs", "batch_size", "steps_per_epoch", "timeout")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder built by build_shards.py")
+    parser.add_argument("--data", required=True,
+                        help="dataset folder built by build_shards.py, or s3://bucket/prefix (docs/object-storage.md)")
     parser.add_argument("--workers", type=int, default=2, help="local worker processes to start (launcher mode)")
     parser.add_argument("--worker", action="store_true",
                         help="run as one worker of the cluster in $TF_CONFIG instead of launching local workers")

@@ -240,3 +240,26 @@ def fit_runs(request: pytest.FixtureRequest, id_data: tuple[Path, Path], tmp_pat
 # --- a real S3 server (SeaweedFS on loopback): tests/s3server.py ---------------------------------------
 
 from s3server import aws_env, own_s3_server, s3, s3_server  # noqa: E402,F401  (fixtures, by name)
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of ``size`` (tmpfs, e.g. "1m"), mounted at ``mount`` for a test; skipped where mounting
+    is not permitted."""
+    mount.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.strip()}); needs root or CAP_SYS_ADMIN")
+    try:
+        yield mount
+    finally:  # lazily where a file there is still open (a shard cache keeps its lock file open)
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB filesystem (tmpfs), mounted for the test; skipped where mounting is not permitted."""
+    with tmpfs(tmp_path / "small", "1m") as mount:
+        yield mount

@@ -5,10 +5,12 @@ into the interpreter's scripts folder; :func:`weed_binary` finds it through the 
 the right one is used inside a virtual environment), else on PATH.
 
 Every server port also opens port + 10000 for gRPC, so each of the four ports (master, volume, filer,
-S3) is chosen below 55536 with its twin free too; a port taken between the check and the bind makes
-the start fail, and it is retried on other ports. The server binds 127.0.0.1 only. It is stopped by
-its PID (SIGTERM, then SIGKILL after a grace period: ``weed`` takes over ten seconds to exit on
-SIGTERM, and its data folder is thrown away anyway), never by name.
+S3) is chosen with its twin free too, both below the kernel's ephemeral ports (``server_port_range``):
+a restart binds the same ports again, and once a client's outgoing connection took one of them while
+the server was down (the filer's, in a test whose client was retrying). A port taken between the check
+and a first start's bind makes the start fail, and it is retried on other ports. The server binds
+127.0.0.1 only. It is stopped by its PID (SIGTERM, then SIGKILL after a grace period: ``weed`` takes
+over ten seconds to exit on SIGTERM, and its data folder is thrown away anyway), never by name.
 
 A test may stop the server and :meth:`SeaweedServer.start` it again on the same ports and data folder.
 The master runs HashiCorp Raft (``-master.raftHashicorp``): with its default Raft, a master that
@@ -53,7 +55,21 @@ TEST_SECRET_KEY = "streamload-test-secret-0123456789"  # a test key; tests asser
 TEST_REGION = "us-east-1"
 TEST_BUCKET = "streamload-tests"
 GRPC_OFFSET = 10_000
-PORT_RANGE = (20_000, 65_536 - GRPC_OFFSET)  # so the port and its gRPC twin are both valid
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def server_port_range() -> tuple[int, int]:
+    """Where a server port is drawn: with its gRPC twin, below the kernel's ephemeral ports where they leave
+    room, so no client's outgoing connection can take one while the server is down for a restart (a retrying
+    client opens many); else anywhere the twin stays valid."""
+    try:
+        low = int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    return (10_000, low - GRPC_OFFSET) if low - GRPC_OFFSET >= 15_000 else (20_000, 65_536 - GRPC_OFFSET)
+
+
+PORT_RANGE = server_port_range()
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
 
@@ -102,7 +118,7 @@ def _port_free(port: int) -> bool:
 
 
 def pick_ports(count: int = 4, rng: random.Random | None = None) -> list[int]:
-    """``count`` distinct loopback ports below 55536 that are free, each with its port + 10000 free."""
+    """``count`` distinct loopback ports of ``PORT_RANGE`` that are free, each with its port + 10000 free."""
     rng = rng or random.Random()
     ports: list[int] = []
     while len(ports) < count:
@@ -190,7 +206,9 @@ class SeaweedServer:
         (self.root / "s3.json").write_text(json.dumps({"identities": [identity]}))
 
     def start(self, tries: int = 3) -> S3Endpoint:
-        """Start on fresh ports (reusing the data folder) and wait until a bucket can be created."""
+        """Start on fresh ports (reusing the data folder) and wait until a bucket can be created; a server still
+        running is stopped first (else it would be left running, its process no longer known)."""
+        self.stop()
         self._write_config()
         for attempt in range(tries):
             ports = self.ports if attempt == 0 and self.ports else pick_ports()

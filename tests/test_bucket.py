@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import KERAS_BACKENDS, subprocess_env
+from conftest import KERAS_BACKENDS, subprocess_env, tmpfs
 from s3server import S3Admin, S3Endpoint, SeaweedServer, fresh_url
 
 from streamload import ArraySource, BatchLoader, BuildOptions, LoaderOptions, build_dataset
@@ -68,6 +68,24 @@ def test_batches_from_the_bucket_equal_the_local_datasets_in_every_shuffle_mode(
         assert remote.dataset.remote is not None and remote.dataset.remote.folder.parent == tmp_path / "cache"
 
 
+def test_as_tf_dataset_from_the_bucket_equals_the_local_datasets_batches_in_every_shuffle_mode(
+        aws_env: S3Endpoint, tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from streamload import as_tf_dataset
+
+    local = local_dataset(tmp_path / "local")
+    url = fresh_url(aws_env)
+    BucketPlace(url).publish(local)
+    for options in SHUFFLES:
+        remote = list(as_tf_dataset(url, batch_size=32, seed=3, epochs=2, cache_dir=str(tmp_path / "c"),
+                                    **options).as_numpy_iterator())
+        assert_same_batches(remote, list(as_tf_dataset(local, batch_size=32, seed=3, epochs=2,
+                                                       **options).as_numpy_iterator()))
+        assert sorted(ids_of(remote[:len(remote) // 2]).tolist()) == list(range(N)), options  # the first epoch
+    assert len(list((tmp_path / "c").rglob("*.npy"))) == N // SHARD + 1  # read from the bucket: every shard's x,
+    # and one y (the same bytes in every shard, one cached copy)
+
+
 def test_the_cli_builds_to_a_bucket_verifies_it_and_catches_a_corrupted_object(aws_env: S3Endpoint, tmp_path: Path,
                                                                               capsys: pytest.CaptureFixture) -> None:
     url = fresh_url(aws_env)
@@ -93,6 +111,7 @@ def test_the_cli_builds_to_a_bucket_verifies_it_and_catches_a_corrupted_object(a
         for batch in loader:
             trained.append(batch)
     assert len(trained) * 50 <= 2 * SHARD  # every batch before the bad shard, and nothing of it
+    loader.dataset.close()  # the shards fetched ahead of the bad one finish downloading first
     assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file() and p.name.startswith(".part")]
 
 
@@ -130,6 +149,20 @@ def test_a_cache_below_the_working_set_is_refused_and_a_small_one_evicts(aws_env
     assert len(shards_there) < 2 * N // SHARD  # some were evicted to stay under the limit
 
 
+def test_training_from_a_cache_on_a_disk_smaller_than_the_dataset_evicts_and_loses_nothing(aws_env: S3Endpoint,
+                                                                                           tmp_path: Path) -> None:
+    """A real tmpfs holds five of the six shards (the working set, not the dataset), far below cache_bytes: the
+    full disk evicts as the limit would, and two epochs read exactly the local dataset's batches."""
+    local = local_dataset(tmp_path / "local")
+    url = fresh_url(aws_env)
+    BucketPlace(url).publish(local)
+    with tmpfs(tmp_path / "disk", "48k") as disk:  # twelve 4 KiB pages: x of a shard takes two, y (the same in
+        # every shard, so one cached copy) one: five shards fit, all six do not
+        remote = BatchLoader(url, batch_size=50, shuffle="none", cache_dir=str(disk), cache_bytes=1 << 30)
+        assert_same_batches(every_batch(remote), every_batch(BatchLoader(local, batch_size=50, shuffle="none")))
+        assert not [p for p in disk.rglob(".part-*")]
+
+
 def test_read_hints_never_fetch_a_shard_so_the_smallest_cache_never_waits(aws_env: S3Endpoint, tmp_path: Path) -> None:
     """Kernel read hints looked at the shards of the batches ahead and fetched them, beyond the working set the
     cache is sized for: at the smallest limit the loop stalled two minutes (the cache's wait) on every shard."""
@@ -141,6 +174,28 @@ def test_read_hints_never_fetch_a_shard_so_the_smallest_cache_never_waits(aws_en
     assert not list(folder.glob("*.npy"))  # nothing fetched for a hint
     dataset.gather(np.array([250]))  # the read itself fetches shard 2; hints may now look at it
     assert dataset.ranges(np.arange(250, 260)) and len(list(folder.glob("*.npy"))) == 2
+
+
+def test_a_prefetch_that_finds_no_room_gives_up_at_once_and_the_read_fetches_the_shard(aws_env: S3Endpoint,
+                                                                                         tmp_path: Path) -> None:
+    """After a fit ended by an error, its readers kept their leases a while and a prefetch waited the cache's two
+    minutes for room, holding the interpreter's exit (which joins the prefetch thread) as long."""
+    url = fresh_url(aws_env)
+    local = local_dataset(tmp_path / "local")
+    BucketPlace(url).publish(local)
+    shard_bytes = sum(f.bytes for f in read_manifest(local).split("train").shards[0].files.values())
+    dataset = ShardedDataset(url, options=LoaderOptions(
+        batch_size=50, shuffle="none", cache_dir=str(tmp_path / "c"), cache_bytes=5 * shard_bytes))
+    remote, shards = dataset.remote, dataset.info.shards
+    held = [remote.open(i, shards[i])[2] for i in range(5)]  # the whole limit leased
+    remote.prefetch([5], open_now=0)
+    assert remote._ahead[5].result(timeout=30) is None  # no room now: nothing fetched, nothing waited for
+    for lease in held.pop(0):
+        lease.release()
+    folder, files, leases = remote.open(5, shards[5])  # the read itself waits for room, then fetches
+    np.testing.assert_array_equal(np.load(folder / files.files["x"].name)[:, 0], np.arange(500, 600))
+    for lease in leases + [lease for shard in held for lease in shard]:
+        lease.release()
 
 
 def test_wrong_credentials_give_one_line_naming_the_bucket_and_no_secret(aws_env: S3Endpoint, tmp_path: Path,
@@ -195,6 +250,58 @@ def test_a_server_killed_mid_epoch_and_restarted_within_the_retry_wait_loses_no_
     assert sorted(ids_of(batches).tolist()) == list(range(N))  # every sample once, nothing lost or repeated
     fetched = max(p.stat().st_mtime for p in loader.dataset.remote.folder.glob("*.npy"))
     assert fetched > killed  # a shard was downloaded from the restarted server, after retries
+
+
+OUTAGE = Path(__file__).with_name("bucket_outage_training.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", KERAS_BACKENDS)
+def test_a_server_down_past_the_retry_budget_ends_fit_with_one_error_and_the_checkpoint_resumes_exactly(
+        own_s3_server: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    """fit ends with the store's error (on TensorFlow inside tf.data's UnknownError), naming the bucket and key and
+    no secret; once the server is back a new fit resumes from the TrainingCheckpoint: the two runs trained on
+    exactly an uninterrupted run's batches, in its order, every sample once per epoch, to the same weights."""
+    endpoint = own_s3_server.endpoint
+    assert endpoint is not None
+    use_server(endpoint, tmp_path, monkeypatch)
+    url = fresh_url(endpoint)
+    local = local_dataset(tmp_path / "local")
+    BucketPlace(url).publish(local)
+    shard_bytes = sum(f.bytes for f in read_manifest(local).split("train").shards[0].files.values())
+    out = tmp_path / "runs.json"
+    command = [sys.executable, str(OUTAGE), url, str(local), str(tmp_path / "checkpoints"), str(5 * shard_bytes),
+               str(out)]  # five of the six shards fit (the working set of order "none"): some are fetched later
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        run = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                               env=subprocess_env(KERAS_BACKEND=backend))  # use_server's variables
+        for line in run.stdout:
+            if line.strip() == "stop":
+                own_s3_server.stop(grace=0)  # SIGKILL, mid-epoch; it stays down until fit has given up
+            elif line.strip() == "start":
+                own_s3_server.start()
+            run.stdin.write("\n")
+            run.stdin.flush()
+    assert run.wait(timeout=600) == 0, (tmp_path / "stderr.txt").read_text()[-4000:]
+    runs = json.loads(out.read_text())
+    assert runs["backend"] == backend
+    reference, weights, reference_error = runs["reference"]
+    interrupted, _, error = runs["interrupted"]
+    resumed, resumed_weights, resumed_error = runs["resumed"]
+    assert reference_error is None and resumed_error is None and error is not None
+    assert error.startswith("UnknownError: " if backend == "tensorflow" else "StoreUnavailableError: ")
+    line = next(ln for ln in error.splitlines() if "StoreUnavailableError: " in ln)  # elsewhere: the whole error
+    assert backend == "tensorflow" or line == error
+    assert f"{endpoint.bucket}/" in line and "no answer after" in line and endpoint.secret_key not in error
+
+    def flat(epochs: list[dict]) -> list[list[int]]:
+        return [batch for epoch in epochs for batch in epoch["batches"]]
+
+    assert 3 <= len(flat(interrupted)) < len(flat(reference))  # it stopped mid-way, after the three batches
+    assert flat(interrupted) + flat(resumed) == flat(reference)  # nothing lost, nothing trained twice, same order
+    assert [sorted(sum(epoch["batches"], [])) for epoch in reference] == [list(range(N))] * 2
+    for ours, theirs in zip(resumed_weights, weights):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 FIT = """

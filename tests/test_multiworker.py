@@ -1,8 +1,10 @@
+import hashlib
 import json
 import subprocess
 import sys
 import textwrap
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from conftest import REPO_ROOT, subprocess_env
 from shards import build, sample_ids
 
 from apps.multiworker import ReadLog, free_ports, launch_local_workers, tf_config
+from streamload.format.manifest import read_manifest
 from streamload.options import LoaderOptions
 from streamload.read.sampler import IndexSampler
 
@@ -120,12 +123,11 @@ def test_mirrored_strategy_fit_on_two_replicas_reads_each_epoch_once(tmp_path) -
     assert set(read[:, 0].tolist()) == {0, 1}
 
 
-@pytest.mark.slow
-def test_two_workers_train_together_and_each_reads_only_its_share(tmp_path) -> None:
-    n, global_batch, epochs = 1003, 64, 2
-    directory, _ = build(tmp_path, n, "npy", 300)
-    out = tmp_path / "out"
-    result = subprocess.run([*TRAIN_SCRIPT, "--data", str(directory), "--workers", "2", "--epochs", str(epochs),
+def train_two_workers(data: str, out: Path, n: int) -> None:
+    """train_multiworker.py with two local workers on ``data``: they train in step, and in every epoch each
+    reads exactly its own share of the samples, the shares disjoint and together every sample (but one)."""
+    global_batch, epochs = 64, 2
+    result = subprocess.run([*TRAIN_SCRIPT, "--data", data, "--workers", "2", "--epochs", str(epochs),
                              "--batch-size", str(global_batch), "--model", "tiny", "--seed", "11",
                              "--out-dir", str(out), "--record-indices", "--timeout", "200"],
                             capture_output=True, text=True, timeout=240, env=subprocess_env(**CPU_ONLY))
@@ -143,6 +145,29 @@ def test_two_workers_train_together_and_each_reads_only_its_share(tmp_path) -> N
             assert share == set(expected.epoch_indices(epoch).tolist())  # exactly its own share, nothing else
             shares.append(share)
         assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == n - 1  # disjoint; 1 left over
+
+
+@pytest.mark.slow
+def test_two_workers_train_together_and_each_reads_only_its_share(tmp_path) -> None:
+    directory, _ = build(tmp_path, 1003, "npy", 300)
+    train_two_workers(str(directory), tmp_path / "out", 1003)
+
+
+@pytest.mark.slow
+def test_two_workers_train_from_one_bucket_and_each_reads_only_its_share(aws_env, tmp_path) -> None:
+    """The same from s3://, both workers fetching into one shard cache (aws_env's STREAMLOAD_CACHE_DIR)."""
+    pytest.importorskip("boto3", reason="the s3 extra (boto3) is not installed")
+    from s3server import fresh_url
+
+    from streamload.places.bucket import BucketPlace
+
+    directory, _ = build(tmp_path, 1003, "npy", 300)
+    url = fresh_url(aws_env)
+    BucketPlace(url).publish(directory)
+    train_two_workers(url, tmp_path / "out", 1003)
+    shards = read_manifest(directory).split("train").shards
+    cached = {hashlib.sha256(path.read_bytes()).hexdigest() for path in (tmp_path / "cache").rglob("*.npy")}
+    assert cached == {file.sha256 for shard in shards for file in shard.files.values()}  # fetched, every one
 
 
 @pytest.mark.parametrize("args, message", [

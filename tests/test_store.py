@@ -150,8 +150,11 @@ def test_s3_tests_skip_without_the_weed_binary_but_fail_under_ci(monkeypatch: py
 
 
 def test_the_test_server_ports_and_their_grpc_twins_are_free_and_valid() -> None:
-    from s3server import GRPC_OFFSET, pick_ports
+    from s3server import EPHEMERAL_PORTS, GRPC_OFFSET, pick_ports
 
     ports = pick_ports()
     assert len(set(ports)) == 4 and all(port < 55536 and port + GRPC_OFFSET <= 65535 for port in ports)
+    if EPHEMERAL_PORTS.exists():  # Linux: none a client's outgoing connection may take (a restart binds them again)
+        low, high = map(int, EPHEMERAL_PORTS.read_text().split())
+        assert not {p for port in ports for p in (port, port + GRPC_OFFSET)} & set(range(low, high + 1))
     assert not set(ports) & {port + GRPC_OFFSET for port in ports}

@@ -11,12 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tmpfs
 from s3server import S3Admin, S3Endpoint, SeaweedServer, fresh_url
 
 from streamload.errors import (
@@ -165,6 +167,50 @@ def test_a_leased_shard_is_never_evicted_and_a_full_cache_fails_clearly(aws_env:
     with cache.lease(2) as lease:
         assert lease.path.read_bytes() == datas[2]
     held.release()
+
+
+def test_try_lease_never_waits_for_room(aws_env: S3Endpoint, tmp_path: Path) -> None:
+    """What a prefetch takes: None at once where lease would wait (a prefetch waiting for room held the
+    interpreter's exit, which joins its thread, for the cache's whole wait)."""
+    store = open_store(fresh_url(aws_env))
+    table, datas = upload_shards(store, 3, 50_000)
+    cache = ShardCache(tmp_path / "cache", store, table, 2 * int(table.sizes.max()), in_flight=2, wait_s=60)
+    held = [cache.lease(0), cache.lease(1)]
+    threading.Timer(1.0, held[0].release).start()  # room comes a second later: lease waits for it
+    assert cache.try_lease(2) is None and not cache.path(2).exists()
+    with cache.lease(2) as lease:
+        assert lease.path.read_bytes() == datas[2]
+    here = cache.try_lease(1)  # a copy already here is leased
+    assert here is not None and here.path.read_bytes() == datas[1]
+    here.release()
+    held[1].release()
+
+
+def test_a_full_disk_evicts_below_the_limit_and_else_fails_clearly_leaving_no_part(aws_env: S3Endpoint,
+                                                                                  tmp_path: Path) -> None:
+    """The cache's disk (a real tmpfs) is smaller than its limit: a fetch that finds it full evicts the least
+    recently used shard; with every shard leased it waits, then one line names the folder and the full disk,
+    and leaves no part file and nothing under the shard's name; once a lease ends the shard is fetched whole."""
+    store = open_store(fresh_url(aws_env))
+    table, datas = upload_shards(store, 4, 20_000)  # five 4 KiB pages each
+    with tmpfs(tmp_path / "disk", "48k") as disk:  # twelve pages: two shards fit, a third does not
+        cache = ShardCache(disk / "cache", store, table, 2**30, in_flight=2, wait_s=0.3)
+        for index in (0, 1, 2, 3, 0):
+            with cache.lease(index) as lease:
+                assert lease.path.read_bytes() == datas[index]
+        kept = {table.file_name(3), table.file_name(0)}
+        assert set(os.listdir(cache.folder)) - {".cache.lock"} == kept  # 1 and 2 evicted for room on the disk
+        held = [cache.lease(3), cache.lease(0)]
+        with pytest.raises(CacheFullError) as caught:
+            cache.lease(1)
+        message = str(caught.value)
+        assert "\n" not in message and "its disk, which is full" in message
+        assert str(cache.folder) in message and table.keys[1] in message
+        assert set(os.listdir(cache.folder)) - {".cache.lock"} == kept  # no part file, nothing named as shard 1
+        for lease in held:
+            lease.release()
+        with cache.lease(1) as lease:
+            assert lease.path.read_bytes() == datas[1]
 
 
 def test_a_corrupted_object_is_fetched_again_once_then_refused(aws_env: S3Endpoint, tmp_path: Path) -> None:

@@ -51,6 +51,26 @@ def test_train_script_runs_and_saves(tmp_path) -> None:
     assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
+def test_train_script_trains_from_a_bucket_as_from_the_folder(aws_env, tmp_path) -> None:
+    """--data s3://bucket/prefix (it was taken for a local path, s3:/bucket/...): the same seeded run as from
+    the folder the bucket was published from, to the same metrics."""
+    pytest.importorskip("boto3", reason="the s3 extra (boto3) is not installed")
+    from s3server import fresh_url
+
+    from streamload.places.bucket import BucketPlace
+
+    directory, _ = build(tmp_path, 640, "npy", 200, test_n=100)
+    url = fresh_url(aws_env)
+    BucketPlace(url).publish(directory)
+    metrics = []
+    for name, data in (("bucket", url), ("folder", str(directory))):
+        result = run_train("--data", data, "--steps-per-epoch", "3", "--model-out", str(tmp_path / f"{name}.keras"),
+                           "--json", str(tmp_path / f"{name}.json"))
+        assert result.returncode == 0, result.stderr[-2000:]
+        metrics.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    assert metrics[0] == pytest.approx(metrics[1], abs=1e-6) and "test_accuracy" in metrics[0]
+
+
 @pytest.mark.slow
 def test_one_epoch_on_real_mnist_reaches_97_5_percent(tmp_path, mnist_dir) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_shards.py"), "--source", str(mnist_dir), "--out",

@@ -125,15 +125,21 @@ class RemoteShards:
                                  in_flight=self.keep * self.files_per_shard, working_set_bytes=self.needed)
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max(1, self.ahead), thread_name_prefix="streamload-prefetch")
-        self._ahead: OrderedDict[int, Future[list[Lease]]] = OrderedDict()
+        self._ahead: OrderedDict[int, Future[list[Lease] | None]] = OrderedDict()
         self._pid = os.getpid()
 
-    def _lease(self, shard: int) -> list[Lease]:
-        """Leases on every file of ``shard`` (fetched and checked first where absent)."""
+    def _lease(self, shard: int, wait: bool = True) -> list[Lease] | None:
+        """Leases on every file of ``shard`` (fetched and checked first where absent); without ``wait`` (a
+        prefetch), None where the cache has no room now: the read fetches it when it needs it."""
         leases: list[Lease] = []
         try:
             for j in range(self.files_per_shard):
-                leases.append(self._cache.lease(shard * self.files_per_shard + j))
+                index = shard * self.files_per_shard + j
+                lease = self._cache.lease(index) if wait else self._cache.try_lease(index)
+                if lease is None:
+                    _release(leases)
+                    return None
+                leases.append(lease)
         except BaseException:
             _release(leases)
             raise
@@ -144,7 +150,10 @@ class RemoteShards:
         self._process()
         with self._lock:
             future = self._ahead.pop(shard, None)
-        leases = future.result() if future is not None else self._lease(shard)
+        leases = future.result() if future is not None else None
+        if leases is None:
+            leases = self._lease(shard)
+        assert leases is not None
         files = {role: FileInfo(self.table.file_name(shard * self.files_per_shard + j), file.bytes, file.sha256,
                                 file.crc32)
                  for j, (role, file) in enumerate((role, info.files[role]) for role in self.roles)}
@@ -162,18 +171,23 @@ class RemoteShards:
                 if room <= 0:
                     break
                 if shard not in self._ahead:
-                    self._ahead[shard] = self._pool.submit(self._lease, shard)
+                    self._ahead[shard] = self._pool.submit(self._lease, shard, False)
                     room -= 1
 
     def is_ahead(self, shard: int) -> bool:
         return self._pid == os.getpid() and shard in self._ahead
 
     def close(self) -> None:
-        if self._pid == os.getpid():
-            with self._lock:
-                for future in self._ahead.values():
-                    future.add_done_callback(_release_when_done)
-                self._ahead.clear()
+        """Cancel the prefetches not yet started and wait for those under way (each bounded by the retry
+        budget), releasing what they fetched: a closed dataset leaves no download in progress."""
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            for future in self._ahead.values():
+                future.add_done_callback(_release_when_done)
+            self._ahead.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pid = -1  # a later use starts afresh
 
 
 def _release(leases: list[Lease]) -> None:
@@ -181,9 +195,9 @@ def _release(leases: list[Lease]) -> None:
         lease.release()
 
 
-def _release_when_done(future: Future[list[Lease]]) -> None:
+def _release_when_done(future: Future[list[Lease] | None]) -> None:
     if not future.cancelled() and future.exception() is None:
-        _release(future.result())
+        _release(future.result() or [])
 
 
 def hold_until_collected(reader: object, leases: list[Lease]) -> None:

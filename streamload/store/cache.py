@@ -40,7 +40,7 @@ import numpy as np
 
 from ..base.durable import open_in_folder
 from ..errors import CacheFullError, InvalidOptionError, ShardCorruptError
-from .cachefiles import LOCK_NAME, ShardTable, VerifyingSink, is_part_of, part_name, scan
+from .cachefiles import LOCK_NAME, FolderEntry, ShardTable, VerifyingSink, is_part_of, part_name, scan
 from .protocol import ObjectStore
 
 POLL_S = 0.05  # how often a waiting fetch looks again
@@ -89,6 +89,7 @@ class ShardCache:
                                      f"need a limit of at least {needed:,} bytes")
         self.folder, self.store, self.shards = Path(folder), store, shards
         self.limit_bytes, self.wait_s = limit_bytes, wait_s
+        self._disk_full = False  # the last fetch that found no room found the disk full, not the limit reached
         self.folder.mkdir(parents=True, exist_ok=True)
         self._open_process_state()
         with self._locked():
@@ -128,9 +129,21 @@ class ShardCache:
     # --- leases ------------------------------------------------------------------------------------------
 
     def lease(self, index: int) -> Lease:
-        """Shard ``index``'s checked local copy, fetched first if absent; held until the lease is released."""
+        """Shard ``index``'s checked local copy, fetched first if absent; held until the lease is released.
+        Waits up to ``wait_s`` for room (or for another process's download of it), then CacheFullError."""
+        lease = self._lease_within(index, self.wait_s)
+        if lease is None:
+            raise self._full_error(index)
+        return lease
+
+    def try_lease(self, index: int) -> Lease | None:
+        """As :meth:`lease`, but None at once rather than wait for room or for another process's download: a
+        prefetch must never hold its thread (nor the interpreter's exit, which joins it) for ``wait_s``."""
+        return self._lease_within(index, 0.0)
+
+    def _lease_within(self, index: int, wait_s: float) -> Lease | None:
         self._after_fork()
-        deadline = time.monotonic() + self.wait_s
+        deadline = time.monotonic() + wait_s
         while True:
             with self._locked():
                 if self._take_local(index):
@@ -139,8 +152,8 @@ class ShardCache:
                     reserved = self._reserve(index)
                     if reserved is not None:
                         break
-            if time.monotonic() > deadline:
-                raise self._full_error(index)
+            if time.monotonic() >= deadline:
+                return None
             time.sleep(POLL_S)
         self._fetch(index, *reserved)
         return Lease(self, index, self.path(index))
@@ -201,34 +214,61 @@ class ShardCache:
         size = int(self.shards.sizes[index])
         entries = scan(self.folder)
         used = sum(entry.size for entry in entries)
-        for entry in sorted((e for e in entries if e.kind in ("part", "shard")), key=lambda e: e.used_ns):
+        for entry in self._by_age(entries):
             if used + size <= self.limit_bytes:
                 break
             if self._try_remove(entry.name):
                 used -= entry.size
         if used + size > self.limit_bytes:
+            self._disk_full = False
             return None
         part = self.folder / part_name(str(self.shards.sha256[index]), size)
         fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         fcntl.flock(fd, fcntl.LOCK_SH)
         try:
-            if size:
-                os.posix_fallocate(fd, 0, size)
-        except OSError as exc:
+            if self._allocate(fd, size):
+                return part, fd
+        except BaseException:
             os.close(fd)
             os.unlink(part)
-            if exc.errno == errno.ENOSPC:
-                raise CacheFullError(f"cache {self.folder}: the disk is full; {size:,} bytes for "
-                                     f"{self.shards.keys[index]} cannot be reserved (nothing was fetched)") from None
             raise
-        return part, fd
+        os.close(fd)
+        os.unlink(part)
+        self._disk_full = True
+        return None
+
+    @staticmethod
+    def _by_age(entries: list[FolderEntry]) -> list[FolderEntry]:
+        """The shards and downloads of the folder, least recently used first (what eviction tries)."""
+        return sorted((e for e in entries if e.kind in ("part", "shard")), key=lambda e: e.used_ns)
+
+    def _allocate(self, fd: int, size: int) -> bool:
+        """Reserve the part file's bytes on disk. A full disk (below the limit: the disk is smaller, or shared)
+        evicts least recently used shards until they fit; False if none can go (all leased or being fetched)."""
+        while size:
+            try:
+                os.posix_fallocate(fd, 0, size)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+            if not self._evict_one():
+                return False
+        return True
+
+    def _evict_one(self) -> bool:
+        """Under the lock: remove the least recently used shard or download that no process holds (never the
+        part file being allocated: its holder's lock keeps it); False if every one is held."""
+        return any(self._try_remove(entry.name) for entry in self._by_age(scan(self.folder)))
 
     def _full_error(self, index: int) -> CacheFullError:
         entries = scan(self.folder)
+        where, remedy = (("on its disk, which is full,", "free space on that disk") if self._disk_full else
+                         (f"under the limit of {self.limit_bytes:,} bytes", "release leases or raise the limit"))
         return CacheFullError(
             f"cache {self.folder}: {self.shards.keys[index]} ({int(self.shards.sizes[index]):,} bytes) found no room "
-            f"under the limit of {self.limit_bytes:,} bytes in {self.wait_s:g} s: {len(entries)} files hold "
-            f"{sum(e.size for e in entries):,} bytes, all leased or being fetched; release leases or raise the limit")
+            f"{where} in {self.wait_s:g} s: {len(entries)} files hold {sum(e.size for e in entries):,} bytes, all "
+            f"leased or being fetched; {remedy} (nothing was fetched)")
 
     # --- fetching ----------------------------------------------------------------------------------------
 
