@@ -40,6 +40,7 @@ from .object_store_proxy import LatencyProxy
 from .object_store_report import (
     BANDWIDTH,
     DIRECT,
+    MULTIPART,
     REQUESTS,
     figures,
     latency_name,
@@ -53,6 +54,7 @@ Result = dict[str, Any]
 GIB = 2**30
 MNIST_SAMPLE_BYTES = 28 * 28 + 1  # image and label, as stored
 PREFIX = "mnist"
+COPIES = "single-put"  # the split's feature files again, each written by one PUT
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,9 @@ def plan(args: argparse.Namespace, url: str, local: Path) -> list[list[Case]]:
     loader = {"kind": "loader", "batch_size": args.batch_size, "seed": args.seed, "cache_bytes": args.cache_bytes}
     get = Case(BANDWIDTH, {"kind": "get", "location": url})
     ranges = Case(REQUESTS, {"kind": "ranges", "location": url, "local": str(local), "ranges": args.ranges,
-                             "depth": args.depth, "seed": args.seed})
-    groups = [[get], [Case(DIRECT, get.spec, proxy=False)], [ranges]]
+                             "depth": args.depth, "seed": args.seed, "copies": COPIES})
+    multipart = Case(MULTIPART, {**ranges.spec, "copies": None})
+    groups = [[get], [Case(DIRECT, get.spec, proxy=False)], [ranges], [multipart]]
     for shuffle in ("block", "exact"):
         cold = Case(loader_name(shuffle, "cold"), {**loader, "shuffle": shuffle, "location": url, "epoch": 0},
                     where="cold")
@@ -153,11 +156,16 @@ def dataset_facts(local: Path, gigabytes: float) -> Result:
             "sample_bytes": sum(spec.sample_bytes for spec in split.arrays.values())}
 
 
-def upload(local: Path, url: str, endpoint: Any) -> None:
-    """The real ``build_shards.py --upload``, straight to the server (not through the proxy)."""
+def upload(local: Path, url: str, endpoint: Any, admin: Any) -> None:
+    """The real ``build_shards.py --upload``, straight to the server (not through the proxy); then each feature
+    file of the train split again by one PUT under ``COPIES/``, for the range GETs' best case."""
     command = [sys.executable, str(BUILD_SCRIPT), "--upload", str(local), "--out", url, "--quiet"]
     log("uploading: " + " ".join(command[1:]))
     subprocess.run(command, check=True, env={**os.environ, **endpoint.env()}, stdout=subprocess.DEVNULL)
+    manifest = read_manifest(local)
+    for shard in manifest.split("train").shards:
+        name = shard.files[manifest.features[0]].name
+        admin.put(endpoint.bucket, f"{COPIES}/{name}", (local / str(manifest.generation) / name).read_bytes())
 
 
 def jpeg_part(images: Path) -> Result:
@@ -167,10 +175,11 @@ def jpeg_part(images: Path) -> Result:
     return {"run": False, "reason": f"{images} exists, but this benchmark reads only the MNIST set so far"}
 
 
-def measure(args: argparse.Namespace, server: Any, local: Path) -> list[Result]:
+def measure(args: argparse.Namespace, server: Any, admin: Callable[[Any], Any], local: Path) -> list[Result]:
+    """Start the server, upload, and run every case ``--rounds`` times through one proxy."""
     endpoint = server.start()
     url = f"s3://{endpoint.bucket}/{PREFIX}"
-    upload(local, url, endpoint)
+    upload(local, url, endpoint, admin(endpoint))
     host, port = endpoint.url.split("://", 1)[1].rsplit(":", 1)
     scratch = Path(tempfile.mkdtemp(dir=args.workdir, prefix="run-"))
     with LatencyProxy((host, int(port))) as proxy:
@@ -213,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     load_start = list(os.getloadavg())
     sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from s3server import SeaweedServer, weed_binary  # the tests' server: one way to run SeaweedFS
+    from s3server import S3Admin, SeaweedServer, weed_binary  # the tests' server: one way to run SeaweedFS
 
     binary = weed_binary()
     if binary is None:
@@ -225,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shards = ["--shard-size", str(args.shard_size)] if args.shard_size else []
         local = ensure_cold_dataset(args.workdir / "-".join(["mnist", str(samples), *shards[1:]]), "npy", samples,
                                     None, *shards)
-        rounds = measure(args, server, local)
+        rounds = measure(args, server, S3Admin, local)
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         return fail("benchmark_object_store.py", exc)
     finally:

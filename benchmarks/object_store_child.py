@@ -6,7 +6,9 @@ The cases (``spec["kind"]``):
 - ``get``: every shard file of the split, one GET after another, through streamload's own store (boto3,
   as configured for reading shards) into a sink that only counts: the bandwidth bound;
 - ``ranges``: ``spec["ranges"]`` GETs of one sample's row each (the feature's bytes of a random sample of a
-  random shard), ``spec["depth"]`` in flight, plain boto3 threads: the request bound. ``depth`` of them are
+  random shard), ``spec["depth"]`` in flight, plain boto3 threads: the request bound. From the objects as
+  ``build_shards.py --upload`` wrote them (multipart, for files over 8 MB), or from ``spec["copies"]``, a folder
+  of the bucket where each was written by one PUT (SeaweedFS serves ranges of those faster). ``depth`` of them are
   read first, untimed, so the pool's connections are open, as they are after an exact order's first batch;
   the bytes are checked against the local copy after the clock stops;
 - ``loader``: one epoch of ``BatchLoader`` over ``spec["location"]`` (a bucket URL or a local folder) in
@@ -110,7 +112,8 @@ def run_ranges(spec: Result) -> Result:
     hold = place.open()
     ranges = sample_ranges(hold.manifest, spec["ranges"], spec["seed"])
     files = [shard.files[ranges["feature"]].name for shard in hold.manifest.split(SPLIT).shards]
-    keys = [place.url.key(f"{hold.generation}/{files[shard]}") for shard in ranges["shard"]]
+    folder = spec.get("copies") or place.url.key(str(hold.generation))  # the uploaded objects, or copies of them
+    keys = [f"{folder}/{files[shard]}" for shard in ranges["shard"]]
     client = Boto3Client(place.url.bucket)
     client.get_ranges(keys[:spec["depth"]], ranges["start"], ranges["end"], spec["depth"])  # the connections open
     parts: list[bytes] = []

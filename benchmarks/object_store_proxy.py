@@ -62,6 +62,10 @@ class LatencyProxy:
 
     def stop(self) -> None:
         """Stop listening and cut every open connection."""
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(), which close() alone does not
+        except OSError:
+            pass
         self._listener.close()
         with self._lock:
             for sock in list(self._open):
@@ -107,8 +111,8 @@ class LatencyProxy:
                     self._add(2, 1)
                     if self.delay_s > 0:
                         time.sleep(self.delay_s)
+                self._add(1, len(data))  # counted before it is passed on: a client that has it finds it counted
                 link.server.sendall(data)
-                self._add(1, len(data))
         except OSError:
             pass
         self._finish(link, link.server)
@@ -120,8 +124,8 @@ class LatencyProxy:
         try:
             while count := link.server.recv_into(buffer):
                 link.answered = True
-                link.client.sendall(view[:count])
                 self._add(0, count)
+                link.client.sendall(view[:count])
         except OSError:
             pass
         self._finish(link, link.client)

@@ -5,7 +5,10 @@ Every ratio divides two medians of the same run. Amplification is the bytes that
 (fetched from the server, HTTP headers and the manifest included) over the bytes of the shard files the
 epoch needed (all of the split's: an epoch reads every sample). A range-read exact order needs at least
 one GET per sample (samples of a batch are random, so no two are neighbours), so the request bound in
-samples/s is its best case; labels, a byte a sample, are left out of it in its favour.
+samples/s is its best case; labels, a byte a sample, are left out of it in its favour. That bound reads
+copies of the shard files written by one PUT each: SeaweedFS serves ranges of the multipart objects that
+``build_shards.py --upload`` writes (boto3 splits files over 8 MB) several times slower, shown in a row of
+its own.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from .rounds import Goal, goal_summary, ratio_entries
 Result = dict[str, Any]
 BANDWIDTH = "GET every shard in turn"
 DIRECT = "GET every shard in turn, no proxy"
-REQUESTS = "range GETs of one sample"
+REQUESTS = "range GETs of one sample"  # of objects written by one PUT each: the best case of range reads here
+MULTIPART = "range GETs of one sample, multipart objects"  # of the objects as build_shards.py --upload wrote them
 NEEDED = "shard bytes needed"
 ALSO = ("delivered_bytes_per_s", "fetched_bytes", "requests", "cpu_s", "peak_rss_anon", "peak_rss_file", "seconds")
 
