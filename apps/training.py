@@ -90,8 +90,9 @@ def train(config: TrainConfig, plan: ModelPlan | None = None) -> dict[str, float
     keras.utils.set_random_seed(config.seed)
     train_data = StreamingGenerator(config.data, "train", config.batch_size, shuffle=config.shuffle,
                                     seed=config.seed, workers=config.workers,
-                                    use_multiprocessing=config.use_multiprocessing)
-    evaluation = (StreamingGenerator(config.data, plan.evaluate_on, 1000, shuffle=False)
+                                    use_multiprocessing=config.use_multiprocessing, **plan.reading.keywords(True))
+    evaluation = (StreamingGenerator(config.data, plan.evaluate_on, 1000, shuffle=False,
+                                     **plan.reading.keywords(False))
                   if plan.evaluate_on else None)
     model = compile_model(plan, config.optimizer, config.learning_rate)
     callbacks = []

@@ -10,6 +10,14 @@ the start fail, and it is retried on other ports. The server binds 127.0.0.1 onl
 its PID (SIGTERM, then SIGKILL after a grace period: ``weed`` takes over ten seconds to exit on
 SIGTERM, and its data folder is thrown away anyway), never by name.
 
+A test may stop the server and :meth:`SeaweedServer.start` it again on the same ports and data folder.
+The master runs HashiCorp Raft (``-master.raftHashicorp``): with its default Raft, a master that
+resumes its saved state waits for an election among peers it does not have before it leads again,
+and its volume server, refused meanwhile, only tries again at its next 5-second heartbeat, so a
+restart took over twenty seconds, longer than a reader's retries wait (``guaranteed_wait_s`` in
+streamload/store/retry.py). HashiCorp Raft's single master leads again at once, and a restart
+answers in about as long as a first start.
+
 :class:`S3Admin` is a tiny SigV4 client from the standard library, independent of the S3 client
 streamload uses, so a test can create buckets and read or overwrite objects behind streamload's back.
 
@@ -173,7 +181,7 @@ class SeaweedServer:
                 f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", f"-s3.port={s3}",
                 f"-s3.config={self.root / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 f"-filer.localSocket={self.root / 'filer.sock'}", "-master.volumeSizeLimitMB=512", "-volume.max=0",
-                "-volume.preStopSeconds=0"]
+                "-volume.preStopSeconds=0", "-master.raftHashicorp"]  # a restart leads at once (see above)
 
     def _write_config(self) -> None:
         identity = {"name": "tester", "credentials": [{"accessKey": TEST_ACCESS_KEY, "secretKey": TEST_SECRET_KEY}],
@@ -202,11 +210,23 @@ class SeaweedServer:
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 admin.create_bucket(self.bucket)
-                return True
+                if self._writable(ports[0]):
+                    return True
             except (OSError, urllib.error.HTTPError):
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         self.stop()
         return False
+
+    def _writable(self, master_port: int) -> bool:
+        """Whether the bucket's collection has a volume to write to (asking the master grows one if not).
+
+        The S3 port answers before the volume server has joined the master (after a restart too); until it
+        has, reads of stored objects fail and writes wait, so the server is ready only once this is true.
+        """
+        url = f"http://127.0.0.1:{master_port}/dir/assign?collection={quote(self.bucket)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return "fid" in json.loads(response.read())
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
         """SIGTERM by PID, wait ``grace`` seconds, then SIGKILL; safe to call twice."""

@@ -11,7 +11,15 @@ import pytest
 from streamload.errors import InvalidOptionError, StoreUnavailableError
 from streamload.store import ShardCache, ShardTable, StoreURL, is_remote, parse_url
 from streamload.store import retry as retry_module
-from streamload.store.retry import BACKOFF_BASE_S, BACKOFF_CAP_S, TransientError, backoff_s, with_retries
+from streamload.store.retry import (
+    BACKOFF_BASE_S,
+    BACKOFF_CAP_S,
+    RETRY_ATTEMPTS,
+    TransientError,
+    backoff_s,
+    guaranteed_wait_s,
+    with_retries,
+)
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 
@@ -55,11 +63,26 @@ def test_remote_locations_are_urls_and_local_ones_paths() -> None:
     assert not is_remote("file:///tmp/x")
 
 
-def test_backoff_is_full_jitter_under_a_cap() -> None:
+def test_backoff_is_equal_jitter_under_a_cap() -> None:
     for attempt in range(1, 12):
         bound = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
         draws = [backoff_s(attempt) for _ in range(200)]
-        assert 0 <= min(draws) and max(draws) <= bound and max(draws) > bound / 2
+        assert bound / 2 <= min(draws) < bound * 0.6 and bound * 0.9 < max(draws) <= bound
+
+
+def test_every_draw_of_the_sleeps_rides_out_an_outage_shorter_than_the_guaranteed_wait() -> None:
+    """A server restarted within guaranteed_wait_s() is always waited for, however the jitter falls."""
+    floor = guaranteed_wait_s(RETRY_ATTEMPTS)
+    assert floor == sum(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**n) / 2 for n in range(1, RETRY_ATTEMPTS))
+    for _ in range(200):
+        slept: list[float] = []
+        with pytest.raises(StoreUnavailableError):
+            with_retries(_always_refused, "k", budget_s=1000, sleep=slept.append)
+        assert len(slept) == RETRY_ATTEMPTS - 1 and floor <= sum(slept) <= 2 * floor
+
+
+def _always_refused() -> None:
+    raise TransientError("connection refused")
 
 
 def test_retries_stop_at_the_attempt_limit_with_one_line() -> None:

@@ -89,6 +89,21 @@ def test_put_if_absent_never_overwrites(aws_env: S3Endpoint) -> None:
     assert store.get_ranges("manifest.json", [0], [5]) == [b"first"]
 
 
+def test_an_empty_object_does_not_stall_the_next_request_on_its_connection(aws_env: S3Endpoint,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty PUT (a generation's .claim) sent with Expect: 100-continue left SeaweedFS's late "100 Continue" on
+    the pooled connection, and the next request waited out the whole read timeout for its answer."""
+    import streamload.store.s3 as s3_module
+
+    monkeypatch.setattr(s3_module, "READ_TIMEOUT_S", 10)
+    store = open_store(fresh_url(aws_env))
+    started = time.monotonic()
+    store.put_bytes("gen/.claim", b"", if_absent=True)
+    store.put_bytes("gen/x.bin", b"payload")
+    assert time.monotonic() - started < s3_module.READ_TIMEOUT_S  # a hang check: without the fix it is the timeout
+    assert store.get_bytes("gen/x.bin") == b"payload" and store.head("gen/.claim").size == 0
+
+
 def test_concurrent_range_gets_equal_local_slicing(aws_env: S3Endpoint) -> None:
     store = open_store(fresh_url(aws_env))
     data = np.random.default_rng(2).bytes(8 << 20)

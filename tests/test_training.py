@@ -116,19 +116,34 @@ def trained(tmp_path: Path, directory: Path, *args: str) -> tuple[subprocess.Com
     return result, json.loads((tmp_path / "metrics.json").read_text())
 
 
-@pytest.mark.slow
-def test_train_script_trains_an_image_folder_built_with_a_validation_split(tmp_path) -> None:
+def stripe_folder(folder: Path, per_class: int = 40) -> Path:
+    """An image folder of two classes of stripe PNGs (12x12 RGB), as a user's photos/ would be."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     for kind, name in enumerate(("horizontal", "vertical")):
-        (tmp_path / "photos" / name).mkdir(parents=True)
-        for number in range(40):
-            Image.fromarray(stripes(kind, rng)).save(tmp_path / "photos" / name / f"{number}.png")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_shards.py"), "--source", str(tmp_path / "photos"),
-                    "--out", str(tmp_path / "ds"), "--image-size", "12", "12", "--validation-split", "0.25",
-                    "--seed", "1", "--jobs", "1", "--quiet"], check=True)
-    result, metrics = trained(tmp_path, tmp_path / "ds")
+        (folder / name).mkdir(parents=True)
+        for number in range(per_class):
+            Image.fromarray(stripes(kind, rng)).save(folder / name / f"{number}.png")
+    return folder
+
+
+def build_images(photos: Path, out: Path, *args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_shards.py"), "--source", str(photos), "--out",
+                    str(out), "--validation-split", "0.25", "--seed", "1", "--jobs", "1", "--quiet", *args], check=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store, build_args, train_args", [
+    ("decoded", ["--image-size", "12", "12"], []),
+    ("encoded", ["--store", "encoded"], ["--image-size", "12", "12", "--random-resized-crop", "--horizontal-flip"]),
+])
+def test_train_script_trains_an_image_folder_built_with_a_validation_split(tmp_path, store: str,
+                                                                           build_args: list[str],
+                                                                           train_args: list[str]) -> None:
+    build_images(stripe_folder(tmp_path / "photos"), tmp_path / "ds", *build_args)
+    assert read_manifest(tmp_path / "ds").split("train").arrays["x"].encoded_image == (store == "encoded")
+    result, metrics = trained(tmp_path, tmp_path / "ds", *train_args)
     assert "a small CNN for 2 classes, evaluated on validation" in result.stdout
     assert set(metrics) == {"validation_loss", "validation_accuracy"}
     import keras
@@ -200,6 +215,22 @@ def test_train_script_refuses_what_it_cannot_train_in_one_line_before_keras(tmp_
                              str(tmp_path / "ds"), *extra], capture_output=True, text=True, timeout=300)
     line = _one_error_line(result, "train.py")
     assert message in line and str(tmp_path / "ds") in line
+    assert result.stderr.splitlines()[-1] == "keras loaded: False"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store, args, message", [
+    ("encoded", [], "input 'x' holds image files decoded on read (--store encoded); pass --image-size HEIGHT WIDTH"),
+    ("decoded", ["--image-size", "12", "12"], "--image-size and the other image options decode images stored as"),
+])
+def test_train_script_refuses_image_options_that_do_not_fit_the_store_before_keras(tmp_path, store: str,
+                                                                                  args: list[str],
+                                                                                  message: str) -> None:
+    build_images(stripe_folder(tmp_path / "photos", 4), tmp_path / "ds", "--store", store)
+    result = subprocess.run([sys.executable, "-c", WITNESS, str(ROOT / "scripts" / "train.py"), "--data",
+                             str(tmp_path / "ds"), *args], capture_output=True, text=True, timeout=300)
+    line = _one_error_line(result, "train.py")
+    assert message in line and (store == "decoded" or str(tmp_path / "ds") in line)
     assert result.stderr.splitlines()[-1] == "keras loaded: False"
 
 

@@ -265,8 +265,18 @@ class ShardedDataset:
             out[mine] = self.reader(shard).arrays[key].lengths(offsets[mine])  # type: ignore[attr-defined]
         return out
 
+    def _hinted_reader(self, shard: int) -> ShardReader | None:
+        """The reader a read hint may use: any shard's for a local dataset; for a bucket, only one already open.
+        A hint never fetches: its lease would lie beyond the working set the cache was sized for, and it waited
+        for room that only the gather it hints for could free."""
+        if self.remote is None:
+            return self.reader(shard)
+        self.reader_state()
+        return self._readers[shard]
+
     def ranges(self, indices: np.ndarray, keys: Sequence[str] | None = None) -> list[ByteRanges]:
-        """Where the bytes of sorted ``indices`` lie, shard by shard (what a gather of them will read)."""
+        """Where the bytes of sorted ``indices`` lie, shard by shard (what a gather of them will read), for read
+        hints: of a bucket's shards only those already open."""
         shards = np.searchsorted(self._starts, indices, side="right") - 1
         edges = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), len(indices)]
         found = []
@@ -274,18 +284,21 @@ class ShardedDataset:
             if last > first:
                 shard = int(shards[first])
                 rows = indices[first:last] - self._starts[shard]
-                found += [self.reader(shard).ranges(key, rows) for key in (self.keys if keys is None else keys)]
+                reader = self._hinted_reader(shard)
+                found += [reader.ranges(key, rows) for key in (self.keys if keys is None else keys)] if reader else []
         return [ranges for ranges in found if ranges is not None]
 
     def span_ranges(self, first: int, last: int, keys: Sequence[str] | None = None) -> list[ByteRanges]:
-        """Long sequential ranges covering samples ``[first, last)`` (a block), shard by shard."""
+        """Long sequential ranges covering samples ``[first, last)`` (a block), shard by shard, for read hints: of a
+        bucket's shards only those already open."""
         first, last = max(0, first), min(last, len(self))
         shard = int(np.searchsorted(self._starts, first, side="right")) - 1
         found = []
         while first < last:
             end = min(last, int(self._starts[shard + 1]))
             base = int(self._starts[shard])
-            found += [self.reader(shard).span(key, first - base, end - base) for key in (keys or self.keys)]
+            reader = self._hinted_reader(shard)
+            found += [reader.span(key, first - base, end - base) for key in (keys or self.keys)] if reader else []
             first, shard = end, shard + 1
         return [ranges for ranges in found if ranges is not None]
 

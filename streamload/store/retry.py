@@ -3,12 +3,16 @@
 Every request to a bucket that fails with a transient error (connection refused or reset, a timeout, an
 HTTP 5xx or a 429 "slow down") is tried again, at most ``RETRY_ATTEMPTS`` times in all and never
 starting a try later than ``RETRY_BUDGET_S`` seconds after the first. Before try ``n`` (from 1) it
-sleeps a uniformly random time between 0 and ``min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**n)`` ("full
-jitter": many readers that lost the same server do not come back in lockstep), cut short so the
-budget is kept. With the defaults, a server that stays down is given up on after at most six tries
-and about half a minute, with one line naming the bucket, the key, the tries, the seconds and the
-last error: a clear error, never a hang. The client library's own retries are switched off so that
-these numbers are the whole story.
+sleeps a uniformly random time between half of ``d = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**n)`` and
+``d`` ("equal jitter": many readers that lost the same server do not come back in lockstep), cut
+short so the budget is kept. Half of each sleep is fixed so that the outage a reader rides out has a
+floor, :func:`guaranteed_wait_s`: with "full jitter" (0 to ``d``) six tries could all fall in the
+first second or two, and a server back in a few seconds was given up on now and then.
+With the defaults, a server back within 7.75 s is always waited for, and one that stays down is
+given up on after six tries and at most 15.5 s (plus the tries' own timeouts, never past the budget),
+with one line naming the bucket, the key, the tries, the seconds and the last error: a clear error,
+never a hang. The client library's own retries are switched off so that these numbers are the whole
+story.
 
 Errors that retrying cannot fix (rejected credentials, a missing object, a failed precondition, a
 corrupt download) are raised at once.
@@ -39,9 +43,21 @@ class TransientError(Exception):
         self.reason = reason
 
 
+def _backoff_bound_s(attempt: int) -> float:
+    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0**attempt)
+
+
 def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
-    """The sleep before try ``attempt`` (1 = the first retry): uniform in [0, min(cap, base * 2**attempt)]."""
-    return (rng or random).uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0**attempt))
+    """The sleep before try ``attempt`` (1 = the first retry): uniform in [d/2, d], d = min(cap, base * 2**attempt)."""
+    bound = _backoff_bound_s(attempt)
+    return (rng or random).uniform(bound / 2, bound)
+
+
+def guaranteed_wait_s(attempts: int | None = None) -> float:
+    """How long after the first try the last one starts at the earliest: an outage shorter than this is
+    always ridden out (if the budget allows), whatever the jitter draws."""
+    attempts = RETRY_ATTEMPTS if attempts is None else attempts
+    return sum(_backoff_bound_s(attempt) / 2 for attempt in range(1, attempts))
 
 
 def with_retries(call: Callable[[], T], what: str, *, attempts: int | None = None, budget_s: float | None = None,

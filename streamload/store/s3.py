@@ -50,6 +50,20 @@ def _boto3() -> Any:
     return boto3
 
 
+def _no_continue_for_an_empty_body(params: dict[str, Any], **_: Any) -> None:
+    """Drop botocore's ``Expect: 100-continue`` from a request with an empty body (a generation's ``.claim``).
+
+    SeaweedFS answers such a request and then sends a late "100 Continue", which the next request on the
+    pooled connection reads as its own answer: it waited out the read timeout, 30 s per build. botocore
+    knows the problem (``BOTO_EXPERIMENTAL__NO_EMPTY_CONTINUE``); a body of zero bytes has nothing to hold back.
+    """
+    from botocore.utils import determine_content_length
+
+    body = params.get("body")
+    if body is not None and hasattr(body, "read") and determine_content_length(body) == 0:
+        params["headers"].pop("Expect", None)
+
+
 class S3ObjectStore:
     """An :class:`~streamload.store.protocol.ObjectStore` for ``url``, configured by the AWS environment."""
 
@@ -81,6 +95,7 @@ class S3ObjectStore:
                                 retries={"max_attempts": 1, "mode": "standard"},
                                 max_pool_connections=RANGE_CONCURRENCY)
                 self._client = session.client("s3", config=config)
+                self._client.meta.events.register_last("before-call.s3", _no_continue_for_an_empty_body)
                 credentials = session.get_credentials()
                 frozen = credentials.get_frozen_credentials() if credentials is not None else None
                 self._secrets = tuple(s for s in (frozen.secret_key, frozen.token) if s) if frozen else ()
