@@ -369,3 +369,49 @@ def test_a_shard_changed_after_opening_fails_the_next_gather_naming_it(tmp_path,
         os.truncate(path, path.stat().st_size - 1)  # the last page stays mapped: no SIGBUS, so safe in-process
     with pytest.raises(ShardChangedError, match=f"^{path}: the shard file changed while the dataset was reading"):
         dataset.gather(np.array([250]))
+
+
+# --- a dataset in a bucket: its readers and the working set ---------------------------------------------------
+
+
+def _bucket_loader(aws_env, tmp_path, **options):  # noqa: ANN001, ANN202
+    """A BatchLoader over 600 samples (six shards of 100) published to the test server, and the arrays."""
+    pytest.importorskip("boto3", reason="the s3 extra (boto3) is not installed")
+    from s3server import fresh_url
+
+    from streamload import BatchLoader
+    from streamload.places.bucket import BucketPlace
+
+    directory, arrays = build(tmp_path, 600, "npy", 100, name="local")
+    url = fresh_url(aws_env)
+    BucketPlace(url).publish(directory)
+    return BatchLoader(url, "train", cache_dir=str(tmp_path / "cache"), **options), arrays
+
+
+def test_a_bucket_datasets_readers_stay_open_while_the_working_set_holds_every_shard(aws_env, tmp_path) -> None:
+    """Exact order: each batch of 50 touches most of the six shards, and the working set (50 + 3 shards) holds all
+    six. Readers used to be capped at the working set less the shards fetched ahead (three), so each batch
+    reopened some (a lease, a header parse and a map each time); now each shard is opened once."""
+    loader, arrays = _bucket_loader(aws_env, tmp_path, batch_size=50, shuffle="exact")
+    opened: dict[int, set[int]] = {}
+    held = []  # the readers themselves, so that no id is reused
+    for batch in range(loader.num_batches):
+        for got, want in zip(loader.load(0, batch), loader.reference(arrays, 0, batch)):
+            assert np.array_equal(got, want)
+        for shard, reader in enumerate(loader.dataset._readers):
+            if reader is not None:
+                held.append(reader)
+                opened.setdefault(shard, set()).add(id(reader))
+    assert sorted(opened) == list(range(6)) and all(len(ids) == 1 for ids in opened.values()), opened
+
+
+def test_a_bucket_datasets_open_readers_and_prefetches_never_pass_the_working_set(aws_env, tmp_path) -> None:
+    """Exact order with batches of 2: a working set of 2 + 3 shards, fewer than the six; open readers and shards
+    fetched ahead together stay within it, batch after batch, and the batches are right."""
+    loader, arrays = _bucket_loader(aws_env, tmp_path, batch_size=2, shuffle="exact")
+    dataset, keep = loader.dataset, loader.dataset.remote.keep
+    assert keep == 5
+    for batch in range(loader.num_batches):
+        for got, want in zip(loader.load(1, batch), loader.reference(arrays, 1, batch)):
+            assert np.array_equal(got, want)
+        assert len(dataset._open) + dataset.remote.pending() <= keep

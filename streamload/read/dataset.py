@@ -163,8 +163,9 @@ class ShardedDataset:
         return reader
 
     def _remote_reader(self, shard: int) -> ShardReader:
-        """Shard ``shard`` from the local cache (fetched first if absent), held there while its reader lives;
-        readers beyond the working set are dropped, least recently used first (their leases end with them)."""
+        """Shard ``shard`` from the local cache (fetched first if absent), held there while its reader lives.
+        Readers stay open while the cache's working set has room for them (a random batch may touch every shard:
+        reopening each would cost a lease, a header parse and a map a batch); see :meth:`_close_readers`."""
         assert self.remote is not None
         root, files, leases = self.remote.open(shard, self.info.shards[shard])
         try:
@@ -180,21 +181,34 @@ class ShardedDataset:
             self._readers[shard] = reader
             self._open.pop(shard, None)
             self._open[shard] = None
-            while len(self._open) > self.remote.keep - self.remote.ahead:
-                oldest = next(iter(self._open))
-                del self._open[oldest]
-                self._readers[oldest] = None  # a thread still reading it keeps it (and its leases) until done
+            self._close_readers(self.remote.keep - self.remote.pending(), spare=shard)
         return reader
+
+    def _close_readers(self, most: int, spare: int | None = None) -> None:
+        """Drop open readers (their leases end when no thread reads them any more) until at most ``most`` stay:
+        those of no shard coming soon first, least recently used first; with ``spare`` (a reader just opened)
+        those coming soon too, but never ``spare``. Open readers and shards fetched ahead stay within the
+        working set (``keep``) that the cache was sized for. Called with ``_open_lock`` held."""
+        closable = [s for s in self._open if s not in self._soon]
+        if spare is not None:
+            closable += [s for s in self._open if s in self._soon and s != spare]
+        for oldest in closable[:max(0, len(self._open) - most)]:
+            del self._open[oldest]
+            self._readers[oldest] = None
 
     def prefetch(self, indices: np.ndarray) -> None:
         """Fetch the shards of ``indices`` (the samples of the batches coming, in order of use) ahead, within the
-        working set: a dataset in a bucket only."""
+        working set, making room by closing readers of shards not coming soon: a dataset in a bucket only."""
         if self.remote is None or self.remote.ahead == 0:
             return
         self.reader_state()
         shards = np.searchsorted(self._starts, indices, side="right") - 1
         with self._open_lock:
-            wanted = [shard for shard in upcoming(shards, self.remote.keep) if shard not in self._open]
+            soon = upcoming(shards, self.remote.keep)
+            self._soon = set(soon)
+            wanted = [shard for shard in soon if shard not in self._open]
+            if wanted:  # room for the shards fetched ahead, as many as before (a reader's shard coming soon stays)
+                self._close_readers(self.remote.keep - self.remote.ahead)
             open_now = len(self._open)
         self.remote.prefetch(wanted, open_now)
 
@@ -204,6 +218,7 @@ class ShardedDataset:
             self._watch = _ChangeWatch()  # before the pid: a thread that sees this process' pid finds the watch
             self._verified = recorded(self.root) if self.verify else set()
             self._open: OrderedDict[int, None] = OrderedDict()  # remote shards with a reader, least recent first
+            self._soon: set[int] = set()  # the shards the last prefetch named as coming next
             self._open_lock = threading.Lock()
             self._readers, self._pid = [None] * len(self.info.shards), current_pid()
 
@@ -324,7 +339,7 @@ class ShardedDataset:
 
     def __getstate__(self) -> dict[str, object]:
         state = {**self.__dict__, "_readers": [], "_verified": set(), "_pid": None}  # re-opened in the new process
-        for name in ("_watch", "_open", "_open_lock"):
+        for name in ("_watch", "_open", "_open_lock", "_soon"):
             state.pop(name, None)
         return state
 
