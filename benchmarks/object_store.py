@@ -20,7 +20,6 @@ Figures and goals: :mod:`benchmarks.object_store_report`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -33,7 +32,7 @@ from typing import Any
 
 from streamload.format.manifest import read_manifest
 
-from .common import BUILD_SCRIPT, REPO_ROOT, emit, fail, log, machine_info, options_of
+from .common import BUILD_SCRIPT, REPO_ROOT, emit, fail, log, machine_info, options_of, run_json_child
 from .images_bench import warm_files
 from .loaders_cold import ensure_cold_dataset
 from .object_store_proxy import LatencyProxy
@@ -91,16 +90,7 @@ def plan(args: argparse.Namespace, url: str, local: Path) -> list[list[Case]]:
 
 def run_child(spec: Result, env: dict[str, str]) -> Result:
     """``python3 -m benchmarks.object_store_child SPEC``: its one line of figures."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as stream:
-        json.dump(spec, stream)
-    try:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.object_store_child", stream.name],
-                              capture_output=True, text=True, env=env, timeout=3600)
-    finally:
-        os.unlink(stream.name)
-    if done.returncode != 0:
-        raise RuntimeError(f"{spec['kind']} of {spec['location']} failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json_child(["benchmarks.object_store_child"], spec, env, 3600, f"{spec['kind']} of {spec['location']}")
 
 
 class Runner:
