@@ -393,6 +393,7 @@ def test_a_bucket_datasets_readers_stay_open_while_the_working_set_holds_every_s
     six. Readers used to be capped at the working set less the shards fetched ahead (three), so each batch
     reopened some (a lease, a header parse and a map each time); now each shard is opened once."""
     loader, arrays = _bucket_loader(aws_env, tmp_path, batch_size=50, shuffle="exact")
+    assert loader.dataset.fetching_ahead()
     opened: dict[int, set[int]] = {}
     held = []  # the readers themselves, so that no id is reused
     for batch in range(loader.num_batches):
@@ -403,6 +404,7 @@ def test_a_bucket_datasets_readers_stay_open_while_the_working_set_holds_every_s
                 held.append(reader)
                 opened.setdefault(shard, set()).add(id(reader))
     assert sorted(opened) == list(range(6)) and all(len(ids) == 1 for ids in opened.values()), opened
+    assert not loader.dataset.fetching_ahead()  # every shard open: the loader no longer names the shards coming
 
 
 def test_a_bucket_datasets_open_readers_and_prefetches_never_pass_the_working_set(aws_env, tmp_path) -> None:
@@ -415,3 +417,20 @@ def test_a_bucket_datasets_open_readers_and_prefetches_never_pass_the_working_se
         for got, want in zip(loader.load(1, batch), loader.reference(arrays, 1, batch)):
             assert np.array_equal(got, want)
         assert len(dataset._open) + dataset.remote.pending() <= keep
+    # readers closed and opened again: the cache touched (IN_ATTRIB) watched copies as their leases came and went,
+    # which is no change, so the readers still skip their fstat before each read
+    assert not dataset._watch.changed and not any(r.check_each_take for r in dataset._readers if r is not None)
+
+
+def test_a_cached_copy_cut_while_a_bucket_dataset_reads_it_fails_the_next_gather(aws_env, tmp_path) -> None:
+    """A bucket's shards are read from the cache's copies, watched for writes as a local dataset's files are."""
+    from streamload.errors import ShardChangedError
+
+    loader, arrays = _bucket_loader(aws_env, tmp_path, batch_size=50, shuffle="exact")
+    dataset = loader.dataset
+    assert np.array_equal(dataset.gather(np.arange(0, 600, 7))["x"], arrays["x"][::7])  # every shard open
+    assert not any(reader.check_each_take for reader in dataset._readers)  # watched: no fstat per read
+    path = dataset.remote.folder / dataset.reader(3).files()[0][0].name
+    os.truncate(path, path.stat().st_size - 1)  # the last page stays mapped: no SIGBUS, so safe in-process
+    with pytest.raises(ShardChangedError, match=f"^{path}: the shard file changed while the dataset was reading"):
+        dataset.gather(np.array([350]))

@@ -132,7 +132,7 @@ class BatchLoader:
         indices = self.sampler.batch_indices(epoch, batch, offset)
         if self.hints is not None:
             self.hints.before_batch(epoch, batch, indices, offset)
-        if self.dataset.remote is not None:  # a dataset in a bucket: whole shards fetched ahead into the cache
+        if self.dataset.fetching_ahead():  # a dataset in a bucket: whole shards fetched ahead into the cache
             position = offset + batch * self.options.batch_size
             self.dataset.prefetch(upcoming_samples(self.sampler, epoch, position, indices))
         return indices
