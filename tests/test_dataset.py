@@ -434,3 +434,17 @@ def test_a_cached_copy_cut_while_a_bucket_dataset_reads_it_fails_the_next_gather
     os.truncate(path, path.stat().st_size - 1)  # the last page stays mapped: no SIGBUS, so safe in-process
     with pytest.raises(ShardChangedError, match=f"^{path}: the shard file changed while the dataset was reading"):
         dataset.gather(np.array([350]))
+
+
+def test_where_the_working_set_holds_every_shard_fetching_ahead_closes_no_reader(aws_env, tmp_path) -> None:
+    """Open readers and shards fetched ahead are distinct shards, so they cannot pass a working set of every shard:
+    fetching one more ahead closes nothing (block order closed readers of shards not named as coming next, and
+    opened them again windows later, though the cache held them all)."""
+    loader, _arrays = _bucket_loader(aws_env, tmp_path, batch_size=50, shuffle="exact")
+    dataset = loader.dataset
+    assert dataset.remote.keep == 6
+    dataset.gather(np.arange(500))  # shards 0 to 4 open
+    dataset.prefetch(np.array([550, 560]))  # only shard 5 named as coming
+    assert sorted(dataset._open) == [0, 1, 2, 3, 4]
+    dataset.gather(np.array([550]))
+    assert sorted(dataset._open) == list(range(6))

@@ -212,8 +212,8 @@ class ShardedDataset:
             soon = upcoming(shards, self.remote.keep)
             self._soon = set(soon)
             wanted = [shard for shard in soon if shard not in self._open]
-            if wanted:  # room for the shards fetched ahead, as many as before (a reader's shard coming soon stays)
-                self._close_readers(self.remote.keep - self.remote.ahead)
+            if wanted and self.remote.keep < len(self.info.shards):  # room for the shards to fetch ahead; where the
+                self._close_readers(self.remote.keep - self.remote.ahead)  # working set holds all, they always fit
             open_now = len(self._open)
         self.remote.prefetch(wanted, open_now)
 
