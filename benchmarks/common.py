@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -62,6 +63,21 @@ def build_command(fmt: str, out: Path, *options: str, source: str | os.PathLike 
     if source is not None:
         command += ["--source", str(source)]
     return command
+
+
+def run_json_child(module_args: list[str], spec: Result, env: dict[str, str], timeout: float, what: str) -> Result:
+    """``python3 -m MODULE_ARGS... SPEC.json`` (``spec`` written to a temporary file): the last line it prints,
+    as JSON; RuntimeError naming ``what`` with the end of its stderr if it fails."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as stream:
+        json.dump(spec, stream)
+    try:
+        done = subprocess.run([sys.executable, "-m", *module_args, stream.name], capture_output=True, text=True,
+                              env=env, timeout=timeout)
+    finally:
+        os.unlink(stream.name)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def check_free_space(folder: Path, needed: int, hint: str) -> None:

@@ -145,10 +145,10 @@ def capped_cold_benchmark(inner_argv: list[str], cap_bytes: int) -> Result:
     return part
 
 
-def ensure_cold_dataset(directory: Path, fmt: str, samples: int, source: Path | None) -> Path:
-    """The augmented cold dataset, built by the real CLI unless it is already there."""
+def ensure_cold_dataset(directory: Path, fmt: str, samples: int, source: Path | None, *options: str) -> Path:
+    """The augmented cold dataset, built by the real CLI (more ``options`` of it) unless it is already there."""
     if not (directory / "manifest.json").is_file():
-        command = build_command(fmt, directory, "--augment-to", str(samples), "--quiet", "--no-download",
+        command = build_command(fmt, directory, "--augment-to", str(samples), "--quiet", "--no-download", *options,
                                 source=source)
         log(f"building {directory}: {' '.join(command)}")
         subprocess.run(command, check=True)

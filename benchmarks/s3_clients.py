@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ import numpy as np
 
 from streamload.base.procstats import PeakMemorySampler, read_memory
 
-from .common import MB, cpus_and_ram, emit, fail, log, machine_info, options_of
+from .common import MB, cpus_and_ram, emit, fail, log, machine_info, options_of, run_json_child
 
 Result = dict[str, Any]
 CLIENTS = ("obstore", "s3fs", "boto3")
@@ -280,16 +279,8 @@ def _child_env(endpoint: Any) -> dict[str, str]:
 
 def run_one(client: str, op: str, spec: Result, env: dict[str, str]) -> Result:
     """One child process: ``python3 -m benchmarks.s3_clients --child CLIENT OP SPEC``."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as stream:
-        json.dump({**spec, "client": client}, stream)
-    try:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.s3_clients", "--child", client, op, stream.name],
-                              capture_output=True, text=True, env=env, timeout=600)
-    finally:
-        os.unlink(stream.name)
-    if done.returncode != 0:
-        raise RuntimeError(f"{client} {op} failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json_child(["benchmarks.s3_clients", "--child", client, op], {**spec, "client": client}, env, 600,
+                          f"{client} {op}")
 
 
 def measure(args: argparse.Namespace, endpoint: Any, admin: Any, clients: list[str]) -> Result:

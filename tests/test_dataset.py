@@ -369,3 +369,82 @@ def test_a_shard_changed_after_opening_fails_the_next_gather_naming_it(tmp_path,
         os.truncate(path, path.stat().st_size - 1)  # the last page stays mapped: no SIGBUS, so safe in-process
     with pytest.raises(ShardChangedError, match=f"^{path}: the shard file changed while the dataset was reading"):
         dataset.gather(np.array([250]))
+
+
+# --- a dataset in a bucket: its readers and the working set ---------------------------------------------------
+
+
+def _bucket_loader(aws_env, tmp_path, **options):  # noqa: ANN001, ANN202
+    """A BatchLoader over 600 samples (six shards of 100) published to the test server, and the arrays."""
+    pytest.importorskip("boto3", reason="the s3 extra (boto3) is not installed")
+    from s3server import fresh_url
+
+    from streamload import BatchLoader
+    from streamload.places.bucket import BucketPlace
+
+    directory, arrays = build(tmp_path, 600, "npy", 100, name="local")
+    url = fresh_url(aws_env)
+    BucketPlace(url).publish(directory)
+    return BatchLoader(url, "train", cache_dir=str(tmp_path / "cache"), **options), arrays
+
+
+def test_a_bucket_datasets_readers_stay_open_while_the_working_set_holds_every_shard(aws_env, tmp_path) -> None:
+    """Exact order: each batch of 50 touches most of the six shards, and the working set (50 + 3 shards) holds all
+    six. Readers used to be capped at the working set less the shards fetched ahead (three), so each batch
+    reopened some (a lease, a header parse and a map each time); now each shard is opened once."""
+    loader, arrays = _bucket_loader(aws_env, tmp_path, batch_size=50, shuffle="exact")
+    assert loader.dataset.fetching_ahead()
+    opened: dict[int, set[int]] = {}
+    held = []  # the readers themselves, so that no id is reused
+    for batch in range(loader.num_batches):
+        for got, want in zip(loader.load(0, batch), loader.reference(arrays, 0, batch)):
+            assert np.array_equal(got, want)
+        for shard, reader in enumerate(loader.dataset._readers):
+            if reader is not None:
+                held.append(reader)
+                opened.setdefault(shard, set()).add(id(reader))
+    assert sorted(opened) == list(range(6)) and all(len(ids) == 1 for ids in opened.values()), opened
+    assert not loader.dataset.fetching_ahead()  # every shard open: the loader no longer names the shards coming
+
+
+def test_a_bucket_datasets_open_readers_and_prefetches_never_pass_the_working_set(aws_env, tmp_path) -> None:
+    """Exact order with batches of 2: a working set of 2 + 3 shards, fewer than the six; open readers and shards
+    fetched ahead together stay within it, batch after batch, and the batches are right."""
+    loader, arrays = _bucket_loader(aws_env, tmp_path, batch_size=2, shuffle="exact")
+    dataset, keep = loader.dataset, loader.dataset.remote.keep
+    assert keep == 5
+    for batch in range(loader.num_batches):
+        for got, want in zip(loader.load(1, batch), loader.reference(arrays, 1, batch)):
+            assert np.array_equal(got, want)
+        assert len(dataset._open) + dataset.remote.pending() <= keep
+    # readers closed and opened again: the cache touched (IN_ATTRIB) watched copies as their leases came and went,
+    # which is no change, so the readers still skip their fstat before each read
+    assert not dataset._watch.changed and not any(r.check_each_take for r in dataset._readers if r is not None)
+
+
+def test_a_cached_copy_cut_while_a_bucket_dataset_reads_it_fails_the_next_gather(aws_env, tmp_path) -> None:
+    """A bucket's shards are read from the cache's copies, watched for writes as a local dataset's files are."""
+    from streamload.errors import ShardChangedError
+
+    loader, arrays = _bucket_loader(aws_env, tmp_path, batch_size=50, shuffle="exact")
+    dataset = loader.dataset
+    assert np.array_equal(dataset.gather(np.arange(0, 600, 7))["x"], arrays["x"][::7])  # every shard open
+    assert not any(reader.check_each_take for reader in dataset._readers)  # watched: no fstat per read
+    path = dataset.remote.folder / dataset.reader(3).files()[0][0].name
+    os.truncate(path, path.stat().st_size - 1)  # the last page stays mapped: no SIGBUS, so safe in-process
+    with pytest.raises(ShardChangedError, match=f"^{path}: the shard file changed while the dataset was reading"):
+        dataset.gather(np.array([350]))
+
+
+def test_where_the_working_set_holds_every_shard_fetching_ahead_closes_no_reader(aws_env, tmp_path) -> None:
+    """Open readers and shards fetched ahead are distinct shards, so they cannot pass a working set of every shard:
+    fetching one more ahead closes nothing (block order closed readers of shards not named as coming next, and
+    opened them again windows later, though the cache held them all)."""
+    loader, _arrays = _bucket_loader(aws_env, tmp_path, batch_size=50, shuffle="exact")
+    dataset = loader.dataset
+    assert dataset.remote.keep == 6
+    dataset.gather(np.arange(500))  # shards 0 to 4 open
+    dataset.prefetch(np.array([550, 560]))  # only shard 5 named as coming
+    assert sorted(dataset._open) == [0, 1, 2, 3, 4]
+    dataset.gather(np.array([550]))
+    assert sorted(dataset._open) == list(range(6))

@@ -279,3 +279,17 @@ def test_bucketing_without_lengths_is_refused() -> None:
 
     with pytest.raises(InvalidOptionError, match="bucket_by_length needs"):
         IndexSampler(100, LoaderOptions(bucket_by_length=True)).batch_indices(0, 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("start,stride,count", [(0, 1, 10), (5, 1, 3000), (1000, 7, 2000), (0, 4096, 1024),
+                                                (99_990, 3, 100), (100_000, 1, 5)])
+def test_probes_are_the_epoch_order_on_a_fixed_grid(mode: str, start: int, stride: int, count: int) -> None:
+    """The shards coming next are named from probes of the order ahead: the indices at every ``stride``-th position
+    from ``start`` on (chunks of the grid cached, across chunk edges and up to the epoch's end)."""
+    s = sampler(100_000, batch_size=64, shuffle=mode, block_size=512)
+    order = s.epoch_indices(2)
+    first = -(-start // stride) * stride
+    want = order[first::stride][:count]
+    assert np.array_equal(s.probes(2, start, stride, count), want)
+    assert np.array_equal(s.probes(2, start, stride, count), want)  # again, from the cache

@@ -58,12 +58,15 @@ class _ChangeWatch:
     (~1 us each; a batch of random samples from a large set touches hundreds). Once a change is seen, or
     where inotify is missing or out of watches, readers go back to an ``fstat`` before every read.
     Not seen (nor by ``fstat``'s size): writes through another process' shared writable map.
+    The shard cache's copies are watched for writes only: the cache itself sets their access time
+    (``touch``, an IN_ATTRIB) on every lease, which leaves their contents and modification time alone.
     """
 
-    _MASK = 0x2 | 0x4 | 0x02000000  # IN_MODIFY (writes, truncation), IN_ATTRIB (chmod, touch), IN_DONT_FOLLOW
+    ANY = 0x2 | 0x4 | 0x02000000  # IN_MODIFY (writes, truncation), IN_ATTRIB (chmod, touch), IN_DONT_FOLLOW
+    WRITES = 0x2 | 0x02000000  # IN_MODIFY, IN_DONT_FOLLOW: for the cache's copies
 
-    def __init__(self) -> None:
-        self.fd, self.changed, self._lock = -1, False, threading.Lock()
+    def __init__(self, mask: int = ANY) -> None:
+        self.fd, self.changed, self._lock, self._mask = -1, False, threading.Lock(), mask
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             self._add_watch = libc.inotify_add_watch
@@ -80,7 +83,7 @@ class _ChangeWatch:
             return False
         try:
             for path, fd in reader.files():
-                if self._add_watch(self.fd, os.fsencode(path), self._MASK) < 0:
+                if self._add_watch(self.fd, os.fsencode(path), self._mask) < 0:
                     return False
                 if os.lstat(path).st_ino != os.fstat(fd).st_ino:  # the name no longer leads to the open file
                     return False
@@ -154,17 +157,22 @@ class ShardedDataset:
             if self.remote is not None:
                 return self._remote_reader(shard)
             reader = open_reader(self.manifest.format, self.root, self.info.shards[shard], self.info.arrays)
-            if self.advice is not None:
-                reader.advise(self.advice)
-            if self._watch.watch(reader):
-                reader.check()  # a change between opening and watching is seen here
-                reader.check_each_take = False
+            self._prepare(reader)
             self._readers[shard] = reader  # threads racing here each open one; the last stored is kept
         return reader
 
+    def _prepare(self, reader: ShardReader) -> None:
+        """A reader just opened: the madvise hint, and its files watched (or checked before every read)."""
+        if self.advice is not None:
+            reader.advise(self.advice)
+        if self._watch.watch(reader):
+            reader.check()  # a change between opening and watching is seen here
+            reader.check_each_take = False
+
     def _remote_reader(self, shard: int) -> ShardReader:
-        """Shard ``shard`` from the local cache (fetched first if absent), held there while its reader lives;
-        readers beyond the working set are dropped, least recently used first (their leases end with them)."""
+        """Shard ``shard`` from the local cache (fetched first if absent), held there while its reader lives.
+        Readers stay open while the cache's working set has room for them (a random batch may touch every shard:
+        reopening each would cost a lease, a header parse and a map a batch); see :meth:`_close_readers`."""
         assert self.remote is not None
         root, files, leases = self.remote.open(shard, self.info.shards[shard])
         try:
@@ -174,36 +182,57 @@ class ShardedDataset:
                 lease.release()
             raise
         hold_until_collected(reader, leases)
-        if self.advice is not None:
-            reader.advise(self.advice)
+        self._prepare(reader)
         with self._open_lock:
             self._readers[shard] = reader
             self._open.pop(shard, None)
             self._open[shard] = None
-            while len(self._open) > self.remote.keep - self.remote.ahead:
-                oldest = next(iter(self._open))
-                del self._open[oldest]
-                self._readers[oldest] = None  # a thread still reading it keeps it (and its leases) until done
+            self._close_readers(self.remote.keep - self.remote.pending(), spare=shard)
         return reader
+
+    def _close_readers(self, most: int, spare: int | None = None) -> None:
+        """Drop open readers (their leases end when no thread reads them any more) until at most ``most`` stay:
+        those of no shard coming soon first, least recently used first; with ``spare`` (a reader just opened)
+        those coming soon too, but never ``spare``. Open readers and shards fetched ahead stay within the
+        working set (``keep``) that the cache was sized for. Called with ``_open_lock`` held."""
+        closable = [s for s in self._open if s not in self._soon]
+        if spare is not None:
+            closable += [s for s in self._open if s in self._soon and s != spare]
+        for oldest in closable[:max(0, len(self._open) - most)]:
+            del self._open[oldest]
+            self._readers[oldest] = None
 
     def prefetch(self, indices: np.ndarray) -> None:
         """Fetch the shards of ``indices`` (the samples of the batches coming, in order of use) ahead, within the
-        working set: a dataset in a bucket only."""
-        if self.remote is None or self.remote.ahead == 0:
+        working set, making room by closing readers of shards not coming soon: a dataset in a bucket only."""
+        if not self.fetching_ahead():
             return
-        self.reader_state()
         shards = np.searchsorted(self._starts, indices, side="right") - 1
         with self._open_lock:
-            wanted = [shard for shard in upcoming(shards, self.remote.keep) if shard not in self._open]
+            soon = upcoming(shards, self.remote.keep)
+            self._soon = set(soon)
+            wanted = [shard for shard in soon if shard not in self._open]
+            if wanted and self.remote.keep < len(self.info.shards):  # room for the shards to fetch ahead; where the
+                self._close_readers(self.remote.keep - self.remote.ahead)  # working set holds all, they always fit
             open_now = len(self._open)
         self.remote.prefetch(wanted, open_now)
+
+    def fetching_ahead(self) -> bool:
+        """Whether :meth:`prefetch` can do anything: a dataset in a bucket, fetching ahead, with a shard not open
+        (once every shard is, the loader need not even name the shards coming)."""
+        if self.remote is None or self.remote.ahead == 0:
+            return False
+        self.reader_state()
+        return len(self._open) < len(self.info.shards)
 
     def reader_state(self) -> None:
         """This process's reader cache (made again after a fork or unpickling)."""
         if self._pid != current_pid():
-            self._watch = _ChangeWatch()  # before the pid: a thread that sees this process' pid finds the watch
+            # before the pid: a thread that sees this process' pid finds the watch
+            self._watch = _ChangeWatch(_ChangeWatch.ANY if self.remote is None else _ChangeWatch.WRITES)
             self._verified = recorded(self.root) if self.verify else set()
             self._open: OrderedDict[int, None] = OrderedDict()  # remote shards with a reader, least recent first
+            self._soon: set[int] = set()  # the shards the last prefetch named as coming next
             self._open_lock = threading.Lock()
             self._readers, self._pid = [None] * len(self.info.shards), current_pid()
 
@@ -324,7 +353,7 @@ class ShardedDataset:
 
     def __getstate__(self) -> dict[str, object]:
         state = {**self.__dict__, "_readers": [], "_verified": set(), "_pid": None}  # re-opened in the new process
-        for name in ("_watch", "_open", "_open_lock"):
+        for name in ("_watch", "_open", "_open_lock", "_soon"):
             state.pop(name, None)
         return state
 

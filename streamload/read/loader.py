@@ -132,8 +132,9 @@ class BatchLoader:
         indices = self.sampler.batch_indices(epoch, batch, offset)
         if self.hints is not None:
             self.hints.before_batch(epoch, batch, indices, offset)
-        if self.dataset.remote is not None:  # a dataset in a bucket: whole shards fetched ahead into the cache
-            self.dataset.prefetch(upcoming_samples(self.sampler, epoch, offset + batch * self.options.batch_size))
+        if self.dataset.fetching_ahead():  # a dataset in a bucket: whole shards fetched ahead into the cache
+            position = offset + batch * self.options.batch_size
+            self.dataset.prefetch(upcoming_samples(self.sampler, epoch, position, indices))
         return indices
 
     def read(self, indices: np.ndarray, epoch: int = 0) -> Batch:
@@ -194,12 +195,11 @@ def batches_per_epoch(directory: str | os.PathLike, split: str = "train", batch_
 
 
 
-def upcoming_samples(sampler: IndexSampler, epoch: int, position: int, probes: int = 1024) -> np.ndarray:
-    """Samples of the epoch's order from ``position`` on, in order of use: every one of the next batch, then one
-    in ``stride`` of the rest (enough to name the shards coming next; a hint, never a promise)."""
-    end = sampler.samples_per_epoch
-    near = np.arange(position, min(end, position + sampler.batch_size), dtype=np.int64)
+def upcoming_samples(sampler: IndexSampler, epoch: int, position: int, batch: np.ndarray,
+                     probes: int = 1024) -> np.ndarray:
+    """Samples of the epoch's order from ``position`` on, in order of use: ``batch`` (the samples at ``position``),
+    then one in ``stride`` of the rest (enough to name the shards coming next; a hint, never a promise).
+    The probes come from the sampler's cache (:meth:`IndexSampler.probes`): this runs every batch."""
     stride = max(1, sampler.options.block_size // 4 if sampler.options.shuffle == "block" else
                  1 if sampler.options.shuffle == "exact" else sampler.batch_size)
-    far = np.arange(position + sampler.batch_size, end, stride, dtype=np.int64)[:probes]
-    return sampler.indices(epoch, np.concatenate((near, far)))
+    return np.concatenate((batch, sampler.probes(epoch, position + sampler.batch_size, stride, probes)))

@@ -174,6 +174,10 @@ class RemoteShards:
                     self._ahead[shard] = self._pool.submit(self._lease, shard, False)
                     room -= 1
 
+    def pending(self) -> int:
+        """Shards fetched ahead (or being fetched) that no reader has taken yet, in this process."""
+        return len(self._ahead) if self._pid == os.getpid() else 0
+
     def is_ahead(self, shard: int) -> bool:
         return self._pid == os.getpid() and shard in self._ahead
 

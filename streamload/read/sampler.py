@@ -34,6 +34,7 @@ from ..options import LoaderOptions
 FEISTEL_ROUNDS = 8  # fewer rounds measurably bias small domains (chi-squared over seeds, n = 10 and 37)
 INDEX_BLOCK_POSITIONS = 65536  # indices are computed this many at a time: numpy's per-call cost dominates below
 _CACHED_INDEX_BLOCKS = 4  # 4 blocks of 65536 int64 indices: 2 MB, whatever the dataset's size
+PROBE_CHUNK = 1024  # probes of the order ahead computed (and cached) at a time, see IndexSampler.probes
 _STREAM_EXACT, _STREAM_BLOCKS, _STREAM_WINDOW, _STREAM_BUCKETS = 0, 1, 2, 3
 BUCKET_BATCHES = 64  # batches per window sorted by length (see the module docstring)
 Lengths = Callable[[np.ndarray], np.ndarray]  # global sample indices -> their record lengths
@@ -111,6 +112,7 @@ class IndexSampler:
         self._block_batches = max(1, INDEX_BLOCK_POSITIONS // options.batch_size)
         self._cache: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()  # (epoch, offset, block)
         self._layouts: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # block mode, per epoch
+        self._probes: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()  # (epoch, stride, chunk)
 
     def indices(self, epoch: int, positions: np.ndarray) -> np.ndarray:
         """Global sample indices at pipeline-local ``positions`` of ``epoch``, in that order."""
@@ -146,6 +148,29 @@ class IndexSampler:
             indices = self._cache[(epoch, offset, block)] = self.window(epoch, first, last)
             self._trim(self._cache)
         return indices[row * self.batch_size:(row + 1) * self.batch_size]
+
+    def probes(self, epoch: int, start: int, stride: int, count: int) -> np.ndarray:
+        """Indices at up to ``count`` positions of ``epoch`` from ``start`` on, one every ``stride``: which samples
+        (so which shards) come next. The positions lie on a grid fixed per (epoch, stride), computed
+        ``PROBE_CHUNK`` at a time and cached, so asking every batch costs a slice, not a new block order.
+        """
+        first = -(-start // stride)  # grid points: positions first * stride, (first + 1) * stride, ...
+        last = min(first + count, -(-self.samples_per_epoch // stride))
+        parts = []
+        for chunk in range(first // PROBE_CHUNK, (last - 1) // PROBE_CHUNK + 1 if last > first else 0):
+            values, base = self._probe_chunk(epoch, stride, chunk), chunk * PROBE_CHUNK
+            parts.append(values[max(first, base) - base:min(last, base + PROBE_CHUNK) - base])
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def _probe_chunk(self, epoch: int, stride: int, chunk: int) -> np.ndarray:
+        values = self._probes.get((epoch, stride, chunk))
+        if values is None:
+            positions = np.arange(chunk * PROBE_CHUNK, (chunk + 1) * PROBE_CHUNK, dtype=np.int64) * stride
+            values = self.indices(epoch, positions[positions < self.samples_per_epoch])
+            values.flags.writeable = False
+            self._probes[(epoch, stride, chunk)] = values
+            self._trim(self._probes)
+        return values
 
     def window(self, epoch: int, start: int, stop: int) -> np.ndarray:
         """Indices at positions ``[start, stop)`` of ``epoch``, sorted within each batch counted from ``start``."""
@@ -196,7 +221,7 @@ class IndexSampler:
                 break
 
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "_cache": OrderedDict(), "_layouts": OrderedDict()}
+        return {**self.__dict__, "_cache": OrderedDict(), "_layouts": OrderedDict(), "_probes": OrderedDict()}
 
     def epoch_indices(self, epoch: int) -> np.ndarray:
         """Every index of one epoch for this pipeline, in order (O(n) memory: for tests and tools)."""

@@ -1,0 +1,129 @@
+"""The object store benchmark's figures: the names of its cases, the ratios judged against issue 20's goals,
+what a range-read exact order could at best reach, and the Markdown table the docs render from the JSON.
+
+Every ratio divides two medians of the same run. Amplification is the bytes that crossed the proxy
+(fetched from the server, HTTP headers and the manifest included) over the bytes of the shard files the
+epoch needed (all of the split's: an epoch reads every sample). A range-read exact order needs at least
+one GET per sample (samples of a batch are random, so no two are neighbours), so the request bound in
+samples/s is its best case; labels, a byte a sample, are left out of it in its favour. That bound reads
+copies of the shard files written by one PUT each: SeaweedFS serves ranges of the multipart objects that
+``build_shards.py --upload`` writes (boto3 splits files over 8 MB) several times slower, shown in a row of
+its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .common import MB, cpus_and_ram
+from .rounds import Goal, goal_summary, ratio_entries
+
+Result = dict[str, Any]
+BANDWIDTH = "GET every shard in turn"
+DIRECT = "GET every shard in turn, no proxy"
+REQUESTS = "range GETs of one sample"  # of objects written by one PUT each: the best case of range reads here
+MULTIPART = "range GETs of one sample, multipart objects"  # of the objects as build_shards.py --upload wrote them
+NEEDED = "shard bytes needed"
+ALSO = ("delivered_bytes_per_s", "fetched_bytes", "requests", "cpu_s", "peak_rss_anon", "peak_rss_file", "seconds")
+
+
+def loader_name(shuffle: str, where: str) -> str:
+    """``streamload block, cold cache``, ``... warm cache`` or ``... local disk``."""
+    return f"streamload {shuffle}, " + {"cold": "cold cache", "warm": "warm cache", "local": "local disk"}[where]
+
+
+def latency_name(name: str, latency_ms: float) -> str:
+    return f"{name}, +{latency_ms:g} ms"
+
+
+def figures(result: Result) -> Result:
+    """One case's figures with the rates derived from them."""
+    return {**result, "samples_per_s": result["samples"] / result["seconds"],
+            "samples_per_cpu_s": result["samples"] / max(result["cpu_s"], 1e-9),
+            "delivered_bytes_per_s": result["delivered_bytes"] / result["seconds"]}
+
+
+def goals(latency_ms: float) -> list[Goal]:
+    """Issue 20 §4's goals, each a ratio of two cases' samples/s."""
+    block, exact = loader_name("block", "cold"), loader_name("exact", "cold")
+    return [(block, BANDWIDTH, 0.8, "min"), (exact, REQUESTS, 0.5, "min"),
+            (latency_name(block, latency_ms), block, 0.8, "min"), (latency_name(exact, latency_ms), exact, 0.8, "min"),
+            (loader_name("block", "warm"), loader_name("block", "local"), 0.9, "min"),
+            (loader_name("exact", "warm"), loader_name("exact", "local"), 0.9, "min"),
+            (BANDWIDTH, DIRECT, None, "min")]
+
+
+def amplification(fetched: dict[str, float], shard_bytes: int, latency_ms: float) -> list[Result]:
+    """Bytes fetched over shard bytes needed, for the epochs read from the bucket (block order's goal: 1.1)."""
+    block, exact = loader_name("block", "cold"), loader_name("exact", "cold")
+    cases: list[Goal] = [(block, NEEDED, 1.1, "max"), (exact, NEEDED, None, "max"), (BANDWIDTH, NEEDED, None, "max")]
+    cases += [(latency_name(name, latency_ms), NEEDED, goal, kind) for name, _, goal, kind in cases[:2]]
+    return ratio_entries({**fetched, NEEDED: shard_bytes}, cases)
+
+
+def range_reads(medians: dict[str, float], rates: dict[str, float], latency_ms: float) -> list[Result]:
+    """Exact order with whole shards next to the best a range-read exact order could do, with and without
+    latency; and the sample size above which one range GET moves more bytes per second than whole GETs."""
+    rows = []
+    for suffix in ("", latency_name("", latency_ms)):
+        exact, bound = loader_name("exact", "cold") + suffix, REQUESTS + suffix
+        if exact in medians and bound in medians:
+            rows.append({"latency_ms": latency_ms if suffix else 0.0, "whole_shards_samples_per_s": medians[exact],
+                         "range_reads_best_samples_per_s": medians[bound],
+                         "whole_over_ranges": medians[exact] / medians[bound],
+                         "break_even_sample_bytes": rates[BANDWIDTH + suffix] / medians[bound]})
+    return rows
+
+
+def summary(rounds: list[Result], dataset: Result, latency_ms: float) -> Result:
+    """Medians, goals, amplification and the range-read comparison of one run."""
+    judged = goal_summary(rounds, "samples_per_s", "samples_per_cpu_s", goals(latency_ms), also=ALSO)
+    medians = judged["median_samples_per_s"]
+    return {"summary": judged,
+            "amplification": amplification(judged["median_fetched_bytes"], dataset["shard_bytes"], latency_ms),
+            "range_reads": range_reads(medians, judged["median_delivered_bytes_per_s"], latency_ms)}
+
+
+def _verdict(entry: Result) -> str:
+    if entry["goal"] is None:
+        return ""
+    return ("<=" if entry["goal_kind"] == "max" else ">=") + f" {entry['goal']:g}x: " + ("met" if entry["met"]
+                                                                                         else "**not met**")
+
+
+def markdown(results: Result) -> str:
+    data, options, judged = results["dataset"], results["options"], results["summary"]
+    lines = [f"{cpus_and_ram(results['machine'])}; SeaweedFS on loopback behind a counting proxy; MNIST augmented "
+             f"to {data['samples']:,} samples ({data['shard_bytes'] / MB:,.0f} MB in {data['shards']} shards), batch "
+             f"{options['batch_size']}; {options['ranges']:,} range GETs of one sample, {options['depth']} in flight; "
+             f"median of {len(results['rounds'])} rounds, each case in its own process; local disk and warm cache "
+             "with the page cache warm; MB = 2^20 bytes", "",
+             "| case | samples/s | MB/s | fetched / shard bytes | requests | CPU s | peak RssAnon | peak RssFile |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, rate in judged["median_samples_per_s"].items():
+        fetched = judged["median_fetched_bytes"][name] / data["shard_bytes"]
+        requests = f"{judged['median_requests'][name]:,.0f}" if results["rounds"][0]["results"][name][
+            "through_proxy"] else "-"
+        lines.append(f"| {name} | {rate:,.0f} | {judged['median_delivered_bytes_per_s'][name] / MB:,.1f} "
+                     f"| {fetched:.3f} | {requests} | {judged['median_cpu_s'][name]:.1f} "
+                     f"| {judged['median_peak_rss_anon'][name] / MB:,.0f} MB "
+                     f"| {judged['median_peak_rss_file'][name] / MB:,.0f} MB |")
+    lines += ["", "| ratio of medians | value | goal |", "|---|---:|---|"]
+    for entry in judged["ratios"]:
+        lines.append(f"| {entry['numerator']} / {entry['denominator']} (samples/s) | {entry['value']:.2f}x "
+                     f"| {_verdict(entry)} |")
+    for entry in results["amplification"]:
+        lines.append(f"| {entry['numerator']}: fetched / {entry['denominator']} | {entry['value']:.3f}x "
+                     f"| {_verdict(entry)} |")
+    lines.append("")
+    for row in results["range_reads"]:
+        latency = f"+{row['latency_ms']:g} ms a request" if row["latency_ms"] else "no added latency"
+        lines.append(f"- {latency}: "
+                     f"exact order with whole shards {row['whole_shards_samples_per_s']:,.0f} samples/s; a range-read "
+                     f"exact order at best {row['range_reads_best_samples_per_s']:,.0f} samples/s (one GET a sample): "
+                     f"whole shards {row['whole_over_ranges']:,.0f}x faster; one GET a sample keeps up with whole "
+                     f"shards only for samples over {row['break_even_sample_bytes'] / MB:,.2f} MB")
+    jpeg = results["jpeg"]
+    lines += [f"- the JPEG set: {'run' if jpeg['run'] else 'not run: ' + jpeg['reason']}", "",
+              f"`{results['command']}`"]
+    return "\n".join(lines) + "\n"

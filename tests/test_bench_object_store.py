@@ -1,0 +1,152 @@
+"""The object store benchmark measures what it claims: the proxy really delays each request and counts the
+bytes a real server sent, the ranges are single samples, the ratios are judged against the goals, and a small
+run reports every case from its JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MakeMnist
+from s3server import S3Admin, S3Endpoint, require_weed
+from shards import build
+
+from benchmarks import object_store_report as report
+from benchmarks.object_store import plan
+from benchmarks.object_store_child import sample_ranges
+from benchmarks.object_store_proxy import LatencyProxy
+from streamload.format.manifest import read_manifest
+
+
+def _proxy_for(endpoint: S3Endpoint) -> LatencyProxy:
+    host, port = endpoint.url.split("://", 1)[1].rsplit(":", 1)
+    return LatencyProxy((host, int(port)))
+
+
+def test_the_proxy_delays_each_request_and_counts_what_the_server_sent(s3: S3Endpoint) -> None:
+    body = np.random.default_rng(1).bytes(300_000)
+    S3Admin(s3).put(s3.bucket, "proxy/one.bin", body)
+    with _proxy_for(s3) as proxy:
+        through = S3Admin(S3Endpoint(proxy.url, s3.access_key, s3.secret_key, bucket=s3.bucket))
+        assert through.get(s3.bucket, "proxy/one.bin") == body  # no delay yet
+        first = proxy.traffic()
+        assert (first.requests, first.connections) == (1, 1)
+        assert len(body) < first.down_bytes < len(body) + 2000  # the body and the answer's headers
+        proxy.reset()
+        proxy.delay_s = 0.25
+        started = time.perf_counter()
+        for _ in range(3):
+            assert through.get(s3.bucket, "proxy/one.bin") == body
+        assert time.perf_counter() - started >= 3 * 0.25  # each request waited (a lower bound, never a timing)
+        assert proxy.traffic().requests == 3 and proxy.traffic().down_bytes == 3 * first.down_bytes
+
+
+def test_requests_on_one_kept_alive_connection_are_each_delayed(aws_env: S3Endpoint,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    boto3 = pytest.importorskip("boto3")
+    S3Admin(aws_env).put(aws_env.bucket, "proxy/two.bin", b"x" * 5000)
+    with _proxy_for(aws_env) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        client = boto3.client("s3")
+        proxy.delay_s = 0.2
+        started = time.perf_counter()
+        for _ in range(4):
+            assert client.get_object(Bucket=aws_env.bucket, Key="proxy/two.bin")["Body"].read() == b"x" * 5000
+        assert time.perf_counter() - started >= 4 * 0.2
+        traffic = proxy.traffic()
+    assert traffic.connections == 1 and traffic.requests == 4 and traffic.down_bytes > 4 * 5000
+
+
+def test_ranges_are_one_whole_sample_of_the_shard_they_name(tmp_path: Path) -> None:
+    folder, arrays = build(tmp_path, 250, "npy", 100)  # sample i's first four bytes are i
+    manifest = read_manifest(folder)
+    ranges = sample_ranges(manifest, 40, seed=3)
+    shards = manifest.split("train").shards
+    root = folder / str(manifest.generation)
+    for shard, start, end in zip(ranges["shard"], ranges["start"], ranges["end"]):
+        piece = np.frombuffer((root / shards[shard].files["x"].name).read_bytes()[start:end], np.uint8)
+        sample = int(piece[:4].view("<u4")[0])
+        assert sample // 100 == shard and np.array_equal(piece, arrays["x"][sample].reshape(-1))
+    assert len(set(ranges["shard"])) == 3
+
+
+def _round(rates: dict[str, float], fetched: dict[str, float]) -> dict:
+    return {"results": {name: {"samples_per_s": rate, "samples_per_cpu_s": rate, "delivered_bytes_per_s": rate * 785,
+                               "fetched_bytes": fetched.get(name, 0), "requests": 1, "cpu_s": 1.0,
+                               "peak_rss_anon": 1, "peak_rss_file": 1, "seconds": 1.0}
+                        for name, rate in rates.items()}}
+
+
+def test_goals_are_ratios_of_medians_judged_against_the_issue() -> None:
+    block, exact = report.loader_name("block", "cold"), report.loader_name("exact", "cold")
+    slow_block = report.latency_name(block, 20)
+    rates = {report.BANDWIDTH: 1000.0, report.DIRECT: 1100.0, report.REQUESTS: 10.0, block: 810.0, exact: 4.0,
+             slow_block: 600.0, report.loader_name("block", "warm"): 95.0, report.loader_name("block", "local"): 100.0}
+    lower = {name: rate / 2 for name, rate in rates.items()}
+    rounds = [_round(rates, {block: 1200, report.BANDWIDTH: 1000}), _round(lower, {block: 1000}),
+              _round(rates, {block: 1100})]
+    results = report.summary(rounds, {"shard_bytes": 1000}, 20)
+    judged = {(entry["numerator"], entry["denominator"]): entry for entry in results["summary"]["ratios"]}
+    assert judged[(block, report.BANDWIDTH)]["value"] == pytest.approx(0.81)
+    assert judged[(block, report.BANDWIDTH)]["met"] is True
+    assert judged[(exact, report.REQUESTS)]["value"] == pytest.approx(0.4)
+    assert judged[(exact, report.REQUESTS)]["met"] is False
+    assert judged[(slow_block, block)]["met"] is False  # 600 / 810: latency costs 26%
+    assert judged[(report.loader_name("block", "warm"), report.loader_name("block", "local"))]["met"]
+    assert judged[(report.BANDWIDTH, report.DIRECT)]["met"] is None  # reported, no goal
+    assert not any(entry["numerator"] == report.latency_name(exact, 20) for entry in judged.values())  # not run
+    amplification = {entry["numerator"]: entry for entry in results["amplification"]}
+    assert amplification[block]["value"] == pytest.approx(1.1) and amplification[block]["met"]  # median 1100
+    best = results["range_reads"][0]
+    assert best["whole_over_ranges"] == pytest.approx(0.4)
+    assert best["break_even_sample_bytes"] == pytest.approx(1000 * 785 / 10)  # bandwidth bound bytes/s / GETs/s
+
+
+def test_the_plan_runs_each_warm_epoch_right_after_its_cold_one() -> None:
+    args = argparse.Namespace(batch_size=8, seed=0, cache_bytes=1 << 30, ranges=10, depth=4, latency_ms=20.0)
+    groups = plan(args, "s3://b/p", Path("/local"))
+    names = [case.name for group in groups for case in group]
+    assert len(names) == len(set(names)) == 14
+    for group in groups:
+        assert [case.where for case in group] in (["cold", "warm"], ["cold"], ["local"], [""])
+        assert all(case.delay_ms == (20.0 if case.name.endswith("+20 ms") else 0.0) for case in group)
+    assert not [case for group in groups for case in group if case.where == "local" and case.proxy]
+    assert len([name for group in plan(argparse.Namespace(**{**vars(args), "latency_ms": 0.0}), "s3://b/p",
+                                       Path("/l")) for name in group]) == 10
+
+
+@pytest.mark.slow
+def test_a_small_run_measures_and_reports_every_case(make_mnist: MakeMnist, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    require_weed()
+    pytest.importorskip("boto3")
+    from benchmarks.object_store import main
+
+    monkeypatch.setenv("STREAMLOAD_MNIST_DIR", str(make_mnist(n_train=300, n_test=20).folder))
+    out = tmp_path / "r.json"
+    assert main(["--workdir", str(tmp_path / "w"), "--gigabytes", "0.002", "--shard-size", "1000", "--ranges", "30",
+                 "--depth", "4", "--latency-ms", "5", "--rounds", "1", "--images", str(tmp_path / "none"),
+                 "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    figures = results["rounds"][0]["results"]
+    assert len(figures) == 14 and results["dataset"]["shards"] == 3
+    samples = results["dataset"]["samples"]
+    for name, case in figures.items():
+        assert case["samples"] == (30 if name.startswith(report.REQUESTS) else samples), name
+    needed = results["dataset"]["shard_bytes"]
+    for shuffle in ("block", "exact"):
+        cold, warm = figures[report.loader_name(shuffle, "cold")], figures[report.loader_name(shuffle, "warm")]
+        assert needed < cold["fetched_bytes"] < needed * 1.05  # every shard once, and the manifests
+        assert warm["fetched_bytes"] < needed * 0.05  # only the manifests: the shards came from the cache
+        assert figures[report.loader_name(shuffle, "local")]["fetched_bytes"] == 0
+    assert figures[report.latency_name(report.BANDWIDTH, 5)]["requests"] >= 6  # two files a shard, and the manifests
+    assert not results["jpeg"]["run"] and "does not exist" in results["jpeg"]["reason"]
+    assert report.markdown(results) in capsys.readouterr().out
+    assert not list((tmp_path / "w").glob("seaweedfs-*")) and not list((tmp_path / "w").glob("run-*"))
+    assert os.environ.get("AWS_ENDPOINT_URL") is None or "127.0.0.1" not in os.environ["AWS_ENDPOINT_URL"]
