@@ -21,7 +21,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import build_images, build_report, images_report, loaders_report, memory_report, quickstart, s3_clients
+from . import (
+    build_images,
+    build_report,
+    images_report,
+    loaders_report,
+    memory_report,
+    quickstart,
+    s3_clients,
+    sequences,
+)
 from .common import cpus_and_ram
 
 Result = dict[str, Any]
@@ -69,6 +78,7 @@ VIEWS: dict[tuple[str, str | None], Callable[[Result], str]] = {
     ("memory", "headline"): memory_headline,
     ("quickstart", None): quickstart.markdown,
     ("s3-clients", None): s3_clients.markdown,
+    ("sequences", None): sequences.markdown,
 }
 
 
