@@ -5,6 +5,8 @@ and a set with nothing ragged is refused in one line naming it. No timing is ass
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +88,13 @@ def test_a_set_with_nothing_ragged_is_refused_naming_it(tmp_path: Path, capsys: 
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and str(flat) in error and "varying length" in error
     assert not (tmp_path / "work").exists()
+
+
+def test_the_step_by_step_script_prints_the_benchmarks_figures(tokens: Path) -> None:
+    script = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "sequences_report.py")]
+    shown = subprocess.run([*script, "padding", str(tokens), "--batch-size", str(BATCH)], check=True,
+                           capture_output=True, text=True).stdout
+    assert f"| False | {rows_read(tokens, False):,} |" in shown and f"| True | {rows_read(tokens, True):,} |" in shown
+    shown = subprocess.run([*script, "memory", str(tokens), "--batches", "5"], check=True, capture_output=True,
+                           text=True).stdout
+    assert shown.startswith("300 samples, 5 batches of 64: RssAnon ") and "RssFile" in shown
