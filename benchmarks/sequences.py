@@ -71,7 +71,11 @@ def build_ink(out: Path, mnist: Path | None) -> Path:
 
 
 def build_repeated(data: Path, out: Path, factor: int) -> Path:
-    """``data``'s training split, every record ``factor`` times in order, built into ``out``."""
+    """``data``'s training split, every record ``factor`` times in order, built into ``out``.
+
+    The split is gathered into RAM once (``factor`` copies of it while building): for sets of the size
+    this benchmark reads, not for one that needs streaming to build.
+    """
     dataset = ShardedDataset(data, "train")
     whole = dataset.gather(np.arange(len(dataset)))
     arrays = {key: Records.concat([value] * factor) if isinstance(value, Records) else np.concatenate([value] * factor)
