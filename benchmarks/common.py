@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
@@ -52,9 +52,25 @@ def emit(results: Result, markdown: str, json_path: Path | None) -> None:
         json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
+def measure_and_emit(prog: str, measure: Callable[[], Result], render: Callable[[Result], str],
+                     json_path: Path | None, errors: tuple[type[BaseException], ...]) -> int:
+    """A benchmark's ``main`` after parsing: measure, then ``emit``; one of ``errors`` is reported as ``fail`` does."""
+    try:
+        results = measure()
+    except errors as error:
+        return fail(prog, error)
+    emit(results, render(results), json_path)
+    return 0
+
+
 def options_of(args: argparse.Namespace) -> Result:
     """The parsed options as JSON can hold them (paths as strings)."""
     return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """The command that ran ``script`` (relative to the repository), as a results file records it."""
+    return " ".join(["python3", script, *(sys.argv[1:] if argv is None else argv)])
 
 
 def build_command(fmt: str, out: Path, *options: str, source: str | os.PathLike | None = None) -> list[str]:

@@ -34,7 +34,16 @@ from tqdm import tqdm
 
 from streamload.base.procstats import drop_page_cache
 
-from .common import BUILD_SCRIPT, REPO_ROOT, emit, fail, log, machine_info, run_sampled
+from .common import (
+    BUILD_SCRIPT,
+    REPO_ROOT,
+    command_line,
+    log,
+    machine_info,
+    measure_and_emit,
+    options_of,
+    run_sampled,
+)
 from .images_pipelines import (
     BOUNDS,
     CASES,
@@ -376,10 +385,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def command_line(argv: Sequence[str] | None) -> str:
-    return " ".join(["python3", "scripts/benchmark_images.py", *(sys.argv[1:] if argv is None else argv)])
-
-
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Result:
     import keras
     import tensorflow as tf
@@ -396,8 +401,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Result:
     files = layout.files()
     source = folder_bytes(layout.photos)
     results: Result = {
-        "command": command_line(argv), "options": {key: str(value) if isinstance(value, Path) else value
-                                                   for key, value in vars(args).items()},
+        "command": command_line("scripts/benchmark_images.py", argv), "options": options_of(args),
         "machine": {**machine_info(args.data), "tensorflow": tf.__version__, "keras": keras.__version__,
                     "loadavg_start": list(os.getloadavg())},
         "images": {"count": len(files), "classes": args.classes, "source_bytes": source,
@@ -423,12 +427,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Result:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        results = run(args, argv)
-    except (RuntimeError, subprocess.CalledProcessError) as error:
-        return fail("benchmark_images.py", error)
-    emit(results, markdown(results), args.json)
-    return 0
+    return measure_and_emit("benchmark_images.py", lambda: run(args, argv), markdown, args.json,
+                            (RuntimeError, subprocess.CalledProcessError))
 
 
 __all__ = ["NullProgress", "main", "parse_args", "run"]

@@ -56,7 +56,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _snapshot() -> Result:
+def snapshot() -> Result:
+    """This process's memory now (the sequences child takes the same readings)."""
     memory = read_memory()
     return {"rss_anon": memory.rss_anon, "rss_file": memory.rss_file, "vm_hwm": memory.vm_hwm,
             "vm_data": read_vm_data()}
@@ -167,18 +168,18 @@ def measure(args: argparse.Namespace, result: Result) -> None:
     result["phase"] = "import"
     import_modules(args.loader, args.api)
     result["import_seconds"] = time.perf_counter() - started
-    result["memory"] = {"baseline": _snapshot()}
+    result["memory"] = {"baseline": snapshot()}
     result["phase"] = "load"
     started = time.perf_counter()
     feed, dataset = make_feed(args)
     result["load_seconds"] = time.perf_counter() - started
-    result["memory"]["loaded"] = _snapshot()
+    result["memory"]["loaded"] = snapshot()
     result["phase"] = args.mode
     if args.mode == "fit":
         result.update(run_fit(dataset, args.max_batches))
     else:
         result.update(run_pass(feed, args.max_batches))
-    result["memory"]["end"] = _snapshot()
+    result["memory"]["end"] = snapshot()
     result["phase"] = "done"
 
 
@@ -190,13 +191,17 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_child(options: list[str], interval: float) -> Result:
-    """Run one configuration in a fresh process, polling its memory; the child's JSON plus the peaks."""
+def run_child(options: list[str], interval: float, module: str = "benchmarks.memory_child") -> Result:
+    """Run one configuration in a fresh process, polling its memory; the child's JSON plus the peaks.
+
+    ``module`` is the child run with ``-m``: any that takes ``--result FILE`` and writes its readings under
+    ``"memory"`` there (``benchmarks.sequences_child`` does).
+    """
     from .common import run_sampled  # the parent's side only: the child keeps its imports to what it measures
 
     with tempfile.TemporaryDirectory() as scratch:
         result_path = Path(scratch, "result.json")
-        command = [sys.executable, "-m", "benchmarks.memory_child", *options, "--result", str(result_path)]
+        command = [sys.executable, "-m", module, *options, "--result", str(result_path)]
         with open(Path(scratch, "log"), "w+b") as log:
             returncode, wall, sampler = run_sampled(command, interval, log, env=child_env())
             log.seek(0)

@@ -30,6 +30,7 @@ from . import (
     object_store_report,
     quickstart,
     s3_clients,
+    sequences,
 )
 from .common import cpus_and_ram
 
@@ -79,6 +80,7 @@ VIEWS: dict[tuple[str, str | None], Callable[[Result], str]] = {
     ("quickstart", None): quickstart.markdown,
     ("s3-clients", None): s3_clients.markdown,
     ("object-store", None): object_store_report.markdown,
+    ("sequences", None): sequences.markdown,
 }
 
 
