@@ -11,7 +11,7 @@ Two modes:
 
 * exact (``reduced_decode=False``, the default): JPEGs decoded at full size with TensorFlow's default
   IDCT (simplejpeg ``fastdct``), PNG/BMP/GIF by Pillow, then Keras' centred crop and TensorFlow's
-  resize re-implemented bit for bit (:mod:`streamload.images.pixels`): the output equals Keras' to float
+  resize re-implemented bit for bit (:mod:`streamload.images.resize`): the output equals Keras' to float
   rounding (the tests compare with ``image_dataset_from_directory`` itself). Without simplejpeg,
   Pillow decodes JPEGs with the accurate IDCT, a few levels from Keras' fast one.
 * reduced (``reduced_decode=True``): a JPEG whose region to resize is at least 2, 4 or 8 times the

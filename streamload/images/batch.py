@@ -19,8 +19,9 @@ import numpy as np
 from ..errors import ImageDecodeError, InvalidOptionError
 from .decode import EncodedImage, dct_scale, decode, describe, read_header
 from .options import ImageDecodeOptions
-from .pixels import RESIZERS, crop_box
+from .pixels import crop_box
 from .randomness import Box, draw
+from .resize import resize_bilinear, resize_nearest
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
@@ -82,11 +83,9 @@ def decode_one(record: Any, index: int, epoch: int, seed: int, options: ImageDec
         region = _scaled(region, (image.height, image.width), decoded)
     crop = pixels[region.top:region.top + region.height, region.left:region.left + region.width]
     if options.interpolation == "bilinear":
-        RESIZERS["bilinear"](crop, options.image_size, out=out)
+        resize_bilinear(crop, options.image_size, out=out, flip=draws.flip)
     else:
-        out[...] = RESIZERS[options.interpolation](crop, options.image_size)
-    if draws.flip:
-        out[...] = out[:, ::-1].copy()
+        out[...] = resize_nearest(crop, options.image_size, flip=draws.flip)
 
 
 def decode_batch(records: Sequence[Any], sample_indices: Sequence[int], epoch: int, seed: int,

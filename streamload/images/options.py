@@ -18,7 +18,8 @@ import math
 from dataclasses import dataclass
 
 from ..errors import InvalidOptionError
-from .pixels import COLOR_MODES, DEFAULT_MAX_IMAGE_PIXELS, RESIZERS
+from .pixels import COLOR_MODES, DEFAULT_MAX_IMAGE_PIXELS
+from .resize import RESIZERS
 
 Range = tuple[float, float]
 INCEPTION_SCALE: Range = (0.08, 1.0)  # fraction of the image's area a random crop covers
