@@ -70,7 +70,7 @@ def decode_one(record: Any, index: int, epoch: int, seed: int, options: ImageDec
         image = read_header(record, options.max_pixels)
         draws = draw(seed, epoch, index, image.height, image.width, options.crop_ranges, options.horizontal_flip)
         region = _region(image, draws.box, options)
-        scale = dct_scale(region.height, region.width, options.image_size) if options.reduced_decode else 1
+        scale = dct_scale(region.height, region.width, options.image_size) if options.decodes_reduced else 1
         pixels = decode(image, options.color_mode, scale, options.max_pixels)
     except Exception as error:  # noqa: BLE001 - decoders raise ValueError, OSError, SyntaxError, EOFError...
         refusal = ImageDecodeError(f"sample {index}: cannot decode its image ({describe(error)})")
