@@ -181,6 +181,16 @@ def test_an_undecodable_record_is_refused_naming_its_sample(tmp_path: Path, kind
         assert "not a BMP, GIF, JPEG or PNG image" in str(caught.value)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_of_several_undecodable_records_the_first_in_batch_order_is_named(tmp_path: Path, threads: int) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_pixels(300, 300, 3, 1)).save(buffer, "JPEG")
+    records = [buffer.getvalue()] * 8 + [_bad_record("tiff", tmp_path), b"", _bad_record("text", tmp_path)]
+    for _ in range(3):
+        with pytest.raises(ImageDecodeError, match=r"^sample 108: .*not a BMP, GIF, JPEG or PNG image"):
+            decode_batch(records, list(range(100, 111)), 0, 0, ImageDecodeOptions(image_size=(16, 16)), threads)
+
+
 def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
     bomb = one_colour_png(tmp_path / "bomb.png", 3000, 3000).read_bytes()
     with pytest.raises(ImageDecodeError, match=r"sample 5: .*3000x3000 is 9,000,000 pixels, over the limit of 1,0"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -110,6 +110,32 @@ def decode_batch(records: Sequence[Any], sample_indices: Sequence[int], epoch: i
         for position in range(len(records)):
             one(position)
     else:
-        for _ in _pool(threads).map(one, range(len(records))):
-            pass  # map re-raises a task's exception here, the first in batch order
+        _in_threads(one, len(records), threads)
     return out
+
+
+def _in_threads(task: Callable[[int], None], count: int, threads: int) -> None:
+    """``task`` of positions 0..count-1 in the pool, each worker taking the next position left until none is;
+    the first failure in position order is re-raised.
+
+    A few workers rather than a future per image: measured side by side on a busy 2-core machine, a batch of
+    64 decoded 1.15-1.2x faster than with ``pool.map`` over the images, whose every finished future woke the
+    waiting thread.
+    """
+    positions, lock, failures = iter(range(count)), threading.Lock(), {}
+
+    def work(_: int) -> None:
+        while True:
+            with lock:
+                position = next(positions, None)
+            if position is None:
+                return
+            try:
+                task(position)
+            except Exception as error:  # noqa: BLE001 - re-raised below, the first in position order
+                failures[position] = error
+
+    for _ in _pool(threads).map(work, range(min(threads, count))):
+        pass
+    if failures:
+        raise failures[min(failures)]
