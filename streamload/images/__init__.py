@@ -23,10 +23,11 @@ Two modes:
 Random crops are drawn in full-size coordinates from the image's header, so they are the same in both
 modes, and the JPEG is then decoded (at the scale the crop allows) and cropped. Neither simplejpeg nor
 Pillow decodes only a region; TurboJPEG does from libjpeg-turbo 3.0 on (PyTurboJPEG 2), but the system
-library here is 2.1, whose only crop is the lossless transform (PyTurboJPEG 1.x ``crop``): measured on
-the benchmark's photos and Inception crops (45% of the area on average), transform plus decode took 1.7x
-a full decode, the transform alone more than one, as it entropy-decodes the whole image and re-encodes
-the crop. At 224x224 only about 1 crop in 18 is large enough for 1/2-scale decoding.
+library in this project's Ubuntu is 2.1, whose only crop is the lossless transform (PyTurboJPEG 1.x
+``crop``). Timed by hand once (PyTurboJPEG 1.7 on libturbojpeg 2.1.5, 200 of the benchmark's photos, their
+Inception crops covering 45% of the area on average), transform plus decode took 1.7x a full decode and
+the transform alone more than one: it entropy-decodes the whole image and re-encodes the crop. And at
+224x224 only about 1 crop in 18 of those photos is large enough for 1/2-scale decoding.
 """
 
 from .batch import decode_batch
