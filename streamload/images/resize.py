@@ -6,17 +6,18 @@ and ``top + (bottom - top) * dy``. ``top`` and ``bottom`` depend only on a sourc
 column, so :func:`resize_bilinear` interpolates each source row the output reads across once, then blends
 rows; the float32 operations are TensorFlow's, in its order, so the result is its own bit for bit.
 
-What makes it fast (each step measured side by side against the previous version, on the benchmark's
-photo-like JPEGs resized to 224x224; :mod:`benchmarks.images_bench` has the totals):
+What makes it fast (each step timed by hand side by side against the previous version while writing it,
+on the benchmark's photo-like JPEGs resized to 224x224; :mod:`benchmarks.images_bench` has the totals):
 
 * rows the output never reads are dropped before anything else (a 500-row image shrunk to 224 reads
   at most 448 of them);
 * every array is handled as (rows, width x channels), so numpy's inner loops run over whole rows; with
-  the channel axis last and separate, a broadcast ``dx`` made numpy loop three values at a time (7x slower);
+  the channel axis last and separate, a broadcast ``dx`` made numpy loop three values at a time, several
+  times slower;
 * gathers stay uint8 (``np.take`` with ``mode="clip"`` into a buffer: the default mode buffers its output),
   and only the left samples are cast; ``right - left`` casts the right ones inside the subtraction;
 * the working arrays are per-thread buffers reused from image to image: a fresh megabyte array costs
-  its page faults each time, which was a third of the resize.
+  its page faults each time, a large share of the resize.
 
 A horizontal flip reverses the output columns' weights instead of copying the result back to front.
 """
