@@ -60,8 +60,10 @@ def _rows(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """The distinct source rows the output reads, where each output row's lower and upper rows are among
     them, and each output row's weight (as a column, to broadcast over a row)."""
     lower, upper, weight = axis_weights(in_size, out_size)
-    rows, position = np.unique(np.concatenate([lower, upper]), return_inverse=True)
-    return rows, position[:out_size], position[out_size:], weight[:, None].copy()
+    read = np.zeros(in_size, bool)  # a mask, not np.unique's sort: each image size computes this afresh
+    read[lower] = read[upper] = True
+    position = np.cumsum(read) - 1  # a read row's place among the read rows
+    return np.flatnonzero(read), position[lower], position[upper], weight[:, None].copy()
 
 
 @lru_cache(maxsize=256)
