@@ -2,7 +2,7 @@
 
 Each candidate decoder (Pillow, simplejpeg, PyTurboJPEG) decodes every JPEG of a photo-like,
 ImageNet-sized set (200-1000 px a side, quality 90) and resizes it the way Keras does (TensorFlow's
-bilinear kernel without antialias, :func:`streamload.images.pixels.resize_bilinear`), in 1 or 2 threads of this
+bilinear kernel without antialias, :func:`streamload.images.resize.resize_bilinear`), in 1 or 2 threads of this
 process or in 2 forked processes writing into shared memory, at full size and with reduced-size decoding
 (the JPEG's DCT scaling by 2, 4 or 8, the largest that keeps the image at least the target: libjpeg-turbo's
 other M/8 scales decode slower than full size, measured 0.8-1.2 ms against 0.6 ms for a 500x375 JPEG).
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from streamload.images.decode import dct_scale
-from streamload.images.pixels import resize_bilinear
+from streamload.images.resize import resize_bilinear
 
 from .common import Result, emit, log, options_of
 

@@ -128,7 +128,7 @@ def decode_augment(data: bytes, rng: np.random.Generator) -> np.ndarray:
     import simplejpeg
 
     from streamload.images.decode import dct_scale
-    from streamload.images.pixels import resize_bilinear
+    from streamload.images.resize import resize_bilinear
 
     height, width = simplejpeg.decode_jpeg_header(data)[:2]
     top, left, h, w = random_resized_box(rng, height, width)

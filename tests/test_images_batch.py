@@ -145,8 +145,9 @@ def test_reduced_random_crops_show_the_same_region(tmp_path: Path) -> None:
     Image.fromarray(grid).resize((640, 480), Image.BICUBIC).save(buffer, "JPEG", quality=90)  # smooth, large
     data = buffer.getvalue()
     options = {"image_size": (32, 32), "random_resized_crop": ((0.5, 1.0), (0.75, 1.33))}
-    exact = decode_batch([data] * 4, [0, 1, 2, 3], 0, 7, ImageDecodeOptions(**options))
-    reduced = decode_batch([data] * 4, [0, 1, 2, 3], 0, 7, ImageDecodeOptions(**options, reduced_decode=True))
+    exact = decode_batch([data] * 4, [0, 1, 2, 3], 0, 7, ImageDecodeOptions(**options, reduced_decode=False))
+    reduced = decode_batch([data] * 4, [0, 1, 2, 3], 0, 7, ImageDecodeOptions(**options))  # random crops: reduced
+    assert not np.array_equal(exact, reduced)
     own = [np.abs(exact[i] - reduced[i]).mean() for i in range(4)]
     others = [np.abs(exact[i] - reduced[j]).mean() for i in range(4) for j in range(4) if i != j]
     assert max(own) < 0.25 * min(others)
@@ -178,6 +179,16 @@ def test_an_undecodable_record_is_refused_naming_its_sample(tmp_path: Path, kind
     assert "\n" not in str(caught.value)
     if kind == "tiff":
         assert "not a BMP, GIF, JPEG or PNG image" in str(caught.value)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_of_several_undecodable_records_the_first_in_batch_order_is_named(tmp_path: Path, threads: int) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_pixels(300, 300, 3, 1)).save(buffer, "JPEG")
+    records = [buffer.getvalue()] * 8 + [_bad_record("tiff", tmp_path), b"", _bad_record("text", tmp_path)]
+    for _ in range(3):
+        with pytest.raises(ImageDecodeError, match=r"^sample 108: .*not a BMP, GIF, JPEG or PNG image"):
+            decode_batch(records, list(range(100, 111)), 0, 0, ImageDecodeOptions(image_size=(16, 16)), threads)
 
 
 def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from streamload.images.options import INCEPTION_RATIO, INCEPTION_SCALE
 def test_defaults_are_keras_defaults() -> None:
     options = ImageDecodeOptions()
     assert (options.image_size, options.interpolation, options.color_mode) == ((256, 256), "bilinear", "rgb")
-    assert not options.crop_to_aspect_ratio and not options.reduced_decode and options.crop_ranges is None
+    assert not options.crop_to_aspect_ratio and not options.decodes_reduced and options.crop_ranges is None
     assert options.channels == 3 and ImageDecodeOptions(color_mode="rgba").channels == 4
 
 
@@ -32,7 +32,7 @@ def test_random_resized_crop_ranges() -> None:
     ({"color_mode": "cmyk"}, "color_mode 'cmyk': choose one of grayscale, rgb, rgba"),
     ({"horizontal_flip": 1}, "horizontal_flip must be True or False"),
     ({"crop_to_aspect_ratio": "yes"}, "crop_to_aspect_ratio must be True or False"),
-    ({"reduced_decode": None}, "reduced_decode must be True or False"),
+    ({"reduced_decode": 1}, "reduced_decode must be True, False or None"),
     ({"random_resized_crop": ((0.5, 1.5), (1, 2))}, "random_resized_crop takes True, False or"),
     ({"random_resized_crop": ((0.9, 0.5), (1, 2))}, "random_resized_crop takes True, False or"),
     ({"random_resized_crop": ((0.5, 1), (0, 2))}, "random_resized_crop takes True, False or"),
@@ -46,6 +46,15 @@ def test_bad_options_are_refused_in_one_line(options: dict, message: str) -> Non
     with pytest.raises(InvalidOptionError, match=message.replace("(", r"\(")) as caught:
         ImageDecodeOptions(**options)
     assert "\n" not in str(caught.value)
+
+
+def test_reduced_decoding_is_on_for_random_crops_unless_asked_otherwise() -> None:
+    """Random crops have no Keras pixels to match, so they decode at a DCT scale by default; the rest do not."""
+    assert ImageDecodeOptions(random_resized_crop=True).decodes_reduced
+    assert ImageDecodeOptions(random_resized_crop=((0.5, 1), (1, 2))).decodes_reduced
+    assert not ImageDecodeOptions(random_resized_crop=True, reduced_decode=False).decodes_reduced
+    assert not ImageDecodeOptions(crop_to_aspect_ratio=True, horizontal_flip=True).decodes_reduced
+    assert ImageDecodeOptions(reduced_decode=True).decodes_reduced
 
 
 def test_options_are_frozen() -> None:

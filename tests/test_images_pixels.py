@@ -1,5 +1,5 @@
-"""Tests for streamload.images.pixels: TensorFlow's resizes bit for bit, Keras' crop box, TensorFlow's grayscale, and
-the format-restricted, size-limited open (resize_bilinear's own comparison is in test_sources_images.py)."""
+"""Tests for streamload.images.pixels: Keras' crop box, TensorFlow's grayscale, and the format-restricted,
+size-limited open (the resizes are tested in test_images_resize.py)."""
 
 from __future__ import annotations
 
@@ -11,28 +11,8 @@ from image_fixtures import random_pixels
 from PIL import Image
 
 from streamload.errors import ImageDecodeError
-from streamload.images.pixels import as_array, crop_box, open_image, resize_bilinear, resize_nearest, to_color_mode
-
-SHAPES = [((28, 28, 1), (32, 32)), ((100, 75, 3), (64, 64)), ((37, 53, 3), (256, 200)), ((7, 9, 4), (3, 2)),
-          ((480, 640, 3), (224, 224)), ((1, 1, 3), (5, 4)), ((333, 517, 3), (97, 101))]
-
-
-@pytest.mark.parametrize(("in_shape", "size"), SHAPES)
-def test_resize_nearest_equals_tensorflow(in_shape: tuple[int, ...], size: tuple[int, int]) -> None:
-    import tensorflow as tf
-
-    image = np.random.default_rng(sum(in_shape)).integers(0, 256, in_shape, dtype=np.uint8)
-    np.testing.assert_array_equal(resize_nearest(image, size), tf.image.resize(image, size, "nearest").numpy())
-
-
-def test_resize_bilinear_writes_into_out() -> None:
-    import tensorflow as tf
-
-    image = random_pixels(333, 517, 3, 0)
-    out = np.zeros((2, 97, 101, 3), np.float32)
-    resize_bilinear(image, (97, 101), out=out[1])
-    np.testing.assert_array_equal(out[1], tf.image.resize(image, (97, 101)).numpy())
-    assert not out[0].any()
+from streamload.images.pixels import as_array, crop_box, open_image, to_color_mode
+from streamload.images.resize import resize_nearest
 
 
 @pytest.mark.parametrize(("height", "width", "size"), [(340, 500, (200, 200)), (17, 3, (5, 7)), (1, 9, (9, 1)),

@@ -9,19 +9,25 @@ seed, options, threads)`` with the reader's ``ImageDecodeOptions``; ``StreamingG
 
 Two modes:
 
-* exact (``reduced_decode=False``, the default): JPEGs decoded at full size with TensorFlow's default
-  IDCT (simplejpeg ``fastdct``), PNG/BMP/GIF by Pillow, then Keras' centred crop and TensorFlow's
-  resize re-implemented bit for bit (:mod:`streamload.images.pixels`): the output equals Keras' to float
+* exact (``reduced_decode=False``, the default without random crops): JPEGs decoded at full size with
+  TensorFlow's default IDCT (simplejpeg ``fastdct``), PNG/BMP/GIF by Pillow, then Keras' centred crop and
+  TensorFlow's resize re-implemented bit for bit (:mod:`streamload.images.resize`): the output equals Keras' to float
   rounding (the tests compare with ``image_dataset_from_directory`` itself). Without simplejpeg,
   Pillow decodes JPEGs with the accurate IDCT, a few levels from Keras' fast one.
-* reduced (``reduced_decode=True``): a JPEG whose region to resize is at least 2, 4 or 8 times the
+* reduced (``reduced_decode=True``, the default with ``random_resized_crop``, which has no Keras pixels
+  to match): a JPEG whose region to resize is at least 2, 4 or 8 times the
   target is decoded at that DCT scale, which averages 2x2, 4x4 or 8x8 blocks where Keras' bilinear
   resize (no antialias) samples 2x2 pixels: smoother, and no longer Keras' pixels. The difference is
   measured by the tests against Keras (``tests/test_decoding_batch.py``) and is bounded there.
 
 Random crops are drawn in full-size coordinates from the image's header, so they are the same in both
-modes, and the JPEG is then decoded (at the scale the crop allows) and cropped: neither simplejpeg nor
-Pillow decodes only a region, and the entropy decoding a crop cannot skip is most of a JPEG's cost.
+modes, and the JPEG is then decoded (at the scale the crop allows) and cropped. Neither simplejpeg nor
+Pillow decodes only a region; TurboJPEG does from libjpeg-turbo 3.0 on (PyTurboJPEG 2), but the system
+library in this project's Ubuntu is 2.1, whose only crop is the lossless transform (PyTurboJPEG 1.x
+``crop``). Timed by hand once (PyTurboJPEG 1.7 on libturbojpeg 2.1.5, 200 of the benchmark's photos, their
+Inception crops covering 45% of the area on average), transform plus decode took 1.7x a full decode and
+the transform alone more than one: it entropy-decodes the whole image and re-encodes the crop. And at
+224x224 only about 1 crop in 18 of those photos is large enough for 1/2-scale decoding.
 """
 
 from .batch import decode_batch

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,8 +19,9 @@ import numpy as np
 from ..errors import ImageDecodeError, InvalidOptionError
 from .decode import EncodedImage, dct_scale, decode, describe, read_header
 from .options import ImageDecodeOptions
-from .pixels import RESIZERS, crop_box
+from .pixels import crop_box
 from .randomness import Box, draw
+from .resize import resize_bilinear, resize_nearest
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
@@ -69,7 +70,7 @@ def decode_one(record: Any, index: int, epoch: int, seed: int, options: ImageDec
         image = read_header(record, options.max_pixels)
         draws = draw(seed, epoch, index, image.height, image.width, options.crop_ranges, options.horizontal_flip)
         region = _region(image, draws.box, options)
-        scale = dct_scale(region.height, region.width, options.image_size) if options.reduced_decode else 1
+        scale = dct_scale(region.height, region.width, options.image_size) if options.decodes_reduced else 1
         pixels = decode(image, options.color_mode, scale, options.max_pixels)
     except Exception as error:  # noqa: BLE001 - decoders raise ValueError, OSError, SyntaxError, EOFError...
         refusal = ImageDecodeError(f"sample {index}: cannot decode its image ({describe(error)})")
@@ -82,11 +83,9 @@ def decode_one(record: Any, index: int, epoch: int, seed: int, options: ImageDec
         region = _scaled(region, (image.height, image.width), decoded)
     crop = pixels[region.top:region.top + region.height, region.left:region.left + region.width]
     if options.interpolation == "bilinear":
-        RESIZERS["bilinear"](crop, options.image_size, out=out)
+        resize_bilinear(crop, options.image_size, out=out, flip=draws.flip)
     else:
-        out[...] = RESIZERS[options.interpolation](crop, options.image_size)
-    if draws.flip:
-        out[...] = out[:, ::-1].copy()
+        out[...] = resize_nearest(crop, options.image_size, flip=draws.flip)
 
 
 def decode_batch(records: Sequence[Any], sample_indices: Sequence[int], epoch: int, seed: int,
@@ -111,6 +110,32 @@ def decode_batch(records: Sequence[Any], sample_indices: Sequence[int], epoch: i
         for position in range(len(records)):
             one(position)
     else:
-        for _ in _pool(threads).map(one, range(len(records))):
-            pass  # map re-raises a task's exception here, the first in batch order
+        _in_threads(one, len(records), threads)
     return out
+
+
+def _in_threads(task: Callable[[int], None], count: int, threads: int) -> None:
+    """``task`` of positions 0..count-1 in the pool, each worker taking the next position left until none is;
+    the first failure in position order is re-raised.
+
+    A few workers rather than a future per image: timed side by side on a busy 2-core machine, batches of 64
+    decoded faster than with ``pool.map`` over the images, whose every finished future wakes the waiting
+    thread.
+    """
+    positions, lock, failures = iter(range(count)), threading.Lock(), {}
+
+    def work(_: int) -> None:
+        while True:
+            with lock:
+                position = next(positions, None)
+            if position is None:
+                return
+            try:
+                task(position)
+            except Exception as error:  # noqa: BLE001 - re-raised below, the first in position order
+                failures[position] = error
+
+    for _ in _pool(threads).map(work, range(min(threads, count))):
+        pass
+    if failures:
+        raise failures[min(failures)]

@@ -8,8 +8,10 @@ ranges), drawn per sample from ``(seed, epoch, sample index)`` (:mod:`streamload
 
 ``reduced_decode`` lets a JPEG be decoded at 1/2, 1/4 or 1/8 scale (its DCT scaling) when the region
 to resize is at least that many times the target: less to decode and to resize, but the pixels are no
-longer Keras' (which decodes at full size and resizes without antialias), so it is off by default;
-:mod:`streamload.images` documents the measured difference.
+longer Keras' (which decodes at full size and resizes without antialias). Left as None it is on for
+random-resized crops, which have no Keras pixels to match, and off otherwise; :mod:`streamload.images`
+documents the measured difference. Either way a sample's pixels depend only on ``(seed, epoch, index)``:
+the scale follows from its crop box and its header.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import math
 from dataclasses import dataclass
 
 from ..errors import InvalidOptionError
-from .pixels import COLOR_MODES, DEFAULT_MAX_IMAGE_PIXELS, RESIZERS
+from .pixels import COLOR_MODES, DEFAULT_MAX_IMAGE_PIXELS
+from .resize import RESIZERS
 
 Range = tuple[float, float]
 INCEPTION_SCALE: Range = (0.08, 1.0)  # fraction of the image's area a random crop covers
@@ -43,7 +46,7 @@ class ImageDecodeOptions:
     color_mode: str = "rgb"
     random_resized_crop: CropOption = False  # True: Inception's ranges; or ((scale_lo, hi), (ratio_lo, hi))
     horizontal_flip: bool = False
-    reduced_decode: bool = False
+    reduced_decode: bool | None = None  # None: on for random-resized crops, off otherwise
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
@@ -57,9 +60,11 @@ class ImageDecodeOptions:
                                      f"choose {' or '.join(map(repr, RESIZERS))} (those match Keras' pixels exactly)")
         if self.color_mode not in COLOR_MODES:
             raise InvalidOptionError(f"color_mode {self.color_mode!r}: choose one of {', '.join(COLOR_MODES)}")
-        for name in ("crop_to_aspect_ratio", "horizontal_flip", "reduced_decode"):
+        for name in ("crop_to_aspect_ratio", "horizontal_flip"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidOptionError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.reduced_decode is not None and not isinstance(self.reduced_decode, bool):
+            raise InvalidOptionError(f"reduced_decode must be True, False or None, got {self.reduced_decode!r}")
         self._check_crop()
         if isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int) or self.max_pixels < 1:
             raise InvalidOptionError(f"max_pixels must be a positive integer, got {self.max_pixels!r}")
@@ -88,6 +93,11 @@ class ImageDecodeOptions:
         if crop is True:
             return INCEPTION_SCALE, INCEPTION_RATIO
         return (float(crop[0][0]), float(crop[0][1])), (float(crop[1][0]), float(crop[1][1]))
+
+    @property
+    def decodes_reduced(self) -> bool:
+        """Whether JPEGs may be decoded at a DCT scale: ``reduced_decode``, or when None, for random crops only."""
+        return self.crop_ranges is not None if self.reduced_decode is None else self.reduced_decode
 
     @property
     def channels(self) -> int:

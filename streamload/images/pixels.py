@@ -3,9 +3,8 @@
 Both sides must give the pixels ``keras.utils.image_dataset_from_directory`` gives, so the pieces
 that decide a pixel live here, once, below both (the read path may not import from ``sources/``):
 
-* :func:`resize_bilinear` and :func:`resize_nearest` re-implement ``tf.image.resize(antialias=False)``
-  in numpy: half-pixel centres, the same float32 operations in the same order, so the float output
-  equals TensorFlow's bit for bit. Pillow's own resize antialiases when it shrinks, which Keras does not.
+* the resizes, TensorFlow's re-implemented bit for bit, are in :mod:`streamload.images.resize` (Pillow's
+  own resize antialiases when it shrinks, which Keras does not).
 * :func:`crop_box` is Keras' ``smart_resize`` crop (``crop_to_aspect_ratio``), computed in float32 as
   its TensorFlow graph does.
 * :func:`open_image` offers Pillow only Keras' four decoders (BMP, GIF, JPEG, PNG), chosen by content,
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from functools import lru_cache
 from typing import IO, Any
 
 import numpy as np
@@ -46,67 +44,6 @@ def import_pillow() -> Any:
     except ImportError as exc:
         raise MissingDependencyError(PILLOW_HINT) from exc
     return Image
-
-
-@lru_cache(maxsize=256)
-def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lower and upper source index and the weight of the upper one, per output index (TF's kernel)."""
-    scale = np.float32(in_size) / np.float32(out_size)
-    position = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
-    floor = np.floor(position)
-    lower = np.maximum(floor, 0).astype(np.intp)
-    upper = np.minimum(np.ceil(position), in_size - 1).astype(np.intp)
-    return lower, upper, (position - floor).astype(np.float32)
-
-
-@lru_cache(maxsize=256)
-def _rows_needed(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The distinct source rows the output reads, and where each output row's lower and upper rows are in them."""
-    lower, upper, _ = _axis_weights(in_size, out_size)
-    rows, position = np.unique(np.concatenate([lower, upper]), return_inverse=True)
-    return rows, position[:out_size], position[out_size:]
-
-
-def resize_bilinear(image: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """``tf.image.resize(image, size, "bilinear", antialias=False)`` of an (H, W, C) array, as float32.
-
-    TensorFlow computes ``top = tl + (tr - tl) * dx``, ``bottom = bl + (br - bl) * dx`` and
-    ``top + (bottom - top) * dy`` per output pixel in float32. ``top`` and ``bottom`` depend only on a
-    source row and an output column, so each needed source row is interpolated across once (gathering
-    uint8 before converting, with ``np.take``: 3-4x faster than fancy indexing floats) and the rows are
-    then blended; every float32 operation is TensorFlow's, in its order, so the result is bit for bit
-    its own. ``out``, if given, receives the result (an output batch's slot, saving a copy).
-    """
-    rows, top_row, bottom_row = _rows_needed(image.shape[0], size[0])
-    _, _, dy = _axis_weights(image.shape[0], size[0])
-    left, right, dx = _axis_weights(image.shape[1], size[1])
-    source = np.take(image, rows, axis=0) if len(rows) < image.shape[0] else image
-    across = np.take(source, left, axis=1).astype(np.float32)
-    step = np.take(source, right, axis=1).astype(np.float32)
-    step -= across
-    step *= dx[:, None]
-    across += step  # each needed row, interpolated across: TF's top or bottom
-    top = np.take(across, top_row, axis=0)
-    bottom = np.take(across, bottom_row, axis=0)
-    bottom -= top
-    bottom *= dy[:, None, None]
-    return np.add(top, bottom, out=out)
-
-
-@lru_cache(maxsize=256)
-def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-    """TF2's nearest-neighbour source index per output index: floor((i + 0.5) * in / out), in float32."""
-    scale = np.float32(in_size) / np.float32(out_size)
-    position = np.floor((np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale)
-    return np.minimum(position, in_size - 1).astype(np.intp)
-
-
-def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``tf.image.resize(image, size, "nearest")`` of an (H, W, C) array (TF2: half-pixel centres)."""
-    return image[_nearest_indices(image.shape[0], size[0])][:, _nearest_indices(image.shape[1], size[1])]
-
-
-RESIZERS = {"bilinear": resize_bilinear, "nearest": resize_nearest}  # Keras' interpolation names
 
 
 def crop_box(height: int, width: int, size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -1,10 +1,11 @@
 """Decoding and resizing one image file the way ``keras.utils.image_dataset_from_directory`` does, at build time.
 
-The pixel arithmetic (TensorFlow's resize, Keras' aspect-ratio crop, the colour modes, the format-restricted
-and size-limited Pillow open) lives in :mod:`streamload.images.pixels`, shared with the read-time decoder
-(:mod:`streamload.images`); this module adds what only a build needs: opening files safely, storing uint8,
-and the worker functions. Keras keeps float pixels; shards keep uint8, rounded half up, so a stored pixel is
-within 0.5 of Keras' value. An image already at the target size is stored as decoded.
+The pixel arithmetic (TensorFlow's resize in :mod:`streamload.images.resize`; Keras' aspect-ratio crop,
+the colour modes, the format-restricted and size-limited Pillow open in :mod:`streamload.images.pixels`) is
+shared with the read-time decoder (:mod:`streamload.images`); this module adds what only a build needs:
+opening files safely, storing uint8, and the worker functions. Keras keeps float pixels; shards keep uint8,
+rounded half up, so a stored pixel is within 0.5 of Keras' value. An image already at the target size is
+stored as decoded.
 
 Decoding is Pillow's. PNG, BMP and GIF pixels equal TensorFlow's; JPEG pixels equal
 ``tf.io.decode_jpeg(dct_method="INTEGER_ACCURATE")``, while Keras' default (the fast IDCT) differs
@@ -38,9 +39,9 @@ from ...images.pixels import (  # noqa: F401 - IMAGE_EXTENSIONS, import_pillow: 
     crop_box,
     import_pillow,
     open_image,
-    resize_bilinear,
     to_color_mode,
 )
+from ...images.resize import resize_bilinear
 
 _FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
