@@ -448,3 +448,23 @@ def test_where_the_working_set_holds_every_shard_fetching_ahead_closes_no_reader
     assert sorted(dataset._open) == [0, 1, 2, 3, 4]
     dataset.gather(np.array([550]))
     assert sorted(dataset._open) == list(range(6))
+
+
+def test_a_bucket_dataset_whose_cache_holds_every_shard_fetches_nothing_ahead(aws_env, tmp_path) -> None:
+    """Block order from a warm cache named the shards coming next every batch, and leased them ahead, though every
+    one was already in the folder: a cost per batch that a local folder does not pay. A new loader over the same
+    cache now sees them all there (one scan of the folder) and never fetches ahead; the batches stay the same."""
+    options = {"batch_size": 50, "shuffle": "block", "block_size": 40, "window_blocks": 2, "seed": 5}
+    cold, arrays = _bucket_loader(aws_env, tmp_path, **options)
+    assert cold.dataset.fetching_ahead()
+    for batch in range(cold.num_batches):
+        cold.load(0, batch)
+    assert not cold.dataset.fetching_ahead()  # every shard now fetched
+    from streamload import BatchLoader
+
+    warm = BatchLoader(cold.dataset.directory, "train", cache_dir=str(tmp_path / "cache"), **options)
+    assert not warm.dataset.fetching_ahead()
+    for batch in range(warm.num_batches):
+        for got, want in zip(warm.load(1, batch), warm.reference(arrays, 1, batch)):
+            assert np.array_equal(got, want)
+        assert warm.dataset.remote.pending() == 0  # no shard leased ahead of its read

@@ -147,6 +147,30 @@ def test_the_cache_never_passes_its_limit_and_evicts_the_least_recently_used(aws
     assert present == {table.file_name(i) for i in (0, 6, 7)}
 
 
+def test_seen_all_knows_the_folder_without_looking_at_it_again(aws_env: S3Endpoint, tmp_path: Path) -> None:
+    """What a loader asks every batch (is there anything left to fetch ahead?): one scan when the cache opens,
+    then its own downloads, leases and evictions; a copy removed behind its back is seen at the next lease."""
+    store = Counting(open_store(fresh_url(aws_env)))
+    table, _datas = upload_shards(store.store, 3, 100_000)
+    cache = ShardCache(tmp_path / "cache", store, table, 3 * int(table.sizes.max()), in_flight=1)
+    for index in (0, 1):
+        cache.lease(index).release()
+    assert not cache.seen_all()  # shard 2 never fetched
+    cache.lease(2).release()
+    assert cache.seen_all()
+    again = ShardCache(tmp_path / "cache", store, table, 3 * int(table.sizes.max()), in_flight=1)
+    assert again.seen_all()  # found by its one scan: a new process over a warm cache
+    (again.folder / table.file_name(1)).unlink()  # another process evicted it
+    again.lease(1).release()  # fetched again, and seen there again
+    assert again.seen_all() and store.gets[table.keys[1]] == 2
+    small = ShardCache(tmp_path / "cache", store, table, int(table.sizes.max()), in_flight=1)
+    assert small.seen_all()
+    (small.folder / table.file_name(2)).unlink()
+    small.lease(2).release()  # room for one copy only: fetching shard 2 evicts 0 and 1
+    assert not small.seen_all() and sorted(p.name for p in small.folder.iterdir()) == [".cache.lock",
+                                                                                         table.file_name(2)]
+
+
 def test_a_leased_shard_is_never_evicted_and_a_full_cache_fails_clearly(aws_env: S3Endpoint, tmp_path: Path) -> None:
     store = Counting(open_store(fresh_url(aws_env)))
     table, datas = upload_shards(store.store, 4, 50_000)

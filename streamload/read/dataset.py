@@ -218,12 +218,12 @@ class ShardedDataset:
         self.remote.prefetch(wanted, open_now)
 
     def fetching_ahead(self) -> bool:
-        """Whether :meth:`prefetch` can do anything: a dataset in a bucket, fetching ahead, with a shard not open
-        (once every shard is, the loader need not even name the shards coming)."""
+        """Whether :meth:`prefetch` can do anything: a dataset in a bucket, fetching ahead, with a shard not open and
+        one not yet in the cache (otherwise the loader need not even name the shards coming, a cost every batch)."""
         if self.remote is None or self.remote.ahead == 0:
             return False
         self.reader_state()
-        return len(self._open) < len(self.info.shards)
+        return len(self._open) < len(self.info.shards) and not self.remote.all_cached()
 
     def reader_state(self) -> None:
         """This process's reader cache (made again after a fork or unpickling)."""

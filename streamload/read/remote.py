@@ -174,6 +174,12 @@ class RemoteShards:
                     self._ahead[shard] = self._pool.submit(self._lease, shard, False)
                     room -= 1
 
+    def all_cached(self) -> bool:
+        """Whether every shard's copy is in the cache, as far as this process knows (then fetching ahead saves
+        nothing: a read leases the local copy at once); see :meth:`ShardCache.seen_all`."""
+        self._process()
+        return self._cache.seen_all()
+
     def pending(self) -> int:
         """Shards fetched ahead (or being fetched) that no reader has taken yet, in this process."""
         return len(self._ahead) if self._pid == os.getpid() else 0

@@ -102,6 +102,8 @@ class ShardCache:
         self._lock_fd = open_in_folder(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, folder_may_be_link=True)
         self._leases = np.zeros(len(self.shards), np.int32)
         self._fds = np.full(len(self.shards), -1, np.int32)
+        self._names = np.array([self.shards.file_name(i) for i in range(len(self.shards))])  # equal files: one name
+        self._seen = np.isin(self._names, [entry.name for entry in scan(self.folder) if entry.kind == "shard"])
 
     def _after_fork(self) -> None:
         if self._pid != os.getpid():
@@ -118,6 +120,13 @@ class ShardCache:
                 yield
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def seen_all(self) -> bool:
+        """Whether this process last saw a checked copy of every shard here: from one scan of the folder when it
+        started, then its own leases, downloads and evictions, never a look at the folder (it is asked every batch).
+        A hint for fetching ahead: another process may have evicted one since; a lease then fetches it again."""
+        self._after_fork()
+        return bool(self._seen.all())
 
     def path(self, index: int) -> Path:
         return self.folder / self.shards.file_name(index)
@@ -166,10 +175,11 @@ class ShardCache:
         try:
             fd = os.open(self.path(index), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
+            self._seen[index] = False
             return False
         fcntl.flock(fd, fcntl.LOCK_SH)  # never waits: exclusive holders hold the cache lock, which we have
         touch(fd)
-        self._fds[index], self._leases[index] = fd, 1
+        self._fds[index], self._leases[index], self._seen[index] = fd, 1, True
         return True
 
     def _release(self, index: int) -> None:
@@ -202,6 +212,7 @@ class ShardCache:
         finally:
             os.close(fd)  # closing drops the exclusive lock too; we still hold the cache lock
         os.unlink(self.folder / name)
+        self._seen[self._names == name] = False
         return True
 
     def _remove_stale_parts(self) -> None:
@@ -294,4 +305,4 @@ class ShardCache:
         with self._locked():
             os.rename(part, self.path(index))
             touch(fd)
-            self._fds[index], self._leases[index] = fd, 1
+            self._fds[index], self._leases[index], self._seen[index] = fd, 1, True
