@@ -90,6 +90,8 @@ class ShardCache:
         self.folder, self.store, self.shards = Path(folder), store, shards
         self.limit_bytes, self.wait_s = limit_bytes, wait_s
         self._disk_full = False  # the last fetch that found no room found the disk full, not the limit reached
+        # each shard's copy's name, once (not again in every forked worker); equal files share one name
+        self._names = np.array([shards.file_name(i) for i in range(len(shards))])
         self.folder.mkdir(parents=True, exist_ok=True)
         self._open_process_state()
         with self._locked():
@@ -102,7 +104,6 @@ class ShardCache:
         self._lock_fd = open_in_folder(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, folder_may_be_link=True)
         self._leases = np.zeros(len(self.shards), np.int32)
         self._fds = np.full(len(self.shards), -1, np.int32)
-        self._names = np.array([self.shards.file_name(i) for i in range(len(self.shards))])  # equal files: one name
         self._seen = np.isin(self._names, [entry.name for entry in scan(self.folder) if entry.kind == "shard"])
 
     def _after_fork(self) -> None:
