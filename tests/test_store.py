@@ -3,14 +3,18 @@ and a cache that refuses a limit below its working set."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamload.errors import InvalidOptionError, StoreUnavailableError
 from streamload.store import ShardCache, ShardTable, StoreURL, is_remote, parse_url
 from streamload.store import retry as retry_module
+from streamload.store.cachefiles import VerifyingSink
 from streamload.store.retry import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
@@ -158,3 +162,31 @@ def test_the_test_server_ports_and_their_grpc_twins_are_free_and_valid() -> None
         low, high = map(int, EPHEMERAL_PORTS.read_text().split())
         assert not {p for port in ports for p in (port, port + GRPC_OFFSET)} & set(range(low, high + 1))
     assert not set(ports) & {port + GRPC_OFFSET for port in ports}
+
+
+@pytest.mark.parametrize("size", [0, 1, 100_000])
+def test_a_verifying_sink_hashes_what_it_keeps_whichever_way_the_bytes_arrive(tmp_path: Path, size: int) -> None:
+    data = np.random.default_rng(size).bytes(size)
+    copies = []
+    for name in ("written", "read-into"):
+        fd = os.open(tmp_path / name, os.O_RDWR | os.O_CREAT, 0o644)
+        if size:
+            os.posix_fallocate(fd, 0, size)
+        sink = VerifyingSink(fd, size)
+        sink.write(memoryview(b"stale"[:size]))
+        sink.restart()  # a retried GET starts again from the first byte
+        for start in range(0, size, 30_000):
+            piece = data[start:start + 30_000]
+            if name == "written":
+                sink.write(memoryview(piece))
+            else:
+                sink.room()[:len(piece)] = piece
+                sink.filled(len(piece))
+        assert sink.matches(hashlib.sha256(data).hexdigest()) and not len(sink.room())
+        sink.write(memoryview(b"x"))  # one byte more than the manifest says: a mismatch, nothing written
+        assert not sink.matches(hashlib.sha256(data).hexdigest())
+        sink.close(sync=True)
+        sink.close(sync=False)  # closing twice (an error path after a failed sync) is harmless
+        os.close(fd)
+        copies.append((tmp_path / name).read_bytes())
+    assert copies == [data, data]

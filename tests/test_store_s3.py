@@ -31,8 +31,8 @@ from streamload.errors import (
 )
 from streamload.store import ShardCache, ShardTable, open_store, parse_url
 from streamload.store import retry as retry_module
-from streamload.store.cachefiles import PART_PREFIX
-from streamload.store.protocol import ObjectSink
+from streamload.store.cachefiles import PART_PREFIX, VerifyingSink
+from streamload.store.protocol import ObjectBuffer, ObjectSink
 from streamload.store.s3 import S3ObjectStore
 
 pytest.importorskip("boto3", reason="the s3 extra (boto3) is not installed")
@@ -81,6 +81,42 @@ def test_put_get_head_list_delete_round_trip(aws_env: S3Endpoint, tmp_path: Path
     store.delete("a/shard.npy")  # absent: not an error
     with pytest.raises(ObjectNotFoundError, match="a/shard.npy"):
         store.head("a/shard.npy")
+
+
+class PartFile:
+    """A preallocated part file with its VerifyingSink, as the shard cache makes them; counts ``write`` calls."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.posix_fallocate(self.fd, 0, size)
+        self.sink, self.writes = VerifyingSink(self.fd, size), 0
+        write = self.sink.write
+
+        def counted(data: memoryview) -> None:
+            self.writes += 1
+            write(data)
+
+        self.sink.write = counted  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        self.sink.close(sync=True)
+        os.close(self.fd)
+
+
+def test_a_whole_object_is_read_straight_into_the_mapped_part_file(aws_env: S3Endpoint, tmp_path: Path) -> None:
+    store = open_store(fresh_url(aws_env))
+    data = np.random.default_rng(3).bytes((8 << 20) + 12_345)  # more than one piece of CHUNK_BYTES
+    store.put_bytes("big.bin", data)
+    part = PartFile(tmp_path / "part", len(data))
+    assert isinstance(part.sink, ObjectBuffer) and store.get_into("big.bin", part.sink) == len(data)
+    assert part.sink.matches(hashlib.sha256(data).hexdigest()) and part.writes == 0  # no copy through write()
+    part.close()
+    assert (tmp_path / "part").read_bytes() == data
+    short = PartFile(tmp_path / "short", len(data) - 1)  # the manifest says one byte less than the server has
+    store.get_into("big.bin", short.sink)
+    assert not short.sink.matches(hashlib.sha256(data).hexdigest()) and short.writes > 0 and short.sink.overflow
+    short.close()
+    assert (tmp_path / "short").stat().st_size == len(data) - 1  # never written past the reserved size
 
 
 def test_put_if_absent_never_overwrites(aws_env: S3Endpoint) -> None:

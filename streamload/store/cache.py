@@ -287,6 +287,7 @@ class ShardCache:
     def _fetch(self, index: int, part: Path, fd: int) -> None:
         """Download into the part file, check it (a mismatch is fetched once more), rename it into place."""
         key, sha, size = str(self.shards.keys[index]), str(self.shards.sha256[index]), int(self.shards.sizes[index])
+        sink: VerifyingSink | None = None
         try:
             sink = VerifyingSink(fd, size)
             for _attempt in range(2):
@@ -297,8 +298,10 @@ class ShardCache:
                 raise ShardCorruptError(f"{key}: fetched twice and both copies differ from the manifest "
                                         f"({sink.describe()}; expected {size:,} bytes, SHA-256 {sha[:16]}...); "
                                         "not used")
-            os.fsync(fd)  # the name below promises complete bytes, after a crash too
+            sink.close(sync=True)  # the name below promises complete bytes, after a crash too
         except BaseException:
+            if sink is not None:
+                sink.close(sync=False)
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)

@@ -15,6 +15,7 @@ object per shard: a worker process inherits three arrays, not thousands of objec
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import re
 import secrets
@@ -95,24 +96,46 @@ def is_part_of(name: str, sha256: str) -> bool:
 
 
 class VerifyingSink:
-    """Writes a download into a preallocated part file at its offsets while hashing it; never past ``size``."""
+    """Writes a download into its preallocated part file while hashing it; never past ``size``.
+
+    The part file is mapped, so a store can read the body straight into it (:class:`ObjectBuffer`): one copy,
+    socket to page cache. Mapping is safe here: ``posix_fallocate`` reserved every block (a full disk cannot
+    fault a write), and nothing but this downloader truncates a part file it holds.
+    """
 
     def __init__(self, fd: int, size: int) -> None:
         self.fd, self.size = fd, size
+        self._map = mmap.mmap(fd, size) if size else None
+        self._view = memoryview(self._map) if self._map is not None else memoryview(bytearray())
         self.restart()
 
     def restart(self) -> None:
         self.written, self.overflow, self.digest = 0, False, hashlib.sha256()
 
+    def room(self) -> memoryview:
+        return self._view[self.written:]
+
+    def filled(self, count: int) -> None:
+        self.digest.update(self._view[self.written:self.written + count])
+        self.written += count
+
     def write(self, data: memoryview) -> None:
         if self.overflow or self.written + len(data) > self.size:
             self.overflow = True  # more bytes than the manifest says: a mismatch, and the limit stays kept
             return
-        self.digest.update(data)
-        while len(data):
-            done = os.pwrite(self.fd, data, self.written)
-            self.written += done
-            data = data[done:]
+        self._view[self.written:self.written + len(data)] = data
+        self.filled(len(data))
+
+    def close(self, *, sync: bool) -> None:
+        """Unmap; with ``sync``, first write the bytes to disk (the shard's name will promise them)."""
+        if self._map is not None:
+            if sync:
+                self._map.flush()
+            self._view.release()
+            self._map.close()
+            self._map = None
+        if sync:
+            os.fsync(self.fd)
 
     def matches(self, sha256: str) -> bool:
         return not self.overflow and self.written == self.size and self.digest.hexdigest() == sha256

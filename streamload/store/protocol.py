@@ -33,6 +33,21 @@ class ObjectSink(Protocol):
 
 
 @runtime_checkable
+class ObjectBuffer(ObjectSink, Protocol):
+    """A sink with memory of its own (a mapped part file), which a store may read a GET's body straight into.
+
+    Saves copying every byte through a fresh Python buffer and a ``write``: on a cold block-order epoch that
+    copy cost more CPU than the GET itself (docs/object-storage.md). ``room()`` is the unwritten rest of the
+    buffer; ``filled(count)`` says that ``count`` bytes were read into its start. A store uses this only when
+    the object's length equals the room left after ``restart``; otherwise it calls ``write``.
+    """
+
+    def room(self) -> memoryview: ...
+
+    def filled(self, count: int) -> None: ...
+
+
+@runtime_checkable
 class ObjectStore(Protocol):
     """A bucket and prefix: get, range reads, put, list, head and delete of objects under it."""
 

@@ -27,7 +27,7 @@ from ..errors import (
     ObjectStoreError,
     StoreAccessError,
 )
-from .protocol import ObjectInfo, ObjectSink
+from .protocol import ObjectBuffer, ObjectInfo, ObjectSink
 from .retry import TransientError, with_retries
 from .url import StoreURL
 
@@ -157,12 +157,18 @@ class S3ObjectStore:
     def get_into(self, key: str, sink: ObjectSink) -> int:
         def fetch(client: Any) -> int:
             sink.restart()
-            body = client.get_object(Bucket=self.url.bucket, Key=self.url.key(key))["Body"]
-            written = 0
-            for chunk in body.iter_chunks(CHUNK_BYTES):
-                sink.write(memoryview(chunk))
-                written += len(chunk)
-            return written
+            answer = client.get_object(Bucket=self.url.bucket, Key=self.url.key(key))
+            body = answer["Body"]
+            try:
+                if isinstance(sink, ObjectBuffer) and int(answer.get("ContentLength", -1)) == len(sink.room()):
+                    return _read_into(body, sink)
+                written = 0
+                for chunk in body.iter_chunks(CHUNK_BYTES):
+                    sink.write(memoryview(chunk))
+                    written += len(chunk)
+                return written
+            finally:
+                body.close()
 
         return self._call(key, fetch)
 
@@ -215,6 +221,19 @@ class S3ObjectStore:
             self._call(key, lambda client: client.delete_object(Bucket=self.url.bucket, Key=self.url.key(key)))
         except ObjectNotFoundError:
             pass
+
+
+def _read_into(body: Any, sink: ObjectBuffer) -> int:
+    """The body straight into the sink's room, in pieces (each hashed while the next arrives); botocore checks
+    the length, so a body cut short raises (and is retried) instead of returning fewer bytes."""
+    room, written = sink.room(), 0
+    while written < len(room):
+        count = body.readinto(room[written:written + CHUNK_BYTES])
+        if not count:
+            break
+        sink.filled(count)
+        written += count
+    return written
 
 
 class _FileSink:
