@@ -96,6 +96,13 @@ def run_json_child(module_args: list[str], spec: Result, env: dict[str, str], ti
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def process_cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds of process ``pid`` (every thread) so far, from ``/proc/<pid>/stat``: for a
+    process that is not a child of this one (a server), or for this process while children run."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
 def check_free_space(folder: Path, needed: int, hint: str) -> None:
     """Fail before writing anything rather than filling a shared disk halfway through."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,17 @@ from typing import Any
 
 from streamload.format.manifest import read_manifest
 
-from .common import BUILD_SCRIPT, REPO_ROOT, emit, fail, log, machine_info, options_of, run_json_child
+from .common import (
+    BUILD_SCRIPT,
+    REPO_ROOT,
+    emit,
+    fail,
+    log,
+    machine_info,
+    options_of,
+    process_cpu_seconds,
+    run_json_child,
+)
 from .images_bench import warm_files
 from .loaders_cold import ensure_cold_dataset
 from .object_store_proxy import LatencyProxy
@@ -96,8 +106,8 @@ def run_child(spec: Result, env: dict[str, str]) -> Result:
 class Runner:
     """Runs cases against one server, through one proxy, each in a fresh child process."""
 
-    def __init__(self, endpoint: Any, proxy: LatencyProxy, local: Path, scratch: Path) -> None:
-        self.proxy, self.local, self.scratch = proxy, local, scratch
+    def __init__(self, endpoint: Any, proxy: LatencyProxy, local: Path, scratch: Path, server_pid: int) -> None:
+        self.proxy, self.local, self.scratch, self.server_pid = proxy, local, scratch, server_pid
         base = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                                            os.environ.get("PYTHONPATH")]))}
         self.env = {True: {**base, **endpoint.env(), "AWS_ENDPOINT_URL": proxy.url}, False: {**base, **endpoint.env()}}
@@ -115,11 +125,14 @@ class Runner:
         self.proxy.delay_s = case.delay_ms / 1000
         self.proxy.reset()
         log(f"  {case.name}")
+        server_cpu, proxy_cpu = process_cpu_seconds(self.server_pid), process_cpu_seconds()
         result = run_child(spec, self.env[case.proxy])
+        server_cpu, proxy_cpu = process_cpu_seconds(self.server_pid) - server_cpu, process_cpu_seconds() - proxy_cpu
         traffic = self.proxy.traffic()
         fetched = traffic.down_bytes if case.proxy else result["delivered_bytes"] if spec["kind"] == "get" else 0
         return figures({**result, "fetched_bytes": fetched, "requests": traffic.requests,
-                        "connections": traffic.connections, "through_proxy": case.proxy, "delay_ms": case.delay_ms})
+                        "connections": traffic.connections, "through_proxy": case.proxy, "delay_ms": case.delay_ms,
+                        "server_cpu_s": server_cpu, "proxy_cpu_s": proxy_cpu})
 
     def drop_cache(self) -> None:
         if self.cache is not None:
@@ -173,7 +186,7 @@ def measure(args: argparse.Namespace, server: Any, admin: Callable[[Any], Any], 
     host, port = endpoint.url.split("://", 1)[1].rsplit(":", 1)
     scratch = Path(tempfile.mkdtemp(dir=args.workdir, prefix="run-"))
     with LatencyProxy((host, int(port))) as proxy:
-        runner = Runner(endpoint, proxy, local, scratch)
+        runner = Runner(endpoint, proxy, local, scratch, server.process.pid)
         try:
             return run_rounds(plan(args, url, local), args.rounds, runner.run)
         finally:

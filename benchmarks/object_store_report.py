@@ -24,7 +24,8 @@ DIRECT = "GET every shard in turn, no proxy"
 REQUESTS = "range GETs of one sample"  # of objects written by one PUT each: the best case of range reads here
 MULTIPART = "range GETs of one sample, multipart objects"  # of the objects as build_shards.py --upload wrote them
 NEEDED = "shard bytes needed"
-ALSO = ("delivered_bytes_per_s", "fetched_bytes", "requests", "cpu_s", "peak_rss_anon", "peak_rss_file", "seconds")
+ALSO = ("delivered_bytes_per_s", "fetched_bytes", "requests", "cpu_s", "server_cpu_s", "proxy_cpu_s", "cores_busy",
+        "peak_rss_anon", "peak_rss_file", "seconds")
 
 
 def loader_name(shuffle: str, where: str) -> str:
@@ -38,9 +39,11 @@ def latency_name(name: str, latency_ms: float) -> str:
 
 def figures(result: Result) -> Result:
     """One case's figures with the rates derived from them."""
+    every_cpu_s = result["cpu_s"] + result["server_cpu_s"] + result["proxy_cpu_s"]
     return {**result, "samples_per_s": result["samples"] / result["seconds"],
             "samples_per_cpu_s": result["samples"] / max(result["cpu_s"], 1e-9),
-            "delivered_bytes_per_s": result["delivered_bytes"] / result["seconds"]}
+            "delivered_bytes_per_s": result["delivered_bytes"] / result["seconds"],
+            "cores_busy": every_cpu_s / result["seconds"]}
 
 
 def goals(latency_ms: float) -> list[Goal]:
@@ -98,14 +101,17 @@ def markdown(results: Result) -> str:
              f"{options['batch_size']}; {options['ranges']:,} range GETs of one sample, {options['depth']} in flight; "
              f"median of {len(results['rounds'])} rounds, each case in its own process; local disk and warm cache "
              "with the page cache warm; MB = 2^20 bytes", "",
-             "| case | samples/s | MB/s | fetched / shard bytes | requests | CPU s | peak RssAnon | peak RssFile |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| case | samples/s | MB/s | fetched / shard bytes | requests | CPU s: reader, server, proxy "
+             "| cores busy | peak RssAnon | peak RssFile |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, rate in judged["median_samples_per_s"].items():
         fetched = judged["median_fetched_bytes"][name] / data["shard_bytes"]
         requests = f"{judged['median_requests'][name]:,.0f}" if results["rounds"][0]["results"][name][
             "through_proxy"] else "-"
         lines.append(f"| {name} | {rate:,.0f} | {judged['median_delivered_bytes_per_s'][name] / MB:,.1f} "
-                     f"| {fetched:.3f} | {requests} | {judged['median_cpu_s'][name]:.1f} "
+                     f"| {fetched:.3f} | {requests} | {judged['median_cpu_s'][name]:.1f}, "
+                     f"{judged['median_server_cpu_s'][name]:.1f}, {judged['median_proxy_cpu_s'][name]:.1f} "
+                     f"| {judged['median_cores_busy'][name]:.2f} "
                      f"| {judged['median_peak_rss_anon'][name] / MB:,.0f} MB "
                      f"| {judged['median_peak_rss_file'][name] / MB:,.0f} MB |")
     lines += ["", "| ratio of medians | value | goal |", "|---|---:|---|"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from s3server import S3Admin, S3Endpoint, require_weed
 from shards import build
 
 from benchmarks import object_store_report as report
+from benchmarks.common import process_cpu_seconds
 from benchmarks.object_store import plan
 from benchmarks.object_store_child import sample_ranges
 from benchmarks.object_store_proxy import LatencyProxy
@@ -75,9 +78,39 @@ def test_ranges_are_one_whole_sample_of_the_shard_they_name(tmp_path: Path) -> N
     assert len(set(ranges["shard"])) == 3
 
 
+BUSY_CHILD = """
+import resource, sys, time
+end = time.process_time() + 0.4
+while time.process_time() < end:
+    pass
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(usage.ru_utime + usage.ru_stime, flush=True)
+sys.stdin.read()  # alive until the parent closes stdin: its /proc entry stays readable
+"""
+
+
+def test_a_servers_cpu_seconds_are_read_from_proc_as_the_process_counts_them() -> None:
+    child = subprocess.Popen([sys.executable, "-c", BUSY_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        own = float(child.stdout.readline())
+        seen = process_cpu_seconds(child.pid)
+    finally:
+        child.communicate("")
+    assert own >= 0.4 and abs(seen - own) < 0.05  # clock ticks: 10 ms each
+    assert process_cpu_seconds() == pytest.approx(process_cpu_seconds("self"), abs=0.05)
+
+
+def test_the_cores_busy_count_the_reader_server_and_proxy() -> None:
+    case = report.figures({"samples": 10, "seconds": 2.0, "delivered_bytes": 20, "cpu_s": 1.5, "server_cpu_s": 2.0,
+                           "proxy_cpu_s": 0.5})
+    assert case["cores_busy"] == pytest.approx(2.0) and case["samples_per_cpu_s"] == pytest.approx(10 / 1.5)
+
+
 def _round(rates: dict[str, float], fetched: dict[str, float]) -> dict:
     return {"results": {name: {"samples_per_s": rate, "samples_per_cpu_s": rate, "delivered_bytes_per_s": rate * 785,
                                "fetched_bytes": fetched.get(name, 0), "requests": 1, "cpu_s": 1.0,
+                               "server_cpu_s": 1.0, "proxy_cpu_s": 0.5, "cores_busy": 2.5,
                                "peak_rss_anon": 1, "peak_rss_file": 1, "seconds": 1.0}
                         for name, rate in rates.items()}}
 
@@ -145,6 +178,9 @@ def test_a_small_run_measures_and_reports_every_case(make_mnist: MakeMnist, tmp_
         assert needed < cold["fetched_bytes"] < needed * 1.05  # every shard once, and the manifests
         assert warm["fetched_bytes"] < needed * 0.05  # only the manifests: the shards came from the cache
         assert figures[report.loader_name(shuffle, "local")]["fetched_bytes"] == 0
+    bucket_cases = [case for case in figures.values() if case["through_proxy"]]
+    assert sum(case["server_cpu_s"] for case in bucket_cases) > 0  # the server's own work, seen from outside it
+    assert sum(case["proxy_cpu_s"] for case in bucket_cases) > 0
     assert figures[report.latency_name(report.BANDWIDTH, 5)]["requests"] >= 6  # two files a shard, and the manifests
     assert not results["jpeg"]["run"] and "does not exist" in results["jpeg"]["reason"]
     assert report.markdown(results) in capsys.readouterr().out
