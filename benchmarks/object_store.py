@@ -12,7 +12,9 @@ latency cases, delays each request by ``--latency-ms``. Each case is one process
 - streamload block and exact order from the bucket with an empty cache folder (cold), then a second
   epoch in a new process with the same folder (warm), and the same epoch from the local folder the
   dataset was built in (page cache warm: every file read just before);
-- the bounds and the cold epochs again with the added latency.
+- the bounds and the cold epochs again with the added latency;
+- where ``scripts/benchmark_images.py`` has built its JPEG set (``--images``), the smallest one's encoded store:
+  its plain GETs, and block and exact epochs decoded to 224x224 from the bucket (cold) and from local disk.
 
 Figures and goals: :mod:`benchmarks.object_store_report`.
 """
@@ -52,6 +54,7 @@ from .object_store_report import (
     MULTIPART,
     REQUESTS,
     figures,
+    jpeg_name,
     latency_name,
     loader_name,
     markdown,
@@ -64,6 +67,8 @@ GIB = 2**30
 MNIST_SAMPLE_BYTES = 28 * 28 + 1  # image and label, as stored
 PREFIX = "mnist"
 COPIES = "single-put"  # the split's feature files again, each written by one PUT
+JPEG_PREFIX = "jpeg"
+JPEG_SIZE = [224, 224]  # the encoded images are decoded and resized to this, as scripts/benchmark_images.py does
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,9 @@ class Case:
     where: str = field(default="", compare=False)  # "cold": a fresh cache folder; "warm": the previous one kept
 
 
-def plan(args: argparse.Namespace, url: str, local: Path) -> list[list[Case]]:
-    """Groups of cases; a group runs back to back (a warm epoch right after its cold one), groups rotate."""
+def plan(args: argparse.Namespace, url: str, local: Path, jpeg: tuple[str, Path] | None = None) -> list[list[Case]]:
+    """Groups of cases; a group runs back to back (a warm epoch right after its cold one), groups rotate.
+    ``jpeg``: the bucket URL and local folder of an encoded-images store, read as well (:func:`jpeg_groups`)."""
     loader = {"kind": "loader", "batch_size": args.batch_size, "seed": args.seed, "cache_bytes": args.cache_bytes}
     get = Case(BANDWIDTH, {"kind": "get", "location": url})
     ranges = Case(REQUESTS, {"kind": "ranges", "location": url, "local": str(local), "ranges": args.ranges,
@@ -95,7 +101,28 @@ def plan(args: argparse.Namespace, url: str, local: Path) -> list[list[Case]]:
         slow = [get, ranges, *(group[0] for group in groups if group[0].where == "cold")]
         groups += [[Case(latency_name(case.name, args.latency_ms), case.spec, args.latency_ms, where=case.where)]
                    for case in slow]
+    return groups + (jpeg_groups(args, *jpeg) if jpeg else [])
+
+
+def jpeg_groups(args: argparse.Namespace, url: str, local: Path) -> list[list[Case]]:
+    """The JPEG set: its bandwidth bound, and block and exact epochs decoded to 224x224 from the bucket (cold
+    cache) and from the local folder: what reading from a bucket costs when decoding sets the pace."""
+    loader = {"kind": "loader", "batch_size": args.batch_size, "seed": args.seed, "cache_bytes": args.cache_bytes,
+              "loader_options": {"image_size": JPEG_SIZE}}
+    groups = [[Case(jpeg_name(BANDWIDTH), {"kind": "get", "location": url})]]
+    for shuffle in ("block", "exact"):
+        cold = Case(jpeg_name(loader_name(shuffle, "cold")), {**loader, "shuffle": shuffle, "location": url,
+                                                                "epoch": 0}, where="cold")
+        groups += [[cold], [Case(jpeg_name(loader_name(shuffle, "local")), {**cold.spec, "location": str(local)},
+                                 proxy=False, where="local")]]
     return groups
+
+
+def jpeg_store(images: Path) -> Path | None:
+    """The smallest set of ``scripts/benchmark_images.py`` under ``images`` with a streamload encoded store."""
+    stores = [store for store in images.glob("set-*/encoded") if (store / "manifest.json").is_file()]
+    return min(stores, key=lambda store: int(store.parent.name[4:]) if store.parent.name[4:].isdigit() else 1 << 62,
+               default=None)
 
 
 def run_child(spec: Result, env: dict[str, str]) -> Result:
@@ -121,7 +148,7 @@ class Runner:
         if case.where in ("cold", "warm"):
             spec["cache_dir"] = str(self.cache)
         if case.where == "local":
-            warm_files(self.local)
+            warm_files(Path(spec["location"]))
         self.proxy.delay_s = case.delay_ms / 1000
         self.proxy.reset()
         log(f"  {case.name}")
@@ -151,7 +178,7 @@ def run_rounds(groups: list[list[Case]], rounds: int, runner: Callable[[Case], R
     return results
 
 
-def dataset_facts(local: Path, gigabytes: float) -> Result:
+def dataset_facts(local: Path, gigabytes: float | None = None) -> Result:
     split = read_manifest(local).split("train")
     return {"location": str(local), "gigabytes_asked": gigabytes, "samples": split.num_samples,
             "shards": len(split.shards), "shard_files": sum(len(shard.files) for shard in split.shards),
@@ -159,36 +186,45 @@ def dataset_facts(local: Path, gigabytes: float) -> Result:
             "sample_bytes": sum(spec.sample_bytes for spec in split.arrays.values())}
 
 
-def upload(local: Path, url: str, endpoint: Any, admin: Any) -> None:
-    """The real ``build_shards.py --upload``, straight to the server (not through the proxy); then each feature
-    file of the train split again by one PUT under ``COPIES/``, for the range GETs' best case."""
+def upload(local: Path, url: str, endpoint: Any) -> None:
+    """The real ``build_shards.py --upload``, straight to the server (not through the proxy)."""
     command = [sys.executable, str(BUILD_SCRIPT), "--upload", str(local), "--out", url, "--quiet"]
     log("uploading: " + " ".join(command[1:]))
     subprocess.run(command, check=True, env={**os.environ, **endpoint.env()}, stdout=subprocess.DEVNULL)
+
+
+def put_copies(local: Path, endpoint: Any, admin: Any) -> None:
+    """Each feature file of the train split again, by one PUT under ``COPIES/``: the range GETs' best case."""
     manifest = read_manifest(local)
     for shard in manifest.split("train").shards:
         name = shard.files[manifest.features[0]].name
         admin.put(endpoint.bucket, f"{COPIES}/{name}", (local / str(manifest.generation) / name).read_bytes())
 
 
-def jpeg_part(images: Path) -> Result:
-    """The encoded-images set is not measured here; the reason says whether it was there to measure."""
-    if not images.exists():
-        return {"run": False, "reason": f"{images} does not exist (scripts/benchmark_images.py makes it)"}
-    return {"run": False, "reason": f"{images} exists, but this benchmark reads only the MNIST set so far"}
+def jpeg_part(images: Path, store: Path | None) -> Result:
+    """What the JPEG rows read, or why there are none."""
+    if store is not None:
+        return {"run": True, **dataset_facts(store)}
+    what = "has no set with an encoded store" if images.exists() else "does not exist"
+    return {"run": False, "reason": f"{images} {what} (scripts/benchmark_images.py makes it)"}
 
 
-def measure(args: argparse.Namespace, server: Any, admin: Callable[[Any], Any], local: Path) -> list[Result]:
+def measure(args: argparse.Namespace, server: Any, admin: Callable[[Any], Any], local: Path,
+            jpeg_local: Path | None) -> list[Result]:
     """Start the server, upload, and run every case ``--rounds`` times through one proxy."""
     endpoint = server.start()
     url = f"s3://{endpoint.bucket}/{PREFIX}"
-    upload(local, url, endpoint, admin(endpoint))
+    upload(local, url, endpoint)
+    put_copies(local, endpoint, admin(endpoint))
+    jpeg = (f"s3://{endpoint.bucket}/{JPEG_PREFIX}", jpeg_local) if jpeg_local else None
+    if jpeg:
+        upload(jpeg_local, jpeg[0], endpoint)
     host, port = endpoint.url.split("://", 1)[1].rsplit(":", 1)
     scratch = Path(tempfile.mkdtemp(dir=args.workdir, prefix="run-"))
     with LatencyProxy((host, int(port))) as proxy:
         runner = Runner(endpoint, proxy, local, scratch, server.process.pid)
         try:
-            return run_rounds(plan(args, url, local), args.rounds, runner.run)
+            return run_rounds(plan(args, url, local, jpeg), args.rounds, runner.run)
         finally:
             runner.drop_cache()
             shutil.rmtree(scratch, ignore_errors=True)
@@ -237,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shards = ["--shard-size", str(args.shard_size)] if args.shard_size else []
         local = ensure_cold_dataset(args.workdir / "-".join(["mnist", str(samples), *shards[1:]]), "npy", samples,
                                     None, *shards)
-        rounds = measure(args, server, S3Admin, local)
+        rounds = measure(args, server, S3Admin, local, jpeg_store(args.images))
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         return fail("benchmark_object_store.py", exc)
     finally:
@@ -249,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "machine": {**machine_info(args.workdir), "loadavg_start": load_start,
                            "loadavg_end": list(os.getloadavg())},
                "options": options_of(args), "weed": str(binary), "dataset": dataset,
-               "jpeg": jpeg_part(args.images), "rounds": rounds, **summary(rounds, dataset, args.latency_ms)}
+               "jpeg": jpeg_part(args.images, jpeg_store(args.images)), "rounds": rounds,
+               **summary(rounds, dataset, args.latency_ms)}
     emit(results, markdown(results), args.json)
     return 0
 

@@ -12,7 +12,8 @@ The cases (``spec["kind"]``):
   read first, untimed, so the pool's connections are open, as they are after an exact order's first batch;
   the bytes are checked against the local copy after the clock stops;
 - ``loader``: one epoch of ``BatchLoader`` over ``spec["location"]`` (a bucket URL or a local folder) in
-  ``spec["shuffle"]`` order, ``spec["cache_dir"]`` its shard cache (an empty folder: a cold cache).
+  ``spec["shuffle"]`` order, ``spec["cache_dir"]`` its shard cache (an empty folder: a cold cache),
+  ``spec["loader_options"]`` passed on (the JPEG set's ``image_size``).
 
 Each reports seconds, samples, the bytes it delivered, its CPU seconds (every thread) and the peak RssAnon
 and RssFile polled during the timed part. The endpoint comes from the AWS environment the parent sets.
@@ -133,17 +134,28 @@ def run_ranges(spec: Result) -> Result:
     return result
 
 
+def stored_bytes_per_sample(loader: Any) -> float:
+    """The bytes a sample keeps on disk: its rows, or for records of varying length (JPEGs) the split's
+    shard files over its samples."""
+    arrays = loader.dataset.info.arrays
+    if not any(arrays[key].ragged for key in loader.keys):
+        return sum(arrays[key].sample_bytes for key in loader.keys)
+    split = loader.dataset.manifest.split(SPLIT)
+    return sum(file.bytes for shard in split.shards for file in shard.files.values()) / split.num_samples
+
+
 def run_loader(spec: Result) -> Result:
     """One epoch of ``BatchLoader``, batch by batch, as a training loop asks for them."""
     from streamload.read.loader import BatchLoader
 
     loader = BatchLoader(spec["location"], SPLIT, batch_size=spec["batch_size"], shuffle=spec["shuffle"],
-                         seed=spec["seed"], cache_dir=spec.get("cache_dir"), cache_bytes=spec["cache_bytes"])
-    per_sample = sum(loader.dataset.info.arrays[key].sample_bytes for key in loader.keys)
+                         seed=spec["seed"], cache_dir=spec.get("cache_dir"), cache_bytes=spec["cache_bytes"],
+                         **spec.get("loader_options", {}))
+    per_sample = stored_bytes_per_sample(loader)
 
     def run() -> tuple[int, int]:
         samples = sum(len(loader.load(spec["epoch"], batch)[1]) for batch in range(loader.num_batches))
-        return samples, samples * per_sample
+        return samples, round(samples * per_sample)
 
     result = _measured(run)
     loader.close()

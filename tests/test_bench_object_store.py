@@ -15,15 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import MakeMnist
+from image_fixtures import ImageFolder, smooth_pixels
 from s3server import S3Admin, S3Endpoint, require_weed
 from shards import build
 
 from benchmarks import object_store_report as report
 from benchmarks.common import process_cpu_seconds
-from benchmarks.object_store import plan
+from benchmarks.object_store import jpeg_store, plan
 from benchmarks.object_store_child import sample_ranges
 from benchmarks.object_store_proxy import LatencyProxy
 from streamload.format.manifest import read_manifest
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources.images import ImageOptions, image_folder_sources
 
 
 def _proxy_for(endpoint: S3Endpoint) -> LatencyProxy:
@@ -140,6 +143,34 @@ def test_goals_are_ratios_of_medians_judged_against_the_issue() -> None:
     assert best["break_even_sample_bytes"] == pytest.approx(1000 * 785 / 10)  # bandwidth bound bytes/s / GETs/s
 
 
+def jpeg_set(images: Path, count: int) -> Path:
+    """``images/set-<count>/encoded``: an encoded store of ``count`` JPEGs, as scripts/benchmark_images.py keeps it."""
+    folder = ImageFolder(images / f"set-{count}" / "photos", ["a", "b"])
+    for number in range(count):
+        folder.add(f"{'ab'[number % 2]}/{number:03}.jpg", smooth_pixels(40 + number, 60 - number, 3, number),
+                   quality=90)
+    out = images / f"set-{count}" / "encoded"
+    build_dataset(image_folder_sources(folder.root, ImageOptions(store="encoded", progress=False, jobs=1)), out,
+                  BuildOptions(progress=False, shard_size=5))
+    return out
+
+
+def test_the_jpeg_rows_read_the_smallest_encoded_set(tmp_path: Path) -> None:
+    assert jpeg_store(tmp_path / "absent") is None and jpeg_store(tmp_path) is None
+    (tmp_path / "set-5" / "encoded").mkdir(parents=True)  # an unfinished build: no manifest
+    larger, smaller = jpeg_set(tmp_path, 12), jpeg_set(tmp_path, 7)
+    assert jpeg_store(tmp_path) == smaller and larger.exists()
+    args = argparse.Namespace(batch_size=8, seed=0, cache_bytes=1 << 30, ranges=10, depth=4, latency_ms=0.0)
+    cases = {case.name: case for group in plan(args, "s3://b/p", Path("/l"), ("s3://b/jpeg", smaller))
+             for case in group}
+    jpeg = {name: case for name, case in cases.items() if name.endswith("JPEG set")}
+    assert len(cases) == 10 + 5 and len(jpeg) == 5
+    assert jpeg[report.jpeg_name(report.loader_name("exact", "local"))].spec["location"] == str(smaller)
+    assert all(case.spec["location"] == "s3://b/jpeg" for name, case in jpeg.items() if "local" not in name)
+    assert all(case.spec["loader_options"] == {"image_size": [224, 224]} for case in jpeg.values()
+               if case.spec["kind"] == "loader")
+
+
 def test_the_plan_runs_each_warm_epoch_right_after_its_cold_one() -> None:
     args = argparse.Namespace(batch_size=8, seed=0, cache_bytes=1 << 30, ranges=10, depth=4, latency_ms=20.0)
     groups = plan(args, "s3://b/p", Path("/local"))
@@ -163,12 +194,22 @@ def test_a_small_run_measures_and_reports_every_case(make_mnist: MakeMnist, tmp_
 
     monkeypatch.setenv("STREAMLOAD_MNIST_DIR", str(make_mnist(n_train=300, n_test=20).folder))
     out = tmp_path / "r.json"
+    jpeg_set(tmp_path / "images", 12)
     assert main(["--workdir", str(tmp_path / "w"), "--gigabytes", "0.002", "--shard-size", "1000", "--ranges", "30",
-                 "--depth", "4", "--latency-ms", "5", "--rounds", "1", "--images", str(tmp_path / "none"),
+                 "--depth", "4", "--latency-ms", "5", "--rounds", "1", "--images", str(tmp_path / "images"),
                  "--json", str(out)]) == 0
     results = json.loads(out.read_text())
     figures = results["rounds"][0]["results"]
-    assert len(figures) == 14 and results["dataset"]["shards"] == 3
+    assert len(figures) == 14 + 5 and results["dataset"]["shards"] == 3
+    jpeg = {name: case for name, case in figures.items() if name.endswith("JPEG set")}
+    assert results["jpeg"]["run"] and results["jpeg"]["samples"] == 12 and results["jpeg"]["shards"] == 3
+    for name, case in jpeg.items():
+        assert case["samples"] == 12, name
+        if case["through_proxy"]:  # every JPEG shard fetched once, as the plain GETs fetch them, and the manifests
+            bound = jpeg[report.jpeg_name(report.BANDWIDTH)]
+            assert case["requests"] == bound["requests"] and abs(case["fetched_bytes"] - bound["fetched_bytes"]) < 500
+            assert case["fetched_bytes"] > results["jpeg"]["shard_bytes"]
+    figures = {name: case for name, case in figures.items() if name not in jpeg}
     samples = results["dataset"]["samples"]
     for name, case in figures.items():
         assert case["samples"] == (30 if name.startswith(report.REQUESTS) else samples), name
@@ -182,7 +223,6 @@ def test_a_small_run_measures_and_reports_every_case(make_mnist: MakeMnist, tmp_
     assert sum(case["server_cpu_s"] for case in bucket_cases) > 0  # the server's own work, seen from outside it
     assert sum(case["proxy_cpu_s"] for case in bucket_cases) > 0
     assert figures[report.latency_name(report.BANDWIDTH, 5)]["requests"] >= 6  # two files a shard, and the manifests
-    assert not results["jpeg"]["run"] and "does not exist" in results["jpeg"]["reason"]
     assert report.markdown(results) in capsys.readouterr().out
     assert not list((tmp_path / "w").glob("seaweedfs-*")) and not list((tmp_path / "w").glob("run-*"))
     assert os.environ.get("AWS_ENDPOINT_URL") is None or "127.0.0.1" not in os.environ["AWS_ENDPOINT_URL"]
