@@ -297,6 +297,23 @@ def test_a_corrupted_object_is_fetched_again_once_then_refused(aws_env: S3Endpoi
     assert healed.gets[table.keys[0]] == 2
 
 
+def test_a_download_failing_with_its_buffer_still_held_raises_its_own_error(aws_env: S3Endpoint,
+                                                                              tmp_path: Path) -> None:
+    url = fresh_url(aws_env)
+    table, _ = upload_shards(open_store(url), 1, 50_000)
+
+    class FailsHoldingTheBuffer(Counting):  # as a read cut short would: its traceback keeps a slice of the map
+        def get_into(self, key: str, sink: ObjectSink) -> int:
+            super().get_into(key, sink)
+            held = sink.room()  # noqa: F841 - alive in this frame, so in the traceback
+            raise StoreUnavailableError(f"{key}: connection lost")
+
+    cache = ShardCache(tmp_path / "cache", FailsHoldingTheBuffer(open_store(url)), table, 200_000, in_flight=1)
+    with pytest.raises(StoreUnavailableError, match="connection lost"):
+        cache.lease(0)
+    assert {path.name for path in cache.folder.iterdir()} == {".cache.lock"}
+
+
 class SlowCounting(Counting):
     """The real store, counting GETs and writing each in 64 KiB pieces 10 ms apart: downloads overlap."""
 

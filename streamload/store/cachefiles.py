@@ -14,6 +14,7 @@ object per shard: a worker process inherits three arrays, not thousands of objec
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -128,12 +129,13 @@ class VerifyingSink:
 
     def close(self, *, sync: bool) -> None:
         """Unmap; with ``sync``, first write the bytes to disk (the shard's name will promise them)."""
-        if self._map is not None:
+        mapped, self._map = self._map, None
+        if mapped is not None:
             if sync:
-                self._map.flush()
+                mapped.flush()
             self._view.release()
-            self._map.close()
-            self._map = None
+            with contextlib.suppress(BufferError):  # a slice still held (by a failed read's traceback): the
+                mapped.close()  # map goes with it, and the error being raised stays the one the caller sees
         if sync:
             os.fsync(self.fd)
 
