@@ -153,13 +153,19 @@ def run_loader(spec: Result) -> Result:
                          **spec.get("loader_options", {}))
     per_sample = stored_bytes_per_sample(loader)
 
+    marks = {"first_batch_s": 0, "tenth_of_batches_s": max(0, loader.num_batches // 10 - 1)}  # batch: its number
+    reached: Result = {}
+
     def run() -> tuple[int, int]:
-        samples = sum(len(loader.load(spec["epoch"], batch)[1]) for batch in range(loader.num_batches))
+        started, samples = time.perf_counter(), 0
+        for batch in range(loader.num_batches):
+            samples += len(loader.load(spec["epoch"], batch)[1])
+            reached.update({name: time.perf_counter() - started for name, at in marks.items() if at == batch})
         return samples, round(samples * per_sample)
 
     result = _measured(run)
     loader.close()
-    return result
+    return {**result, **reached}  # when the first batch, and the first tenth of them, were in hand
 
 
 KINDS: dict[str, Callable[[Result], Result]] = {"get": run_get, "ranges": run_ranges, "loader": run_loader}

@@ -13,6 +13,7 @@ its own.
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from .common import MB, cpus_and_ram
@@ -24,6 +25,7 @@ DIRECT = "GET every shard in turn, no proxy"
 REQUESTS = "range GETs of one sample"  # of objects written by one PUT each: the best case of range reads here
 MULTIPART = "range GETs of one sample, multipart objects"  # of the objects as build_shards.py --upload wrote them
 NEEDED = "shard bytes needed"
+MARKS = ("first_batch_s", "tenth_of_batches_s", "seconds")  # when a loader epoch had its first batch, a tenth, all
 ALSO = ("delivered_bytes_per_s", "fetched_bytes", "requests", "cpu_s", "server_cpu_s", "proxy_cpu_s", "cores_busy",
         "peak_rss_anon", "peak_rss_file", "seconds")
 
@@ -85,11 +87,18 @@ def range_reads(medians: dict[str, float], rates: dict[str, float], latency_ms: 
     return rows
 
 
+def loader_marks(rounds: list[Result]) -> dict[str, dict[str, float]]:
+    """For each loader epoch: the median seconds until its first batch, a tenth of its batches, and all."""
+    names = [name for name, case in rounds[0]["results"].items() if MARKS[0] in case]
+    return {name: {mark: statistics.median(one["results"][name][mark] for one in rounds) for mark in MARKS}
+            for name in names}
+
+
 def summary(rounds: list[Result], dataset: Result, latency_ms: float) -> Result:
     """Medians, goals, amplification and the range-read comparison of one run."""
     judged = goal_summary(rounds, "samples_per_s", "samples_per_cpu_s", goals(latency_ms), also=ALSO)
     medians = judged["median_samples_per_s"]
-    return {"summary": judged,
+    return {"summary": judged, "marks": loader_marks(rounds),
             "amplification": amplification(judged["median_fetched_bytes"], dataset["shard_bytes"], latency_ms),
             "range_reads": range_reads(medians, judged["median_delivered_bytes_per_s"], latency_ms)}
 
@@ -99,6 +108,17 @@ def _verdict(entry: Result) -> str:
         return ""
     return ("<=" if entry["goal_kind"] == "max" else ">=") + f" {entry['goal']:g}x: " + ("met" if entry["met"]
                                                                                          else "**not met**")
+
+
+def _marks_line(shuffle: str, marks: dict[str, dict[str, float]]) -> str:
+    """One bullet: when each epoch of ``shuffle`` order had its first batch, a tenth of its batches, and all."""
+    timings = []
+    for where in ("cold", "warm", "local"):
+        name = loader_name(shuffle, where)
+        if name in marks:
+            timings.append(name.split(", ", 1)[1] + " " + " / ".join(f"{value:,.1f}" for value in marks[name].values()))
+    return (f"- streamload {shuffle}, seconds until the first batch / a tenth of the batches / the whole epoch: "
+            + "; ".join(timings)) if timings else ""
 
 
 def markdown(results: Result) -> str:
@@ -136,6 +156,7 @@ def markdown(results: Result) -> str:
                      f"exact order at best {row['range_reads_best_samples_per_s']:,.0f} samples/s (one GET a sample): "
                      f"whole shards {row['whole_over_ranges']:,.0f}x faster; one GET a sample keeps up with whole "
                      f"shards only for samples over {row['break_even_sample_bytes'] / MB:,.2f} MB")
+    lines += [line for shuffle in ("block", "exact") if (line := _marks_line(shuffle, results["marks"]))]
     jpeg = results["jpeg"]
     jpeg_facts = (f"{jpeg['samples']:,} images in {jpeg['shards']} shards ({jpeg['shard_bytes'] / MB:,.0f} MB), "
                   "decoded to 224x224 by each loader epoch" if jpeg["run"] else "not run: " + jpeg["reason"])

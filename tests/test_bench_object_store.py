@@ -210,6 +210,11 @@ def test_a_small_run_measures_and_reports_every_case(make_mnist: MakeMnist, tmp_
             assert case["requests"] == bound["requests"] and abs(case["fetched_bytes"] - bound["fetched_bytes"]) < 500
             assert case["fetched_bytes"] > results["jpeg"]["shard_bytes"]
     figures = {name: case for name, case in figures.items() if name not in jpeg}
+    loaders = {name for name, case in figures.items() if case.get("first_batch_s") is not None}
+    assert loaders == {name for name in figures if name.startswith("streamload")} and len(loaders) == 8
+    for name in loaders:  # the marks come in the order the batches do, within the epoch
+        marks = results["marks"][name]
+        assert 0 < marks["first_batch_s"] <= marks["tenth_of_batches_s"] <= marks["seconds"] * 1.01, name
     samples = results["dataset"]["samples"]
     for name, case in figures.items():
         assert case["samples"] == (30 if name.startswith(report.REQUESTS) else samples), name
