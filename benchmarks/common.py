@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -101,6 +102,14 @@ def process_cpu_seconds(pid: int | str = "self") -> float:
     process that is not a child of this one (a server), or for this process while children run."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
+def sha256_bytes_per_cpu_s(size: int = 256 << 20) -> float:
+    """SHA-256's speed on this machine, bytes per CPU second (what checking every download costs at least)."""
+    data = os.urandom(size)
+    started = time.process_time()
+    hashlib.sha256(data).digest()
+    return size / max(time.process_time() - started, 1e-9)
 
 
 def check_free_space(folder: Path, needed: int, hint: str) -> None:

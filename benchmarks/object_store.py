@@ -44,6 +44,7 @@ from .common import (
     options_of,
     process_cpu_seconds,
     run_json_child,
+    sha256_bytes_per_cpu_s,
 )
 from .images_bench import warm_files
 from .loaders_cold import ensure_cold_dataset
@@ -280,13 +281,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.stop()
         shutil.rmtree(server.root, ignore_errors=True)
     dataset = dataset_facts(local, args.gigabytes)
+    machine, sha256_rate = machine_info(args.workdir), sha256_bytes_per_cpu_s()
     results = {"command": " ".join(["python3", "scripts/benchmark_object_store.py",
                                     *(sys.argv[1:] if argv is None else argv)]),
-               "machine": {**machine_info(args.workdir), "loadavg_start": load_start,
+               "machine": {**machine, "loadavg_start": load_start,
                            "loadavg_end": list(os.getloadavg())},
                "options": options_of(args), "weed": str(binary), "dataset": dataset,
                "jpeg": jpeg_part(args.images, jpeg_store(args.images)), "rounds": rounds,
-               **summary(rounds, dataset, args.latency_ms)}
+               "sha256_bytes_per_cpu_s": sha256_rate,
+               **summary(rounds, dataset, args.latency_ms, machine["usable_cpus"], sha256_rate)}
     emit(results, markdown(results), args.json)
     return 0
 

@@ -87,6 +87,25 @@ def range_reads(medians: dict[str, float], rates: dict[str, float], latency_ms: 
     return rows
 
 
+def cpu_floors(judged: Result, shard_bytes: int, cores: int, sha256_per_cpu_s: float) -> Result | None:
+    """How fast a cold block epoch could be on these cores, were every CPU second spread over all of them with
+    no wait: with the CPU seconds it took (reader, server and proxy), and with only what any reader that checks
+    its downloads must add to the bandwidth bound's (the warm epoch's gathering and SHA-256 of every byte).
+    Each as a ceiling on the goal's ratio (the bound's seconds over the floor's); the server runs on the same
+    cores here, which a bucket in another machine would not."""
+    every = {name: judged["median_cpu_s"][name] + judged["median_server_cpu_s"][name]
+             + judged["median_proxy_cpu_s"][name] for name in judged["median_cpu_s"]}
+    cold, warm = loader_name("block", "cold"), loader_name("block", "warm")
+    if not {cold, warm, BANDWIDTH} <= every.keys():
+        return None
+    bound_s, hashing = judged["median_seconds"][BANDWIDTH], shard_bytes / sha256_per_cpu_s
+    floors = {"cold_epoch": every[cold] / cores,
+              "checking_reader": (every[BANDWIDTH] + judged["median_cpu_s"][warm] + hashing) / cores}
+    return {"cores": cores, "bound_seconds": bound_s, "sha256_cpu_s": hashing,
+            **{f"{name}_floor_s": floor for name, floor in floors.items()},
+            **{f"{name}_ceiling": bound_s / max(floor, bound_s) for name, floor in floors.items()}}
+
+
 def loader_marks(rounds: list[Result]) -> dict[str, dict[str, float]]:
     """For each loader epoch: the median seconds until its first batch, a tenth of its batches, and all."""
     names = [name for name, case in rounds[0]["results"].items() if MARKS[0] in case]
@@ -94,11 +113,13 @@ def loader_marks(rounds: list[Result]) -> dict[str, dict[str, float]]:
             for name in names}
 
 
-def summary(rounds: list[Result], dataset: Result, latency_ms: float) -> Result:
-    """Medians, goals, amplification and the range-read comparison of one run."""
+def summary(rounds: list[Result], dataset: Result, latency_ms: float, cores: int = 1,
+            sha256_per_cpu_s: float = 1.0) -> Result:
+    """Medians, goals, amplification, the range-read comparison and the CPU floors of one run."""
     judged = goal_summary(rounds, "samples_per_s", "samples_per_cpu_s", goals(latency_ms), also=ALSO)
     medians = judged["median_samples_per_s"]
     return {"summary": judged, "marks": loader_marks(rounds),
+            "cpu_floors": cpu_floors(judged, dataset["shard_bytes"], cores, sha256_per_cpu_s),
             "amplification": amplification(judged["median_fetched_bytes"], dataset["shard_bytes"], latency_ms),
             "range_reads": range_reads(medians, judged["median_delivered_bytes_per_s"], latency_ms)}
 
@@ -157,6 +178,14 @@ def markdown(results: Result) -> str:
                      f"whole shards {row['whole_over_ranges']:,.0f}x faster; one GET a sample keeps up with whole "
                      f"shards only for samples over {row['break_even_sample_bytes'] / MB:,.2f} MB")
     lines += [line for shuffle in ("block", "exact") if (line := _marks_line(shuffle, results["marks"]))]
+    floors = results.get("cpu_floors")
+    if floors:
+        lines.append(f"- CPU floor of a cold block epoch on these {floors['cores']} cores (every CPU second of reader, "
+                     f"server and proxy spread over them, no wait): {floors['cold_epoch_floor_s']:,.1f} s as this "
+                     f"run spent them, so at best {floors['cold_epoch_ceiling']:.2f}x the bound; for any reader that "
+                     f"adds to the bound's CPU only the warm epoch's gathering and SHA-256 of every byte "
+                     f"({floors['sha256_cpu_s']:,.1f} CPU s): {floors['checking_reader_floor_s']:,.1f} s, at best "
+                     f"{floors['checking_reader_ceiling']:.2f}x the bound ({floors['bound_seconds']:,.1f} s)")
     jpeg = results["jpeg"]
     jpeg_facts = (f"{jpeg['samples']:,} images in {jpeg['shards']} shards ({jpeg['shard_bytes'] / MB:,.0f} MB), "
                   "decoded to 224x224 by each loader epoch" if jpeg["run"] else "not run: " + jpeg["reason"])

@@ -20,7 +20,7 @@ from s3server import S3Admin, S3Endpoint, require_weed
 from shards import build
 
 from benchmarks import object_store_report as report
-from benchmarks.common import process_cpu_seconds
+from benchmarks.common import process_cpu_seconds, sha256_bytes_per_cpu_s
 from benchmarks.object_store import jpeg_store, plan
 from benchmarks.object_store_child import sample_ranges
 from benchmarks.object_store_proxy import LatencyProxy
@@ -108,6 +108,26 @@ def test_the_cores_busy_count_the_reader_server_and_proxy() -> None:
     case = report.figures({"samples": 10, "seconds": 2.0, "delivered_bytes": 20, "cpu_s": 1.5, "server_cpu_s": 2.0,
                            "proxy_cpu_s": 0.5})
     assert case["cores_busy"] == pytest.approx(2.0) and case["samples_per_cpu_s"] == pytest.approx(10 / 1.5)
+
+
+def test_the_cpu_floor_spreads_every_cpu_second_over_the_cores() -> None:
+    cold, warm = report.loader_name("block", "cold"), report.loader_name("block", "warm")
+    judged = {"median_cpu_s": {report.BANDWIDTH: 1.0, cold: 9.0, warm: 3.0},
+              "median_server_cpu_s": {report.BANDWIDTH: 8.0, cold: 8.0, warm: 0.0},
+              "median_proxy_cpu_s": {report.BANDWIDTH: 1.0, cold: 1.0, warm: 0.0},
+              "median_seconds": {report.BANDWIDTH: 6.0, cold: 15.0, warm: 3.0}}
+    floors = report.cpu_floors(judged, shard_bytes=2000, cores=2, sha256_per_cpu_s=1000.0)
+    assert floors["cold_epoch_floor_s"] == pytest.approx(9.0) and floors["cold_epoch_ceiling"] == pytest.approx(6 / 9)
+    assert floors["sha256_cpu_s"] == pytest.approx(2.0)
+    assert floors["checking_reader_floor_s"] == pytest.approx((10.0 + 3.0 + 2.0) / 2)  # bound's CPU + warm + hash
+    assert floors["checking_reader_ceiling"] == pytest.approx(6 / 7.5)
+    roomy = report.cpu_floors(judged, shard_bytes=2000, cores=16, sha256_per_cpu_s=1000.0)
+    assert roomy["cold_epoch_ceiling"] == roomy["checking_reader_ceiling"] == 1.0  # never above the bound itself
+    assert report.cpu_floors({**judged, "median_cpu_s": {cold: 1.0}}, 2000, 2, 1000.0) is None  # cases not run
+
+
+def test_sha256_speed_is_a_rate_of_this_machine() -> None:
+    assert 1e7 < sha256_bytes_per_cpu_s(8 << 20) < 1e11
 
 
 def _round(rates: dict[str, float], fetched: dict[str, float]) -> dict:
@@ -228,6 +248,9 @@ def test_a_small_run_measures_and_reports_every_case(make_mnist: MakeMnist, tmp_
     assert sum(case["server_cpu_s"] for case in bucket_cases) > 0  # the server's own work, seen from outside it
     assert sum(case["proxy_cpu_s"] for case in bucket_cases) > 0
     assert figures[report.latency_name(report.BANDWIDTH, 5)]["requests"] >= 6  # two files a shard, and the manifests
+    floors = results["cpu_floors"]
+    assert 0 < floors["cold_epoch_ceiling"] <= 1 and 0 < floors["checking_reader_ceiling"] <= 1
+    assert floors["cores"] == results["machine"]["usable_cpus"] and results["sha256_bytes_per_cpu_s"] > 0
     assert report.markdown(results) in capsys.readouterr().out
     assert not list((tmp_path / "w").glob("seaweedfs-*")) and not list((tmp_path / "w").glob("run-*"))
     assert os.environ.get("AWS_ENDPOINT_URL") is None or "127.0.0.1" not in os.environ["AWS_ENDPOINT_URL"]
