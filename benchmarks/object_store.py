@@ -134,8 +134,8 @@ def run_child(spec: Result, env: dict[str, str]) -> Result:
 class Runner:
     """Runs cases against one server, through one proxy, each in a fresh child process."""
 
-    def __init__(self, endpoint: Any, proxy: LatencyProxy, local: Path, scratch: Path, server_pid: int) -> None:
-        self.proxy, self.local, self.scratch, self.server_pid = proxy, local, scratch, server_pid
+    def __init__(self, endpoint: Any, proxy: LatencyProxy, scratch: Path, server_pid: int) -> None:
+        self.proxy, self.scratch, self.server_pid = proxy, scratch, server_pid
         base = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                                            os.environ.get("PYTHONPATH")]))}
         self.env = {True: {**base, **endpoint.env(), "AWS_ENDPOINT_URL": proxy.url}, False: {**base, **endpoint.env()}}
@@ -223,7 +223,7 @@ def measure(args: argparse.Namespace, server: Any, admin: Callable[[Any], Any], 
     host, port = endpoint.url.split("://", 1)[1].rsplit(":", 1)
     scratch = Path(tempfile.mkdtemp(dir=args.workdir, prefix="run-"))
     with LatencyProxy((host, int(port))) as proxy:
-        runner = Runner(endpoint, proxy, local, scratch, server.process.pid)
+        runner = Runner(endpoint, proxy, scratch, server.process.pid)
         try:
             return run_rounds(plan(args, url, local, jpeg), args.rounds, runner.run)
         finally:
