@@ -21,10 +21,12 @@ from .decode import EncodedImage, dct_scale, decode, describe, read_header
 from .options import ImageDecodeOptions
 from .pixels import crop_box
 from .randomness import Box, draw
+from .recycle import ArrayRecycler
 from .resize import resize_bilinear, resize_nearest
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
+_BATCHES = ArrayRecycler()  # the output arrays, reused once their batch is dropped (recycle.py says why)
 
 
 def _forget_pools() -> None:
@@ -101,7 +103,7 @@ def decode_batch(records: Sequence[Any], sample_indices: Sequence[int], epoch: i
         raise InvalidOptionError(f"{len(records)} records for {len(sample_indices)} sample indices")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InvalidOptionError(f"threads must be a positive integer, got {threads!r}")
-    out = np.empty((len(records), *options.image_size, options.channels), dtype=np.float32)
+    out = _BATCHES.empty(len(records), (*options.image_size, options.channels), np.float32)
 
     def one(position: int) -> None:
         decode_one(records[position], int(sample_indices[position]), epoch, seed, options, out[position])
