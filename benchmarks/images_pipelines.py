@@ -319,7 +319,8 @@ def _arrays(batch: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def one_pass(batches: Batches, keep: int = 0) -> Result:
-    """Consume one pass; the rate counts the images after the first batch, over the time after it."""
+    """Consume one pass; the rate counts the images after the first batch, over the time (and the CPU time, for
+    images per CPU second) after it."""
     started, started_cpu = time.perf_counter(), time.process_time()
     io_before = read_io().read_bytes
     images = first_images = 0
@@ -336,12 +337,15 @@ def one_pass(batches: Batches, keep: int = 0) -> Result:
             kept_y.append((y.argmax(-1) if y.ndim == 2 else y)[:len(kept_x[-1])])
         if first_seconds is None:
             first_seconds, first_images, first_at = time.perf_counter() - started, images, time.perf_counter()
-    ended = time.perf_counter()
+            first_cpu = time.process_time()
+    ended, ended_cpu = time.perf_counter(), time.process_time()
     timed = ended - first_at if first_seconds is not None else 0.0
     result = {"images": images, "seconds": ended - started, "first_batch_seconds": first_seconds,
               "timed_images": images - first_images, "timed_seconds": timed,
               "images_per_s": (images - first_images) / timed if timed > 0 else float("nan"),
-              "cpu_seconds": time.process_time() - started_cpu, "read_bytes": read_io().read_bytes - io_before}
+              "cpu_seconds": ended_cpu - started_cpu,
+              "timed_cpu_seconds": ended_cpu - first_cpu if first_seconds is not None else 0.0,
+              "read_bytes": read_io().read_bytes - io_before}
     if keep:
         result["kept"] = (np.concatenate(kept_x), np.concatenate(kept_y))
     return result

@@ -85,12 +85,17 @@ def test_every_case_times_every_pipeline_over_every_image(results: dict) -> None
                     assert one_pass["images"] == IMAGES, (case, name, number)
                     assert one_pass["timed_images"] == IMAGES - BATCH  # the first batch is left out of the rate
                     assert one_pass["images_per_s"] == one_pass["timed_images"] / one_pass["timed_seconds"]
+                    assert 0 < one_pass["timed_cpu_seconds"] <= one_pass["cpu_seconds"]
                 assert figures["peak_rss_anon"] > 0 and figures["cold"] is cold
         for number, figures in ((1, part), (0, part["first_pass"])):
             medians = figures["median_images_per_s"]
             ran_passes = [name for name in expected if number == 0 or name != ip.ENCODED_COLD]
             assert medians == {name: statistics.median(one["results"][name]["passes"][number]["images_per_s"]
                                                        for one in part["rounds"]) for name in ran_passes}
+            passes = [[one["results"][name]["passes"][number] for one in part["rounds"]] for name in ran_passes]
+            assert figures["median_images_per_cpu_s"] == {  # the CPU time after the first batch, as the rate
+                name: statistics.median(p["timed_images"] / p["timed_cpu_seconds"] for p in runs)
+                for name, runs in zip(ran_passes, passes)}
             for entry in figures["ratios"]:
                 assert entry["value"] == pytest.approx(medians[entry["numerator"]] / medians[entry["denominator"]])
                 assert entry["met"] is (None if entry["goal"] is None else entry["value"] >= entry["goal"])
