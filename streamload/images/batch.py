@@ -97,7 +97,8 @@ def decode_batch(records: Sequence[Any], sample_indices: Sequence[int], epoch: i
 
     Each sample's crop and flip depend only on ``(seed, epoch, its index)``, so the batch is the same
     whatever ``threads`` is or the order the records come in. A record that cannot be decoded raises
-    ImageDecodeError naming its sample index (the first such, in batch order).
+    ImageDecodeError naming its sample index (the first such, in batch order). The array is written over by a
+    later batch only once nothing refers to it or to a view of it any more (:mod:`.recycle`).
     """
     if len(records) != len(sample_indices):
         raise InvalidOptionError(f"{len(records)} records for {len(sample_indices)} sample indices")
