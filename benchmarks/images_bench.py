@@ -7,7 +7,10 @@ checks that every pipeline decodes the same images (unshuffled: equal labels, an
 reference of the same decoder within the documented IDCT tolerance), then measures images per second in
 interleaved rounds (:mod:`benchmarks.rounds`), each pass a fresh child process polled for peak RssAnon
 (:mod:`benchmarks.images_pipelines` says how each pipeline is written), for two cases: resize only, and
-random-resized crop + horizontal flip. ``--growth`` adds one pass of every pipeline over the set and over
+random-resized crop + horizontal flip. Each child runs ``--passes`` passes (default 2), each over its pipeline
+made afresh: the first pays what a fresh process pays (thread and pool start-up, first use of every buffer,
+OpenBLAS' start-up spin), the last is the steady state a training run spends its time in; both are
+reported, and the goals are judged on each. ``--growth`` adds one pass of every pipeline over the set and over
 one ``--growth-factor`` times larger, for the RssAnon each needs as the set grows.
 
 The streamload encoded rows need ``build_shards.py --store encoded`` (issue 19 §2); where this checkout's
@@ -21,6 +24,7 @@ import json
 import os
 import pickle
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +53,9 @@ from .images_pipelines import (
     CASES,
     DECODED,
     DECODER_OF,
+    ENCODED,
     ENCODED_COLD,
+    ENCODED_REDUCED,
     ENCODED_WARM,
     GRAIN,
     KERAS,
@@ -93,7 +99,7 @@ def _installed(module: str) -> bool:
 
 
 def available(name: str) -> bool:
-    if name in (ENCODED_WARM, ENCODED_COLD):
+    if name in ENCODED:
         return has_encoded_store()
     if name == GRAIN:
         return _installed("grain") and _installed("array_record")
@@ -187,7 +193,7 @@ def _build(layout: Layout, out: Path, *options: str) -> None:
 def prepare(layout: Layout, images: int, classes: int, seed: int, names: Sequence[str]) -> None:
     """The folder and every copy the pipelines in ``names`` read, each made once."""
     generate_folder(layout, images, classes, seed)
-    if ENCODED_WARM in names or ENCODED_COLD in names:
+    if any(name in ENCODED for name in names):
         _build(layout, layout.encoded, "--store", "encoded")
     if DECODED in names:
         _build(layout, layout.decoded, "--image-size", str(SIZE[0]), str(SIZE[1]))
@@ -205,7 +211,8 @@ def folder_bytes(folder: Path) -> int:
 
 def disk_bytes(layout: Layout) -> dict[str, int | None]:
     """What each pipeline keeps on disk (None: it reads from RAM)."""
-    folders = {ENCODED_WARM: layout.encoded, ENCODED_COLD: layout.encoded, DECODED: layout.decoded,
+    folders = {ENCODED_WARM: layout.encoded, ENCODED_COLD: layout.encoded, ENCODED_REDUCED: layout.encoded,
+               DECODED: layout.decoded,
                KERAS: layout.photos, TFRECORD: layout.tfrecord, GRAIN: layout.arrayrecord,
                WEBDATASET: layout.webdataset}
     return {name: folder_bytes(folder) if folder.exists() else None for name, folder in folders.items()}
@@ -213,14 +220,18 @@ def disk_bytes(layout: Layout) -> dict[str, int | None]:
 
 # ---------------------------------------------------------------- one pass in a child
 
-def run_child(layout: Layout, name: str, case: str, args: argparse.Namespace, check: int = 0) -> Result:
-    """One pass of ``name`` in a fresh process; its figures and the peaks polled from outside."""
+def run_child(layout: Layout, name: str, case: str, args: argparse.Namespace, check: int = 0,
+              passes: int = 1) -> Result:
+    """``passes`` passes of ``name`` in a fresh process (the cold one: its first only, the page cache dropped
+    before it); the last pass's figures, every pass's, and the peaks polled from outside."""
     cold = name == ENCODED_COLD
+    passes = 1 if cold else passes
     with tempfile.TemporaryDirectory() as scratch:
         result_file = Path(scratch, "result.json")
         command = [sys.executable, "-m", "benchmarks.images_pipelines", "--pipeline", name, "--case", case,
                    "--data", str(layout.root), "--result", str(result_file), "--batch-size", str(args.batch_size),
-                   "--threads", str(args.threads), "--seed", str(args.seed), "--check", str(check)]
+                   "--threads", str(args.threads), "--seed", str(args.seed), "--check", str(check),
+                   "--passes", str(passes)]
         if cold:
             drop_page_cache(layout.encoded)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
@@ -299,8 +310,26 @@ def case_goals(case: str, medians: dict[str, float]) -> list[Goal]:
                          (ENCODED_COLD, ENCODED_WARM, None, "min"), (ENCODED_WARM, TFRECORD, None, "min"),
                          (ENCODED_WARM, GRAIN, None, "min"), (ENCODED_WARM, WEBDATASET, None, "min")]
     if case == "resize":
-        goals += [(ENCODED_WARM, DECODED, None, "min"), (DECODED, KERAS, None, "min")]
+        goals += [(ENCODED_WARM, DECODED, None, "min"), (DECODED, KERAS, None, "min"),
+                  (ENCODED_REDUCED, KERAS, None, "min"), (ENCODED_REDUCED, faster, None, "min")]
     return goals
+
+
+def pass_rounds(rounds: list[Result], number: int) -> list[Result]:
+    """The rounds' figures of pass ``number`` (0: the first), of the pipelines that ran that many passes."""
+    return [{"results": {name: result["passes"][number] for name, result in one["results"].items()
+                         if len(result["passes"]) > number}} for one in rounds]
+
+
+def pass_figures(rounds: list[Result], case: str) -> Result:
+    """Medians and spread of images/s, median images per CPU second, and the goals, of one pass's rounds."""
+    medians = summarize(rounds, "images_per_s")
+    per_cpu = {name: statistics.median(one["results"][name]["timed_images"]
+                                       / max(one["results"][name]["timed_cpu_seconds"], 1e-9) for one in rounds)
+               for name in medians["median"]}  # the images and the CPU time after the first batch, as the rate
+    return {"median_images_per_s": medians["median"], "min_max_images_per_s": medians["min_max"],
+            "median_images_per_cpu_s": per_cpu,
+            "ratios": ratio_entries(medians["median"], case_goals(case, medians["median"]))}
 
 
 def run_case(layout: Layout, case: str, names: Sequence[str], args: argparse.Namespace, progress: Any) -> Result:
@@ -312,26 +341,17 @@ def run_case(layout: Layout, case: str, names: Sequence[str], args: argparse.Nam
         results = {}
         for name in order:
             progress.set_postfix_str(f"{case}: {name}")
-            results[name] = run_child(layout, name, case, args)
+            results[name] = run_child(layout, name, case, args, passes=args.passes)
             progress.update()
         rounds.append({"order": order, "results": results})
-    medians = summarize(rounds, "images_per_s")
     rss = summarize(rounds, "peak_rss_anon")["median"]
-    images = {name: sorted({one["results"][name]["images"] for one in rounds}) for name in contenders}
+    images = {name: sorted({one_pass["images"] for one in rounds for one_pass in one["results"][name]["passes"]})
+              for name in contenders}
     if any(counts != [len(layout.files())] for counts in images.values()):
         raise RuntimeError(f"{case}: a pipeline did not deliver every image once per pass: {images}")
-    return {"pipelines": contenders, "rounds": rounds, "median_images_per_s": medians["median"],
-            "min_max_images_per_s": medians["min_max"], "median_peak_rss_anon": rss,
-            "median_images_per_cpu_s": {name: statistics_median([one["results"][name]["timed_images"]
-                                                                 / max(one["results"][name]["cpu_seconds"], 1e-9)
-                                                                 for one in rounds]) for name in contenders},
-            "ratios": ratio_entries(medians["median"], case_goals(case, medians["median"]))}
-
-
-def statistics_median(values: list[float]) -> float:
-    import statistics
-
-    return statistics.median(values)
+    return {"pipelines": contenders, "rounds": rounds, "passes": args.passes, "median_peak_rss_anon": rss,
+            **pass_figures(pass_rounds(rounds, args.passes - 1), case),
+            "first_pass": pass_figures(pass_rounds(rounds, 0), case)}
 
 
 def growth(args: argparse.Namespace, names: Sequence[str], progress: Any) -> Result:
@@ -362,6 +382,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=1_500, help="JPEGs in the set (default: 1500)")
     parser.add_argument("--classes", type=int, default=10, help="class folders (default: 10)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per case (default: 3)")
+    parser.add_argument("--passes", type=int, default=2,
+                        help="passes per fresh process; the last is the steady state (default: 2)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="decoding threads of the pipelines that take a count (default: the usable cores)")
@@ -377,9 +399,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write every figure and the machine to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if min(args.images, args.classes, args.rounds, args.batch_size, args.threads, args.growth_factor) < 1 \
+    if min(args.images, args.classes, args.rounds, args.passes, args.batch_size, args.threads,
+           args.growth_factor) < 1 \
             or args.check_images < 0:
-        parser.error("--images, --classes, --rounds, --batch-size, --threads, --growth-factor must be positive")
+        parser.error("--images, --classes, --rounds, --passes, --batch-size, --threads, --growth-factor must be "
+                     "positive")
     if args.classes > args.images:
         parser.error("--classes cannot exceed --images")
     return args
@@ -391,7 +415,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Result:
 
     args.data = args.data.absolute()
     names = [name for name in PIPELINES if name in args.pipelines and available(name)]
-    skipped = {name: WHEN_MISSING.get(name, WHEN_MISSING[ENCODED_WARM] if name == ENCODED_COLD else "not available")
+    skipped = {name: WHEN_MISSING.get(name, WHEN_MISSING[ENCODED_WARM] if name in ENCODED else "not available")
                for name in PIPELINES if name in args.pipelines and name not in names}
     for name, why in skipped.items():
         log(f"not run: {name}: {why}")

@@ -8,7 +8,9 @@ and to no other. Each pipeline is written as a user of its library would write i
 0..1, its default normalising) and integer or one-hot labels:
 
 * streamload encoded: ``BatchLoader(DATA, "train", batch_size=B, image_size=(224, 224),
-  random_resized_crop=..., horizontal_flip=..., shuffle=True)``, ``for x, y in loader``;
+  random_resized_crop=..., horizontal_flip=..., shuffle=True)``, ``for x, y in loader``; in the resize case
+  also with ``reduced_decode=True`` (JPEGs decoded at the DCT scale the target allows: not Keras' pixels, so
+  it is an extra row, measured against the chosen decoder's pixels; with random crops it is the default);
 * streamload decoded: ``BatchLoader`` over shards of 224x224 pixels decoded at build time (resize only:
   a random-resized crop of an already resized 224x224 image is not the same task);
 * Keras: ``keras.utils.image_dataset_from_directory(image_size=(224, 224))`` + ``prefetch(AUTOTUNE)``; for
@@ -32,8 +34,11 @@ and to no other. Each pipeline is written as a user of its library would write i
   (the augmentation case: the same decoders with the random-resized crop and flip of Grain's and TFRecord's).
 
 Grain, WebDataset and the simplejpeg bound decode with the same function, the chosen decoder; Keras,
-TFRecord and the tf.data bound with TensorFlow's. The pass is timed from its first batch to its last, so
-imports, tracing and thread start-up are left out of the rate (and reported apart).
+TFRecord and the tf.data bound with TensorFlow's. Each pass is timed from its first batch to its last, so
+imports, tracing and thread start-up are left out of the rate (and reported apart). With ``--passes 2`` the
+process makes its pipeline afresh and runs a second pass, the steady state of a training run (which decodes
+millions of images in one process), where nothing is started or imported any more; the first pass is
+reported too.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ CASES = ("resize", "augment")
 SHUFFLE_BUFFER = 1_000  # records: ~110 MB of JPEGs held by TFRecord's and WebDataset's shuffle buffers
 RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # Inception's ranges, as streamload's and torchvision's
 ENCODED_WARM, ENCODED_COLD = "streamload encoded, warm", "streamload encoded, cold"
+ENCODED_REDUCED = "streamload encoded, reduced decode"
 DECODED = "streamload decoded 224x224"
 KERAS = "Keras image_dataset_from_directory"
 TFRECORD = "tf.data TFRecord"
@@ -67,13 +73,14 @@ GRAIN = "Grain ArrayRecord"
 WEBDATASET = "WebDataset tar"
 BOUND_SIMPLEJPEG = "bound: simplejpeg threads, RAM"
 BOUND_TFDATA = "bound: tf.data map, RAM"
-PIPELINES = (ENCODED_WARM, ENCODED_COLD, DECODED, KERAS, TFRECORD, GRAIN, WEBDATASET, BOUND_SIMPLEJPEG, BOUND_TFDATA)
+ENCODED = (ENCODED_WARM, ENCODED_COLD, ENCODED_REDUCED)
+PIPELINES = (*ENCODED, DECODED, KERAS, TFRECORD, GRAIN, WEBDATASET, BOUND_SIMPLEJPEG, BOUND_TFDATA)
 BOUNDS = (BOUND_SIMPLEJPEG, BOUND_TFDATA)
 # which decoder makes each pipeline's resize-case pixels: TensorFlow's (Keras' pixels) or the chosen one
 # (simplejpeg with reduced-size decoding); streamload's decoded store is Pillow's accurate IDCT, rounded to uint8
-DECODER_OF = {ENCODED_WARM: "tensorflow", ENCODED_COLD: "tensorflow", DECODED: "pillow", KERAS: "tensorflow",
-              TFRECORD: "tensorflow", BOUND_TFDATA: "tensorflow", GRAIN: "reduced", WEBDATASET: "reduced",
-              BOUND_SIMPLEJPEG: "reduced"}
+DECODER_OF = {ENCODED_WARM: "tensorflow", ENCODED_COLD: "tensorflow", ENCODED_REDUCED: "reduced", DECODED: "pillow",
+              KERAS: "tensorflow", TFRECORD: "tensorflow", BOUND_TFDATA: "tensorflow", GRAIN: "reduced",
+              WEBDATASET: "reduced", BOUND_SIMPLEJPEG: "reduced"}
 Result = dict[str, Any]
 Batches = Iterable[Any]
 
@@ -188,6 +195,7 @@ def _streamload_encoded(layout: Layout, args: argparse.Namespace) -> Batches:
     augment = args.case == "augment"
     return BatchLoader(layout.encoded, "train", batch_size=args.batch_size, image_size=SIZE,
                        random_resized_crop=augment, horizontal_flip=augment, shuffle=args.shuffle, seed=args.seed,
+                       reduced_decode=True if args.pipeline == ENCODED_REDUCED else None,
                        normalize=False)  # Keras' 0..255 floats, as every other pipeline here delivers
 
 
@@ -293,14 +301,16 @@ def _bound_tfdata(layout: Layout, args: argparse.Namespace) -> Batches:
 
 
 MAKERS: dict[str, Callable[[Layout, argparse.Namespace], Batches]] = {
-    ENCODED_WARM: _streamload_encoded, ENCODED_COLD: _streamload_encoded, DECODED: _streamload_decoded,
+    ENCODED_WARM: _streamload_encoded, ENCODED_COLD: _streamload_encoded, ENCODED_REDUCED: _streamload_encoded,
+    DECODED: _streamload_decoded,
     KERAS: _keras, TFRECORD: _tfrecord, GRAIN: _grain, WEBDATASET: _webdataset,
     BOUND_SIMPLEJPEG: _bound_simplejpeg, BOUND_TFDATA: _bound_tfdata}
 
 
 def runs_case(name: str, case: str) -> bool:
-    """Whether ``name`` runs in ``case``: the decoded store has no full-size pixels to crop from."""
-    return not (name == DECODED and case == "augment")
+    """Whether ``name`` runs in ``case``: the decoded store has no full-size pixels to crop from, and random
+    crops are decoded reduced by default (the reduced row would be the warm row again)."""
+    return not (name in (DECODED, ENCODED_REDUCED) and case == "augment")
 
 
 def _arrays(batch: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -309,7 +319,8 @@ def _arrays(batch: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def one_pass(batches: Batches, keep: int = 0) -> Result:
-    """Consume one pass; the rate counts the images after the first batch, over the time after it."""
+    """Consume one pass; the rate counts the images after the first batch, over the time (and the CPU time, for
+    images per CPU second) after it."""
     started, started_cpu = time.perf_counter(), time.process_time()
     io_before = read_io().read_bytes
     images = first_images = 0
@@ -326,12 +337,15 @@ def one_pass(batches: Batches, keep: int = 0) -> Result:
             kept_y.append((y.argmax(-1) if y.ndim == 2 else y)[:len(kept_x[-1])])
         if first_seconds is None:
             first_seconds, first_images, first_at = time.perf_counter() - started, images, time.perf_counter()
-    ended = time.perf_counter()
+            first_cpu = time.process_time()
+    ended, ended_cpu = time.perf_counter(), time.process_time()
     timed = ended - first_at if first_seconds is not None else 0.0
     result = {"images": images, "seconds": ended - started, "first_batch_seconds": first_seconds,
               "timed_images": images - first_images, "timed_seconds": timed,
               "images_per_s": (images - first_images) / timed if timed > 0 else float("nan"),
-              "cpu_seconds": time.process_time() - started_cpu, "read_bytes": read_io().read_bytes - io_before}
+              "cpu_seconds": ended_cpu - started_cpu,
+              "timed_cpu_seconds": ended_cpu - first_cpu if first_seconds is not None else 0.0,
+              "read_bytes": read_io().read_bytes - io_before}
     if keep:
         result["kept"] = (np.concatenate(kept_x), np.concatenate(kept_y))
     return result
@@ -348,6 +362,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check", type=int, default=0,
                         help="no shuffle; save the first CHECK images and labels beside --result (.npz)")
+    parser.add_argument("--passes", type=int, default=1,
+                        help="passes, each over a pipeline made afresh in this process (default: 1)")
     args = parser.parse_args(argv)
     args.shuffle = not args.check
     return args
@@ -356,14 +372,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     imported = read_memory().rss_anon
-    started = time.perf_counter()
-    batches = MAKERS[args.pipeline](Layout(args.data), args)
-    setup = time.perf_counter() - started
-    result = one_pass(batches, args.check)
+    passes = []
+    for number in range(args.passes):
+        started = time.perf_counter()
+        batches = MAKERS[args.pipeline](Layout(args.data), args)
+        passes.append({"setup_seconds": time.perf_counter() - started,
+                       **one_pass(batches, args.check if number == 0 else 0)})
+        del batches
     if args.check:
-        x, y = result.pop("kept")
+        x, y = passes[0].pop("kept")
         np.savez(args.result.with_suffix(".npz"), x=x, y=y)
-    result.update(setup_seconds=setup, rss_anon_after_imports=imported, rss_anon_end=read_memory().rss_anon)
+    result = {**passes[-1], "passes": passes}  # the last pass's figures, and every pass's
+    result.update(rss_anon_after_imports=imported, rss_anon_end=read_memory().rss_anon)
     args.result.write_text(json.dumps(result))
     return 0
 

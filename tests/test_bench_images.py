@@ -61,7 +61,7 @@ def test_every_pipeline_that_ran_delivered_the_same_images(results: dict) -> Non
         assert check["ok"]
     # decoders that match give the very pixels: TensorFlow's in Keras and tf.data, simplejpeg's in the peers
     assert results["integrity"][ip.KERAS]["max_abs_diff"] == results["integrity"][ip.TFRECORD]["max_abs_diff"] == 0
-    for name in (ip.GRAIN, ip.WEBDATASET, ip.BOUND_SIMPLEJPEG):
+    for name in (ip.GRAIN, ip.WEBDATASET, ip.BOUND_SIMPLEJPEG, ip.ENCODED_REDUCED):
         if name in results["integrity"]:
             assert results["integrity"][name]["max_abs_diff"] == 0, name
 
@@ -73,19 +73,32 @@ def test_every_case_times_every_pipeline_over_every_image(results: dict) -> None
     for case, part in results["cases"].items():
         expected = [name for name in ran if ip.runs_case(name, case)]
         assert part["pipelines"] == expected and (ip.DECODED in expected) == (case == "resize")
+        assert (ip.ENCODED_REDUCED in expected) == (ip.ENCODED_REDUCED in ran and case == "resize")
+        assert part["passes"] == 2
         for one in part["rounds"]:
             assert sorted(one["order"]) == sorted(expected)
             for name, figures in one["results"].items():
-                assert figures["images"] == IMAGES, (case, name)
-                assert figures["timed_images"] == IMAGES - BATCH  # the first batch is left out of the rate
-                assert figures["images_per_s"] == figures["timed_images"] / figures["timed_seconds"]
-                assert figures["peak_rss_anon"] > 0 and figures["cold"] is (name == ip.ENCODED_COLD)
-        medians = part["median_images_per_s"]
-        assert medians == {name: statistics.median(one["results"][name]["images_per_s"] for one in part["rounds"])
-                           for name in expected}
-        for entry in part["ratios"]:
-            assert entry["value"] == pytest.approx(medians[entry["numerator"]] / medians[entry["denominator"]])
-            assert entry["met"] is (None if entry["goal"] is None else entry["value"] >= entry["goal"])
+                cold = name == ip.ENCODED_COLD
+                assert len(figures["passes"]) == (1 if cold else 2), (case, name)  # the cold cache: its first only
+                assert {**figures["passes"][-1], "passes": figures["passes"]}.items() <= figures.items()
+                for number, one_pass in enumerate(figures["passes"]):
+                    assert one_pass["images"] == IMAGES, (case, name, number)
+                    assert one_pass["timed_images"] == IMAGES - BATCH  # the first batch is left out of the rate
+                    assert one_pass["images_per_s"] == one_pass["timed_images"] / one_pass["timed_seconds"]
+                    assert 0 < one_pass["timed_cpu_seconds"] <= one_pass["cpu_seconds"]
+                assert figures["peak_rss_anon"] > 0 and figures["cold"] is cold
+        for number, figures in ((1, part), (0, part["first_pass"])):
+            medians = figures["median_images_per_s"]
+            ran_passes = [name for name in expected if number == 0 or name != ip.ENCODED_COLD]
+            assert medians == {name: statistics.median(one["results"][name]["passes"][number]["images_per_s"]
+                                                       for one in part["rounds"]) for name in ran_passes}
+            passes = [[one["results"][name]["passes"][number] for one in part["rounds"]] for name in ran_passes]
+            assert figures["median_images_per_cpu_s"] == {  # the CPU time after the first batch, as the rate
+                name: statistics.median(p["timed_images"] / p["timed_cpu_seconds"] for p in runs)
+                for name, runs in zip(ran_passes, passes)}
+            for entry in figures["ratios"]:
+                assert entry["value"] == pytest.approx(medians[entry["numerator"]] / medians[entry["denominator"]])
+                assert entry["met"] is (None if entry["goal"] is None else entry["value"] >= entry["goal"])
 
 
 @pytest.mark.slow
@@ -108,5 +121,5 @@ def test_disk_is_counted_per_store_and_the_report_renders(results: dict) -> None
 def test_the_encoded_rows_are_listed_as_not_run_where_the_build_has_no_encoded_store(tmp_path: Path,
                                                                                       monkeypatch) -> None:
     monkeypatch.setattr(ib, "has_encoded_store", lambda: False)
-    assert not ib.available(ip.ENCODED_WARM) and not ib.available(ip.ENCODED_COLD)
+    assert not any(ib.available(name) for name in ip.ENCODED)
     assert ib.available(ip.KERAS) and ib.available(ip.BOUND_SIMPLEJPEG)

@@ -130,6 +130,18 @@ def test_epochs_seeds_and_indices_change_the_crops(tmp_path: Path) -> None:
         assert all(not np.array_equal(mine, theirs) for mine, theirs in zip(base, other))
 
 
+def test_batches_still_held_are_never_written_over(tmp_path: Path) -> None:
+    """Keras holds batches in a queue: each keeps its pixels while later ones are decoded into reused arrays."""
+    records, indices = _augmenting_batch(tmp_path)
+    held = [decode_batch(records, indices, epoch, 42, AUGMENT) for epoch in range(6)]
+    copies = [batch.copy() for batch in held]
+    for epoch in range(6, 12):
+        decode_batch(records, indices, epoch, 42, AUGMENT)  # dropped at once: its array is reused by the next
+    for batch, copy in zip(held, copies):
+        np.testing.assert_array_equal(batch, copy)
+    assert not any(np.shares_memory(one, other) for number, one in enumerate(held) for other in held[number + 1:])
+
+
 def test_a_flip_alone_mirrors_the_plain_output(tmp_path: Path) -> None:
     records, indices = _augmenting_batch(tmp_path)
     plain = decode_batch(records, indices, 0, 1, ImageDecodeOptions(image_size=(24, 24)))

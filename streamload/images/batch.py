@@ -21,10 +21,12 @@ from .decode import EncodedImage, dct_scale, decode, describe, read_header
 from .options import ImageDecodeOptions
 from .pixels import crop_box
 from .randomness import Box, draw
+from .recycle import ArrayRecycler
 from .resize import resize_bilinear, resize_nearest
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
+_BATCHES = ArrayRecycler()  # the output arrays, reused once their batch is dropped (recycle.py says why)
 
 
 def _forget_pools() -> None:
@@ -95,13 +97,14 @@ def decode_batch(records: Sequence[Any], sample_indices: Sequence[int], epoch: i
 
     Each sample's crop and flip depend only on ``(seed, epoch, its index)``, so the batch is the same
     whatever ``threads`` is or the order the records come in. A record that cannot be decoded raises
-    ImageDecodeError naming its sample index (the first such, in batch order).
+    ImageDecodeError naming its sample index (the first such, in batch order). The array is written over by a
+    later batch only once nothing refers to it or to a view of it any more (:mod:`.recycle`).
     """
     if len(records) != len(sample_indices):
         raise InvalidOptionError(f"{len(records)} records for {len(sample_indices)} sample indices")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InvalidOptionError(f"threads must be a positive integer, got {threads!r}")
-    out = np.empty((len(records), *options.image_size, options.channels), dtype=np.float32)
+    out = _BATCHES.empty(len(records), (*options.image_size, options.channels), np.float32)
 
     def one(position: int) -> None:
         decode_one(records[position], int(sample_indices[position]), epoch, seed, options, out[position])

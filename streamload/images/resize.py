@@ -17,7 +17,10 @@ on the benchmark's photo-like JPEGs resized to 224x224; :mod:`benchmarks.images_
 * gathers stay uint8 (``np.take`` with ``mode="clip"`` into a buffer: the default mode buffers its output),
   and only the left samples are cast; ``right - left`` casts the right ones inside the subtraction;
 * the working arrays are per-thread buffers reused from image to image: a fresh megabyte array costs
-  its page faults each time, a large share of the resize.
+  its page faults each time, a large share of the resize;
+* the rows and columns an image size reads are computed once per size, for up to ``SIZES_CACHED`` sizes
+  (photos 200-1000 px a side have some 800 widths; with 256 kept, about every other image of the
+  benchmark's set computed them again), their indices as int32 to halve what that keeps.
 
 A horizontal flip reverses the output columns' weights instead of copying the result back to front.
 """
@@ -31,6 +34,7 @@ import numpy as np
 
 SCRATCH_MAX_BYTES = 1 << 23  # a per-thread buffer is kept up to 8 MiB (224x224 from a 1000-pixel image: 1.2 MiB)
 _SCRATCH = threading.local()
+SIZES_CACHED = 1024  # image heights and widths whose rows and columns are kept (each ~8-13 KB at 224)
 
 
 def _scratch(slot: str, shape: tuple[int, int], dtype: type) -> np.ndarray:
@@ -44,7 +48,6 @@ def _scratch(slot: str, shape: tuple[int, int], dtype: type) -> np.ndarray:
     return buffer[:size].reshape(shape)
 
 
-@lru_cache(maxsize=256)
 def axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lower and upper source index and the weight of the upper one, per output index (TF's kernel)."""
     scale = np.float32(in_size) / np.float32(out_size)
@@ -55,24 +58,24 @@ def axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, n
     return lower, upper, (position - floor).astype(np.float32)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=SIZES_CACHED)
 def _rows(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The distinct source rows the output reads, where each output row's lower and upper rows are among
     them, and each output row's weight (as a column, to broadcast over a row)."""
     lower, upper, weight = axis_weights(in_size, out_size)
     read = np.zeros(in_size, bool)  # a mask, not np.unique's sort: each image size computes this afresh
     read[lower] = read[upper] = True
-    position = np.cumsum(read) - 1  # a read row's place among the read rows
-    return np.flatnonzero(read), position[lower], position[upper], weight[:, None].copy()
+    position = (np.cumsum(read) - 1).astype(np.int32)  # a read row's place among the read rows
+    return np.flatnonzero(read).astype(np.int32), position[lower], position[upper], weight[:, None].copy()
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=SIZES_CACHED)
 def _columns(in_size: int, out_size: int, channels: int, flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Left and right source index and the right one's weight, per output value of a (width x channels) row."""
     left, right, weight = (part[::-1] if flip else part for part in axis_weights(in_size, out_size))
-    lanes = np.arange(channels)
-    return (left[:, None] * channels + lanes).ravel(), (right[:, None] * channels + lanes).ravel(), \
-        np.repeat(weight, channels)
+    lanes = np.arange(channels, dtype=np.int32)
+    return (left[:, None].astype(np.int32) * channels + lanes).ravel(), \
+        (right[:, None].astype(np.int32) * channels + lanes).ravel(), np.repeat(weight, channels)
 
 
 def resize_bilinear(image: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None,
