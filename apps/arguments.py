@@ -9,8 +9,21 @@ from collections.abc import Iterable
 from apps.plan import ImageReading, ModelPlan, plan_model
 from streamload.errors import InvalidOptionError
 from streamload.format.manifest import Manifest, read_manifest
+from streamload.images.pixels import COLOR_MODES
 from streamload.places.dispatch import open_place
 from streamload.store.url import is_remote
+
+
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of datasets built with ``--store encoded`` (images decoded on read), as Keras names them."""
+    images = parser.add_argument_group("datasets built with --store encoded (images decoded on read)")
+    images.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        help="decode and resize every image to this size, as Keras' image_size (required there)")
+    images.add_argument("--color-mode", default="rgb", choices=tuple(COLOR_MODES),
+                        help="Keras' color_mode (default: rgb)")
+    images.add_argument("--random-resized-crop", action="store_true",
+                        help="train on random crops (Inception's ranges), a pure function of seed, epoch and sample")
+    images.add_argument("--horizontal-flip", action="store_true", help="flip half the training images, likewise")
 
 
 def check_arguments(args: argparse.Namespace, positive: Iterable[str]) -> Manifest:

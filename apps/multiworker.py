@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from apps.arguments import dataset_manifest
+from apps.plan import ImageReading, ModelPlan, plan_model
 from streamload.errors import InvalidOptionError
 
 MODELS = ("cnn", "tiny")
@@ -44,6 +46,7 @@ class WorkerConfig:
     out_dir: Path | None = None  # worker-K.json (metrics) and, with record_indices, worker-K-indices.npy
     record_indices: bool = False
     verbose: int = 2
+    reading: ImageReading = ImageReading()  # how images stored as their files are decoded (--store encoded)
 
 
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
@@ -126,15 +129,20 @@ class ReadLog:
         return rows[np.lexsort((rows[:, 1], rows[:, 0]))]
 
 
-def build_model(kind: str) -> Any:
-    """A compiled model: the tutorial's CNN, or a single dense layer that trains in milliseconds."""
-    from apps.training import compile_softmax_regression, compile_tutorial_cnn
+def build_model(kind: str, plan: ModelPlan | None = None) -> Any:
+    """A compiled model for ``plan``'s dataset (MNIST's when None): the one ``train.py`` builds for it (the
+    tutorial's CNN on MNIST, a small CNN on decoded images), or a single dense layer that trains in milliseconds."""
+    from apps.training import compile_model, compile_softmax_regression, compile_tutorial_cnn
 
-    if kind == "cnn":
-        return compile_tutorial_cnn()
-    if kind != "tiny":
+    if kind not in MODELS:
         raise InvalidOptionError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
-    return compile_softmax_regression()
+    if kind == "cnn":
+        return compile_tutorial_cnn() if plan is None else compile_model(plan)
+    if plan is None:
+        return compile_softmax_regression()
+    if len(plan.inputs) != 1 or plan.num_classes is None:
+        raise InvalidOptionError("--model tiny needs one input and class labels; use --model cnn")
+    return compile_softmax_regression(plan.inputs[0].shape, plan.num_classes)
 
 
 def multi_worker_strategy() -> Any:
@@ -174,9 +182,10 @@ def run_worker(config: WorkerConfig) -> dict[str, Any]:
     """
     from streamload.adapters.tfdata import as_tf_dataset, batches_per_epoch
 
+    model_plan = plan_model(dataset_manifest(config.data), str(config.data), config.reading)
     strategy = multi_worker_strategy()
     with strategy.scope():
-        model = build_model(config.model)
+        model = build_model(config.model, model_plan)
     contexts: list[Any] = []
     read_log = ReadLog() if config.record_indices else None
 
@@ -190,7 +199,8 @@ def run_worker(config: WorkerConfig) -> dict[str, Any]:
     def dataset_fn(context: Any) -> Any:
         contexts.append(context)
         return as_tf_dataset(config.data, "train", config.batch_size, shuffle=config.shuffle, seed=config.seed,
-                             input_context=context, epochs=plan(context)[1], on_read=read_log)
+                             input_context=context, epochs=plan(context)[1], on_read=read_log,
+                             **config.reading.keywords(training=True))
 
     dataset = strategy.distribute_datasets_from_function(dataset_fn)
     context = contexts[0]

@@ -21,14 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, apps/ beside streamload/
 
-from apps.arguments import check_trainable  # noqa: E402
+from apps.arguments import add_image_arguments, check_trainable  # noqa: E402
 from apps.plan import ModelPlan  # noqa: E402
 from streamload.cli import report  # noqa: E402
 from streamload.errors import StreamloadError  # noqa: E402
 from streamload.options import SHUFFLE_MODES  # noqa: E402
 
 POSITIVE = ("epochs", "batch_size", "workers", "steps_per_epoch", "learning_rate")
-COLOR_MODES = ("rgb", "grayscale", "rgba")  # Keras' color_mode
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,13 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="save weights and the data position here every --save-freq batches; the same command "
                              "run again after a crash resumes mid-epoch on the same sample sequence")
     parser.add_argument("--save-freq", type=int, default=500, help="batches between checkpoints (default: 500)")
-    images = parser.add_argument_group("datasets built with --store encoded (images decoded on read)")
-    images.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
-                        help="decode and resize every image to this size, as Keras' image_size (required there)")
-    images.add_argument("--color-mode", default="rgb", choices=COLOR_MODES, help="Keras' color_mode (default: rgb)")
-    images.add_argument("--random-resized-crop", action="store_true",
-                        help="train on random crops (Inception's ranges), a pure function of seed, epoch and sample")
-    images.add_argument("--horizontal-flip", action="store_true", help="flip half the training images, likewise")
+    add_image_arguments(parser)
     parser.add_argument("--min-accuracy", type=float,
                         help="exit 1 if the accuracy on the evaluated split ends below this")
     parser.add_argument("--json", type=Path, help="write the final metrics here (<split>_<metric>: value)")

@@ -6,6 +6,8 @@ Examples:
     python3 scripts/train_multiworker.py --data data/mnist --workers 2 --epochs 1 --batch-size 128
     # on each of several machines, with TF_CONFIG set for that machine and the shards on shared storage:
     python3 scripts/train_multiworker.py --data /mnt/shared/mnist --worker --epochs 1 --batch-size 128
+    # photos kept as their JPEG files (build_shards.py --store encoded), decoded on read as train.py does:
+    python3 scripts/train_multiworker.py --data data/photos --workers 2 --image-size 64 64 --horizontal-flip
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, apps/ beside streamload/
 
-from apps.arguments import check_arguments  # noqa: E402
+from apps.arguments import add_image_arguments, check_arguments, image_reading  # noqa: E402
 from apps.multiworker import MODELS, WorkerConfig, launch_local_workers, run_worker  # noqa: E402
+from apps.plan import plan_model  # noqa: E402
 from streamload.cli import report  # noqa: E402
 from streamload.errors import StreamloadError  # noqa: E402
 from streamload.options import SHUFFLE_MODES  # noqa: E402
@@ -36,13 +39,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64, help="global batch, split between all replicas")
     parser.add_argument("--steps-per-epoch", type=int, help="default: one epoch of each worker's share")
-    parser.add_argument("--model", default="cnn", choices=MODELS, help="the tutorial's CNN, or one dense layer")
+    parser.add_argument("--model", default="cnn", choices=MODELS,
+                        help="train.py's model for the dataset (the tutorial's CNN on MNIST), or one dense layer")
     parser.add_argument("--shuffle", default="exact", choices=SHUFFLE_MODES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, help="each worker writes worker-K.json (its metrics) here")
     parser.add_argument("--record-indices", action="store_true",
                         help="each worker also writes worker-K-indices.npy: (epoch, sample index) of every read")
     parser.add_argument("--timeout", type=float, help="launcher: stop every worker after this many seconds")
+    add_image_arguments(parser)
     args = parser.parse_args(argv)
     if args.record_indices and args.out_dir is None:
         parser.error("--record-indices needs --out-dir")
@@ -52,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        check_arguments(args, POSITIVE)
+        plan_model(check_arguments(args, POSITIVE), str(args.data), image_reading(args))  # refused here, not in workers
         return launch(args, argv) if not args.worker else work(args)
     except (StreamloadError, OSError) as exc:  # bad options or data, unwritable --out-dir: one line, exit 2
         return report("train_multiworker.py", exc)
@@ -68,7 +73,8 @@ def launch(args: argparse.Namespace, argv: list[str] | None) -> int:
 def work(args: argparse.Namespace) -> int:
     result = run_worker(WorkerConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                                      steps_per_epoch=args.steps_per_epoch, model=args.model, shuffle=args.shuffle,
-                                     seed=args.seed, out_dir=args.out_dir, record_indices=args.record_indices))
+                                     seed=args.seed, out_dir=args.out_dir, record_indices=args.record_indices,
+                                     reading=image_reading(args)))
     if result["worker"] == 0:
         print(json.dumps(result))
     return 0

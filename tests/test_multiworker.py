@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, subprocess_env
+from image_fixtures import ImageFolder, smooth_pixels
 from shards import build, sample_ids
 
 from apps.multiworker import ReadLog, free_ports, launch_local_workers, tf_config
 from streamload.format.manifest import read_manifest
 from streamload.options import LoaderOptions
 from streamload.read.sampler import IndexSampler
+from streamload.write.build import BuildOptions, build_dataset
+from streamload.write.sources.images import ImageOptions, image_folder_sources
 
 TRAIN_SCRIPT = [sys.executable, str(REPO_ROOT / "scripts" / "train_multiworker.py")]
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -188,6 +191,44 @@ def test_missing_dataset_is_one_line_before_any_worker_starts(tmp_path) -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith(f"train_multiworker.py: error: {tmp_path / 'nowhere' / 'manifest.json'}: ")
     assert len(result.stderr.splitlines()) == 1
+
+
+def _jpeg_store(tmp_path: Path, count: int) -> Path:
+    """``count`` JPEGs of two classes in a store built with --store encoded (decoded on read)."""
+    folder = ImageFolder(tmp_path / "photos", ["a", "b"])
+    for number in range(count):
+        folder.add(f"{'ab'[number % 2]}/{number:03}.jpg", smooth_pixels(20 + number % 7, 24, 3, number), quality=90)
+    out = tmp_path / "encoded"
+    build_dataset(image_folder_sources(folder.root, ImageOptions(store="encoded", progress=False, jobs=1)), out,
+                  BuildOptions(progress=False, shard_size=10))
+    return out
+
+
+def test_image_options_are_checked_before_any_worker_starts(tmp_path) -> None:
+    mnist, _ = build(tmp_path, 20, "npy", 10)
+    for data, extra, message in [(mnist, ["--image-size", "8", "8"], "--image-size and the other image options"),
+                                 (_jpeg_store(tmp_path, 4), [], "pass --image-size HEIGHT WIDTH")]:
+        result = subprocess.run([*TRAIN_SCRIPT, "--data", str(data), *extra], capture_output=True, text=True,
+                                env=subprocess_env(**CPU_ONLY), timeout=120)
+        assert result.returncode == 2 and result.stdout == "" and len(result.stderr.splitlines()) == 1
+        assert message in result.stderr
+
+
+@pytest.mark.slow
+def test_two_workers_train_on_images_decoded_on_read_each_reading_its_share(tmp_path) -> None:
+    data, out = _jpeg_store(tmp_path, 40), tmp_path / "out"
+    result = subprocess.run([*TRAIN_SCRIPT, "--data", str(data), "--workers", "2", "--epochs", "1", "--batch-size",
+                             "8", "--model", "tiny", "--image-size", "12", "16", "--horizontal-flip", "--seed", "3",
+                             "--out-dir", str(out), "--record-indices", "--timeout", "200"],
+                            capture_output=True, text=True, timeout=240, env=subprocess_env(**CPU_ONLY))
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads((out / f"worker-{k}.json").read_text()) for k in range(2)]
+    assert reports[0]["loss"] == reports[1]["loss"] and np.isfinite(reports[0]["loss"]).all()
+    shares = [set(np.load(out / f"worker-{k}-indices.npy")[:, 1].tolist()) for k in range(2)]
+    for k in range(2):
+        expected = IndexSampler(40, LoaderOptions(batch_size=4, seed=3, num_pipelines=2, pipeline_index=k))
+        assert shares[k] == set(expected.epoch_indices(0).tolist())
+    assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == 40
 
 
 @pytest.mark.parametrize("pipelines", [1, 2, 3])
