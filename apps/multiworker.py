@@ -129,19 +129,24 @@ class ReadLog:
         return rows[np.lexsort((rows[:, 1], rows[:, 0]))]
 
 
+def check_model(kind: str, plan: ModelPlan | None) -> None:
+    """The model ``kind`` can be built for ``plan``'s dataset (before Keras loads, before workers start)."""
+    if kind not in MODELS:
+        raise InvalidOptionError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
+    if kind == "tiny" and plan is not None and (len(plan.inputs) != 1 or plan.num_classes is None):
+        raise InvalidOptionError("--model tiny needs one input and class labels; use --model cnn")
+
+
 def build_model(kind: str, plan: ModelPlan | None = None) -> Any:
     """A compiled model for ``plan``'s dataset (MNIST's when None): the one ``train.py`` builds for it (the
     tutorial's CNN on MNIST, a small CNN on decoded images), or a single dense layer that trains in milliseconds."""
     from apps.training import compile_model, compile_softmax_regression, compile_tutorial_cnn
 
-    if kind not in MODELS:
-        raise InvalidOptionError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
+    check_model(kind, plan)
     if kind == "cnn":
         return compile_tutorial_cnn() if plan is None else compile_model(plan)
     if plan is None:
         return compile_softmax_regression()
-    if len(plan.inputs) != 1 or plan.num_classes is None:
-        raise InvalidOptionError("--model tiny needs one input and class labels; use --model cnn")
     return compile_softmax_regression(plan.inputs[0].shape, plan.num_classes)
 
 

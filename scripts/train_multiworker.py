@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, apps/ beside streamload/
 
 from apps.arguments import add_image_arguments, check_arguments, image_reading  # noqa: E402
-from apps.multiworker import MODELS, WorkerConfig, launch_local_workers, run_worker  # noqa: E402
+from apps.multiworker import MODELS, WorkerConfig, check_model, launch_local_workers, run_worker  # noqa: E402
 from apps.plan import plan_model  # noqa: E402
 from streamload.cli import report  # noqa: E402
 from streamload.errors import StreamloadError  # noqa: E402
@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        plan_model(check_arguments(args, POSITIVE), str(args.data), image_reading(args))  # refused here, not in workers
+        check_model(args.model, plan_model(check_arguments(args, POSITIVE), str(args.data), image_reading(args)))
         return launch(args, argv) if not args.worker else work(args)
     except (StreamloadError, OSError) as exc:  # bad options or data, unwritable --out-dir: one line, exit 2
         return report("train_multiworker.py", exc)

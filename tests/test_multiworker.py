@@ -214,6 +214,20 @@ def test_image_options_are_checked_before_any_worker_starts(tmp_path) -> None:
         assert message in result.stderr
 
 
+def test_the_tiny_model_needs_one_input_and_class_labels() -> None:
+    from apps.multiworker import check_model
+    from apps.plan import InputPlan, ModelPlan
+    from streamload.errors import InvalidOptionError
+
+    one = (InputPlan("x", (4,), False),)
+    check_model("tiny", ModelPlan(one, 3, (), None, False))
+    check_model("cnn", ModelPlan(one, None, (), None, False))  # train.py's regression model
+    for plan in (ModelPlan(one, None, (), None, False), ModelPlan((*one, InputPlan("z", (2,), False)), 3, (), None,
+                                                                   False)):
+        with pytest.raises(InvalidOptionError, match="--model tiny needs one input and class labels"):
+            check_model("tiny", plan)
+
+
 @pytest.mark.slow
 def test_two_workers_train_on_images_decoded_on_read_each_reading_its_share(tmp_path) -> None:
     data, out = _jpeg_store(tmp_path, 40), tmp_path / "out"
