@@ -130,7 +130,7 @@ class ShardCache:
         return bool(self._seen.all())
 
     def path(self, index: int) -> Path:
-        return self.folder / self.shards.file_name(index)
+        return self.folder / str(self._names[index])
 
     def used_bytes(self) -> int:
         """The folder's bytes as the limit counts them (downloads in progress at their full size)."""
