@@ -183,7 +183,7 @@ def dataset_facts(local: Path, gigabytes: float | None = None) -> Result:
     split = read_manifest(local).split("train")
     return {"location": str(local), "gigabytes_asked": gigabytes, "samples": split.num_samples,
             "shards": len(split.shards), "shard_files": sum(len(shard.files) for shard in split.shards),
-            "shard_bytes": sum(file.bytes for shard in split.shards for file in shard.files.values()),
+            "shard_bytes": split.file_bytes,
             "sample_bytes": sum(spec.sample_bytes for spec in split.arrays.values())}
 
 

@@ -141,7 +141,7 @@ def stored_bytes_per_sample(loader: Any) -> float:
     if not any(arrays[key].ragged for key in loader.keys):
         return sum(arrays[key].sample_bytes for key in loader.keys)
     split = loader.dataset.manifest.split(SPLIT)
-    return sum(file.bytes for shard in split.shards for file in shard.files.values()) / split.num_samples
+    return split.file_bytes / split.num_samples
 
 
 def run_loader(spec: Result) -> Result:

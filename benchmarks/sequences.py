@@ -108,7 +108,7 @@ def record_stats(data: Path) -> Result:
     lengths = dataset.lengths(key, np.arange(len(dataset)))
     return {"key": key, "samples": len(dataset), "min_length": int(lengths.min()), "max_length": int(lengths.max()),
             "mean_length": float(lengths.mean()),
-            "train_shard_bytes": sum(file.bytes for shard in dataset.info.shards for file in shard.files.values())}
+            "train_shard_bytes": dataset.info.file_bytes}
 
 
 def reading_run(folder: Path, args: argparse.Namespace) -> Result:

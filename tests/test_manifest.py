@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SyntheticMnist
+from shards import build, shard_folder
 
 from streamload import __version__
 from streamload.errors import InvalidOptionError, ManifestError, ManifestVersionError
@@ -349,3 +350,11 @@ def test_a_bad_encoding_is_named(tmp_path: Path, change: dict, match: str) -> No
     _write(tmp_path, json.dumps(data))
     with pytest.raises(ManifestError, match=match):
         read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_a_splits_file_bytes_are_its_shard_files_sizes_on_disk(tmp_path: Path, fmt: str) -> None:
+    directory, _ = build(tmp_path, 250, fmt, 100)
+    split, root = read_manifest(directory).split("train"), shard_folder(directory)
+    on_disk = sum((root / file.name).stat().st_size for shard in split.shards for file in shard.files.values())
+    assert split.file_bytes == on_disk and len(split.shards) == 3

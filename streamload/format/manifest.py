@@ -115,6 +115,11 @@ class SplitInfo:
         return int(self._starts[-1])
 
     @property
+    def file_bytes(self) -> int:
+        """Bytes of every shard file of the split, as the manifest records them (what an epoch reads)."""
+        return sum(file.bytes for shard in self.shards for file in shard.files.values())
+
+    @property
     def shard_starts(self) -> np.ndarray:
         """First global index of each shard, plus the total at the end (read-only)."""
         view = self._starts.view()
