@@ -1,11 +1,11 @@
 """Issue 19's decoder choice, measured: JPEG bytes in RAM to fit-ready 224x224 float32, images per second.
 
-Each candidate decoder (Pillow, simplejpeg, PyTurboJPEG) decodes every JPEG of a photo-like,
-ImageNet-sized set (200-1000 px a side, quality 90) and resizes it the way Keras does (TensorFlow's
-bilinear kernel without antialias, :func:`streamload.images.resize.resize_bilinear`), in 1 or 2 threads of this
-process or in 2 forked processes writing into shared memory, at full size and with reduced-size decoding
-(the JPEG's DCT scaling by 2, 4 or 8, the largest that keeps the image at least the target: libjpeg-turbo's
-other M/8 scales decode slower than full size, measured 0.8-1.2 ms against 0.6 ms for a 500x375 JPEG).
+Each candidate decoder (Pillow, simplejpeg, PyTurboJPEG) decodes every JPEG of a photo-like, ImageNet-sized
+set (200-1000 px a side, quality 90) and resizes it the way Keras does (TensorFlow's bilinear kernel without
+antialias, by the read path's :func:`streamload.images.resize_opencv.resize_bilinear_fast`), in 1 or 2 threads
+of this process or in 2 forked processes writing into shared memory, at full size and with reduced-size
+decoding (the JPEG's DCT scaling by 2, 4 or 8, the largest that keeps the image at least the target:
+libjpeg-turbo's other M/8 scales decode slower than full size, measured 0.8-1.2 ms against 0.6 ms for a 500x375 JPEG).
 Beside them, in the same run:
 ``tf.io.decode_jpeg`` + ``tf.image.resize`` in a parallel ``tf.data`` map over the same bytes (the bound
 issue 19 names), and streamload's own :func:`streamload.images.decode_batch`. No I/O, no shuffle: the
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from streamload.images.decode import dct_scale
-from streamload.images.resize import resize_bilinear
+from streamload.images.resize_opencv import resize_bilinear_fast
 
 from .common import Result, emit, log, options_of
 
@@ -79,7 +79,7 @@ def _pillow(data: bytes, reduced: bool) -> np.ndarray:
     with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
         if reduced:
             image.draft("RGB", (SIZE[1], SIZE[0]))  # the smallest DCT scale still at least the target
-        return resize_bilinear(np.asarray(image.convert("RGB")), SIZE)
+        return resize_bilinear_fast(np.asarray(image.convert("RGB")), SIZE)
 
 
 def _simplejpeg(data: bytes, reduced: bool) -> np.ndarray:
@@ -90,7 +90,7 @@ def _simplejpeg(data: bytes, reduced: bool) -> np.ndarray:
         height, width = simplejpeg.decode_jpeg_header(data)[:2]
         factor = dct_scale(height, width, SIZE)
         scale = {"min_height": height // factor, "min_width": width // factor} if factor > 1 else {}
-    return resize_bilinear(simplejpeg.decode_jpeg(data, "RGB", fastdct=True, **scale), SIZE)
+    return resize_bilinear_fast(simplejpeg.decode_jpeg(data, "RGB", fastdct=True, **scale), SIZE)
 
 
 _TURBO: list[Any] = []
@@ -108,7 +108,7 @@ def _turbojpeg(data: bytes, reduced: bool) -> np.ndarray:
         factor = (1, dct_scale(height, width, SIZE))
     pixels = turbo.decode(data, pixel_format=turbojpeg.TJPF_RGB, scaling_factor=factor,
                           flags=turbojpeg.TJFLAG_FASTDCT)
-    return resize_bilinear(pixels, SIZE)
+    return resize_bilinear_fast(pixels, SIZE)
 
 
 DECODERS: dict[str, tuple[str, Decoder]] = {"pillow": ("PIL", _pillow), "simplejpeg": ("simplejpeg", _simplejpeg),

@@ -135,7 +135,7 @@ def decode_augment(data: bytes, rng: np.random.Generator) -> np.ndarray:
     import simplejpeg
 
     from streamload.images.decode import dct_scale
-    from streamload.images.resize import resize_bilinear
+    from streamload.images.resize_opencv import resize_bilinear_fast
 
     height, width = simplejpeg.decode_jpeg_header(data)[:2]
     top, left, h, w = random_resized_box(rng, height, width)
@@ -145,7 +145,7 @@ def decode_augment(data: bytes, rng: np.random.Generator) -> np.ndarray:
     dh, dw = pixels.shape[:2]
     top, left = top * dh // height, left * dw // width
     h, w = max(1, min(dh - top, round(h * dh / height))), max(1, min(dw - left, round(w * dw / width)))
-    out = resize_bilinear(pixels[top:top + h, left:left + w], SIZE)
+    out = resize_bilinear_fast(pixels[top:top + h, left:left + w], SIZE)
     return out[:, ::-1].copy() if rng.random() < 0.5 else out
 
 

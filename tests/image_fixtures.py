@@ -101,3 +101,34 @@ class ImageFolder:
         self.labels.append(self.class_names.index(relative.split("/")[0]))
         self.pixels.append(pixels)
         return path
+
+
+RESIZE_SHAPES = [((28, 28, 1), (32, 32)), ((100, 75, 3), (64, 64)), ((37, 53, 3), (256, 200)),
+                 ((7, 9, 4), (3, 2)), ((480, 640, 3), (224, 224)), ((1, 1, 3), (5, 4)), ((333, 517, 3), (97, 101))]
+
+
+def odd_resize_shapes(count: int) -> list[tuple[tuple[int, int, int], tuple[int, int]]]:
+    """``count`` (input shape, output size) pairs: each side 1-700, scaled 0.2-3x independently, 1/3/4 channels."""
+    rng = np.random.default_rng(19)
+    shapes = []
+    for number in range(count):
+        height, width = (int(side) for side in rng.integers(1, 700, 2))
+        size = tuple(max(1, int(side * rng.uniform(0.2, 3.0))) for side in (height, width))
+        shapes.append(((height, width, (1, 3, 4)[number % 3]), size))
+    return shapes
+
+
+def tensorflow_resize(image: np.ndarray, size: tuple[int, int], method: str = "bilinear") -> np.ndarray:
+    """``tf.image.resize`` without antialias, as numpy: the reference every resize test compares with."""
+    import tensorflow as tf
+
+    return tf.image.resize(image, size, method=method, antialias=False).numpy()
+
+
+def assert_keras_pixels(ours: np.ndarray, keras: np.ndarray) -> None:
+    """Decoded-on-read pixels equal Keras' within the read path's resize tolerance (OpenCV's bilinear kernel
+    against TensorFlow's; bit for bit without OpenCV, and for nearest), for images up to 1,000 px a side."""
+    from streamload.images.resize_opencv import tolerance
+
+    assert ours.dtype == keras.dtype and ours.shape == keras.shape
+    np.testing.assert_allclose(ours, keras, rtol=0, atol=tolerance(1000, 1000))

@@ -9,12 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from image_fixtures import ImageFolder, one_colour_png, random_pixels, smooth_pixels, truncated_jpeg
+from image_fixtures import (
+    ImageFolder,
+    assert_keras_pixels,
+    one_colour_png,
+    random_pixels,
+    smooth_pixels,
+    truncated_jpeg,
+)
 from PIL import Image
 
 from benchmarks.decoders import generate_jpegs
 from streamload.errors import ImageDecodeError, InvalidOptionError
 from streamload.images import ImageDecodeOptions, decode_batch
+from streamload.images.resize_opencv import tolerance
 
 # reduced_decode=True against Keras, measured on the benchmark's photo-like JPEGs (about 400x450) at
 # 112x112: DCT scaling averages blocks where Keras' resize (no antialias) samples, so its noise differs
@@ -57,7 +65,8 @@ def _varied(root: Path, ext: str, channels: int = 3, **save: object) -> None:
 @pytest.mark.parametrize("color_mode", ["rgb", "grayscale"])
 def test_equals_keras_image_dataset_from_directory(tmp_path: Path, ext: str, crop: bool, interpolation: str,
                                                    color_mode: str) -> None:
-    """Exact mode: JPEGs too (simplejpeg's fast IDCT is TensorFlow's), colour made gray as TensorFlow does."""
+    """Exact mode: JPEGs too (simplejpeg's fast IDCT is TensorFlow's), colour made gray as TensorFlow does;
+    within the resize tolerance of Keras' pixels."""
     if ext == "jpg":
         _varied(tmp_path, ext, quality=90)
         for number, data in enumerate(generate_jpegs(2, seed=1)):  # photo-like: Pillow's IDCT would differ here
@@ -69,8 +78,8 @@ def test_equals_keras_image_dataset_from_directory(tmp_path: Path, ext: str, cro
                    "color_mode": color_mode}
         expected, paths = _keras(tmp_path, **options)
         ours = _ours(paths, **options)
-        assert ours.dtype == np.float32 and ours.shape == expected.shape
-        np.testing.assert_array_equal(ours, expected)
+        assert ours.dtype == np.float32
+        assert_keras_pixels(ours, expected)
 
 
 def test_rgba_pngs_equal_keras_and_gray_pngs_become_rgb(tmp_path: Path) -> None:
@@ -80,7 +89,7 @@ def test_rgba_pngs_equal_keras_and_gray_pngs_become_rgb(tmp_path: Path) -> None:
     folder.add("c/2.png", random_pixels(8, 30, 3, 2))
     for color_mode in ("rgba", "rgb", "grayscale"):
         expected, paths = _keras(tmp_path, image_size=(16, 16), color_mode=color_mode)
-        np.testing.assert_array_equal(_ours(paths, image_size=(16, 16), color_mode=color_mode), expected)
+        assert_keras_pixels(_ours(paths, image_size=(16, 16), color_mode=color_mode), expected)
 
 
 def test_rgba_of_a_jpeg_is_opaque(tmp_path: Path) -> None:
@@ -88,7 +97,7 @@ def test_rgba_of_a_jpeg_is_opaque(tmp_path: Path) -> None:
     _varied(tmp_path, "jpg", quality=90)
     expected, paths = _keras(tmp_path, image_size=(24, 24))
     ours = _ours(paths, image_size=(24, 24), color_mode="rgba")
-    np.testing.assert_array_equal(ours[..., :3], expected)
+    assert_keras_pixels(ours[..., :3], expected)
     assert (ours[..., 3] == 255).all()
 
 
@@ -99,7 +108,7 @@ def test_reduced_decoding_stays_within_the_measured_bound(tmp_path: Path) -> Non
     expected, paths = _keras(tmp_path, image_size=(112, 112))
     difference = np.abs(_ours(paths, image_size=(112, 112), reduced_decode=True) - expected)
     assert 1.0 < difference.mean() <= REDUCED_MEAN and difference.max() <= REDUCED_MAX  # reduced, and close
-    np.testing.assert_array_equal(_ours(paths, image_size=(112, 112)), expected)  # exact mode stays exact
+    assert_keras_pixels(_ours(paths, image_size=(112, 112)), expected)  # exact mode stays exact
 
 
 def _augmenting_batch(tmp_path: Path) -> tuple[list[memoryview], list[int]]:
@@ -146,7 +155,7 @@ def test_a_flip_alone_mirrors_the_plain_output(tmp_path: Path) -> None:
     records, indices = _augmenting_batch(tmp_path)
     plain = decode_batch(records, indices, 0, 1, ImageDecodeOptions(image_size=(24, 24)))
     flipped = decode_batch(records, indices, 0, 1, ImageDecodeOptions(image_size=(24, 24), horizontal_flip=True))
-    mirrored = [np.array_equal(f, p[:, ::-1]) for f, p in zip(flipped, plain)]
+    mirrored = [np.allclose(f, p[:, ::-1], rtol=0, atol=tolerance(80, 109)) for f, p in zip(flipped, plain)]
     assert all(m or np.array_equal(f, p) for m, f, p in zip(mirrored, flipped, plain)) and 0 < sum(mirrored) < 8
 
 

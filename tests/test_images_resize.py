@@ -7,35 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from image_fixtures import random_pixels
+from image_fixtures import RESIZE_SHAPES, odd_resize_shapes, random_pixels, tensorflow_resize
 
 from streamload.images.resize import resize_bilinear, resize_nearest
 
-SHAPES = [((28, 28, 1), (32, 32)), ((100, 75, 3), (64, 64)), ((37, 53, 3), (256, 200)), ((7, 9, 4), (3, 2)),
-          ((480, 640, 3), (224, 224)), ((1, 1, 3), (5, 4)), ((333, 517, 3), (97, 101))]
 
-
-def _odd_shapes(count: int) -> list[tuple[tuple[int, int, int], tuple[int, int]]]:
-    """``count`` (input shape, output size) pairs: each side 1-700, scaled 0.2-3x independently, 1/3/4 channels."""
-    rng = np.random.default_rng(19)
-    shapes = []
-    for number in range(count):
-        height, width = (int(side) for side in rng.integers(1, 700, 2))
-        size = tuple(max(1, int(side * rng.uniform(0.2, 3.0))) for side in (height, width))
-        shapes.append(((height, width, (1, 3, 4)[number % 3]), size))
-    return shapes
-
-
-def _tensorflow(image: np.ndarray, size: tuple[int, int], method: str = "bilinear") -> np.ndarray:
-    import tensorflow as tf
-
-    return tf.image.resize(image, size, method=method, antialias=False).numpy()
-
-
-@pytest.mark.parametrize(("in_shape", "size"), SHAPES + _odd_shapes(48))
+@pytest.mark.parametrize(("in_shape", "size"), RESIZE_SHAPES + odd_resize_shapes(48))
 def test_resize_bilinear_equals_tensorflow(in_shape: tuple[int, int, int], size: tuple[int, int]) -> None:
     image = random_pixels(*in_shape, seed=sum(in_shape) + sum(size))
-    expected = _tensorflow(image, size)
+    expected = tensorflow_resize(image, size)
     ours = resize_bilinear(image, size)
     assert ours.dtype == np.float32 and ours.shape == expected.shape
     np.testing.assert_array_equal(ours, expected)
@@ -45,14 +25,15 @@ def test_resize_bilinear_equals_tensorflow(in_shape: tuple[int, int, int], size:
 def test_resize_bilinear_of_a_crop_and_of_floats_equals_tensorflow() -> None:
     image = random_pixels(301, 403, 3, 5)
     crop = image[17:250, 31:390]  # a view: rows not contiguous with each other
-    np.testing.assert_array_equal(resize_bilinear(crop, (111, 97)), _tensorflow(np.ascontiguousarray(crop), (111, 97)))
+    expected = tensorflow_resize(np.ascontiguousarray(crop), (111, 97))
+    np.testing.assert_array_equal(resize_bilinear(crop, (111, 97)), expected)
     floats = np.random.default_rng(5).uniform(-3, 300, (45, 61, 4))  # float64: TensorFlow interpolates in float32
-    np.testing.assert_array_equal(resize_bilinear(floats, (70, 29)), _tensorflow(floats, (70, 29)))
+    np.testing.assert_array_equal(resize_bilinear(floats, (70, 29)), tensorflow_resize(floats, (70, 29)))
 
 
 def test_resize_bilinear_writes_into_out() -> None:
     image = random_pixels(333, 517, 3, 0)
-    expected = _tensorflow(image, (97, 101))
+    expected = tensorflow_resize(image, (97, 101))
     out = np.zeros((2, 97, 101, 3), np.float32)
     assert np.shares_memory(resize_bilinear(image, (97, 101), out=out[1]), out)
     np.testing.assert_array_equal(out[1], expected)
@@ -64,9 +45,9 @@ def test_resize_bilinear_writes_into_out() -> None:
 
 def test_threads_share_no_working_arrays() -> None:
     """Each thread reuses its own buffers: images of different sizes resized at once equal TensorFlow's."""
-    shapes = _odd_shapes(24)
+    shapes = odd_resize_shapes(24)
     images = [random_pixels(*in_shape, seed=number) for number, (in_shape, _) in enumerate(shapes)]
-    expected = [_tensorflow(image, size) for image, (_, size) in zip(images, shapes)]
+    expected = [tensorflow_resize(image, size) for image, (_, size) in zip(images, shapes)]
     for _ in range(3):
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda pair: resize_bilinear(*pair), zip(images, [size for _, size in shapes])))
@@ -74,9 +55,9 @@ def test_threads_share_no_working_arrays() -> None:
             np.testing.assert_array_equal(ours, theirs)
 
 
-@pytest.mark.parametrize(("in_shape", "size"), SHAPES + _odd_shapes(12))
+@pytest.mark.parametrize(("in_shape", "size"), RESIZE_SHAPES + odd_resize_shapes(12))
 def test_resize_nearest_equals_tensorflow(in_shape: tuple[int, int, int], size: tuple[int, int]) -> None:
     image = random_pixels(*in_shape, seed=sum(in_shape))
-    expected = _tensorflow(image, size, "nearest")
+    expected = tensorflow_resize(image, size, "nearest")
     np.testing.assert_array_equal(resize_nearest(image, size), expected)
     np.testing.assert_array_equal(resize_nearest(image, size, flip=True), expected[:, ::-1])

@@ -1,24 +1,24 @@
 """Read-time image decoding: stored image files (the bytes exactly as found in the folder) to the float32
 batches ``keras.utils.image_dataset_from_directory`` gives, with optional Inception-style augmentation.
 
-Keras-free (numpy, simplejpeg, Pillow); ``decode_batch`` is the whole interface. The intended hook
-(issue 19 §2, not wired yet): the batch finisher receives the records of a batch, memoryviews into
-the one buffer its byte ranges were read into, and calls ``decode_batch(records, sample_indices, epoch,
-seed, options, threads)`` with the reader's ``ImageDecodeOptions``; ``StreamingGenerator``,
-``BatchLoader`` and the tf.data path then pass the decoded batch on as they pass fixed arrays today.
+Keras-free (numpy, simplejpeg, OpenCV, Pillow); ``decode_batch`` is the whole interface: the read path
+(:mod:`streamload.read.decoding`) hands it a batch's records, memoryviews into the one buffer their byte
+ranges were read into, with the reader's ``ImageDecodeOptions``; ``StreamingGenerator``, ``BatchLoader``
+and the tf.data path pass the decoded batch on as they pass fixed arrays.
 
 Two modes:
 
-* exact (``reduced_decode=False``, the default without random crops): JPEGs decoded at full size with
-  TensorFlow's default IDCT (simplejpeg ``fastdct``), PNG/BMP/GIF by Pillow, then Keras' centred crop and
-  TensorFlow's resize re-implemented bit for bit (:mod:`streamload.images.resize`): the output equals Keras' to float
-  rounding (the tests compare with ``image_dataset_from_directory`` itself). Without simplejpeg,
-  Pillow decodes JPEGs with the accurate IDCT, a few levels from Keras' fast one.
+* exact (the default without random crops): JPEGs decoded at full size with TensorFlow's default IDCT
+  (simplejpeg ``fastdct``), PNG/BMP/GIF by Pillow, then Keras' centred crop and TensorFlow's resize:
+  bilinear by OpenCV's kernel, within hundredths of a level (:mod:`.resize_opencv` says how close and
+  why), or bit for bit by :mod:`.resize` without OpenCV; nearest bit for bit (the tests compare with
+  ``image_dataset_from_directory`` itself). Without simplejpeg, Pillow decodes JPEGs with the accurate
+  IDCT, a few levels from Keras' fast one.
 * reduced (``reduced_decode=True``, the default with ``random_resized_crop``, which has no Keras pixels
   to match): a JPEG whose region to resize is at least 2, 4 or 8 times the
   target is decoded at that DCT scale, which averages 2x2, 4x4 or 8x8 blocks where Keras' bilinear
   resize (no antialias) samples 2x2 pixels: smoother, and no longer Keras' pixels. The difference is
-  measured by the tests against Keras (``tests/test_decoding_batch.py``) and is bounded there.
+  measured by the tests against Keras (``tests/test_images_batch.py``) and is bounded there.
 
 Random crops are drawn in full-size coordinates from the image's header, so they are the same in both
 modes, and the JPEG is then decoded (at the scale the crop allows) and cropped. Neither simplejpeg nor

@@ -22,7 +22,8 @@ from .options import ImageDecodeOptions
 from .pixels import crop_box
 from .randomness import Box, draw
 from .recycle import ArrayRecycler
-from .resize import resize_bilinear, resize_nearest
+from .resize import resize_nearest
+from .resize_opencv import resize_bilinear_fast
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
@@ -85,7 +86,7 @@ def decode_one(record: Any, index: int, epoch: int, seed: int, options: ImageDec
         region = _scaled(region, (image.height, image.width), decoded)
     crop = pixels[region.top:region.top + region.height, region.left:region.left + region.width]
     if options.interpolation == "bilinear":
-        resize_bilinear(crop, options.image_size, out=out, flip=draws.flip)
+        resize_bilinear_fast(crop, options.image_size, out=out, flip=draws.flip)
     else:
         out[...] = resize_nearest(crop, options.image_size, flip=draws.flip)
 
