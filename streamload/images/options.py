@@ -57,7 +57,7 @@ class ImageDecodeOptions:
         object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
         if self.interpolation not in RESIZERS:
             raise InvalidOptionError(f"interpolation {self.interpolation!r} is not supported; "
-                                     f"choose {' or '.join(map(repr, RESIZERS))} (the two resizes whose pixels follow Keras')")
+                                     f"choose {' or '.join(map(repr, RESIZERS))} (Keras' own)")
         if self.color_mode not in COLOR_MODES:
             raise InvalidOptionError(f"color_mode {self.color_mode!r}: choose one of {', '.join(COLOR_MODES)}")
         for name in ("crop_to_aspect_ratio", "horizontal_flip"):

@@ -12,12 +12,8 @@ The dataset is also a Grain ``RandomAccessDataSource`` (``__len__``, ``__getitem
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import resource
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,76 +27,9 @@ from ..format.reader import ByteRanges, ShardReader
 from ..format.records import Records
 from ..options import LoaderOptions
 from ..places.dispatch import open_place
+from .file_watch import FILES_PER_MAPPED_ARRAY, ChangeWatch, allow_open_files
 from .integrity import check_files, recorded
 from .remote import RemoteShards, hold_until_collected, upcoming
-
-FILES_PER_MAPPED_ARRAY = 2  # our descriptor (for read hints) and the one Python's mmap keeps for itself
-_SPARE_FILES = 256
-
-
-def _allow_open_files(needed: int) -> None:
-    """Raise the soft limit on open files toward the hard one if every shard's maps would not fit.
-
-    A 40M-sample MNIST set has 468 shards, two arrays each: ~1,900 descriptors, over the common
-    default soft limit of 1,024 (the hard limit is usually far higher).
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = needed + _SPARE_FILES
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-
-
-class _ChangeWatch:
-    """inotify watches on this process' open shard files: one ``read`` per batch says whether any was
-    written, cut or chmod-ed, where readers would otherwise ``fstat`` every shard file a batch touches
-    (~1 us each; a batch of random samples from a large set touches hundreds). Once a change is seen, or
-    where inotify is missing or out of watches, readers go back to an ``fstat`` before every read.
-    Not seen (nor by ``fstat``'s size): writes through another process' shared writable map.
-    The shard cache's copies are watched for writes only: the cache itself sets their access time
-    (``touch``, an IN_ATTRIB) on every lease, which leaves their contents and modification time alone.
-    """
-
-    ANY = 0x2 | 0x4 | 0x02000000  # IN_MODIFY (writes, truncation), IN_ATTRIB (chmod, touch), IN_DONT_FOLLOW
-    WRITES = 0x2 | 0x02000000  # IN_MODIFY, IN_DONT_FOLLOW: for the cache's copies
-
-    def __init__(self, mask: int = ANY) -> None:
-        self.fd, self.changed, self._lock, self._mask = -1, False, threading.Lock(), mask
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            self._add_watch = libc.inotify_add_watch
-            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        except (OSError, AttributeError):
-            return
-        if fd >= 0:
-            self.fd = fd
-            weakref.finalize(self, os.close, fd)
-
-    def watch(self, reader: ShardReader) -> bool:
-        """Watch the files of a reader just opened; False when they cannot all be watched."""
-        if self.fd < 0 or self.changed:
-            return False
-        try:
-            for path, fd in reader.files():
-                if self._add_watch(self.fd, os.fsencode(path), self._mask) < 0:
-                    return False
-                if os.lstat(path).st_ino != os.fstat(fd).st_ino:  # the name no longer leads to the open file
-                    return False
-        except OSError:
-            return False
-        return True
-
-    def quiet(self) -> bool:
-        """True while no watched file has changed; after the first change, False for good."""
-        with self._lock:  # a thread must not see "quiet" while another has just taken the event away
-            if not self.changed:
-                try:
-                    os.read(self.fd, 65536)
-                except BlockingIOError:
-                    return True
-                self.changed = True
-            return False
 
 
 class ShardedDataset:
@@ -123,7 +52,7 @@ class ShardedDataset:
         self.advice: int | None = None
         self._starts = self.info.shard_starts
         self.place.check_split(self.lease, self.info)
-        _allow_open_files(len(self.info.shards) * len(self.info.arrays) * FILES_PER_MAPPED_ARRAY)
+        allow_open_files(len(self.info.shards) * len(self.info.arrays) * FILES_PER_MAPPED_ARRAY)
         self._readers: list[ShardReader | None] = []
         self._verified: set[str] = set()
         self._pid: int | None = None
@@ -229,7 +158,7 @@ class ShardedDataset:
         """This process's reader cache (made again after a fork or unpickling)."""
         if self._pid != current_pid():
             # before the pid: a thread that sees this process' pid finds the watch
-            self._watch = _ChangeWatch(_ChangeWatch.ANY if self.remote is None else _ChangeWatch.WRITES)
+            self._watch = ChangeWatch(ChangeWatch.ANY if self.remote is None else ChangeWatch.WRITES)
             self._verified = recorded(self.root) if self.verify else set()
             self._open: OrderedDict[int, None] = OrderedDict()  # remote shards with a reader, least recent first
             self._soon: set[int] = set()  # the shards the last prefetch named as coming next
