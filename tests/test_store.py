@@ -133,8 +133,12 @@ def test_a_success_after_failures_is_returned(monkeypatch: pytest.MonkeyPatch) -
 
 def test_a_cache_limit_below_the_working_set_is_refused_with_the_number_it_needs(tmp_path: Path) -> None:
     table = ShardTable.of(["a.npy", "b.npy"], [1000, 4000], ["0" * 64, "1" * 64])
-    with pytest.raises(InvalidOptionError, match="at least 12,000 bytes"):
+    with pytest.raises(InvalidOptionError, match=r"3 shards in flight x the largest shard \(4,000 bytes\) need a "
+                                                 "limit of at least 12,000 bytes$"):
         ShardCache(tmp_path / "cache", store=None, shards=table, limit_bytes=11_999, in_flight=3)  # type: ignore
+    with pytest.raises(InvalidOptionError, match="working set: it needs a limit of at least 20,000 bytes$"):
+        ShardCache(tmp_path / "cache", store=None, shards=table, limit_bytes=12_000, in_flight=3,  # type: ignore
+                   working_set_bytes=20_000)
     ShardCache(tmp_path / "cache", store=None, shards=table, limit_bytes=12_000, in_flight=3)  # type: ignore
     with pytest.raises(InvalidOptionError):
         ShardTable.of(["a"], [1, 2], ["0" * 64])

@@ -79,14 +79,13 @@ class ShardCache:
                  *, wait_s: float = DEFAULT_WAIT_S, working_set_bytes: int | None = None) -> None:
         if in_flight < 1:
             raise InvalidOptionError(f"in_flight must be at least 1, got {in_flight}")
-        needed = in_flight * int(shards.sizes.max()) if working_set_bytes is None else working_set_bytes
-        if working_set_bytes is not None and limit_bytes < needed:
-            raise InvalidOptionError(f"cache limit {limit_bytes:,} bytes is below the working set: it needs a limit "
-                                     f"of at least {needed:,} bytes")
+        largest = int(shards.sizes.max())
+        needed = in_flight * largest if working_set_bytes is None else working_set_bytes
         if limit_bytes < needed:
-            raise InvalidOptionError(f"cache limit {limit_bytes:,} bytes is below the working set: {in_flight} "
-                                     f"shards in flight x the largest shard ({int(shards.sizes.max()):,} bytes) "
-                                     f"need a limit of at least {needed:,} bytes")
+            what = "it needs" if working_set_bytes is not None else \
+                f"{in_flight} shards in flight x the largest shard ({largest:,} bytes) need"
+            raise InvalidOptionError(f"cache limit {limit_bytes:,} bytes is below the working set: {what} a limit of "
+                                     f"at least {needed:,} bytes")
         self.folder, self.store, self.shards = Path(folder), store, shards
         self.limit_bytes, self.wait_s = limit_bytes, wait_s
         self._disk_full = False  # the last fetch that found no room found the disk full, not the limit reached
