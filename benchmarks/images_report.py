@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .common import MB, cpus_and_ram
-from .images_pipelines import BOUNDS, DECODED
+from .images_pipelines import BOUNDS, DECODED, ENCODED_WARM, GRAIN, KERAS, TFRECORD, WEBDATASET
 
 Result = dict[str, Any]
 
@@ -111,3 +111,26 @@ def markdown(results: Result) -> str:
     if "growth" in results:
         lines += growth_table(results["growth"]) + [""]
     return "\n".join(lines)
+
+
+def headline(results: Result) -> str:
+    """The README's table: each pipeline's steady-state images/s in both cases, and streamload's lead on Keras."""
+    cases = results["cases"]
+    if any(case not in cases for case in ("resize", "augment")):
+        return "The image benchmark's file holds only one case; run both for the front page.\n"
+    rates = {case: cases[case]["median_images_per_s"] for case in ("resize", "augment")}
+    passes = cases["resize"].get("passes", 1)
+    lines = [f"{results['images']['count']:,} photo-like JPEGs into 224x224 float32 batches on "
+             f"{cpus_and_ram(results['machine'])}, images/s in a process's {'second' if passes == 2 else 'last'} "
+             f"pass, median of {len(cases['resize']['rounds'])} rounds:", "",
+             "| pipeline | resize | random-resized crop + flip |", "|---|---:|---:|"]
+    for name in (ENCODED_WARM, KERAS, TFRECORD, GRAIN, WEBDATASET):
+        if name in rates["resize"] and name in rates["augment"]:
+            lines.append(f"| {name} | {rates['resize'][name]:,.0f} | {rates['augment'][name]:,.0f} |")
+    if all(KERAS in rate and ENCODED_WARM in rate for rate in rates.values()):
+        lead = [rate[ENCODED_WARM] / rate[KERAS] for rate in rates.values()]
+        disk = results.get("disk_goal", {}).get("value")
+        lines += ["", f"streamload's encoded store: {lead[0]:.2f}x Keras' pipeline resizing, {lead[1]:.2f}x with "
+                      "random crops (Keras' user crops a fixed 224x224 of images loaded at 256x256, a cheaper task)"
+                      + ("." if disk is None else f"; on {disk:.3f}x the source files' disk.")]
+    return "\n".join(lines) + "\n"

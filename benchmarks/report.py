@@ -75,6 +75,7 @@ VIEWS: dict[tuple[str, str | None], Callable[[Result], str]] = {
     ("build", None): build_report.markdown,
     ("build-images", None): build_images.markdown,
     ("images", None): images_report.markdown,
+    ("images", "headline"): images_report.headline,
     ("memory", None): memory_report.markdown,
     ("memory", "headline"): memory_headline,
     ("quickstart", None): quickstart.markdown,

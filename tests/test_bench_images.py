@@ -16,7 +16,7 @@ pytest.importorskip("simplejpeg")
 
 from benchmarks import images_bench as ib  # noqa: E402
 from benchmarks import images_pipelines as ip  # noqa: E402
-from benchmarks.images_report import markdown  # noqa: E402
+from benchmarks.images_report import headline, markdown  # noqa: E402
 
 IMAGES, CLASSES, BATCH = 20, 3, 8  # 3 batches, the last one short
 
@@ -116,6 +116,20 @@ def test_disk_is_counted_per_store_and_the_report_renders(results: dict) -> None
         assert f"| {name} |" in text
     for name in results["not_run"]:
         assert f"not run: {name}" in text
+
+
+@pytest.mark.slow
+def test_the_front_page_headline_quotes_the_run(results: dict) -> None:
+    text = headline(results)
+    for case in ip.CASES:
+        rate = results["cases"][case]["median_images_per_s"]
+        assert f"{rate[ip.KERAS]:,.0f}" in text
+    resize, augment = (results["cases"][case]["median_images_per_s"] for case in ("resize", "augment"))
+    if ip.ENCODED_WARM in resize:
+        assert f"| {ip.ENCODED_WARM} | {resize[ip.ENCODED_WARM]:,.0f} | {augment[ip.ENCODED_WARM]:,.0f} |" in text
+        assert f"{resize[ip.ENCODED_WARM] / resize[ip.KERAS]:.2f}x Keras' pipeline resizing" in text
+    one_case = {**results, "cases": {"resize": results["cases"]["resize"]}}
+    assert "only one case" in headline(one_case)
 
 
 def test_the_encoded_rows_are_listed_as_not_run_where_the_build_has_no_encoded_store(tmp_path: Path,
