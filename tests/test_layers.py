@@ -25,7 +25,7 @@ STEPS = {  # the same inside a subpackage, by its modules and folders, lowest fi
                {"npy", "hdf5"}, {"dispatch"}],
     "places": [{"protocol", "layout"}, {"generations"}, {"local", "bucket"}, {"dispatch"}],
     "write": [{"sources"}, {"values", "staging", "verify", "build"}],
-    "read": [{"remote", "file_watch"}, {"integrity", "dataset"}, {"sampler", "readahead", "kernel_hints"},
+    "read": [{"remote", "file_watch"}, {"integrity", "dataset"}, {"sampler", "readahead", "kernel_hints"}, {"padding"},
              {"decoding", "batching", "loader", "epochs", "resume"}],
 }
 LAYER_OF = {name: number for number, names in enumerate(LAYERS) for name in names}

@@ -78,7 +78,7 @@ class StreamingGenerator(keras.utils.PyDataset):
         if not 0 <= index < self.loader.num_batches:
             raise IndexError(f"batch {index} out of range for {self.loader.num_batches} batches")
         batch = self._read(index)
-        if self.finish_for_tf and self.loader.finish.padded_keys:  # see BatchFinisher.with_length_parity
+        if self.finish_for_tf and self.loader.finish.pads_per_batch:  # see BatchFinisher.with_length_parity
             return self.loader.finish.with_length_parity(batch, index)
         return batch
 

@@ -8,15 +8,11 @@ channel axis, integer class labels become one-hot float32 rows (or stay sparse i
 array is (model input, target, sample weight) and how many classes there are comes from the
 manifest, so nothing here assumes MNIST.
 
-A ragged model input (samples of varying length: token ids, audio frames) is padded to the batch's
-longest record (cut to ``max_length`` rows first when given) with ``pad_value``, and kept in its stored
-dtype, never scaled: token ids must stay integers for an ``Embedding``. With ``mask`` (the default) the
-batch also holds ``<name>_mask``, a boolean ``(batch, length)`` array, True at real rows: the mask Keras
-layers take (``LSTM(...)(x, mask=m)``, ``GlobalAveragePooling1D()(x, mask=m)``, ``MultiHeadAttention``'s
-``attention_mask`` after broadcasting), where lengths would need turning into a mask inside the model, and
-where ``Embedding(mask_zero=True)`` would forbid id 0 and say nothing for float frames. ``x`` is then a
-dict ``{name: padded, name_mask: mask}`` for a functional model with those two named inputs.
-Padding each batch to its own longest record (not the dataset's) is what makes length bucketing pay.
+Model inputs and targets of varying length are padded to the batch's longest record (read/padding.py says
+how, and what masks and weights come with them); ``x`` is then a dict ``{name: padded, name_mask: mask}`` for
+a functional model with those two named inputs, and a ragged target brings the sample weights that keep its
+padding out of the loss. Padding each batch to its own longest record (not the dataset's) is what makes length
+bucketing pay.
 
 An encoded-image input (records that are image files) is decoded into float32 ``(B, H, W, C)`` pixels at the
 reader's ``image_size`` (see read/decoding.py), so the finisher is told each batch's global sample indices and
@@ -33,10 +29,10 @@ import numpy as np
 
 from ..errors import InvalidOptionError
 from ..format.manifest import ArraySpec, Manifest
-from ..format.records import Records
 from ..options import LoaderOptions
 from ..write.values import NATIVE_IMAGE_SCALES, PIXEL_SCALE_OPTION
 from .decoding import DecodedImages, Where, image_input, refuse_unused_image_options
+from .padding import PaddedInput, PaddedTarget, widened_to_parity
 
 Batch = Any  # x, (x, y) or (x, y, weights); x a dict of arrays when the model has several inputs
 Transform = Callable[[Any, Any], tuple[Any, Any]]
@@ -67,22 +63,6 @@ class _Feature:
         return [(self.key, self.finish(array))]
 
 
-@dataclass(frozen=True)
-class _Padded:
-    """A ragged input: padded to the batch's longest record (at most ``max_length``), with its mask."""
-
-    key: str
-    max_length: int | None
-    pad_value: int | float
-    mask: bool
-
-    def outputs(self, records: Records, where: Where) -> list[tuple[str, np.ndarray]]:
-        longest = int(records.lengths.max()) if len(records) else 0
-        length = longest if self.max_length is None else min(longest, self.max_length)
-        values, mask = records.padded(length, self.pad_value)
-        return [(self.key, values), (f"{self.key}_mask", mask)] if self.mask else [(self.key, values)]
-
-
 class BatchFinisher:
     """Built once per loader: which arrays to read and how each becomes part of the batch."""
 
@@ -92,10 +72,9 @@ class BatchFinisher:
         self.features = tuple(_feature(key, specs[key], options) for key in manifest.features)
         self.target = manifest.target if options.to_fit else None
         self.weights = manifest.sample_weight if options.to_fit else None
-        for role in (self.target, self.weights):
-            if role is not None and specs[role].ragged:
-                raise InvalidOptionError(f"array {role!r} holds samples of varying length; ragged targets and "
-                                         "sample weights are not supported (ragged model inputs are)")
+        ragged = self.target is not None and specs[self.target].ragged
+        self.padded_target = PaddedTarget(options.max_length) if ragged else None
+        _refuse_weights(self.weights, specs, ragged)
         self.transform = transform
         self.keys = tuple(key for key in (*manifest.features, self.target, self.weights) if key is not None)
         self.num_classes = self._class_count(manifest, specs, options)
@@ -123,34 +102,38 @@ class BatchFinisher:
         x = inputs[0][1] if len(inputs) == 1 else dict(inputs)
         if self.target is None:
             return x if self.transform is None else self.transform(x, None)[0]
-        y = self._labels(arrays[self.target])
+        weights = None if self.weights is None else arrays[self.weights]
+        if self.padded_target is not None:
+            y, weights = self.padded_target.pad(arrays[self.target], weights)
+        else:
+            y = self._labels(arrays[self.target])
         if self.transform is not None:
             x, y = self.transform(x, y)
-        return (x, y) if self.weights is None else (x, y, arrays[self.weights])
+        return (x, y) if weights is None else (x, y, weights)
 
     @property
-    def padded_keys(self) -> tuple[str, ...]:
-        """The outputs padded to a batch's own length: each ragged input and its mask."""
-        return tuple(name for feature in self.features if isinstance(feature, _Padded)
-                     for name in ((feature.key, f"{feature.key}_mask") if feature.mask else (feature.key,)))
+    def pads_per_batch(self) -> bool:
+        """Whether some output is padded to each batch's own length (a ragged input or target)."""
+        return self.padded_target is not None or any(isinstance(f, PaddedInput) for f in self.features)
 
     def with_length_parity(self, batch: Batch, parity: int) -> Batch:
-        """``batch`` with its padded outputs one masked row longer where their length's parity is not ``parity``.
+        """``batch`` with each padded output one padding row longer where its length's parity is not ``parity``.
 
         Keras' TensorFlow adapter of a ``PyDataset`` fixes the output signature from the first two batches: two
         batches of the same padded length would make the length static, and every later batch of another length
-        fail. Batches of alternating parity always differ there, at the cost of at most one padded row.
+        fail. Batches of alternating parity always differ there, at the cost of at most one padded row (masked,
+        or weighted 0). An input and its mask have one length, so they are widened together.
         """
-        keys = self.padded_keys
-        x = batch[0] if isinstance(batch, tuple) else batch
-        if not keys or not isinstance(x, dict) and len(keys) != 1:
-            return batch
-        named = x if isinstance(x, dict) else {keys[0]: x}
-        if named[keys[0]].shape[1] % 2 == parity % 2:
-            return batch
-        widened = {**named, **{key: _one_more_row(named[key], key.endswith("_mask"), self) for key in keys}}
-        x = widened if isinstance(x, dict) else widened[keys[0]]
-        return (x, *batch[1:]) if isinstance(batch, tuple) else x
+        x, rest = (batch[0], batch[1:]) if isinstance(batch, tuple) else (batch, ())
+        pads = {name: pad for f in self.features if isinstance(f, PaddedInput) for name, pad in f.pad_values().items()}
+        if isinstance(x, dict):
+            x = {name: widened_to_parity(array, parity, pads[name]) if name in pads else array
+                 for name, array in x.items()}
+        elif len(pads) == 1:
+            x = widened_to_parity(x, parity, next(iter(pads.values())))
+        if self.padded_target is not None and len(rest) == 2:
+            rest = tuple(widened_to_parity(array, parity, 0) for array in rest)
+        return (x, *rest) if isinstance(batch, tuple) else x
 
     def _labels(self, y: np.ndarray) -> np.ndarray:
         classes = self.num_classes
@@ -171,21 +154,28 @@ class BatchFinisher:
             raise LabelOutOfRange(position, int(y[position]), classes) from None
 
 
-def _one_more_row(array: np.ndarray, is_mask: bool, finisher: BatchFinisher) -> np.ndarray:
-    pad = False if is_mask else next(f.pad_value for f in finisher.features if isinstance(f, _Padded))
-    widths = [(0, 0), (0, 1)] + [(0, 0)] * (array.ndim - 2)
-    return np.pad(array, widths, constant_values=pad)
-
-
-def _feature(key: str, spec: ArraySpec, options: LoaderOptions) -> _Feature | _Padded | DecodedImages:
+def _feature(key: str, spec: ArraySpec, options: LoaderOptions) -> _Feature | PaddedInput | DecodedImages:
     if spec.encoded_image:
         return image_input(key, spec, options, input_scale(key, spec) if options.normalize else None)
     if spec.ragged:
         if np.dtype(spec.dtype).kind in "iub" and options.pad_value != int(options.pad_value):
             raise InvalidOptionError(f"pad_value {options.pad_value!r} does not fit input {key!r} of {spec.dtype}")
-        return _Padded(key, options.max_length, options.pad_value, options.mask)
+        return PaddedInput(key, options.max_length, options.pad_value, options.mask)
     scale = input_scale(key, spec) if options.normalize else None
     return _Feature(key, scale, options.channel_axis and len(spec.shape) == 2)
+
+
+def _refuse_weights(key: str | None, specs: Mapping[str, ArraySpec], ragged_target: bool) -> None:
+    """Sample weights of varying length are refused (a ragged target weights its padding 0 by itself), and so are
+    weights that are not one number per sample beside a ragged target (they multiply its steps' weights)."""
+    if key is None:
+        return
+    if specs[key].ragged:
+        raise InvalidOptionError(f"array {key!r} holds sample weights of varying length, which are not supported; "
+                                 "a target of varying length weights its padding 0 by itself")
+    if ragged_target and specs[key].shape != ():
+        raise InvalidOptionError(f"array {key!r}: sample weights beside a target of varying length must be one "
+                                 f"number per sample, not {specs[key].shape}")
 
 
 def ragged_input(manifest: Manifest, specs: Mapping[str, ArraySpec]) -> str | None:
