@@ -1,5 +1,6 @@
 """Samples of varying length from NumPy files: ``X`` plus ``X_lengths`` in an ``.npz`` or a folder of ``.npy``
-files, built by the command line; object arrays refused unless ``--allow-pickle`` says the file is trusted."""
+files, built by the command line, for inputs and targets alike; object arrays refused unless ``--allow-pickle``
+says the file is trusted."""
 
 import subprocess
 from pathlib import Path
@@ -19,9 +20,13 @@ def _sequences(n: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.integers(0, 500, rng.integers(0, 12)).astype(np.int32) for _ in range(n)]
 
 
-def _records_of(directory: Path, split: str = "train") -> list[np.ndarray]:
+def _records_of(directory: Path, split: str = "train", key: str = "x") -> list[np.ndarray]:
     dataset = ShardedDataset(directory, split)
-    return [dataset[i]["x"] for i in range(len(dataset))]
+    return [dataset[i][key] for i in range(len(dataset))]
+
+
+def _same(records: list[np.ndarray], expected: list[np.ndarray]) -> bool:
+    return all(np.array_equal(a, b) for a, b in zip(records, expected, strict=True))
 
 
 def _build(source: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -97,3 +102,46 @@ def test_validation_split_of_sequences_keeps_every_record_once(tmp_path) -> None
     train, validation = _records_of(tmp_path / "out"), _records_of(tmp_path / "out", "validation")
     assert (len(train), len(validation)) == (80, 20)
     assert sorted(map(tuple, train + validation)) == sorted(map(tuple, seqs))
+
+
+@pytest.mark.parametrize("fmt", ["npy", "hdf5"])
+def test_npz_with_ragged_targets_builds_and_trains_a_tagger_s_batches(tmp_path, fmt) -> None:
+    from streamload.read.loader import BatchLoader
+
+    tokens = _sequences(60)
+    tags = [(s % 4).astype(np.uint8) for s in tokens]
+    path = tmp_path / "tagged.npz"
+    np.savez(path, x=np.concatenate(tokens), x_lengths=[len(s) for s in tokens], y=np.concatenate(tags),
+             y_lengths=[len(t) for t in tags])
+    result = _build(path, tmp_path / "out", "--format", fmt)
+    assert result.returncode == 0, result.stderr
+    assert _same(_records_of(tmp_path / "out"), tokens) and _same(_records_of(tmp_path / "out", key="y"), tags)
+    x, y, weights = BatchLoader(tmp_path / "out", batch_size=8, shuffle=False).load(0, 0)
+    assert y.shape == x["x"].shape and np.array_equal(weights.astype(bool), x["x_mask"])
+
+
+def test_npy_folder_with_fixed_inputs_and_ragged_targets(tmp_path) -> None:
+    captions = _sequences(30, seed=2)
+    np.save(tmp_path / "x.npy", np.arange(30 * 4, dtype=np.float32).reshape(30, 4))
+    np.save(tmp_path / "y.npy", np.concatenate(captions))
+    np.save(tmp_path / "y_lengths.npy", np.array([len(c) for c in captions]))
+    (source,) = numpy_sources(tmp_path).values()
+    assert source.specs["x"].shape == (4,) and source.specs["y"].shape == (None,) and source.num_samples == 30
+    assert "y + y_lengths" in source.description
+    chunks = list(source.iter_chunks(16))
+    assert np.array_equal(np.concatenate([c["x"] for c in chunks]), np.load(tmp_path / "x.npy"))
+    assert _same([c["y"][i] for c in chunks for i in range(len(c["y"]))], captions)
+    np.save(tmp_path / "x.npy", np.zeros((29, 4), np.float32))
+    with pytest.raises(SourceMismatchError, match=f"{tmp_path}: x has 29 samples, y_lengths has 30"):
+        numpy_sources(tmp_path)
+
+
+def test_trusted_object_targets_become_records(tmp_path) -> None:
+    tokens = _sequences(20)
+    objects = np.empty(20, dtype=object)
+    objects[:] = [(s % 4).astype(np.uint8) for s in tokens]
+    path = tmp_path / "objects.npz"
+    np.savez(path, x=np.arange(20), y=objects)
+    result = _build(path, tmp_path / "out", "--allow-pickle")
+    assert result.returncode == 0, result.stderr
+    assert _same(_records_of(tmp_path / "out", key="y"), list(objects))

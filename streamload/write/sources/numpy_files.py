@@ -87,10 +87,10 @@ def pair_names(names: set[str], x_key: str | None, y_key: str | None, where: Pat
 
 
 def _npz_source(path: Path, names: set[str], x: str, y: str, allow_pickle: bool) -> SplitSource:
-    from .sequences import RaggedNpzSource, is_ragged, trusted_object_source
+    from .sequences import RaggedNpzSource, any_ragged, trusted_object_source
 
-    if is_ragged(names, x):
-        return RaggedNpzSource(path, x, y)
+    if any_ragged(names, x, y):
+        return RaggedNpzSource(path, x, y, names)
     trusted = trusted_object_source(path, x, y) if allow_pickle else None
     return trusted or NpzArraySource(path, {"x": x, "y": y})
 
@@ -115,14 +115,14 @@ def numpy_sources(path: str | os.PathLike, x_key: str | None = None, y_key: str 
                   allow_pickle: bool = False) -> dict[str, SplitSource]:
     """Split -> source for an ``.npz`` archive, a folder of ``.npy`` files, or one ``.npy`` file.
 
-    Inputs of varying length come as ``X`` plus ``X_lengths`` (see sequences.py); object arrays only with
+    Inputs or targets of varying length come as ``X`` plus ``X_lengths`` (see sequences.py); object arrays only with
     ``allow_pickle`` (an ``.npz`` of a trusted author)."""
-    from .sequences import RaggedNpySource, is_ragged
+    from .sequences import RaggedNpySource, any_ragged
 
     path = Path(path).expanduser()
     if path.is_dir():
         names = {file.stem for file in path.glob("*.npy")}
-        return {split: RaggedNpySource(path, x, y) if is_ragged(names, x) else
+        return {split: RaggedNpySource(path, x, y, names) if any_ragged(names, x, y) else
                 NpyPairSource(path / f"{x}.npy", path / f"{y}.npy")
                 for split, (x, y) in pair_names(names, x_key, y_key, path).items()}
     if not path.is_file():
