@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,3 +134,15 @@ def assert_keras_pixels(ours: np.ndarray, keras: np.ndarray) -> None:
 
     assert ours.dtype == keras.dtype and ours.shape == keras.shape
     np.testing.assert_allclose(ours, keras, rtol=0, atol=tolerance(1000, 1000))
+
+
+def resized_in_threads(resize: Callable[..., np.ndarray], rounds: int = 3) -> Iterator[tuple[np.ndarray, ...]]:
+    """(ours, TensorFlow's, input) for images of 24 odd sizes resized by ``resize`` in 4 threads at once, ``rounds``
+    times: each thread must reuse only its own working buffers."""
+    shapes = odd_resize_shapes(24)
+    images = [random_pixels(*in_shape, seed=number) for number, (in_shape, _) in enumerate(shapes)]
+    expected = [tensorflow_resize(image, size) for image, (_, size) in zip(images, shapes)]
+    for _ in range(rounds):
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda pair: resize(*pair), zip(images, [size for _, size in shapes])))
+        yield from zip(results, expected, images)

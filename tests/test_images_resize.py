@@ -3,11 +3,9 @@ sizes up and down, 1, 3 and 4 channels, crops (views), flips, and in threads sha
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
-from image_fixtures import RESIZE_SHAPES, odd_resize_shapes, random_pixels, tensorflow_resize
+from image_fixtures import RESIZE_SHAPES, odd_resize_shapes, random_pixels, resized_in_threads, tensorflow_resize
 
 from streamload.images.resize import resize_bilinear, resize_nearest
 
@@ -45,14 +43,8 @@ def test_resize_bilinear_writes_into_out() -> None:
 
 def test_threads_share_no_working_arrays() -> None:
     """Each thread reuses its own buffers: images of different sizes resized at once equal TensorFlow's."""
-    shapes = odd_resize_shapes(24)
-    images = [random_pixels(*in_shape, seed=number) for number, (in_shape, _) in enumerate(shapes)]
-    expected = [tensorflow_resize(image, size) for image, (_, size) in zip(images, shapes)]
-    for _ in range(3):
-        with ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(lambda pair: resize_bilinear(*pair), zip(images, [size for _, size in shapes])))
-        for ours, theirs in zip(results, expected):
-            np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs, _ in resized_in_threads(resize_bilinear):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 @pytest.mark.parametrize(("in_shape", "size"), RESIZE_SHAPES + odd_resize_shapes(12))

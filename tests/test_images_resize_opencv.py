@@ -4,11 +4,9 @@ the exact numpy resize when OpenCV is missing."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
-from image_fixtures import RESIZE_SHAPES, odd_resize_shapes, random_pixels, tensorflow_resize
+from image_fixtures import RESIZE_SHAPES, odd_resize_shapes, random_pixels, resized_in_threads, tensorflow_resize
 
 from streamload.images import resize_opencv
 from streamload.images.resize_opencv import import_opencv, resize_bilinear_fast, tolerance
@@ -67,14 +65,8 @@ def test_writes_into_out(channels: int) -> None:
 
 
 def test_threads_share_no_working_arrays() -> None:
-    shapes = odd_resize_shapes(24)
-    images = [random_pixels(*in_shape, seed=number) for number, (in_shape, _) in enumerate(shapes)]
-    expected = [tensorflow_resize(image, size) for image, (_, size) in zip(images, shapes)]
-    for _ in range(3):
-        with ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(lambda pair: resize_bilinear_fast(*pair), zip(images, [s for _, s in shapes])))
-        for ours, theirs, image in zip(results, expected, images):
-            _assert_close(ours, theirs, image.shape)
+    for ours, theirs, image in resized_in_threads(resize_bilinear_fast):
+        _assert_close(ours, theirs, image.shape)
 
 
 def test_without_opencv_the_exact_resize_runs(monkeypatch: pytest.MonkeyPatch) -> None:
