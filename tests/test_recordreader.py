@@ -113,6 +113,20 @@ def test_damaged_offsets_are_refused_at_read_naming_the_offsets_file(tmp_path, d
         reader.take("x", np.arange(3, 9))
 
 
+def test_damaged_offsets_of_a_later_shard_are_refused_naming_its_file(tmp_path) -> None:
+    directory, _, _ = build_sequences(tmp_path, 60, "npy", 20)
+    path = make_writable(shard_folder(directory) / "train-00001.x.offsets.npy")
+    offsets = np.load(path, mmap_mode="r+")
+    offsets[6] = offsets[8] + 1  # sample 5 ends past where sample 6 starts
+    offsets.flush()
+    del offsets
+    arrays = [first_reader(directory, shard).arrays["x"] for shard in range(3)]
+    rows = np.arange(3, 9)
+    assert take_records([(arrays[0], rows), (arrays[2], rows)]) is not None  # the shards around it read
+    with pytest.raises(ShardFormatError, match=f"{path}: offsets of sample [5-8] of train-00001"):
+        take_records([(array, rows) for array in arrays])
+
+
 def test_offsets_that_do_not_end_at_the_data_are_refused_at_open(tmp_path) -> None:
     directory, _, _ = build_sequences(tmp_path, 20, "hdf5")
     path = make_writable(shard_folder(directory) / "train-00000.h5")

@@ -64,15 +64,14 @@ class RecordArray(OpenShardFile):
         """(first row, end row) in the data of each of ``rows`` (sorted, no repeats), checked."""
         rows = rows.astype(np.int64, copy=False)
         starts, ends = self.offsets[rows], self.offsets[rows + 1]
-        bad = (ends < starts) | (starts < 0) | (ends > self.total_rows)
-        if len(rows) > 1:
-            bad[1:] |= starts[1:] < ends[:-1]
-        if bad.any():
-            row = int(rows[int(np.argmax(bad))])
-            raise ShardFormatError(f"{self.index.path}: offsets of sample {row} of {self.path.name} are damaged "
-                                   f"({int(self.offsets[row])}..{int(self.offsets[row + 1])} in {self.total_rows} "
-                                   "rows); run build_shards.py --verify on the dataset")
+        check_ranges([self], np.array([0, len(rows)]), rows, starts, ends)
         return starts, ends
+
+    def refuse(self, row: int) -> None:
+        """The error for damaged offsets at ``row``, naming the offsets file."""
+        raise ShardFormatError(f"{self.index.path}: offsets of sample {row} of {self.path.name} are damaged "
+                               f"({int(self.offsets[row])}..{int(self.offsets[row + 1])} in {self.total_rows} "
+                               "rows); run build_shards.py --verify on the dataset")
 
     def lengths(self, rows: np.ndarray) -> np.ndarray:
         """Row counts of ``rows`` (any order), read from the offsets alone."""
@@ -100,7 +99,7 @@ class RecordArray(OpenShardFile):
         return records if inverse is None else records.take(inverse)
 
     def _pread(self, starts: np.ndarray, ends: np.ndarray, out_offsets: np.ndarray, values: np.ndarray) -> None:
-        pread_records([self], [len(starts)], starts, ends, out_offsets, values)
+        pread_records([self], np.array([0, len(starts)]), starts, ends, out_offsets, values)
 
     def preadv(self, vectors: list[memoryview], position: int, expected: int) -> None:
         """One run's read; short means the data ends before its offsets do (or the file changed: it says so)."""
@@ -154,35 +153,56 @@ class RecordArray(OpenShardFile):
 def take_records(parts: Sequence[tuple[RecordArray, np.ndarray]]) -> Records:
     """The records of several shards' ``rows`` (sorted, each in its shard), shard after shard, as one Records.
 
-    Plainly stored arrays are read straight into one buffer with one cut into runs for the whole batch:
-    a batch of random records touches every shard of a large set, and a ``take`` per shard then a
+    Plainly stored arrays are read straight into one buffer, checked and cut into runs once for the whole
+    batch: a batch of random records touches every shard of a large set, and a ``take`` per shard then a
     concatenation cost ~40 us a shard, as much as ten records' reads (issue 19: the 10x set's gap)."""
+    arrays = [array for array, _ in parts]
     if len(parts) == 1:
-        return parts[0][0].take(parts[0][1])
-    if any(array.dataset is not None or (len(rows) > 1 and (rows[1:] == rows[:-1]).any()) for array, rows in parts):
-        return Records.concat([array.take(rows) for array, rows in parts])  # HDF5 chunks, or repeated rows
-    for array, _ in parts:
+        return arrays[0].take(parts[0][1])
+    if any(array.dataset is not None for array in arrays):
+        return Records.concat([array.take(rows) for array, rows in parts])  # HDF5 chunks, read with h5py
+    begins = np.cumsum([0, *(len(rows) for _, rows in parts)])
+    rows = np.concatenate([rows for _, rows in parts]).astype(np.int64, copy=False)
+    repeated = rows[1:] == rows[:-1]
+    repeated[begins[1:-1] - 1] = False  # the first row of the next shard may equal the last of this one
+    if repeated.any():
+        return Records.concat([array.take(rows) for array, rows in parts])
+    for array in arrays:
         array.index.check()
-    bounds = [array.bounds(rows) for array, rows in parts]
-    starts, ends = np.concatenate([pair[0] for pair in bounds]), np.concatenate([pair[1] for pair in bounds])
+    starts = np.concatenate([array.offsets[part] for array, part in parts])
+    ends = np.concatenate([array.offsets[part + 1] for array, part in parts])
+    check_ranges(arrays, begins, rows, starts, ends)
     offsets = np.concatenate(([0], np.cumsum(ends - starts)))
-    first = parts[0][0]
-    values = np.empty((int(offsets[-1]), *first.spec.row_shape), first.dtype)
+    values = np.empty((int(offsets[-1]), *arrays[0].spec.row_shape), arrays[0].dtype)
     if values.size:
-        pread_records([array for array, _ in parts], [len(rows) for _, rows in parts], starts, ends, offsets, values)
+        pread_records(arrays, begins, starts, ends, offsets, values)
     return Records(values, offsets)
 
 
-def pread_records(arrays: Sequence[RecordArray], counts: Sequence[int], starts: np.ndarray, ends: np.ndarray,
+def check_ranges(arrays: Sequence[RecordArray], begins: np.ndarray, rows: np.ndarray, starts: np.ndarray,
+                 ends: np.ndarray) -> None:
+    """A ShardFormatError naming the offsets file if a range (``begins[i]:begins[i + 1]`` of ``arrays[i]``)
+    is negative, overlaps the one before it in its file, or ends beyond its data."""
+    totals = np.repeat(np.array([array.total_rows for array in arrays], np.int64), np.diff(begins))
+    bad = (ends < starts) | (starts < 0) | (ends > totals)
+    if len(rows) > 1:
+        overlap = starts[1:] < ends[:-1]
+        overlap[begins[1:-1] - 1] = False
+        bad[1:] |= overlap
+    if bad.any():
+        at = int(np.argmax(bad))
+        arrays[int(np.searchsorted(begins, at, side="right")) - 1].refuse(int(rows[at]))
+
+
+def pread_records(arrays: Sequence[RecordArray], begins: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                   out_offsets: np.ndarray, values: np.ndarray) -> None:
-    """Rows ``starts[i]:ends[i]`` (the first ``counts[0]`` of ``arrays[0]``, the next of ``arrays[1]``...) into
+    """Rows ``starts[i]:ends[i]`` (``begins[k]:begins[k + 1]`` of them of ``arrays[k]``) into
     ``values`` at ``out_offsets``: one ``preadv`` per run of ranges that touch or nearly touch, never across files.
 
     The runs are cut with a few numpy calls per batch; the loop is plain Python over lists, since a numpy
     call per run (a few microseconds each) cost more than the ``preadv`` of a scattered record itself."""
     size = arrays[0].row_bytes
-    begins = np.cumsum([0, *counts])
-    base = np.repeat(np.array([array.data_offset for array in arrays], np.int64), counts)
+    base = np.repeat(np.array([array.data_offset for array in arrays], np.int64), np.diff(begins))
     byte_starts, byte_ends = base + starts * size, base + ends * size
     firsts, gaps = pieces(byte_starts, byte_ends, begins[1:-1])
     lows = (out_offsets[firsts] * size).tolist()
