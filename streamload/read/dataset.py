@@ -206,9 +206,12 @@ class ShardedDataset:
         for key in keys:
             spec = self.info.arrays[key]
             if spec.ragged:  # one cut into runs for the whole batch, one buffer (see format/ragged/reader.py)
-                parts = [(self.reader(shard).arrays[key], offsets[first:last])  # type: ignore[attr-defined]
-                         for shard, first, last in runs]
-                out[key] = take_records(parts) if parts else Records(np.empty((0, *spec.row_shape), spec.dtype), [0])
+                readers = [self.reader(shard) for shard, _, _ in runs]
+                parts = [(reader.arrays[key], offsets[first:last])  # type: ignore[attr-defined]
+                         for reader, (_, first, last) in zip(readers, runs)]
+                check = any(reader.check_each_take for reader in readers)  # off while the watch sees no change
+                out[key] = (take_records(parts, check) if parts
+                            else Records(np.empty((0, *spec.row_shape), spec.dtype), [0]))
                 continue
             array = out[key] = np.empty((len(indices), *spec.shape), dtype=spec.dtype)
             for shard, first, last in runs:
