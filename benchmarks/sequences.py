@@ -46,6 +46,8 @@ from .rounds import NullProgress, ratio_entries, run_rounds, summarize
 
 FLAT_RSS_GOAL = 1.1  # peak RssAnon of the larger set over the smaller's: "flat" (as benchmarks/images_bench.py)
 CHILD = "benchmarks.sequences_child"
+RATE_KEYS = ("samples_per_s", "samples_per_cpu_s", "plain_samples_per_s", "plain_samples_per_cpu_s")
+SPLIT_KEYS = ("user_us_per_batch", "system_us_per_batch", "plain_user_us_per_batch", "plain_system_us_per_batch")
 INK_THRESHOLD = 127  # a pixel brighter than this is inked
 Result = dict[str, Any]
 
@@ -119,25 +121,30 @@ def reading_run(folder: Path, args: argparse.Namespace) -> Result:
     run = run_child(options, args.interval, CHILD)
     if run["returncode"] != 0:
         raise RuntimeError(f"reading {folder} failed with status {run['returncode']}:\n{run['output_tail']}")
-    child = run["child"]
+    child, plain = run["child"], run["child"]["plain_preadv"]
     return {"peak_rss_anon": run["peak"]["rss_anon"], "peak_rss_file": run["peak"]["rss_file"],
             "baseline_rss_anon": child["memory"]["baseline"]["rss_anon"], "samples_per_s": child["samples_per_s"],
-            "samples_per_cpu_s": child["samples_per_cpu_s"],
-            "samples": child["samples"], "polls": run["peak"]["polls"]}
+            "samples_per_cpu_s": child["samples_per_cpu_s"], "samples": child["samples"], "polls": run["peak"]["polls"],
+            "plain_samples": plain["samples"],
+            **{key: child[key] for key in SPLIT_KEYS[:2]}, **{f"plain_{key}": plain[key] for key in SPLIT_KEYS[:2]},
+            **{f"plain_{key}": plain[key] for key in RATE_KEYS[:2]}}
 
 
 def memory(folders: dict[str, Path], args: argparse.Namespace) -> Result:
     """Each set read in its own child, alternating over rounds; medians, and larger over smaller as ratios."""
     contenders = {name: (lambda number, folder=folder: reading_run(folder, args)) for name, folder in folders.items()}
     rounds = run_rounds(contenders, args.rounds, NullProgress())
-    keys = ("peak_rss_anon", "peak_rss_file", "baseline_rss_anon", "samples_per_s", "samples_per_cpu_s")
+    keys = ("peak_rss_anon", "peak_rss_file", "baseline_rss_anon", *RATE_KEYS, *SPLIT_KEYS)
     medians = {key: summarize(rounds, key)["median"] for key in keys}
     small, large = folders
-    return {"batches": args.batches, "rounds": rounds, "median": medians,
-            "rss_anon_ratio": ratio_entries(medians["peak_rss_anon"], [(large, small, FLAT_RSS_GOAL, "max")])[0],
-            "rss_file_ratio": ratio_entries(medians["peak_rss_file"], [(large, small, None, "max")])[0],
-            "samples_per_s_ratio": ratio_entries(medians["samples_per_s"], [(large, small, None, "min")])[0],
-            "samples_per_cpu_s_ratio": ratio_entries(medians["samples_per_cpu_s"], [(large, small, None, "min")])[0]}
+    result = {"batches": args.batches, "rounds": rounds, "median": medians,
+              "rss_anon_ratio": ratio_entries(medians["peak_rss_anon"], [(large, small, FLAT_RSS_GOAL, "max")])[0],
+              "rss_file_ratio": ratio_entries(medians["peak_rss_file"], [(large, small, None, "max")])[0]}
+    for key in RATE_KEYS:
+        result[f"{key}_ratio"] = ratio_entries(medians[key], [(large, small, None, "min")])[0]
+    result["of_plain_per_cpu_s"] = {name: medians["samples_per_cpu_s"][name] / medians["plain_samples_per_cpu_s"][name]
+                                    for name in folders}
+    return result
 
 
 def _share(value: float) -> str:
@@ -168,7 +175,26 @@ def memory_lines(part: Result, sets: Result) -> list[str]:
     return [*lines, "", f"Peak RssAnon {anon['numerator']} / {anon['denominator']}: {anon['value']:.2f}x (goal at "
                         f"most {anon['goal']:.2f}x: {met}); peak RssFile {part['rss_file_ratio']['value']:.2f}x; "
                         f"samples/s {rate['value']:.2f}x (per second of the reader's own CPU time, which other "
-                        f"processes do not move: {part['samples_per_cpu_s_ratio']['value']:.2f}x)."]
+                        f"processes do not move: {part['samples_per_cpu_s_ratio']['value']:.2f}x).", "",
+            *plain_lines(part)]
+
+
+def plain_lines(part: Result) -> list[str]:
+    """The bound's line: what the larger set costs bare reads of the same records, and streamload's share."""
+    cpu, wall = part["plain_samples_per_cpu_s_ratio"], part["plain_samples_per_s_ratio"]
+    shares = " and ".join(f"{value:.2f}x ({name})" for name, value in part["of_plain_per_cpu_s"].items())
+    lines = [f"The bound, in the same child after that: the same batches' records, one bare `os.preadv` each into a "
+             f"fresh buffer (byte ranges found beforehand: no checks, labels or padding): {cpu['numerator']} / "
+             f"{cpu['denominator']} {cpu['value']:.2f}x per CPU second ({wall['value']:.2f}x wall clock). Per CPU "
+             f"second streamload reads {shares} the samples the bare reads do. CPU time per batch, in the process's "
+             "own code (user) and in the kernel for it (system), medians (the kernel splits the two by sampling at "
+             "its timer tick: a few us apart is noise):", "",
+             "| set | streamload user | streamload system | bare preadv user | bare preadv system |",
+             "|---|---:|---:|---:|---:|"]
+    median = part["median"]
+    for name in part["of_plain_per_cpu_s"]:
+        lines.append(f"| {name} | " + " | ".join(f"{median[key][name]:.0f} us" for key in SPLIT_KEYS) + " |")
+    return lines
 
 
 def markdown(results: Result) -> str:

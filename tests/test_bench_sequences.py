@@ -58,8 +58,13 @@ def test_a_run_writes_every_figure_and_its_padding_is_that_of_the_batches_read(t
     read = {"1x": 17 * BATCH + 12 + 2 * BATCH, "3x": 20 * BATCH}  # 1x: batch 18 holds the last 12, then epoch 1
     for name, run in ((name, run) for one in memory["rounds"] for name, run in one["results"].items()):
         assert run["samples"] == read[name] and run["peak_rss_anon"] >= run["baseline_rss_anon"] > 0
+        assert run["plain_samples"] == read[name]  # the bound reads the very same batches' records
     assert memory["rss_anon_ratio"]["numerator"] == "3x" and memory["rss_anon_ratio"]["denominator"] == "1x"
+    for name, share in memory["of_plain_per_cpu_s"].items():
+        assert share == memory["median"]["samples_per_cpu_s"][name] / memory["median"]["plain_samples_per_cpu_s"][name]
+    assert memory["plain_samples_per_cpu_s_ratio"]["numerator"] == "3x"
     assert VIEWS[("sequences", None)] is markdown and "Bucketing pads" in markdown(results)
+    assert "one bare `os.preadv` each" in markdown(results)
 
 
 def test_the_larger_set_holds_every_record_repeated_in_order(tokens: Path, tmp_path: Path) -> None:

@@ -371,6 +371,24 @@ def test_a_shard_changed_after_opening_fails_the_next_gather_naming_it(tmp_path,
         dataset.gather(np.array([250]))
 
 
+def test_an_offsets_file_touched_under_a_batch_over_several_shards_fails_the_next_gather(tmp_path) -> None:
+    """Records of several shards are read in one go (take_records) without an fstat per offsets file while the
+    watch sees no change; once it sees one, the next gather checks them all and names the file."""
+    from shards import build_sequences, shard_folder
+
+    from streamload.errors import ShardChangedError
+
+    directory, x, _ = build_sequences(tmp_path, 300, "npy", 100)
+    dataset = ShardedDataset(directory)
+    rows = np.arange(0, 300, 7)
+    assert dataset.gather(rows)["x"] == x.take(rows)
+    assert not any(dataset.reader(shard).check_each_take for shard in range(3))
+    path = shard_folder(directory) / "train-00001.x.offsets.npy"
+    os.utime(path, ns=(0, 0))
+    with pytest.raises(ShardChangedError, match=f"^{path}: the shard file changed while the dataset was reading"):
+        dataset.gather(rows)
+
+
 # --- a dataset in a bucket: its readers and the working set ---------------------------------------------------
 
 

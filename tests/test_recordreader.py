@@ -11,7 +11,7 @@ from shards import build_sequences, make_writable, shard_folder
 from streamload.errors import ShardFormatError
 from streamload.format.dispatch import open_reader
 from streamload.format.manifest import read_manifest
-from streamload.format.ragged.reader import GAP_BYTES, RecordArray
+from streamload.format.ragged.reader import _IOV_MAX, GAP_BYTES, RecordArray, take_records
 from streamload.format.records import Records
 from streamload.read.dataset import ShardedDataset
 
@@ -35,10 +35,10 @@ def counted(action):  # noqa: ANN001, ANN201
     return result, after[0] - before[0] - overhead[0], after[1] - before[1] - overhead[1]
 
 
-def first_reader(directory: Path):  # noqa: ANN201
+def first_reader(directory: Path, shard: int = 0):  # noqa: ANN201
     manifest = read_manifest(directory)
     split = manifest.split("train")
-    return open_reader(manifest.format, shard_folder(directory), split.shards[0], split.arrays)
+    return open_reader(manifest.format, shard_folder(directory), split.shards[shard], split.arrays)
 
 
 @pytest.mark.parametrize("fmt,compression", FORMATS)
@@ -78,6 +78,26 @@ def test_close_records_share_one_read(tmp_path) -> None:
     assert got == x.take(rows) and calls == 1
 
 
+def test_records_of_several_shards_are_read_run_by_run_never_across_files(tmp_path) -> None:
+    directory, x, _ = build_sequences(tmp_path, 300, "npy", 100, max_length=20)  # 4-byte rows: every gap is small
+    arrays = [first_reader(directory, shard).arrays["x"] for shard in range(3)]
+    rows = np.arange(0, 300, 3)
+    parts = [(array, rows[rows // 100 == shard] % 100) for shard, array in enumerate(arrays)]
+    got, calls, _ = counted(lambda: take_records(parts))
+    assert got == x.take(rows) and calls == 3  # one run per shard, though the next file's offsets start lower
+    repeated = [(array, np.repeat(part, 2)) for array, part in parts]  # repeats: read shard by shard, then joined
+    assert take_records(repeated) == x.take(np.repeat(rows, 2))
+
+
+def test_a_run_of_more_pieces_than_one_call_takes_is_split(tmp_path) -> None:
+    directory, x, _ = build_sequences(tmp_path, 3000, "npy", max_length=3)  # small gaps: one run but for the limit
+    records = first_reader(directory).arrays["x"]
+    rows = np.arange(0, 3000, 2)
+    gaps = int((x.lengths[1::2][:-1] > 0).sum())  # a skipped record with rows is a gap: two vectors
+    got, calls, _ = counted(lambda: records.take(rows))
+    assert got == x.take(rows) and calls >= -(-2 * gaps // _IOV_MAX) > 1
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda o: o.__setitem__(5, o[7] + 1), "offsets of sample [4-7]"),  # decreasing after row 5
     (lambda o: o.__setitem__(6, 10**9), "offsets of sample [56]")])
@@ -91,6 +111,20 @@ def test_damaged_offsets_are_refused_at_read_naming_the_offsets_file(tmp_path, d
     reader = first_reader(directory)
     with pytest.raises(ShardFormatError, match=f"{path}: {message}"):
         reader.take("x", np.arange(3, 9))
+
+
+def test_damaged_offsets_of_a_later_shard_are_refused_naming_its_file(tmp_path) -> None:
+    directory, _, _ = build_sequences(tmp_path, 60, "npy", 20)
+    path = make_writable(shard_folder(directory) / "train-00001.x.offsets.npy")
+    offsets = np.load(path, mmap_mode="r+")
+    offsets[6] = offsets[8] + 1  # sample 5 ends past where sample 6 starts
+    offsets.flush()
+    del offsets
+    arrays = [first_reader(directory, shard).arrays["x"] for shard in range(3)]
+    rows = np.arange(3, 9)
+    assert take_records([(arrays[0], rows), (arrays[2], rows)]) is not None  # the shards around it read
+    with pytest.raises(ShardFormatError, match=f"{path}: offsets of sample [5-8] of train-00001"):
+        take_records([(array, rows) for array in arrays])
 
 
 def test_offsets_that_do_not_end_at_the_data_are_refused_at_open(tmp_path) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 from ..base.process import current_pid
 from ..format.dispatch import open_reader
 from ..format.manifest import Manifest, SplitInfo
+from ..format.ragged.reader import take_records
 from ..format.reader import ByteRanges, ShardReader
 from ..format.records import Records
 from ..options import LoaderOptions
@@ -204,9 +205,13 @@ class ShardedDataset:
         out = {}
         for key in keys:
             spec = self.info.arrays[key]
-            if spec.ragged:  # one vectorised read per shard (see format/ragged/reader.py), then one concatenation
-                parts = [self.reader(shard).take(key, offsets[first:last]) for shard, first, last in runs]
-                out[key] = Records.concat(parts) if parts else Records(np.empty((0, *spec.row_shape), spec.dtype), [0])
+            if spec.ragged:  # one cut into runs for the whole batch, one buffer (see format/ragged/reader.py)
+                readers = [self.reader(shard) for shard, _, _ in runs]
+                parts = [(reader.arrays[key], offsets[first:last])  # type: ignore[attr-defined]
+                         for reader, (_, first, last) in zip(readers, runs)]
+                check = any(reader.check_each_take for reader in readers)  # off while the watch sees no change
+                out[key] = (take_records(parts, check) if parts
+                            else Records(np.empty((0, *spec.row_shape), spec.dtype), [0]))
                 continue
             array = out[key] = np.empty((len(indices), *spec.shape), dtype=spec.dtype)
             for shard, first, last in runs:

@@ -7,8 +7,10 @@ with numpy (``offsets[rows]``, ``offsets[rows + 1]``); ranges that touch, or lie
 (a short gap goes into a scratch buffer). Linux has no system call that reads scattered file offsets in
 one go (short of io_uring), so a run is the unit: a batch of consecutive records (no shuffle, block
 shuffle) is one ``preadv`` per shard, a batch of random records one per record, each with no open, seek
-or copy of its own. MosaicML Streaming and LitData instead open, seek and read per record, and memory-
-mapping the data would let a file cut short kill the process (SIGBUS) in the middle of a gather.
+or copy of its own. A batch over several shards is cut into runs once and read into one buffer
+(:func:`take_records`): a shard costs a check of its offsets, not a ``take`` and a concatenation.
+MosaicML Streaming and LitData instead open, seek and read per record, and memory-mapping the data
+would let a file cut short kill the process (SIGBUS) in the middle of a gather.
 Chunked HDF5 datasets (compressed) are read through h5py, one read of the hull of each group of runs
 that share chunks.
 
@@ -23,6 +25,7 @@ lengths, increasing, inside the data) before anything is read, so a damaged inde
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +64,14 @@ class RecordArray(OpenShardFile):
         """(first row, end row) in the data of each of ``rows`` (sorted, no repeats), checked."""
         rows = rows.astype(np.int64, copy=False)
         starts, ends = self.offsets[rows], self.offsets[rows + 1]
-        bad = (ends < starts) | (starts < 0) | (ends > self.total_rows)
-        if len(rows) > 1:
-            bad[1:] |= starts[1:] < ends[:-1]
-        if bad.any():
-            row = int(rows[int(np.argmax(bad))])
-            raise ShardFormatError(f"{self.index.path}: offsets of sample {row} of {self.path.name} are damaged "
-                                   f"({int(self.offsets[row])}..{int(self.offsets[row + 1])} in {self.total_rows} "
-                                   "rows); run build_shards.py --verify on the dataset")
+        check_ranges([self], np.array([0, len(rows)]), rows, starts, ends)
         return starts, ends
+
+    def refuse(self, row: int) -> None:
+        """The error for damaged offsets at ``row``, naming the offsets file."""
+        raise ShardFormatError(f"{self.index.path}: offsets of sample {row} of {self.path.name} are damaged "
+                               f"({int(self.offsets[row])}..{int(self.offsets[row + 1])} in {self.total_rows} "
+                               "rows); run build_shards.py --verify on the dataset")
 
     def lengths(self, rows: np.ndarray) -> np.ndarray:
         """Row counts of ``rows`` (any order), read from the offsets alone."""
@@ -97,26 +99,14 @@ class RecordArray(OpenShardFile):
         return records if inverse is None else records.take(inverse)
 
     def _pread(self, starts: np.ndarray, ends: np.ndarray, out_offsets: np.ndarray, values: np.ndarray) -> None:
-        """One ``preadv`` per run of ranges that touch or nearly touch (see the module docstring)."""
-        size = self.row_bytes
-        byte_starts, byte_ends = self.data_offset + starts * size, self.data_offset + ends * size
-        gaps = byte_starts[1:] - byte_ends[:-1]
-        out = memoryview(values.reshape(-1)).cast("B")
-        heads = run_heads(byte_starts, byte_ends)
-        for first, last in zip(heads.tolist(), [*heads[1:].tolist(), len(starts)]):
-            vectors, expected, low = [], 0, int(out_offsets[first]) * size
-            for gap_at in np.flatnonzero(gaps[first:last - 1]).tolist():
-                high = int(out_offsets[first + gap_at + 1]) * size
-                gap = int(gaps[first + gap_at])
-                vectors += [out[low:high], memoryview(_SCRATCH)[:gap]]
-                expected, low = expected + high - low + gap, high
-            high = int(out_offsets[last]) * size
-            vectors.append(out[low:high])
-            expected += high - low
-            if os.preadv(self.fd, vectors, int(byte_starts[first])) != expected:
-                self.check()  # a file cut or changed says so; else the data ends before its offsets do
-                raise ShardFormatError(f"{self.path}: ends before byte {int(byte_ends[last - 1])} that its offsets "
-                                       "index names; the file is damaged")
+        pread_records([self], np.array([0, len(starts)]), starts, ends, out_offsets, values)
+
+    def preadv(self, vectors: list[memoryview], position: int, expected: int) -> None:
+        """One run's read; short means the data ends before its offsets do (or the file changed: it says so)."""
+        if os.preadv(self.fd, vectors, position) != expected:
+            self.check()
+            raise ShardFormatError(f"{self.path}: ends before byte {position + expected} that its offsets "
+                                   "index names; the file is damaged")
 
     def _h5_read(self, starts: np.ndarray, ends: np.ndarray, out_offsets: np.ndarray, values: np.ndarray) -> None:
         """Chunked storage: one h5py read of the hull of ranges that share chunks, then a vectorised gather."""
@@ -160,19 +150,113 @@ class RecordArray(OpenShardFile):
         self.index.advise(advice)
 
 
-def run_heads(byte_starts: np.ndarray, byte_ends: np.ndarray) -> np.ndarray:
-    """Indices where a new read starts: a gap over ``GAP_BYTES``, a run over ``MAX_RUN_BYTES`` or too many vectors."""
-    if not len(byte_starts):
+def take_records(parts: Sequence[tuple[RecordArray, np.ndarray]], check: bool = True) -> Records:
+    """The records of several shards' ``rows`` (sorted, each in its shard), shard after shard, as one Records.
+
+    Plainly stored arrays are read straight into one buffer, checked and cut into runs once for the whole
+    batch: a batch of random records touches every shard of a large set, and a ``take`` per shard then a
+    concatenation cost ~40 us a shard, as much as ten records' reads (issue 19: the 10x set's gap).
+    ``check=False`` skips the ``fstat`` of each mapped offsets file, for a dataset that watches them."""
+    arrays = [array for array, _ in parts]
+    if len(parts) == 1:
+        return arrays[0].take(parts[0][1])
+    if any(array.dataset is not None for array in arrays):
+        return Records.concat([array.take(rows) for array, rows in parts])  # HDF5 chunks, read with h5py
+    begins = np.cumsum([0, *(len(rows) for _, rows in parts)])
+    rows = np.concatenate([rows for _, rows in parts]).astype(np.int64, copy=False)
+    repeated = rows[1:] == rows[:-1]
+    repeated[begins[1:-1] - 1] = False  # the first row of the next shard may equal the last of this one
+    if repeated.any():
+        return Records.concat([array.take(rows) for array, rows in parts])
+    for array in arrays if check else ():
+        array.index.check()
+    starts = np.concatenate([array.offsets[part] for array, part in parts])
+    ends = np.concatenate([array.offsets[part + 1] for array, part in parts])
+    check_ranges(arrays, begins, rows, starts, ends)
+    offsets = np.concatenate(([0], np.cumsum(ends - starts)))
+    values = np.empty((int(offsets[-1]), *arrays[0].spec.row_shape), arrays[0].dtype)
+    if values.size:
+        pread_records(arrays, begins, starts, ends, offsets, values)
+    return Records(values, offsets)
+
+
+def check_ranges(arrays: Sequence[RecordArray], begins: np.ndarray, rows: np.ndarray, starts: np.ndarray,
+                 ends: np.ndarray) -> None:
+    """A ShardFormatError naming the offsets file if a range (``begins[i]:begins[i + 1]`` of ``arrays[i]``)
+    is negative, overlaps the one before it in its file, or ends beyond its data."""
+    totals = np.repeat(np.array([array.total_rows for array in arrays], np.int64), np.diff(begins))
+    bad = (ends < starts) | (starts < 0) | (ends > totals)
+    if len(rows) > 1:
+        overlap = starts[1:] < ends[:-1]
+        overlap[begins[1:-1] - 1] = False
+        bad[1:] |= overlap
+    if bad.any():
+        at = int(np.argmax(bad))
+        arrays[int(np.searchsorted(begins, at, side="right")) - 1].refuse(int(rows[at]))
+
+
+def pread_records(arrays: Sequence[RecordArray], begins: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                  out_offsets: np.ndarray, values: np.ndarray) -> None:
+    """Rows ``starts[i]:ends[i]`` (``begins[k]:begins[k + 1]`` of them of ``arrays[k]``) into
+    ``values`` at ``out_offsets``: one ``preadv`` per run of ranges that touch or nearly touch, never across files.
+
+    The runs are cut with a few numpy calls per batch; the loop is plain Python over lists, since a numpy
+    call per run (a few microseconds each) cost more than the ``preadv`` of a scattered record itself."""
+    size = arrays[0].row_bytes
+    base = np.repeat(np.array([array.data_offset for array in arrays], np.int64), np.diff(begins))
+    byte_starts, byte_ends = base + starts * size, base + ends * size
+    firsts, gaps = pieces(byte_starts, byte_ends, begins[1:-1])
+    lows = (out_offsets[firsts] * size).tolist()
+    out, scratch = memoryview(values.reshape(-1)).cast("B"), memoryview(_SCRATCH)
+    owners = (np.searchsorted(begins, firsts, side="right") - 1).tolist()
+    vectors: list[memoryview] = []
+    reader, position, expected = arrays[0], 0, 0
+    for low, high, gap, at, owner in zip(lows, [*lows[1:], int(out_offsets[-1]) * size], gaps.tolist(),
+                                         byte_starts[firsts].tolist(), owners):
+        if not gap:  # a new run
+            if vectors:
+                reader.preadv(vectors, position, expected)
+            vectors, reader, position, expected = [], arrays[owner], at, 0
+        else:
+            vectors.append(scratch[:gap])
+        vectors.append(out[low:high])
+        expected += gap + high - low
+    reader.preadv(vectors, position, expected)
+
+
+def pieces(byte_starts: np.ndarray, byte_ends: np.ndarray, breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ranges cut where a read or a gap starts: each piece's first range, and the gap bytes before it
+    (0 where the piece starts a new read: see :func:`run_heads`). Ranges that touch stay one piece."""
+    before = np.zeros(len(byte_starts), np.int64)
+    before[1:] = byte_starts[1:] - byte_ends[:-1]
+    heads = run_heads(byte_starts, byte_ends, breaks)
+    before[heads] = 0
+    cut = before > 0
+    cut[heads] = True
+    firsts = np.flatnonzero(cut)
+    return firsts, before[firsts]
+
+
+def run_heads(byte_starts: np.ndarray, byte_ends: np.ndarray, breaks: np.ndarray | None = None) -> np.ndarray:
+    """Indices where a new read starts: a gap over ``GAP_BYTES``, a run over ``MAX_RUN_BYTES``, too many vectors,
+    or one of ``breaks`` (where the ranges of the next file begin)."""
+    count = len(byte_starts)
+    if not count:
         return np.zeros(0, np.int64)
     gaps = byte_starts[1:] - byte_ends[:-1]
-    heads = np.r_[0, np.flatnonzero(gaps > GAP_BYTES) + 1]
-    tails = np.r_[heads[1:], len(byte_starts)] - 1
-    gaps_before = np.r_[0, np.cumsum(gaps > 0)]
+    far = gaps > GAP_BYTES
+    if breaks is not None and len(breaks):
+        far[breaks - 1] = True
+    heads = np.concatenate(([0], np.flatnonzero(far) + 1))
+    if 2 * count <= _IOV_MAX and int(byte_ends.max()) - int(byte_starts.min()) <= MAX_RUN_BYTES:
+        return heads  # a batch's usual size: no run can hold too many vectors or bytes
+    tails = np.concatenate((heads[1:], [count])) - 1
+    gaps_before = np.concatenate(([0], np.cumsum(gaps > 0)))
     vectors = 2 * (gaps_before[tails] - gaps_before[heads]) + 1
     if (vectors < _IOV_MAX).all() and (byte_ends[tails] - byte_starts[heads] <= MAX_RUN_BYTES).all():
-        return heads  # the usual case, vectorised; the loop below only for huge or very scattered runs
+        return heads  # vectorised; the loop below only for huge or very scattered runs
+    far = set(heads[1:].tolist())
     heads = [0]
-    far = set((np.flatnonzero(gaps > GAP_BYTES) + 1).tolist())
     run_start, vectors = int(byte_starts[0]), 1
     for index in range(1, len(byte_starts)):
         vectors += 2 if gaps[index - 1] else 0
