@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +156,12 @@ def build_sequences(tmp_path: Path, n: int, fmt: str = "npy", shard_size: int | 
     build_dataset({"train": ArraySource(x=x, y=y)}, out,
                   BuildOptions(format=fmt, shard_size=shard_size, compression=compression, progress=False))
     return out, x, y
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files in ``folder`` now; a loader's fetching thread may evict one while they are summed."""
+    total = 0
+    for entry in os.scandir(folder):
+        with contextlib.suppress(FileNotFoundError):
+            total += entry.stat().st_size if entry.is_file() else 0
+    return total

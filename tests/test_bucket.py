@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -16,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import KERAS_BACKENDS, subprocess_env, tmpfs
 from s3server import S3Admin, S3Endpoint, SeaweedServer, fresh_url
+from shards import folder_bytes
 
 from streamload import ArraySource, BatchLoader, BuildOptions, LoaderOptions, build_dataset
 from streamload.cli import main
@@ -132,15 +131,6 @@ def test_upload_of_a_local_dataset_and_a_rebuild_never_change_what_a_running_rea
     assert fresh.dataset.generation == "gen-000002" and ids_of(every_batch(fresh, 1))[0] == 5000
 
 
-def _bytes_in(folder: Path) -> int:
-    """The bytes of the files in ``folder`` now; the loader's fetching thread may evict one while they are summed."""
-    total = 0
-    for entry in os.scandir(folder):
-        with contextlib.suppress(FileNotFoundError):
-            total += entry.stat().st_size if entry.is_file() else 0
-    return total
-
-
 def test_a_cache_below_the_working_set_is_refused_and_a_small_one_evicts(aws_env: S3Endpoint, tmp_path: Path) -> None:
     url = fresh_url(aws_env)
     BucketPlace(url).publish(local_dataset(tmp_path / "local"))
@@ -154,7 +144,7 @@ def test_a_cache_below_the_working_set_is_refused_and_a_small_one_evicts(aws_env
     ids = []
     for batch in loader:
         ids.append(batch)
-        seen = max(seen, _bytes_in(folder))
+        seen = max(seen, folder_bytes(folder))
     assert ids_of(ids).tolist() == list(range(N))
     assert seen <= needed
     shards_there = [p for p in folder.iterdir() if p.suffix == ".npy"]

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import tmpfs
 from s3server import S3Admin, S3Endpoint, SeaweedServer, fresh_url
+from shards import folder_bytes
 
 from streamload.errors import (
     CacheFullError,
@@ -56,10 +57,6 @@ def upload_shards(store: S3ObjectStore, count: int, size: int, seed: int = 0) ->
     for key, data in zip(keys, datas):
         store.put_bytes(key, data)
     return ShardTable.of(keys, [len(d) for d in datas], [hashlib.sha256(d).hexdigest() for d in datas]), datas
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
 
 
 def test_put_get_head_list_delete_round_trip(aws_env: S3Endpoint, tmp_path: Path) -> None:
