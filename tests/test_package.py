@@ -35,9 +35,17 @@ def test_every_public_name_resolves() -> None:
 
 
 def test_import_streamload_loads_no_heavy_module() -> None:
-    probe = ("import sys, streamload; "
-             "print(sorted(m for m in ('numpy', 'tqdm', 'h5py', 'keras', 'tensorflow', 'jax') if m in sys.modules))")
+    heavy = ('numpy', 'tqdm', 'h5py', 'keras', 'tensorflow', 'jax', 'cv2')
+    probe = f"import sys, streamload; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     assert run(probe).stdout.strip() == "[]"
+
+
+def test_opencv_loads_with_the_first_image_resized_not_before() -> None:
+    probe = ("import sys, numpy as np; from streamload.images import decode_batch; from streamload.read import loader; "
+             "before = 'cv2' in sys.modules; "
+             "from streamload.images.resize_opencv import resize_bilinear_fast; "
+             "resize_bilinear_fast(np.zeros((4, 4, 3), np.uint8), (2, 2)); print(before, 'cv2' in sys.modules)")
+    assert run(probe).stdout.strip() == "False True"
 
 
 def test_the_standard_library_only_modules_import_without_numpy_and_tqdm() -> None:
