@@ -62,6 +62,9 @@ def test_writes_into_out(channels: int) -> None:
     strided = np.zeros((97, 202, channels), np.float32)[:, ::2]  # not contiguous: written all the same
     resize_bilinear_fast(image, (97, 101), out=strided)
     _assert_close(strided, expected, image.shape)
+    doubles = np.zeros((97, 101, channels), np.float64)  # OpenCV would write a new array, not this one
+    resize_bilinear_fast(image, (97, 101), out=doubles)
+    np.testing.assert_allclose(doubles, expected, rtol=0, atol=tolerance(*image.shape[:2]))
 
 
 def test_threads_share_no_working_arrays() -> None:

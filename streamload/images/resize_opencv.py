@@ -56,7 +56,8 @@ def resize_bilinear_fast(image: np.ndarray, size: tuple[int, int], out: np.ndarr
     source = thread_buffer("opencv", (height, width * channels), np.float32).reshape(image.shape)
     np.copyto(source, image[:, ::-1] if flip else image, casting="unsafe")  # resizing commutes with the mirror
     shape = (*size, channels)
-    target = out if out is not None and out.flags.c_contiguous else np.empty(shape, np.float32)
+    direct = out is not None and out.flags.c_contiguous and out.shape == shape and out.dtype == np.float32
+    target = out if direct else np.empty(shape, np.float32)  # OpenCV writes into dst only if it fits exactly
     cv2.resize(source, (size[1], size[0]), dst=target, interpolation=cv2.INTER_LINEAR)
     if out is not None and target is not out:
         out[...] = target
