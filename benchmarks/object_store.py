@@ -11,7 +11,8 @@ latency cases, delays each request by ``--latency-ms``. Each case is one process
 - the request bound: random range GETs of one sample each, ``--depth`` in flight;
 - streamload block and exact order from the bucket with an empty cache folder (cold), then a second
   epoch in a new process with the same folder (warm), and the same epoch from the local folder the
-  dataset was built in (page cache warm: every file read just before);
+  dataset was built in: these two side by side, taking turns, each with its folder's files read just
+  before (page cache warm alike);
 - the bounds and the cold epochs again with the added latency;
 - where ``scripts/benchmark_images.py`` has built its JPEG set (``--images``), the smallest one's encoded store:
   its plain GETs, and block and exact epochs decoded to 224x224 from the bucket (cold) and from local disk.
