@@ -11,7 +11,8 @@ latency cases, delays each request by ``--latency-ms``. Each case is one process
 - the request bound: random range GETs of one sample each, ``--depth`` in flight;
 - streamload block and exact order from the bucket with an empty cache folder (cold), then a second
   epoch in a new process with the same folder (warm), and the same epoch from the local folder the
-  dataset was built in (page cache warm: every file read just before);
+  dataset was built in: these two side by side, taking turns, each with its folder's files read just
+  before (page cache warm alike);
 - the bounds and the cold epochs again with the added latency;
 - where ``scripts/benchmark_images.py`` has built its JPEG set (``--images``), the smallest one's encoded store:
   its plain GETs, and block and exact epochs decoded to 224x224 from the bucket (cold) and from local disk.
@@ -84,7 +85,8 @@ class Case:
 
 
 def plan(args: argparse.Namespace, url: str, local: Path, jpeg: tuple[str, Path] | None = None) -> list[list[Case]]:
-    """Groups of cases; a group runs back to back (a warm epoch right after its cold one), groups rotate.
+    """Groups of cases; a group runs back to back, groups rotate. A cold epoch's group holds its warm epoch and
+    the same epoch from local disk, so the two compared by the warm goal run side by side (:func:`in_turn`).
     ``jpeg``: the bucket URL and local folder of an encoded-images store, read as well (:func:`jpeg_groups`)."""
     loader = {"kind": "loader", "batch_size": args.batch_size, "seed": args.seed, "cache_bytes": args.cache_bytes}
     get = Case(BANDWIDTH, {"kind": "get", "location": url})
@@ -96,8 +98,8 @@ def plan(args: argparse.Namespace, url: str, local: Path, jpeg: tuple[str, Path]
         cold = Case(loader_name(shuffle, "cold"), {**loader, "shuffle": shuffle, "location": url, "epoch": 0},
                     where="cold")
         warm = Case(loader_name(shuffle, "warm"), {**cold.spec, "epoch": 1}, where="warm")
-        groups += [[cold, warm], [Case(loader_name(shuffle, "local"), {**cold.spec, "location": str(local),
-                                                                       "epoch": 1}, proxy=False, where="local")]]
+        groups.append([cold, warm, Case(loader_name(shuffle, "local"), {**cold.spec, "location": str(local),
+                                                                        "epoch": 1}, proxy=False, where="local")])
     if args.latency_ms > 0:
         slow = [get, ranges, *(group[0] for group in groups if group[0].where == "cold")]
         groups += [[Case(latency_name(case.name, args.latency_ms), case.spec, args.latency_ms, where=case.where)]
@@ -148,8 +150,8 @@ class Runner:
             self.cache = Path(tempfile.mkdtemp(dir=self.scratch, prefix="cache-"))
         if case.where in ("cold", "warm"):
             spec["cache_dir"] = str(self.cache)
-        if case.where == "local":
-            warm_files(Path(spec["location"]))
+        if case.where in ("warm", "local"):  # both read just before, alike: page cache warm by construction
+            warm_files(Path(spec["cache_dir"] if case.where == "warm" else spec["location"]))
         self.proxy.delay_s = case.delay_ms / 1000
         self.proxy.reset()
         log(f"  {case.name}")
@@ -168,14 +170,19 @@ class Runner:
             self.cache = None
 
 
+def in_turn(group: list[Case], number: int) -> list[Case]:
+    """A group's cases in round ``number``: its first (the cold epoch the warm one needs) first, the rest rotating,
+    so that neither the warm nor the local epoch always runs right after the cold one."""
+    return [*group[:1], *rotated(group[1:], number)] if len(group) > 2 else group
+
+
 def run_rounds(groups: list[list[Case]], rounds: int, runner: Callable[[Case], Result]) -> list[Result]:
-    """Every group once per round, the groups' order rotating; the cases of a group in their order."""
+    """Every group once per round, the groups' order rotating; the cases of a group back to back (:func:`in_turn`)."""
     results = []
     for number in range(rounds):
-        order = rotated(groups, number)
+        cases = [case for group in rotated(groups, number) for case in in_turn(group, number)]
         log(f"round {number + 1}/{rounds}")
-        results.append({"order": [case.name for group in order for case in group],
-                        "results": {case.name: runner(case) for group in order for case in group}})
+        results.append({"order": [case.name for case in cases], "results": {case.name: runner(case) for case in cases}})
     return results
 
 

@@ -21,7 +21,7 @@ from shards import build
 
 from benchmarks import object_store_report as report
 from benchmarks.common import process_cpu_seconds, sha256_bytes_per_cpu_s
-from benchmarks.object_store import jpeg_store, plan
+from benchmarks.object_store import jpeg_store, plan, run_rounds
 from benchmarks.object_store_child import sample_ranges
 from benchmarks.object_store_proxy import LatencyProxy
 from streamload.format.manifest import read_manifest
@@ -191,17 +191,30 @@ def test_the_jpeg_rows_read_the_smallest_encoded_set(tmp_path: Path) -> None:
                if case.spec["kind"] == "loader")
 
 
-def test_the_plan_runs_each_warm_epoch_right_after_its_cold_one() -> None:
+def test_the_plan_runs_each_warm_epoch_after_its_cold_one_beside_the_local_epoch() -> None:
     args = argparse.Namespace(batch_size=8, seed=0, cache_bytes=1 << 30, ranges=10, depth=4, latency_ms=20.0)
     groups = plan(args, "s3://b/p", Path("/local"))
     names = [case.name for group in groups for case in group]
     assert len(names) == len(set(names)) == 14
     for group in groups:
-        assert [case.where for case in group] in (["cold", "warm"], ["cold"], ["local"], [""])
+        assert [case.where for case in group] in (["cold", "warm", "local"], ["cold"], [""])
         assert all(case.delay_ms == (20.0 if case.name.endswith("+20 ms") else 0.0) for case in group)
     assert not [case for group in groups for case in group if case.where == "local" and case.proxy]
     assert len([name for group in plan(argparse.Namespace(**{**vars(args), "latency_ms": 0.0}), "s3://b/p",
                                        Path("/l")) for name in group]) == 10
+
+
+def test_the_warm_and_local_epochs_take_turns_right_after_the_cold_one() -> None:
+    """The two epochs the warm goal compares run side by side, neither always first after the cold epoch."""
+    args = argparse.Namespace(batch_size=8, seed=0, cache_bytes=1 << 30, ranges=10, depth=4, latency_ms=0.0)
+    ran: list[str] = []
+    rounds = run_rounds(plan(args, "s3://b/p", Path("/local")), 2, lambda case: ran.append(case.where) or {})
+    for number, one in enumerate(rounds):
+        for shuffle in ("block", "exact"):
+            at = one["order"].index(report.loader_name(shuffle, "cold"))
+            after = [name.rsplit(", ", 1)[1] for name in one["order"][at + 1:at + 3]]
+            assert after == [["warm cache", "local disk"], ["local disk", "warm cache"]][number]
+    assert ran.count("warm") == ran.count("local") == ran.count("cold") == 4
 
 
 @pytest.mark.slow

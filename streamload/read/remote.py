@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..base.process import current_pid
 from ..errors import InvalidOptionError
 from ..format.manifest import FileInfo, ShardInfo, SplitInfo
 from ..options import LoaderOptions
@@ -119,14 +120,14 @@ class RemoteShards:
 
     def _process(self) -> None:
         """This process's cache, prefetch threads and prefetched leases (new ones after a fork)."""
-        if self._pid == os.getpid():
+        if self._pid == current_pid():
             return
         self._cache = ShardCache(self.folder, self.store, self.table, self.limit,
                                  in_flight=self.keep * self.files_per_shard, working_set_bytes=self.needed)
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max(1, self.ahead), thread_name_prefix="streamload-prefetch")
         self._ahead: OrderedDict[int, Future[list[Lease] | None]] = OrderedDict()
-        self._pid = os.getpid()
+        self._pid = current_pid()
 
     def _lease(self, shard: int, wait: bool = True) -> list[Lease] | None:
         """Leases on every file of ``shard`` (fetched and checked first where absent); without ``wait`` (a
@@ -182,15 +183,15 @@ class RemoteShards:
 
     def pending(self) -> int:
         """Shards fetched ahead (or being fetched) that no reader has taken yet, in this process."""
-        return len(self._ahead) if self._pid == os.getpid() else 0
+        return len(self._ahead) if self._pid == current_pid() else 0
 
     def is_ahead(self, shard: int) -> bool:
-        return self._pid == os.getpid() and shard in self._ahead
+        return self._pid == current_pid() and shard in self._ahead
 
     def close(self) -> None:
         """Cancel the prefetches not yet started and wait for those under way (each bounded by the retry
         budget), releasing what they fetched: a closed dataset leaves no download in progress."""
-        if self._pid != os.getpid():
+        if self._pid != current_pid():
             return
         with self._lock:
             for future in self._ahead.values():

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base.durable import open_in_folder
+from ..base.process import current_pid
 from ..errors import CacheFullError, InvalidOptionError, ShardCorruptError
 from .cachefiles import LOCK_NAME, FolderEntry, ShardTable, VerifyingSink, is_part_of, part_name, scan
 from .protocol import ObjectStore
@@ -98,15 +99,23 @@ class ShardCache:
 
     def _open_process_state(self) -> None:
         """Per process: the lock file's own descriptor, lease counts and the descriptors holding them."""
-        self._pid = os.getpid()
+        self._pid = current_pid()
         self._thread_lock = threading.Lock()
         self._lock_fd = open_in_folder(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, folder_may_be_link=True)
         self._leases = np.zeros(len(self.shards), np.int32)
         self._fds = np.full(len(self.shards), -1, np.int32)
         self._seen = np.isin(self._names, [entry.name for entry in scan(self.folder) if entry.kind == "shard"])
+        self._all_seen = bool(self._seen.all())
+
+    def _mark_seen(self, where: int | np.ndarray, seen: bool) -> None:
+        """Record whether the copies at ``where`` (an index or a mask) are here, and so whether all are: kept as one
+        flag because :meth:`seen_all` is asked every batch and this changes only on a lease, a download or an
+        eviction."""
+        self._seen[where] = seen
+        self._all_seen = bool(self._seen.all())
 
     def _after_fork(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != current_pid():
             for fd in [self._lock_fd, *self._fds[self._fds >= 0].tolist()]:
                 os.close(fd)  # the child's copies; the parent's locks stay with the parent
             self._open_process_state()
@@ -126,7 +135,7 @@ class ShardCache:
         started, then its own leases, downloads and evictions, never a look at the folder (it is asked every batch).
         A hint for fetching ahead: another process may have evicted one since; a lease then fetches it again."""
         self._after_fork()
-        return bool(self._seen.all())
+        return self._all_seen
 
     def path(self, index: int) -> Path:
         return self.folder / str(self._names[index])
@@ -175,16 +184,17 @@ class ShardCache:
         try:
             fd = os.open(self.path(index), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
-            self._seen[index] = False
+            self._mark_seen(index, False)
             return False
         fcntl.flock(fd, fcntl.LOCK_SH)  # never waits: exclusive holders hold the cache lock, which we have
         touch(fd)
-        self._fds[index], self._leases[index], self._seen[index] = fd, 1, True
+        self._fds[index], self._leases[index] = fd, 1
+        self._mark_seen(index, True)
         return True
 
     def _release(self, index: int) -> None:
         with self._thread_lock:
-            if self._pid != os.getpid() or self._leases[index] <= 0:
+            if self._pid != current_pid() or self._leases[index] <= 0:
                 return  # a lease taken before a fork belongs to the parent
             self._leases[index] -= 1
             if self._leases[index] == 0:
@@ -212,7 +222,7 @@ class ShardCache:
         finally:
             os.close(fd)  # closing drops the exclusive lock too; we still hold the cache lock
         os.unlink(self.folder / name)
-        self._seen[self._names == name] = False
+        self._mark_seen(self._names == name, False)
         return True
 
     def _remove_stale_parts(self) -> None:
@@ -308,4 +318,5 @@ class ShardCache:
         with self._locked():
             os.rename(part, self.path(index))
             touch(fd)
-            self._fds[index], self._leases[index], self._seen[index] = fd, 1, True
+            self._fds[index], self._leases[index] = fd, 1
+            self._mark_seen(index, True)
