@@ -92,8 +92,8 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int], out: np.ndarray | 
     left, right, dx = _columns(width, size[1], channels, flip)
     source = image.reshape(height, width * channels)  # a view, also of a crop (its rows are contiguous)
     if len(rows) < height or not source.flags.c_contiguous:
-        source = np.take(source, rows, axis=0, mode="clip", out=thread_buffer("source", (len(rows), source.shape[1]),
-                                                                          image.dtype))
+        buffer = thread_buffer("source", (len(rows), source.shape[1]), image.dtype)
+        source = np.take(source, rows, axis=0, mode="clip", out=buffer)
     across = _across(source, left, right, dx)
     row_width = size[1] * channels
     top = np.take(across, top_row, axis=0, mode="clip", out=thread_buffer("top", (size[0], row_width), np.float32))
