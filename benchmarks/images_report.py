@@ -46,9 +46,9 @@ def case_table(results: Result, case: str) -> list[str]:
     part = results["cases"][case]
     first, rss, passes = part.get("first_pass"), part["median_peak_rss_anon"], part.get("passes", 1)
     title = {"resize": "resize to 224x224", "augment": "random-resized crop + horizontal flip to 224x224"}[case]
-    last = "second" if passes == 2 else f"pass {passes}"
+    last = "second pass" if passes == 2 else f"pass {passes}"
     both = passes > 1 and first is not None
-    rates = (f"images/s, {last} pass | images per CPU s | images/s, first pass | images per CPU s" if both
+    rates = (f"images/s, {last} | images per CPU s | images/s, first pass | images per CPU s" if both
              else "images/s | images per CPU s")
     lines = [f"**{title}**, images/s, median (min-max) of {len(part['rounds'])} interleaved rounds, each a fresh "
              f"process running {passes} pass{'es' if passes > 1 else ''}", "",
@@ -63,7 +63,7 @@ def case_table(results: Result, case: str) -> list[str]:
     if case == "augment" and DECODED not in part["pipelines"]:
         lines += ["", f"{DECODED}: not run (a random-resized crop of images already resized to 224x224 is not "
                       "the same task)."]
-    lines += _ratio_rows(part["ratios"], f"{last} pass" if both else "this run")
+    lines += _ratio_rows(part["ratios"], last if both else "this run")
     if both:
         lines += _ratio_rows(first["ratios"], "first pass")
     return lines

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from streamload.format.manifest import read_manifest
 from streamload.images import ImageDecodeOptions
 from streamload.options import LoaderOptions
 from streamload.read.decoding import resolve_options
-from streamload.read.loader import BatchLoader
+from streamload.read.loader import BATCHES_IN_FLIGHT, BatchLoader
 from streamload.write.build import BuildOptions, build_dataset
 from streamload.write.sources.images import ImageOptions, image_folder_sources
 
@@ -141,6 +143,49 @@ def test_a_resumed_loader_gives_the_rest_of_the_epoch_exactly(stores: tuple[Path
     assert all(np.array_equal(a, loader.load(0, n)[0]) for n, a in enumerate(whole))
 
 
+class _CountingLoader(BatchLoader):
+    """A BatchLoader that notes how many of its loads run at once, and the most seen."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.lock, self.running, self.most = threading.Lock(), 0, 0
+
+    def load(self, epoch: int, batch: int, offset: int = 0):  # noqa: ANN201 - BatchLoader.load's Batch
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.05)  # long enough for the loop to start the next load meanwhile
+            return super().load(epoch, batch, offset)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_a_for_loop_keeps_two_batches_decoding_and_hands_them_out_in_order(stores: tuple[Path, Path]) -> None:
+    _, encoded = stores
+    loader = _CountingLoader(encoded, batch_size=2, seed=3, **AUGMENT)
+    handed = [x for x, _ in loader]
+    assert loader.most == BATCHES_IN_FLIGHT == 2
+    assert len(handed) == loader.num_batches and all(
+        np.array_equal(x, loader.load(0, number)[0]) for number, x in enumerate(handed))
+    assert loader.state_dict()["epoch"] == 1
+
+
+def test_a_loop_stopped_or_moved_mid_epoch_goes_on_from_its_cursor(stores: tuple[Path, Path]) -> None:
+    _, encoded = stores
+    loader = BatchLoader(encoded, batch_size=2, seed=3, **AUGMENT)
+    moved = BatchLoader(encoded, batch_size=2, seed=3, **AUGMENT)
+    for _ in zip(range(3), moved):  # three batches handed out, a fourth was loading
+        pass
+    loop = iter(loader)
+    first = next(loop)[0]
+    loader.load_state_dict(moved.state_dict())  # while batch 1 loads: the loop goes on from batch 3
+    rest = [x for x, _ in loop]
+    assert np.array_equal(first, loader.load(0, 0)[0]) and len(rest) == loader.num_batches - 3
+    assert all(np.array_equal(x, loader.load(0, number)[0]) for number, x in enumerate(rest, start=3))
+
+
 def test_generator_and_tf_dataset_give_the_loaders_batches(stores: tuple[Path, Path]) -> None:
     from streamload.adapters.generator import StreamingGenerator
     from streamload.adapters.tfdata import as_tf_dataset
@@ -242,6 +287,10 @@ def test_an_undecodable_record_with_valid_checksums_names_its_shard_and_sample(s
     generator = StreamingGenerator(encoded, batch_size=3, shuffle=False, image_size=(8, 8))
     with pytest.raises(ImageDecodeError, match="sample 5 of split"):
         generator[1]
+    handed = []
+    with pytest.raises(ImageDecodeError, match="sample 5 of split"):  # raised in its turn, in a for loop too
+        handed.extend(loader)
+    assert len(handed) == 1 and loader.state_dict()["sample"] == 3  # batch 1 was not handed out
 
 
 def test_refusals_are_one_line_at_construction(stores: tuple[Path, Path], tmp_path: Path) -> None:

@@ -72,6 +72,12 @@ def test_threads_share_no_working_arrays() -> None:
         _assert_close(ours, theirs, image.shape)
 
 
+def test_opencv_runs_in_the_calling_thread() -> None:
+    """OpenCV's own pool spun beside the decoding threads (resize_opencv's docstring): it is set to one thread."""
+    resize_bilinear_fast(random_pixels(333, 517, 3, 1), (97, 101))
+    assert import_opencv().getNumThreads() == 1
+
+
 def test_without_opencv_the_exact_resize_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """An install without OpenCV still gets TensorFlow's values, then bit for bit."""
     monkeypatch.setattr(resize_opencv, "import_opencv", lambda: None)

