@@ -100,11 +100,25 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int], out: np.ndarray | 
     bottom = np.take(across, bottom_row, axis=0, mode="clip", out=thread_buffer("bottom", top.shape, np.float32))
     bottom -= top
     bottom *= dy
-    result = out if out is not None and out.flags.c_contiguous else np.empty((*size, channels), np.float32)
+    result = output_slot(out, (*size, channels))
     np.add(top, bottom, out=result.reshape(top.shape))
-    if out is not None and result is not out:
+    return delivered(result, out)
+
+
+def output_slot(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """Where a resize writes: ``out`` itself when it is a C-contiguous float32 array of ``shape`` (a batch's
+    slot, saving a copy), else a new array."""
+    fits = out is not None and out.flags.c_contiguous and out.shape == shape and out.dtype == np.float32
+    return out if fits else np.empty(shape, np.float32)
+
+
+def delivered(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """A resize's answer: ``result``, or ``out`` with ``result`` copied in when it was written elsewhere."""
+    if out is None:
+        return result
+    if result is not out:
         out[...] = result
-    return result if out is None else out
+    return out
 
 
 def _across(source: np.ndarray, left: np.ndarray, right: np.ndarray, dx: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .resize import resize_bilinear, thread_buffer
+from .resize import delivered, output_slot, resize_bilinear, thread_buffer
 
 TOLERANCE_PER_1000_PX = 0.025  # of 0..255 pixel values, per 1,000 pixels of the input's longer side
 
@@ -61,10 +61,6 @@ def resize_bilinear_fast(image: np.ndarray, size: tuple[int, int], out: np.ndarr
     source = thread_buffer("opencv", (height, width * channels), np.float32).reshape(image.shape)
     mirrored = cv2.flip(image, 1).reshape(image.shape) if flip else image  # resizing commutes with the mirror
     np.copyto(source, mirrored, casting="unsafe")  # (from numpy's mirrored view: 12x the time, measured)
-    shape = (*size, channels)
-    direct = out is not None and out.flags.c_contiguous and out.shape == shape and out.dtype == np.float32
-    target = out if direct else np.empty(shape, np.float32)  # OpenCV writes into dst only if it fits exactly
+    target = output_slot(out, (*size, channels))  # (OpenCV writes into dst only if it fits exactly)
     cv2.resize(source, (size[1], size[0]), dst=target, interpolation=cv2.INTER_LINEAR)
-    if out is not None and target is not out:
-        out[...] = target
-    return out if out is not None else target
+    return delivered(target, out)
